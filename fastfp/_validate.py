@@ -1,0 +1,80 @@
+"""Input checks shared by the public functions: each failure names the argument, what was given,
+what was expected and how to fix it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .errors import ArgumentTypeError, DTypeError, NonFiniteError, ShapeError
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def as_float_array(name: str, value: Any, dtype=None) -> np.ndarray:
+    """``value`` as a C-contiguous float32/float64 array (``dtype`` if given)."""
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:
+        raise DTypeError(f"argument {name!r}: could not be converted to an array ({exc})") from None
+    if arr.dtype.kind != "f":
+        raise DTypeError(
+            f"argument {name!r}: got dtype {arr.dtype}, expected float32 or float64; "
+            f"convert it first, e.g. {name}.astype(np.float64)"
+        )
+    target = np.dtype(dtype) if dtype is not None else (arr.dtype if arr.dtype in _FLOATS else np.dtype(np.float64))
+    return np.ascontiguousarray(arr, dtype=target)
+
+
+def check_finite(name: str, arr: np.ndarray) -> None:
+    if not np.isfinite(arr).all():
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise NonFiniteError(
+            f"argument {name!r}: holds NaN or Inf (first at index {tuple(int(i) for i in bad)}); "
+            "expected finite values"
+        )
+
+
+def check_params(params: Any) -> None:
+    from .params import RNNParams
+
+    if not isinstance(params, RNNParams):
+        raise ArgumentTypeError(
+            f"argument 'params': got {type(params).__name__}, expected fastfp.RNNParams "
+            "(build one with fastfp.RNNParams(cell, w_ih, w_hh, b_ih, b_hh))"
+        )
+
+
+def state_size_text(params) -> str:
+    if params.cell == "lstm":
+        return f"N = 2H = {params.state_size} ([h, c] of the 'lstm' cell with H = {params.hidden_size})"
+    return f"N = H = {params.state_size} (hidden size of the {params.cell!r} cell)"
+
+
+def prepare_states(name: str, params, value: Any, dtype=None) -> np.ndarray:
+    """States as (B, N) or (N,) float array; checks size and finiteness."""
+    h = as_float_array(name, value, dtype)
+    if h.ndim not in (1, 2) or h.shape[-1] != params.state_size:
+        raise ShapeError(
+            f"argument {name!r}: got shape {h.shape}, expected (B, N) or (N,) with {state_size_text(params)}"
+        )
+    check_finite(name, h)
+    return h
+
+
+def prepare_inputs(name: str, params, value: Any, batch: int | None, dtype) -> np.ndarray:
+    """Inputs as a 2-D (Bx, M) array with Bx = 1 (shared) or B; ``None`` means the zero input."""
+    M = params.input_size
+    if value is None:
+        return np.zeros((1, M), dtype=dtype)
+    x = as_float_array(name, value, dtype)
+    if x.ndim == 1 and x.shape[0] == M:
+        x = x[None, :]
+    elif not (x.ndim == 2 and x.shape[1] == M and batch is not None and x.shape[0] == batch):
+        expected = f"({M},) shared by all states" + (f" or ({batch}, {M}) one per state" if batch is not None else "")
+        raise ShapeError(
+            f"argument {name!r}: got shape {x.shape}, expected {expected} (M = {M} is the input size of the params)"
+        )
+    check_finite(name, x)
+    return np.ascontiguousarray(x)

@@ -1,0 +1,212 @@
+"""Public dynamics of one recurrent layer: stepping, rollouts, Jacobians, JVPs and VJPs.
+
+All functions take the data positionally and the policy keyword-only; states are batch-first
+(B, N) (a single state (N,) is accepted and returns unbatched results); the input ``x`` is shared
+(M,) or per state (B, M), and ``None`` means the zero input. Computation runs in the dtype of the
+states (float32 or float64). ``backend`` selects the kernels: ``"cpu"`` (Numba, default),
+``"numpy"`` (the reference twins) or ``"gpu"``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._validate import check_finite, check_params, prepare_inputs, prepare_states, as_float_array, state_size_text
+from .backends import get_kernels
+from .errors import InvalidOptionError, ShapeError
+
+__all__ = ["step", "rollout", "jacobian", "input_jacobian", "jvp", "vjp"]
+
+
+def _setup(params, h, x, backend):
+    check_params(params)
+    kernels = get_kernels(backend)
+    hs = prepare_states("h", params, h)
+    single = hs.ndim == 1
+    h2 = hs[None, :] if single else hs
+    x2 = prepare_inputs("x", params, x, None if single else h2.shape[0], h2.dtype)
+    weights = params.arrays(h2.dtype)
+    return kernels, single, h2, x2, weights
+
+
+def step(params, h, x=None, *, backend: str = "cpu") -> np.ndarray:
+    """One step of the cell, F(h, x), for a batch of states.
+
+    Parameters
+    ----------
+    params : RNNParams
+    h : array_like, shape (B, N) or (N,)
+        States (for ``lstm`` the concatenation [h, c], N = 2H).
+    x : array_like, shape (M,) or (B, M), optional
+        Input shared by all states, or one per state; ``None`` is the zero input.
+    backend : {'cpu', 'numpy', 'gpu'}
+
+    Returns
+    -------
+    ndarray, shape (B, N) or (N,)
+        The next states, in the dtype of ``h``.
+    """
+    kernels, single, h2, x2, w = _setup(params, h, x, backend)
+    out = kernels.step(params.cell_code, params.nonlinearity_code, h2, x2, *w)
+    return out[0] if single else out
+
+
+def jacobian(params, h, x=None, *, backend: str = "cpu") -> np.ndarray:
+    """The recurrent Jacobian dF/dh at each state.
+
+    Returns
+    -------
+    ndarray, shape (B, N, N) or (N, N)
+        ``J[b, i, j] = dF_i / dh_j`` at state ``h[b]``.
+    """
+    kernels, single, h2, x2, w = _setup(params, h, x, backend)
+    out = kernels.jacobian(params.cell_code, params.nonlinearity_code, h2, x2, *w)
+    return out[0] if single else out
+
+
+def input_jacobian(params, h, x=None, *, backend: str = "cpu") -> np.ndarray:
+    """The input Jacobian dF/dx at each state.
+
+    Returns
+    -------
+    ndarray, shape (B, N, M) or (N, M)
+        ``Jx[b, i, k] = dF_i / dx_k`` at state ``h[b]``; ``Jx[b] @ e_w`` is the linearised effect
+        of word ``w``'s one-hot input.
+    """
+    kernels, single, h2, x2, w = _setup(params, h, x, backend)
+    out = kernels.input_jacobian(params.cell_code, params.nonlinearity_code, h2, x2, *w)
+    return out[0] if single else out
+
+
+def _direction(name, params, value, h2, single):
+    v = as_float_array(name, value, h2.dtype)
+    expected = (params.state_size,) if single else h2.shape
+    if v.shape != expected:
+        raise ShapeError(
+            f"argument {name!r}: got shape {v.shape}, expected {expected}, the shape of 'h' "
+            f"({state_size_text(params)})"
+        )
+    check_finite(name, v)
+    return v[None, :] if single else v
+
+
+def jvp(params, h, x, v, *, backend: str = "cpu") -> np.ndarray:
+    """Jacobian-vector products J(h) v without forming J (O(B N G H) work, no N x N memory).
+
+    Parameters
+    ----------
+    h, v : array_like, shape (B, N) or (N,)
+        States and one tangent vector per state.
+    x : array_like, shape (M,) or (B, M), or None
+
+    Returns
+    -------
+    ndarray, same shape as ``h``: ``(J[b] @ v[b])`` for each b.
+    """
+    kernels, single, h2, x2, w = _setup(params, h, x, backend)
+    v2 = _direction("v", params, v, h2, single)
+    out = kernels.jvp(params.cell_code, params.nonlinearity_code, h2, x2, *w, v2)
+    return out[0] if single else out
+
+
+def vjp(params, h, x, w, *, backend: str = "cpu") -> np.ndarray:
+    """Vector-Jacobian products w^T J(h) without forming J.
+
+    Parameters
+    ----------
+    h, w : array_like, shape (B, N) or (N,)
+        States and one cotangent vector per state.
+
+    Returns
+    -------
+    ndarray, same shape as ``h``: ``(w[b] @ J[b])`` for each b.
+    """
+    kernels, single, h2, x2, weights = _setup(params, h, x, backend)
+    w2 = _direction("w", params, w, h2, single)
+    out = kernels.vjp(params.cell_code, params.nonlinearity_code, h2, x2, *weights, w2)
+    return out[0] if single else out
+
+
+def rollout(params, h0, xs, *, lengths=None, mask=None, backend: str = "cpu") -> np.ndarray:
+    """Run input sequences through the cell and return every visited state.
+
+    Parameters
+    ----------
+    params : RNNParams
+    h0 : array_like, shape (B, N) or (N,), or None
+        Initial states (one shared state when 1-D; zeros when None).
+    xs : array_like, shape (B, T, M) or (T, M)
+        Input sequences (a single sequence when 2-D; then the result is (T, N)).
+    lengths : array_like of int, shape (B,), optional
+        Valid length of each padded sequence; steps t >= lengths[b] leave the state unchanged, so
+        ``states[:, -1]`` is the state after the last valid input.
+    mask : array_like of bool, shape (B, T), optional
+        General form of ``lengths``: the state is updated at step t only where ``mask[b, t]``.
+    backend : {'cpu', 'numpy', 'gpu'}
+
+    Returns
+    -------
+    ndarray, shape (B, T, N) or (T, N)
+        ``states[b, t]`` is the state after input t.
+    """
+    check_params(params)
+    kernels = get_kernels(backend)
+    X = as_float_array("xs", xs)
+    single = X.ndim == 2
+    if single:
+        X = X[None]
+    if X.ndim != 3 or X.shape[2] != params.input_size:
+        raise ShapeError(
+            f"argument 'xs': got shape {np.shape(xs)}, expected (B, T, M) or (T, M) with "
+            f"M = {params.input_size} (input size of the params)"
+        )
+    check_finite("xs", X)
+    B, T, _ = X.shape
+    N = params.state_size
+    if h0 is None:
+        h = np.zeros((B, N), dtype=X.dtype)
+    else:
+        h = prepare_states("h0", params, h0, X.dtype)
+        if h.ndim == 1:
+            h = np.broadcast_to(h, (B, N)).copy()
+        elif single or h.shape[0] != B:
+            raise ShapeError(
+                f"argument 'h0': got shape {h.shape}, expected ({B}, {N}) or ({N},) to match "
+                f"xs of shape {np.shape(xs)}"
+            )
+    valid = _valid_steps(lengths, mask, B, T, single)
+    w = params.arrays(X.dtype)
+    out = np.empty((B, T, N), dtype=X.dtype)
+    for t in range(T):
+        new = kernels.step(params.cell_code, params.nonlinearity_code, h, np.ascontiguousarray(X[:, t]), *w)
+        if valid is not None and not valid[:, t].all():
+            new = np.where(valid[:, t, None], new, h)
+        h = new
+        out[:, t] = h
+    return out[0] if single else out
+
+
+def _valid_steps(lengths, mask, B, T, single):
+    if lengths is not None and mask is not None:
+        raise InvalidOptionError("arguments 'lengths' and 'mask': got both, expected at most one of them")
+    if lengths is not None:
+        lens = np.asarray(lengths)
+        if single and lens.ndim == 0:
+            lens = lens[None]
+        if lens.dtype.kind not in "iu" or lens.shape != (B,):
+            raise ShapeError(
+                f"argument 'lengths': got {lens.dtype} array of shape {lens.shape}, expected integers of shape ({B},)"
+            )
+        if (lens < 0).any() or (lens > T).any():
+            raise InvalidOptionError(
+                f"argument 'lengths': got values in [{lens.min()}, {lens.max()}], expected 0 <= length <= T = {T}"
+            )
+        return np.arange(T)[None, :] < lens[:, None]
+    if mask is not None:
+        m = np.asarray(mask)
+        if single and m.ndim == 1:
+            m = m[None]
+        if m.dtype != np.bool_ or m.shape != (B, T):
+            raise ShapeError(f"argument 'mask': got {m.dtype} array of shape {m.shape}, expected bool of shape ({B}, {T})")
+        return m
+    return None

@@ -1,0 +1,51 @@
+"""Exception classes of fastfp.
+
+Every error fastfp raises on bad input is one of these. Each message names the argument, what was
+given, what was expected and, where there is one, how to fix it. The classes also derive from the
+matching built-in exception so that ``except ValueError`` in user code keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FastFPError",
+    "ShapeError",
+    "DTypeError",
+    "ArgumentTypeError",
+    "NonFiniteError",
+    "InvalidOptionError",
+    "MissingDependencyError",
+    "BackendUnavailableError",
+]
+
+
+class FastFPError(Exception):
+    """Base class of every error raised by fastfp."""
+
+
+class ShapeError(FastFPError, ValueError):
+    """An array has the wrong number of dimensions or the wrong size."""
+
+
+class DTypeError(FastFPError, TypeError):
+    """An array has a dtype fastfp cannot compute with (integer, bool, complex, object...)."""
+
+
+class ArgumentTypeError(FastFPError, TypeError):
+    """An argument has the wrong Python type (e.g. not an ``RNNParams``)."""
+
+
+class NonFiniteError(FastFPError, ValueError):
+    """An array holds NaN or +-Inf where finite numbers are required."""
+
+
+class InvalidOptionError(FastFPError, ValueError):
+    """A keyword option (cell, backend, tolerance, ...) has a value fastfp does not accept."""
+
+
+class MissingDependencyError(FastFPError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+
+class BackendUnavailableError(FastFPError, RuntimeError):
+    """The requested compute backend cannot run here (no GPU, not built, ...)."""
