@@ -9,11 +9,17 @@ from .errors import (
     DTypeError,
     FastFPError,
     InvalidOptionError,
+    FileFormatError,
+    MemoryLimitError,
     MissingDependencyError,
     NonFiniteError,
     ShapeError,
 )
+from .fixed_points import FixedPoints, concatenate
+from .model import Model, load_params, save_params
 from .params import CELLS, GATE_ORDER, RNNParams
+from .solvers import METHODS, find_fixed_points, sample_states
+from .status import Status
 
 __all__ = [
     "__version__",
@@ -21,12 +27,21 @@ __all__ = [
     "CELLS",
     "GATE_ORDER",
     "RNNParams",
+    "Model",
+    "save_params",
+    "load_params",
     "step",
     "rollout",
     "jacobian",
     "input_jacobian",
     "jvp",
     "vjp",
+    "find_fixed_points",
+    "sample_states",
+    "METHODS",
+    "FixedPoints",
+    "concatenate",
+    "Status",
     "FastFPError",
     "ShapeError",
     "DTypeError",
@@ -34,5 +49,7 @@ __all__ = [
     "NonFiniteError",
     "InvalidOptionError",
     "MissingDependencyError",
+    "FileFormatError",
+    "MemoryLimitError",
     "BackendUnavailableError",
 ]

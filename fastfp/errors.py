@@ -15,6 +15,8 @@ __all__ = [
     "NonFiniteError",
     "InvalidOptionError",
     "MissingDependencyError",
+    "FileFormatError",
+    "MemoryLimitError",
     "BackendUnavailableError",
 ]
 
@@ -49,3 +51,11 @@ class MissingDependencyError(FastFPError, ImportError):
 
 class BackendUnavailableError(FastFPError, RuntimeError):
     """The requested compute backend cannot run here (no GPU, not built, ...)."""
+
+
+class FileFormatError(FastFPError, ValueError):
+    """A file is not a fastfp file, or is of a format version this fastfp cannot read."""
+
+
+class MemoryLimitError(FastFPError, MemoryError):
+    """A request would need more memory than allowed; the message gives the estimate and a chunk size."""

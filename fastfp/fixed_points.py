@@ -1,0 +1,297 @@
+"""`FixedPoints`: the batch-first result of a fixed-point search, its eigen-analysis, merging of
+duplicates, outlier rules and a versioned ``.npz`` format (never pickle)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import numpy as np
+
+from .errors import FileFormatError, InvalidOptionError, ShapeError
+from .status import CONVERGED, Q_TOLERANCE, SLOW_POINT, Status
+
+__all__ = ["FixedPoints", "concatenate", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+_FORMAT_KEY = "__fastfp_fixed_points_format__"
+_META_KEY = "__metadata_json__"
+
+# Per-point arrays (first axis = point) that are always present, then those added by decompose().
+_CORE = ("x", "x0", "inputs", "fx", "residual", "q", "grad_norm", "status", "nit")
+_DECOMP = ("jacobian", "eigvals", "eigvecs_right", "eigvecs_left", "input_jacobian")
+
+
+@dataclass(frozen=True, eq=False)
+class FixedPoints:
+    """Fixed points (and slow points) of one recurrent layer, one row per initial state.
+
+    Attributes
+    ----------
+    x : ndarray, shape (B, N)
+        Final states of the solver.
+    x0 : ndarray, shape (B, N)
+        Initial states.
+    inputs : ndarray, shape (B, M)
+        Input held fixed at each point.
+    fx : ndarray, shape (B, N)
+        F(x, input).
+    residual : ndarray, shape (B,)
+        ||F(x) - x||_inf.
+    q : ndarray, shape (B,)
+        The speed q = ||F(x) - x||_2^2 / 2.
+    grad_norm : ndarray, shape (B,)
+        ||grad q||_inf = ||(J - I)^T (F(x) - x)||_inf (NaN where not computed, e.g. Adam).
+    status : ndarray of int, shape (B,)
+        ``fastfp.Status`` codes.
+    nit : ndarray of int, shape (B,)
+        Iterations spent on each point.
+    jacobian, eigvals, eigvecs_right, eigvecs_left, input_jacobian : ndarray or None
+        Filled by :meth:`decompose`: J (B, N, N); eigenvalues (B, N) sorted by |lambda|
+        descending; right eigenvectors R (B, N, N, columns) and left eigenvectors L (B, N, N,
+        columns) with J = R diag(lambda) L^T and L^T R = I; dF/dx (B, N, M).
+    metadata : dict
+        Set-wide facts: method, tolerances, dtype, cell, backend, fastfp version.
+    """
+
+    x: np.ndarray
+    x0: np.ndarray
+    inputs: np.ndarray
+    fx: np.ndarray
+    residual: np.ndarray
+    q: np.ndarray
+    grad_norm: np.ndarray
+    status: np.ndarray
+    nit: np.ndarray
+    jacobian: np.ndarray | None = None
+    eigvals: np.ndarray | None = None
+    eigvecs_right: np.ndarray | None = None
+    eigvecs_left: np.ndarray | None = None
+    input_jacobian: np.ndarray | None = None
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.x)
+        for name in _CORE + _DECOMP:
+            value = getattr(self, name)
+            if value is not None and len(value) != n:
+                raise ShapeError(f"FixedPoints field {name!r}: has {len(value)} rows, expected {n} (one per point)")
+
+    # ------------------------------------------------------------------ derived per-point facts
+    @property
+    def success(self) -> np.ndarray:
+        """(B,) bool: the point is an exact fixed point (status CONVERGED)."""
+        return self.status == CONVERGED
+
+    @property
+    def is_slow_point(self) -> np.ndarray:
+        """(B,) bool: a slow point (status SLOW_POINT or Q_TOLERANCE), not an exact root."""
+        return (self.status == SLOW_POINT) | (self.status == Q_TOLERANCE)
+
+    @property
+    def time_constants(self) -> np.ndarray:
+        """(B, N) tau = -1 / ln|lambda| in steps (inf for |lambda| = 1; needs decompose())."""
+        lam = np.abs(self._need("eigvals"))
+        with np.errstate(divide="ignore"):
+            return -1.0 / np.log(lam)
+
+    @property
+    def is_stable(self) -> np.ndarray:
+        """(B,) bool: every |lambda| < 1 (a stable fixed point of the discrete-time map)."""
+        return np.abs(self._need("eigvals"))[:, 0] < 1.0
+
+    @property
+    def n_unstable(self) -> np.ndarray:
+        """(B,) number of eigenvalues with |lambda| > 1 (0: stable, >= 1: saddle or source)."""
+        return (np.abs(self._need("eigvals")) > 1.0).sum(axis=1)
+
+    def _need(self, name):
+        value = getattr(self, name)
+        if value is None:
+            raise InvalidOptionError(f"FixedPoints.{name} is not computed yet; call .decompose(params) first")
+        return value
+
+    # ------------------------------------------------------------------ container protocol
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index) -> "FixedPoints":
+        if isinstance(index, (int, np.integer)):
+            index = [int(index)]
+        index = np.asarray(index) if not isinstance(index, slice) else index
+        if isinstance(index, np.ndarray) and index.dtype == bool and index.shape != (len(self),):
+            raise ShapeError(f"boolean index: got shape {index.shape}, expected ({len(self)},)")
+        updates = {name: getattr(self, name)[index] for name in _CORE + _DECOMP if getattr(self, name) is not None}
+        return replace(self, **updates)
+
+    def __repr__(self) -> str:
+        counts = {Status(s).name.lower(): int((self.status == s).sum()) for s in np.unique(self.status)}
+        meta = self.metadata
+        return (
+            f"FixedPoints(n={len(self)}, N={self.x.shape[1] if self.x.ndim == 2 else '?'}, "
+            f"cell={meta.get('cell')!r}, method={meta.get('method')!r}, status={counts}, "
+            f"decomposed={self.eigvals is not None})"
+        )
+
+    # ------------------------------------------------------------------ analysis
+    def decompose(self, params, *, backend: str = "cpu") -> "FixedPoints":
+        """Add Jacobians, sorted eigenvalues, right/left eigenvectors and input Jacobians.
+
+        Parameters
+        ----------
+        params : RNNParams
+            The layer the points belong to.
+        backend : {'cpu', 'numpy', 'gpu'}
+
+        Returns
+        -------
+        FixedPoints
+            A copy with ``jacobian`` (B, N, N), ``eigvals`` (B, N) sorted by |lambda|
+            descending, ``eigvecs_right`` R and ``eigvecs_left`` L (B, N, N; eigenvectors in
+            columns, L^T R = I so that J = R diag(lambda) L^T) and ``input_jacobian`` (B, N, M).
+        """
+        from .dynamics import input_jacobian, jacobian
+
+        x = np.asarray(self.x, dtype=np.float64)
+        inputs = np.asarray(self.inputs, dtype=np.float64)
+        if len(self) == 0:
+            N, M = x.shape[1], inputs.shape[1]
+            empty = np.zeros((0, N, N))
+            return replace(self, jacobian=empty, eigvals=np.zeros((0, N), complex),
+                           eigvecs_right=empty.astype(complex), eigvecs_left=empty.astype(complex),
+                           input_jacobian=np.zeros((0, N, M)))
+        J = jacobian(params, x, inputs, backend=backend)
+        Jx = input_jacobian(params, x, inputs, backend=backend)
+        lam, R = np.linalg.eig(J.astype(np.complex128))
+        order = np.argsort(-np.abs(lam), axis=1, kind="stable")
+        lam = np.take_along_axis(lam, order, axis=1)
+        R = np.take_along_axis(R, order[:, None, :], axis=2)
+        # Left eigenvectors as the rows of R^-1 (pinv where R is numerically singular), so that
+        # L^T R = I holds exactly up to rounding.
+        try:
+            Rinv = np.linalg.inv(R)
+        except np.linalg.LinAlgError:
+            Rinv = np.linalg.pinv(R)
+        L = np.swapaxes(Rinv, 1, 2)
+        return replace(self, jacobian=J, eigvals=lam, eigvecs_right=R, eigvecs_left=L, input_jacobian=Jx)
+
+    def unique(self, tol: float = 1e-3) -> "FixedPoints":
+        """Merge points closer than ``tol`` (2-norm over [x, input]), keeping the lowest-q member.
+
+        O(n log n) with a KD-tree; never forms an n x n distance matrix.
+        """
+        tol = _positive("tol", tol)
+        if len(self) <= 1:
+            return self
+        from scipy.spatial import cKDTree
+
+        keys = np.concatenate([self.x, self.inputs], axis=1).astype(np.float64)
+        tree = cKDTree(keys)
+        order = np.argsort(self.q, kind="stable")
+        removed = np.zeros(len(self), dtype=bool)
+        keep = []
+        for i in order:
+            if removed[i]:
+                continue
+            keep.append(i)
+            removed[tree.query_ball_point(keys[i], r=tol)] = True
+        return self[np.sort(np.asarray(keep))]
+
+    def exclude_outliers(self, *, rule: str = "distance", factor: float = 10.0) -> "FixedPoints":
+        """Drop outlying points.
+
+        ``rule='distance'`` (FixedPointFinder's): drop points farther from the centroid of the
+        initial states than ``factor`` times the mean distance of the initial states to it.
+        ``rule='nearest'``: drop points whose nearest other point is farther than ``factor``
+        times the median nearest-neighbour distance.
+        """
+        factor = _positive("factor", factor)
+        if len(self) == 0:
+            return self
+        if rule == "distance":
+            centroid = self.x0.mean(axis=0)
+            scale = np.linalg.norm(self.x0 - centroid, axis=1).mean()
+            keep = np.linalg.norm(self.x - centroid, axis=1) <= factor * scale
+        elif rule == "nearest":
+            if len(self) < 3:
+                return self
+            from scipy.spatial import cKDTree
+
+            dist, _ = cKDTree(self.x).query(self.x, k=2)
+            nn = dist[:, 1]
+            keep = nn <= factor * np.median(nn)
+        else:
+            raise InvalidOptionError(f"argument 'rule': got {rule!r}, expected 'distance' or 'nearest'")
+        return self[keep]
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path) -> None:
+        """Write a versioned ``.npz`` (plain arrays and JSON metadata; no pickle)."""
+        arrays = {name: getattr(self, name) for name in _CORE + _DECOMP if getattr(self, name) is not None}
+        arrays[_FORMAT_KEY] = np.array(FORMAT_VERSION)
+        arrays[_META_KEY] = np.array(json.dumps(self.metadata, default=_json_default))
+        with open(path, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+    @classmethod
+    def load(cls, path) -> "FixedPoints":
+        """Read a file written by :meth:`save`; refuses files of an unknown (newer) version."""
+        try:
+            data = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise FileFormatError(f"argument 'path': {path!s} is not a readable .npz file ({exc})") from None
+        with data:
+            if _FORMAT_KEY not in data.files:
+                raise FileFormatError(
+                    f"argument 'path': {path!s} is not a fastfp FixedPoints file (no {_FORMAT_KEY!r} entry)"
+                )
+            version = int(data[_FORMAT_KEY])
+            if version > FORMAT_VERSION:
+                raise FileFormatError(
+                    f"argument 'path': {path!s} has FixedPoints format version {version}, but this fastfp "
+                    f"reads versions up to {FORMAT_VERSION}; upgrade fastfp (pip install -U fastfp-rnn)"
+                )
+            missing = [name for name in _CORE if name not in data.files]
+            if missing:
+                raise FileFormatError(f"argument 'path': {path!s} lacks the entries {missing}")
+            kwargs: dict[str, Any] = {name: data[name] for name in _CORE + _DECOMP if name in data.files}
+            kwargs["metadata"] = json.loads(str(data[_META_KEY])) if _META_KEY in data.files else {}
+        return cls(**kwargs)
+
+
+def concatenate(parts) -> FixedPoints:
+    """Join FixedPoints sets (e.g. from chunks); decomposition fields are kept only if all have them."""
+    parts = list(parts)
+    if not parts:
+        raise InvalidOptionError("argument 'parts': got an empty sequence, expected at least one FixedPoints")
+    kwargs = {}
+    for f in fields(FixedPoints):
+        if f.name == "metadata":
+            continue
+        values = [getattr(p, f.name) for p in parts]
+        if any(v is None for v in values):
+            if f.name in _CORE:
+                raise InvalidOptionError(f"argument 'parts': a FixedPoints lacks {f.name!r}")
+            kwargs[f.name] = None
+        else:
+            kwargs[f.name] = np.concatenate(values, axis=0)
+    return FixedPoints(**kwargs, metadata=dict(parts[0].metadata))
+
+
+def _positive(name, value):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InvalidOptionError(f"argument {name!r}: got {value!r}, expected a positive number") from None
+    if not np.isfinite(v) or v <= 0:
+        raise InvalidOptionError(f"argument {name!r}: got {value!r}, expected a finite number > 0")
+    return v
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    return str(obj)

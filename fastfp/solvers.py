@@ -1,0 +1,551 @@
+"""Batched fixed-point solvers: F(h, x) = h for many initial states at once.
+
+Methods
+-------
+``newton``
+    Newton on r(h) = F(h, x) - h with the exact Jacobian and a per-point backtracking line
+    search on q = ||r||^2 / 2. Quadratic convergence near a root; cannot settle on slow points.
+``lm``
+    Levenberg-Marquardt on q (Nielsen's damping update). Converges to roots and to slow points
+    (local minima of q with q > 0, reported as ``SLOW_POINT``).
+``hybrid`` (default)
+    Each iteration tries the full Newton step per point and keeps it where it decreases q by
+    the Armijo factor; the other points take a damped LM step. Far from a root it behaves like
+    LM, near one like Newton (quadratic convergence).
+``adam``
+    Adam on the mean of q with FixedPointFinder's defaults (lr 1.0, plateau decay x0.95 with
+    patience 2, tol_q 1e-12, tol_dq 1e-20, max_iters 5000), to reproduce published analyses.
+
+Stopping is per point: a point leaves the working set (so it stops costing work) as soon as
+||r||_inf <= atol + rtol ||h||_inf (``CONVERGED``), or q is stationary, ||grad q||_inf <= gtol
+(``SLOW_POINT``), or, in slow-manifold mode (``slow_ratio`` set), its remaining speed lies along
+slow directions: ||grad q||_2 <= slow_ratio ||r||_2 with ||r||_inf <= slow_speed (``SLOW_POINT``).
+With ``tol_q`` set, q <= tol_q also stops (``Q_TOLERANCE``, the study's rule).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+
+from . import status as st
+from ._validate import as_float_array, check_finite, check_params, prepare_inputs, state_size_text
+from ._version import __version__
+from .backends import get_kernels
+from .errors import InvalidOptionError, MemoryLimitError, ShapeError
+from .fixed_points import FixedPoints, concatenate
+
+__all__ = ["find_fixed_points", "sample_states", "METHODS"]
+
+METHODS = ("hybrid", "newton", "lm", "adam")
+_DEFAULT_MAXITER = {"hybrid": 100, "newton": 100, "lm": 200, "adam": 5000}
+_ARMIJO = 1e-4
+_MAX_HALVINGS = 30
+_MU_MAX = 1e16
+
+
+def sample_states(trajectories, n, *, noise=0.0, mask=None, seed=None) -> np.ndarray:
+    """Initial states drawn from visited states, plus Gaussian noise.
+
+    Parameters
+    ----------
+    trajectories : array_like, shape (B, T, N) or (S, N)
+        Visited states (e.g. from ``fastfp.rollout``).
+    n : int
+        Number of states to draw (with replacement only if fewer valid states exist).
+    noise : float
+        Standard deviation of the isotropic Gaussian noise added to each draw.
+    mask : array_like of bool, shape (B, T) or (S,), optional
+        Which visited states are valid (e.g. not padding).
+    seed : int or numpy.random.Generator, optional
+
+    Returns
+    -------
+    ndarray, shape (n, N)
+    """
+    states = as_float_array("trajectories", trajectories)
+    if states.ndim not in (2, 3):
+        raise ShapeError(f"argument 'trajectories': got shape {states.shape}, expected (B, T, N) or (S, N)")
+    flat = states.reshape(-1, states.shape[-1])
+    if mask is not None:
+        m = np.asarray(mask)
+        if m.dtype != np.bool_ or m.shape != states.shape[:-1]:
+            raise ShapeError(
+                f"argument 'mask': got {m.dtype} array of shape {m.shape}, expected bool of shape {states.shape[:-1]}"
+            )
+        flat = flat[m.reshape(-1)]
+    check_finite("trajectories", flat)
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+        raise InvalidOptionError(f"argument 'n': got {n!r}, expected a positive integer")
+    if len(flat) == 0:
+        raise InvalidOptionError("argument 'mask': selects no state, expected at least one valid state")
+    noise = float(noise)
+    if not np.isfinite(noise) or noise < 0:
+        raise InvalidOptionError(f"argument 'noise': got {noise!r}, expected a finite number >= 0")
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(flat), size=int(n), replace=int(n) > len(flat))
+    out = flat[idx].copy()
+    if noise > 0:
+        out += rng.normal(scale=noise, size=out.shape).astype(out.dtype)
+    return out
+
+
+def _check_tol(name, value, *, allow_zero=False, allow_none=False):
+    if value is None and allow_none:
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InvalidOptionError(f"argument {name!r}: got {value!r}, expected a number") from None
+    ok = np.isfinite(v) and (v >= 0 if allow_zero else v > 0)
+    if not ok:
+        raise InvalidOptionError(
+            f"argument {name!r}: got {value!r}, expected a finite number {'>= 0' if allow_zero else '> 0'}"
+        )
+    return v
+
+
+def find_fixed_points(
+    params,
+    h0,
+    x=None,
+    *,
+    method: str = "hybrid",
+    atol: float = 1e-10,
+    rtol: float = 0.0,
+    gtol: float = 1e-12,
+    maxiter: int | None = None,
+    tol_q: float | None = None,
+    slow_ratio: float | None = None,
+    slow_speed: float = 1e-3,
+    max_norm: float = 1e3,
+    max_step: float = 1.0,
+    adam_lr: float = 1.0,
+    tol_dq: float = 1e-20,
+    dtype=np.float64,
+    backend: str = "cpu",
+    batch_size: int | str | None = None,
+    memory_limit: float | None = None,
+    progress: bool = False,
+) -> FixedPoints:
+    """Solve F(h, x) = h from B initial states.
+
+    Parameters
+    ----------
+    params : RNNParams
+    h0 : array_like, shape (B, N)
+        Initial states (see :func:`sample_states`).
+    x : array_like, shape (M,) or (B, M), optional
+        Input held fixed: shared by all points or one per point; ``None`` is the zero input.
+    method : {'hybrid', 'newton', 'lm', 'adam'}
+    atol, rtol : float
+        A point converges when ||F(h) - h||_inf <= atol + rtol * ||h||_inf.
+    gtol : float
+        A point whose ||grad q||_inf <= gtol without converging is a slow point.
+    maxiter : int, optional
+        Iteration cap (default 100 for newton/hybrid, 200 for lm, 5000 for adam).
+    tol_q : float, optional
+        Also stop points with q <= tol_q (status ``Q_TOLERANCE``; the study's rule). For
+        ``adam`` the default is FixedPointFinder's 1e-12.
+    slow_ratio, slow_speed : float
+        Slow-manifold mode (lm/hybrid): stop a point as ``SLOW_POINT`` when
+        ||grad q||_2 <= slow_ratio * ||r||_2 and ||r||_inf <= slow_speed, i.e. what remains of
+        its speed lies along directions with |1 - lambda| <~ slow_ratio. Off by default.
+    max_norm : float
+        Points with ||h||_inf above this are stopped as ``DIVERGED``.
+    max_step : float
+        Trust radius: ``hybrid`` takes a Newton step only if ||delta||_inf <= max_step and LM
+        rejects (and damps more) longer steps; long steps from a near-singular J - I jump into
+        saturated regions. Steps are also clipped to the box that holds every root
+        (:func:`state_bounds`).
+    adam_lr, tol_dq : float
+        Adam's initial learning rate and FixedPointFinder's |d mean q| stop tolerance.
+    dtype : {float64, float32}
+        Computation dtype (float64 is needed for residuals near 1e-10).
+    backend : {'cpu', 'numpy', 'gpu'}
+    batch_size : int or 'auto', optional
+        Solve the initial states in chunks of this many points. ``None`` solves all at once and
+        raises :class:`fastfp.MemoryLimitError` (with a suggested size) if that would not fit.
+    memory_limit : float, optional
+        Bytes the dense solvers may use; default half of the available physical memory.
+    progress : bool
+        Report iterations and active points on stderr.
+
+    Returns
+    -------
+    FixedPoints
+        One row per initial state, in order.
+    """
+    check_params(params)
+    kernels = get_kernels(backend)
+    if method not in METHODS:
+        raise InvalidOptionError(f"argument 'method': got {method!r}, expected one of {', '.join(map(repr, METHODS))}")
+    dtype = np.dtype(dtype)
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise InvalidOptionError(f"argument 'dtype': got {dtype}, expected float32 or float64")
+    H0 = as_float_array("h0", h0, dtype)
+    if H0.ndim == 1:
+        H0 = H0[None, :]
+    if H0.ndim != 2 or H0.shape[1] != params.state_size:
+        raise ShapeError(f"argument 'h0': got shape {np.shape(h0)}, expected (B, N) with {state_size_text(params)}")
+    check_finite("h0", H0)
+    B, N = H0.shape
+    X = prepare_inputs("x", params, x, B, dtype)
+    opts = {
+        "atol": _check_tol("atol", atol, allow_zero=True),
+        "rtol": _check_tol("rtol", rtol, allow_zero=True),
+        "gtol": _check_tol("gtol", gtol, allow_zero=True),
+        "tol_q": _check_tol("tol_q", tol_q if tol_q is not None or method != "adam" else 1e-12, allow_none=True),
+        "slow_ratio": _check_tol("slow_ratio", slow_ratio, allow_none=True),
+        "slow_speed": _check_tol("slow_speed", slow_speed),
+        "max_norm": _check_tol("max_norm", max_norm),
+        "max_step": _check_tol("max_step", max_step),
+        "adam_lr": _check_tol("adam_lr", adam_lr),
+        "tol_dq": _check_tol("tol_dq", tol_dq, allow_zero=True),
+    }
+    if opts["atol"] == 0 and opts["rtol"] == 0:
+        raise InvalidOptionError("arguments 'atol' and 'rtol': both are 0, expected at least one > 0")
+    if maxiter is None:
+        maxiter = _DEFAULT_MAXITER[method]
+    if not isinstance(maxiter, (int, np.integer)) or isinstance(maxiter, bool) or maxiter < 0:
+        raise InvalidOptionError(f"argument 'maxiter': got {maxiter!r}, expected an integer >= 0")
+    opts["maxiter"] = int(maxiter)
+
+    chunk = _plan_chunks(method, B, N, dtype, batch_size, memory_limit)
+    metadata = {
+        "method": method,
+        **{k: v for k, v in opts.items()},
+        "dtype": dtype.name,
+        "cell": params.cell,
+        "backend": backend,
+        "fastfp_version": __version__,
+    }
+    parts = []
+    t0 = time.perf_counter()
+    for lo in range(0, B, chunk):
+        hi = min(B, lo + chunk)
+        Xc = X if X.shape[0] == 1 else X[lo:hi]
+        solver = _adam if method == "adam" else _dense
+        parts.append(solver(kernels, params, H0[lo:hi], Xc, method, opts, progress, metadata))
+    result = concatenate(parts) if len(parts) > 1 else parts[0]
+    result.metadata["wall_time_s"] = time.perf_counter() - t0
+    return result
+
+
+def _plan_chunks(method, B, N, dtype, batch_size, memory_limit):
+    itemsize = dtype.itemsize
+    # Dense methods hold J, A = J - I, A^T A and LAPACK's copy per point; Adam only vectors.
+    per_point = (5 * N * N + 16 * N) * itemsize if method != "adam" else 16 * N * itemsize
+    if memory_limit is None:
+        try:
+            memory_limit = 0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            memory_limit = 4e9
+    memory_limit = _check_tol("memory_limit", memory_limit)
+    fits = int(memory_limit // per_point)
+    if batch_size == "auto":
+        if fits < 1:
+            raise MemoryLimitError(_memory_message(method, N, per_point, 1, memory_limit, fits))
+        return max(1, min(B, fits))
+    if batch_size is None:
+        if fits < B:
+            raise MemoryLimitError(_memory_message(method, N, per_point, B, memory_limit, fits))
+        return max(B, 1)
+    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
+        raise InvalidOptionError(f"argument 'batch_size': got {batch_size!r}, expected a positive integer, 'auto' or None")
+    if fits < min(batch_size, B):
+        raise MemoryLimitError(_memory_message(method, N, per_point, min(batch_size, B), memory_limit, fits))
+    return int(batch_size)
+
+
+def _memory_message(method, N, per_point, B, limit, fits):
+    need = per_point * B
+    text = (
+        f"the {method!r} solver on {B} points of dimension N = {N} needs about {need / 2**30:.2f} GiB "
+        f"({per_point / 2**20:.2f} MiB per point) but memory_limit is {limit / 2**30:.2f} GiB; "
+    )
+    if fits >= 1:
+        return text + f"pass batch_size={fits} (or batch_size='auto') to solve in chunks"
+    return text + "even one point does not fit: raise memory_limit, or use method='adam' (no dense Jacobian)"
+
+
+# ------------------------------------------------------------------------------ shared helpers
+def state_bounds(params):
+    """Box that contains every fixed point of the cell: (lower, upper), each (N,).
+
+    A root satisfies h = tanh(...) (vanilla), h = n (gru, ugrnn: (1 - z)(n - h) = 0 with z < 1) or
+    h = o tanh(c) (lstm's h part), so |h_i| < 1; relu roots are >= 0; lstm's c part is free.
+    Steps are clipped to this box: a near-singular J - I otherwise throws points into the
+    saturated region |h| >> 1 where q is tiny but no root exists.
+    """
+    N, H = params.state_size, params.hidden_size
+    lower, upper = np.full(N, -np.inf), np.full(N, np.inf)
+    if params.cell == "vanilla" and params.nonlinearity == "relu":
+        lower[:] = 0.0
+    elif params.cell == "lstm":
+        lower[:H], upper[:H] = -1.0, 1.0
+    else:
+        lower[:], upper[:] = -1.0, 1.0
+    return lower, upper
+
+
+def _clip(h, bounds):
+    return np.clip(h, bounds[0].astype(h.dtype), bounds[1].astype(h.dtype))
+
+
+def _evaluate(kernels, params, h, X):
+    return kernels.step(params.cell_code, params.nonlinearity_code, h, X, *params.arrays(h.dtype))
+
+
+def _rows(X, idx):
+    return X if X.shape[0] == 1 else X[idx]
+
+
+def _finish(kernels, params, H0, X, h, status, nit, opts, metadata):
+    """Final residuals, q and ||grad q|| (via a VJP, no dense J) and the result object."""
+    w = params.arrays(h.dtype)
+    finite = np.isfinite(h).all(axis=1)
+    status[~finite] = st.NONFINITE
+    hs = np.where(finite[:, None], h, H0)  # evaluate somewhere finite; the status says what happened
+    F = _evaluate(kernels, params, hs, X)
+    r = F - hs
+    g = kernels.vjp(params.cell_code, params.nonlinearity_code, hs, X, *w, r) - r
+    resid = np.abs(r).max(axis=1)
+    q = 0.5 * (r.astype(np.float64) ** 2).sum(axis=1)
+    inputs = np.broadcast_to(X, (len(h), X.shape[1])).copy()
+    fx = np.where(finite[:, None], F, np.nan)
+    return FixedPoints(
+        x=h, x0=H0.copy(), inputs=inputs, fx=fx,
+        residual=np.where(finite, resid, np.inf), q=np.where(finite, q, np.inf),
+        grad_norm=np.where(finite, np.abs(g).max(axis=1), np.inf),
+        status=status.astype(np.int8), nit=nit, metadata=dict(metadata),
+    )
+
+
+def _batched_solve(A, b):
+    """Solve A[i] y[i] = b[i]; returns (y, ok) with ok False where A[i] is singular."""
+    n = len(A)
+    if n == 0:
+        return np.zeros_like(b), np.ones(0, bool)
+    try:
+        y = np.linalg.solve(A, b[..., None])[..., 0]
+        ok = np.isfinite(y).all(axis=1)
+        return y, ok
+    except np.linalg.LinAlgError:
+        y = np.zeros_like(b)
+        ok = np.zeros(n, dtype=bool)
+        for i in range(n):  # rare path: find the singular members one by one
+            try:
+                y[i] = np.linalg.solve(A[i], b[i])
+                ok[i] = np.isfinite(y[i]).all()
+            except np.linalg.LinAlgError:
+                pass
+        return y, ok
+
+
+def _report(progress, method, it, n_active, n_total):
+    if progress:
+        print(f"fastfp[{method}] iteration {it}: {n_active}/{n_total} points active", file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------ dense methods
+def _dense(kernels, params, H0, X, method, opts, progress, metadata):
+    cell, act = params.cell_code, params.nonlinearity_code
+    w = params.arrays(H0.dtype)
+    B, N = H0.shape
+    eye = np.eye(N, dtype=H0.dtype)
+    h = H0.copy()
+    status = np.full(B, st.RUNNING, dtype=np.int64)
+    nit = np.zeros(B, dtype=np.int64)
+    mu = np.full(B, np.nan)  # LM damping, initialised from A^T A on first use
+    nu = np.full(B, 2.0)
+    r = _evaluate(kernels, params, h, X) - h
+    bounds = state_bounds(params)
+    active = np.arange(B)
+    for it in range(opts["maxiter"] + 1):
+        if len(active) == 0:
+            break
+        ha, ra, Xa = h[active], r[active], _rows(X, active)
+        J = kernels.jacobian(cell, act, ha, Xa, *w)
+        A = J - eye
+        g = np.einsum("bji,bj->bi", A, ra)  # grad q = A^T r
+        qa = 0.5 * np.einsum("bi,bi->b", ra, ra)
+        done = _classify(ha, ra, g, qa, opts)
+        status[active[done >= 0]] = done[done >= 0]
+        keep = done < 0
+        if it == opts["maxiter"]:
+            status[active[keep]] = st.MAX_ITER
+            break
+        active, ha, ra, Xa, A, g, qa = active[keep], ha[keep], ra[keep], _rows(Xa, keep), A[keep], g[keep], qa[keep]
+        _report(progress, method, it, len(active), B)
+        if len(active) == 0:
+            break
+        nit[active] += 1
+        if method == "newton":
+            new_h, new_r, failed = _newton_step(kernels, params, ha, ra, Xa, A, qa, bounds)
+            status[active[failed == 1]] = st.SINGULAR
+            status[active[failed == 2]] = st.DIVERGED
+            ok = failed == 0
+        else:
+            new_h, new_r, ok = ha.copy(), ra.copy(), np.zeros(len(active), bool)
+            lm_rows = np.ones(len(active), bool)
+            if method == "hybrid":
+                delta, solved = _batched_solve(A, -ra)
+                trial = _clip(ha + delta, bounds)
+                r_trial = _evaluate(kernels, params, trial, Xa) - trial
+                q_trial = 0.5 * np.einsum("bi,bi->b", r_trial, r_trial)
+                # A near-singular J - I gives huge Newton steps that land in saturated regions
+                # where q is tiny but no root exists; those points take the damped step instead.
+                short = np.abs(delta).max(axis=1) <= opts["max_step"]
+                take = solved & short & np.isfinite(q_trial) & (q_trial <= (1 - 2 * _ARMIJO) * qa)
+                new_h[take], new_r[take], ok[take] = trial[take], r_trial[take], True
+                mu[active[take]] = mu[active[take]] / 3.0  # keep LM eager near roots
+                lm_rows = ~take
+            if lm_rows.any():
+                sub = np.flatnonzero(lm_rows)
+                h_lm, r_lm, acc, stuck = _lm_step(kernels, params, ha[sub], ra[sub], _rows(Xa, sub), A[sub],
+                                                  g[sub], qa[sub], mu, nu, active[sub], bounds,
+                                                  opts["max_step"])
+                new_h[sub], new_r[sub] = h_lm, r_lm
+                ok[sub] = acc
+                # Damping blew up without progress: a slow point if q is stationary, else stuck.
+                status[active[sub[stuck]]] = st.SLOW_POINT
+        h[active], r[active] = new_h, new_r
+        stopped = status[active] != st.RUNNING
+        active = active[~stopped]
+    status[status == st.RUNNING] = st.MAX_ITER
+    return _finish(kernels, params, H0, X, h, status, nit, opts, metadata)
+
+
+def _classify(h, r, g, q, opts):
+    """Per-point status after an evaluation (RUNNING = -1 where the point goes on)."""
+    out = np.full(len(h), st.RUNNING, dtype=np.int64)
+    finite = np.isfinite(r).all(axis=1) & np.isfinite(h).all(axis=1)
+    hnorm = np.abs(h).max(axis=1)
+    rnorm = np.abs(r).max(axis=1)
+    gnorm = np.abs(g).max(axis=1)
+    conds = [
+        (~finite, st.NONFINITE),
+        (rnorm <= opts["atol"] + opts["rtol"] * hnorm, st.CONVERGED),
+        (gnorm <= opts["gtol"], st.SLOW_POINT),
+    ]
+    if opts["slow_ratio"] is not None:
+        g2 = np.linalg.norm(g, axis=1)
+        r2 = np.linalg.norm(r, axis=1)
+        conds.append(((g2 <= opts["slow_ratio"] * r2) & (rnorm <= opts["slow_speed"]), st.SLOW_POINT))
+    if opts["tol_q"] is not None:
+        conds.append((q <= opts["tol_q"], st.Q_TOLERANCE))
+    conds.append((hnorm > opts["max_norm"], st.DIVERGED))
+    for mask, code in reversed(conds):  # earlier conditions take precedence
+        out[mask] = code
+    return out
+
+
+def _newton_step(kernels, params, h, r, X, A, q, bounds):
+    """Newton direction with per-point backtracking. failed: 0 ok, 1 singular, 2 no decrease."""
+    delta, solved = _batched_solve(A, -r)
+    failed = np.where(solved, 0, 1)
+    new_h, new_r = h.copy(), r.copy()
+    pending = np.flatnonzero(solved)
+    alpha = 1.0
+    for _ in range(_MAX_HALVINGS):
+        if len(pending) == 0:
+            break
+        trial = _clip(h[pending] + alpha * delta[pending], bounds)
+        r_trial = _evaluate(kernels, params, trial, _rows(X, pending)) - trial
+        q_trial = 0.5 * np.einsum("bi,bi->b", r_trial, r_trial)
+        accept = np.isfinite(q_trial) & (q_trial <= (1 - 2 * _ARMIJO * alpha) * q[pending])
+        idx = pending[accept]
+        new_h[idx], new_r[idx] = trial[accept], r_trial[accept]
+        pending = pending[~accept]
+        alpha *= 0.5
+    failed[pending] = 2
+    return new_h, new_r, failed
+
+
+def _lm_step(kernels, params, h, r, X, A, g, q, mu, nu, ids, bounds, max_step):
+    """One Levenberg-Marquardt trial per point (Nielsen's update of mu, nu in place at ids).
+
+    Returns the new states/residuals, whether each step was accepted and whether the damping
+    has grown past _MU_MAX (no step decreases q: a stationary point of q)."""
+    AtA = np.einsum("bki,bkj->bij", A, A)
+    m = mu[ids]
+    fresh = ~np.isfinite(m)
+    if fresh.any():
+        m[fresh] = 1e-3 * np.einsum("bii->bi", AtA[fresh]).max(axis=1)
+        m[fresh] = np.maximum(m[fresh], 1e-12)
+    n = AtA.shape[1]
+    idx = np.arange(n)
+    AtA[:, idx, idx] += m[:, None]
+    delta, solved = _batched_solve(AtA, -g)
+    trial = _clip(h + delta, bounds)
+    step = trial - h
+    r_trial = _evaluate(kernels, params, trial, X) - trial
+    q_trial = 0.5 * np.einsum("bi,bi->b", r_trial, r_trial)
+    # Decrease predicted by the linear model r + A s at the step actually taken (clipped or not).
+    r_model = r + np.einsum("bij,bj->bi", A, step)
+    predicted = q - 0.5 * np.einsum("bi,bi->b", r_model, r_model)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = (q - q_trial) / predicted
+    short = np.abs(step).max(axis=1) <= max_step
+    accept = solved & short & np.isfinite(q_trial) & (predicted > 0) & (rho > 0)
+    v = nu[ids]
+    m_new = np.where(accept, m * np.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3), m * v)
+    v_new = np.where(accept, 2.0, v * 2.0)
+    mu[ids], nu[ids] = m_new, v_new
+    new_h = np.where(accept[:, None], trial, h)
+    new_r = np.where(accept[:, None], r_trial, r)
+    stuck = ~accept & (m_new > _MU_MAX)
+    return new_h, new_r, accept, stuck
+
+
+# ------------------------------------------------------------------------------ Adam
+def _adam(kernels, params, H0, X, method, opts, progress, metadata):
+    """Adam on mean q with FixedPointFinder-Torch's schedule (ReduceLROnPlateau x0.95, patience 2)."""
+    cell, act = params.cell_code, params.nonlinearity_code
+    w = params.arrays(H0.dtype)
+    B = len(H0)
+    h = H0.copy()
+    m = np.zeros_like(h)
+    v = np.zeros_like(h)
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    lr = opts["adam_lr"]
+    best, bad = np.inf, 0
+    prev = None
+    it = 0
+    for it in range(1, opts["maxiter"] + 1):
+        r = _evaluate(kernels, params, h, X) - h
+        q = 0.5 * np.einsum("bi,bi->b", r, r)
+        loss = float(q.mean())
+        if not np.isfinite(loss):
+            break
+        if (q < opts["tol_q"]).all() or (prev is not None and abs(loss - prev) < opts["tol_dq"] * lr):
+            it -= 1
+            break
+        prev = loss
+        grad = (kernels.vjp(cell, act, h, X, *w, r) - r) / B  # d mean(q) / dh
+        m = beta1 * m + (1 - beta1) * grad
+        v = beta2 * v + (1 - beta2) * grad * grad
+        mhat = m / (1 - beta1 ** it)
+        vhat = v / (1 - beta2 ** it)
+        h = h - lr * mhat / (np.sqrt(vhat) + eps)
+        if loss < best * (1 - 1e-4):
+            best, bad = loss, 0
+        else:
+            bad += 1
+            if bad > 2:
+                lr *= 0.95
+                bad = 0
+        if progress and it % 100 == 0:
+            print(f"fastfp[adam] iteration {it}: mean q {loss:.3e}, lr {lr:.3g}", file=sys.stderr)
+    status = np.full(B, st.MAX_ITER, dtype=np.int64)
+    nit = np.full(B, it, dtype=np.int64)
+    result = _finish(kernels, params, H0, X, h, status, nit, opts, metadata)
+    s = result.status
+    s[(result.q <= opts["tol_q"]) & (s == st.MAX_ITER)] = st.Q_TOLERANCE
+    hnorm = np.abs(result.x).max(axis=1)
+    s[(result.residual <= opts["atol"] + opts["rtol"] * hnorm) & (s != st.NONFINITE)] = st.CONVERGED
+    return result

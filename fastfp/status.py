@@ -1,0 +1,42 @@
+"""Per-point solver status: one table shared by the kernels (module-level ints, which Numba
+freezes at compile time) and Python (``Status``, whose members carry their own messages)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+CONVERGED = 0
+SLOW_POINT = 1
+MAX_ITER = 2
+SINGULAR = 3
+NONFINITE = 4
+DIVERGED = 5
+Q_TOLERANCE = 6
+RUNNING = -1  # never returned: marks points still in the working set
+
+_MESSAGES = {
+    CONVERGED: "converged: ||F(x) - x||_inf <= atol + rtol * ||x||_inf (an exact fixed point)",
+    SLOW_POINT: "slow point: q = ||F(x) - x||^2 / 2 is stationary or the remaining speed lies along "
+    "slow directions; not a fixed point",
+    MAX_ITER: "stopped at maxiter without meeting a tolerance",
+    SINGULAR: "the linear system (J - I) was singular and no damped step could be taken",
+    NONFINITE: "NaN or Inf appeared in the state or the residual",
+    DIVERGED: "diverged: the state left the region |x| <= max_norm or no step decreased the residual",
+    Q_TOLERANCE: "q below tol_q (the FixedPointFinder / study stop rule) but the residual is above atol",
+}
+
+
+class Status(IntEnum):
+    """Why the solver stopped at a point. ``Status(k).message`` explains it."""
+
+    CONVERGED = CONVERGED
+    SLOW_POINT = SLOW_POINT
+    MAX_ITER = MAX_ITER
+    SINGULAR = SINGULAR
+    NONFINITE = NONFINITE
+    DIVERGED = DIVERGED
+    Q_TOLERANCE = Q_TOLERANCE
+
+    @property
+    def message(self) -> str:
+        return _MESSAGES[int(self)]
