@@ -238,25 +238,30 @@ class FixedPoints:
     def load(cls, path) -> "FixedPoints":
         """Read a file written by :meth:`save`; refuses files of an unknown (newer) version."""
         try:
-            data = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise FileFormatError(f"argument 'path': {path!s} is not a readable .npz file ({exc})") from None
-        with data:
-            if _FORMAT_KEY not in data.files:
-                raise FileFormatError(
-                    f"argument 'path': {path!s} is not a fastfp FixedPoints file (no {_FORMAT_KEY!r} entry)"
-                )
-            version = int(data[_FORMAT_KEY])
-            if version > FORMAT_VERSION:
-                raise FileFormatError(
-                    f"argument 'path': {path!s} has FixedPoints format version {version}, but this fastfp "
-                    f"reads versions up to {FORMAT_VERSION}; upgrade fastfp (pip install -U fastfp-rnn)"
-                )
-            missing = [name for name in _CORE if name not in data.files]
-            if missing:
-                raise FileFormatError(f"argument 'path': {path!s} lacks the entries {missing}")
-            kwargs: dict[str, Any] = {name: data[name] for name in _CORE + _DECOMP if name in data.files}
-            kwargs["metadata"] = json.loads(str(data[_META_KEY])) if _META_KEY in data.files else {}
+            with np.load(path, allow_pickle=False) as data:
+                files = set(data.files)
+                if _FORMAT_KEY not in files:
+                    raise FileFormatError(
+                        f"argument 'path': {path!s} is not a fastfp FixedPoints file (no {_FORMAT_KEY!r} entry)"
+                    )
+                version = int(data[_FORMAT_KEY])
+                if version > FORMAT_VERSION:
+                    raise FileFormatError(
+                        f"argument 'path': {path!s} has FixedPoints format version {version}, but this fastfp "
+                        f"reads versions up to {FORMAT_VERSION}; upgrade fastfp (pip install -U fastfp-rnn)"
+                    )
+                missing = [name for name in _CORE if name not in files]
+                if missing:
+                    raise FileFormatError(f"argument 'path': {path!s} lacks the entries {missing}")
+                kwargs: dict[str, Any] = {name: data[name] for name in _CORE + _DECOMP if name in files}
+                kwargs["metadata"] = json.loads(str(data[_META_KEY])) if _META_KEY in files else {}
+        except FileFormatError:
+            raise
+        except Exception as exc:  # zip/npy/json damage, object arrays (pickle refused), ...
+            raise FileFormatError(f"argument 'path': {path!s} is not a readable FixedPoints .npz file ({exc})") from None
+        for name, value in kwargs.items():
+            if isinstance(value, np.ndarray) and value.dtype.kind not in "biufc":
+                raise FileFormatError(f"argument 'path': entry {name!r} of {path!s} has dtype {value.dtype}, expected numbers")
         return cls(**kwargs)
 
 

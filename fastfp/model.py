@@ -118,27 +118,30 @@ def save_params(path, model) -> None:
 def load_params(path) -> Model:
     """Read a file written by :func:`save_params` (never unpickles)."""
     try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise FileFormatError(f"argument 'path': {path!s} is not a readable .npz file ({exc})") from None
-    with data:
-        if _KEY not in data.files:
-            raise FileFormatError(f"argument 'path': {path!s} is not a fastfp params file (no {_KEY!r} entry)")
-        version = int(data[_KEY])
-        if version > PARAMS_FORMAT_VERSION:
-            raise FileFormatError(
-                f"argument 'path': {path!s} has params format version {version}; this fastfp reads up to "
-                f"{PARAMS_FORMAT_VERSION}: upgrade fastfp (pip install -U fastfp-rnn)"
-            )
-        for key in ("cell", "w_ih", "w_hh"):
-            if key not in data.files:
-                raise FileFormatError(f"argument 'path': {path!s} lacks the key {key!r}")
-        get = lambda k: data[k] if k in data.files else None  # noqa: E731
-        params = RNNParams(
-            str(data["cell"]), data["w_ih"], data["w_hh"], get("b_ih"), get("b_hh"),
-            nonlinearity=str(data["nonlinearity"]) if "nonlinearity" in data.files else "tanh",
-            source=str(data["source"]) if "source" in data.files else f"fastfp npz {path!s}",
-        )
-        vocab = tuple(str(t) for t in data["vocab"]) if "vocab" in data.files else None
-        metadata = json.loads(str(data["metadata"])) if "metadata" in data.files else {}
-        return Model(params, get("embedding"), get("readout_weight"), get("readout_bias"), vocab, metadata)
+        with np.load(path, allow_pickle=False) as data:
+            files = set(data.files)
+            if _KEY not in files:
+                raise FileFormatError(f"argument 'path': {path!s} is not a fastfp params file (no {_KEY!r} entry)")
+            version = int(data[_KEY])
+            if version > PARAMS_FORMAT_VERSION:
+                raise FileFormatError(
+                    f"argument 'path': {path!s} has params format version {version}; this fastfp reads up to "
+                    f"{PARAMS_FORMAT_VERSION}: upgrade fastfp (pip install -U fastfp-rnn)"
+                )
+            for key in ("cell", "w_ih", "w_hh"):
+                if key not in files:
+                    raise FileFormatError(f"argument 'path': {path!s} lacks the key {key!r}")
+            entries = {k: data[k] for k in files}
+    except FileFormatError:
+        raise
+    except Exception as exc:  # zip/npy damage, object arrays (pickle refused), ...
+        raise FileFormatError(f"argument 'path': {path!s} is not a readable fastfp params file ({exc})") from None
+    get = entries.get
+    params = RNNParams(
+        str(entries["cell"]), entries["w_ih"], entries["w_hh"], get("b_ih"), get("b_hh"),
+        nonlinearity=str(entries["nonlinearity"]) if "nonlinearity" in entries else "tanh",
+        source=str(entries["source"]) if "source" in entries else f"fastfp npz {path!s}",
+    )
+    vocab = tuple(str(t) for t in entries["vocab"]) if "vocab" in entries else None
+    metadata = json.loads(str(entries["metadata"])) if "metadata" in entries else {}
+    return Model(params, get("embedding"), get("readout_weight"), get("readout_bias"), vocab, metadata)

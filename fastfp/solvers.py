@@ -153,7 +153,9 @@ def find_fixed_points(
     slow_ratio, slow_speed : float
         Slow-manifold mode (lm/hybrid): stop a point as ``SLOW_POINT`` when
         ||grad q||_2 <= slow_ratio * ||r||_2 and ||r||_inf <= slow_speed, i.e. what remains of
-        its speed lies along directions with |1 - lambda| <~ slow_ratio. Off by default.
+        its speed lies along directions with |1 - lambda| <~ slow_ratio. The LM damping is kept
+        >= slow_ratio^2 and no Newton steps are taken, so points settle onto the manifold near
+        where they started instead of sliding along it to the few exact roots. Off by default.
     max_norm : float
         Points with ||h||_inf above this are stopped as ``DIVERGED``.
     max_step : float
@@ -208,6 +210,10 @@ def find_fixed_points(
     }
     if opts["atol"] == 0 and opts["rtol"] == 0:
         raise InvalidOptionError("arguments 'atol' and 'rtol': both are 0, expected at least one > 0")
+    if opts["slow_ratio"] is not None and method not in ("lm", "hybrid"):
+        raise InvalidOptionError(
+            f"argument 'slow_ratio': slow-manifold mode needs method 'lm' or 'hybrid', got method={method!r}"
+        )
     if maxiter is None:
         maxiter = _DEFAULT_MAXITER[method]
     if not isinstance(maxiter, (int, np.integer)) or isinstance(maxiter, bool) or maxiter < 0:
@@ -364,6 +370,10 @@ def _dense(kernels, params, H0, X, method, opts, progress, metadata):
     nu = np.full(B, 2.0)
     r = _evaluate(kernels, params, h, X) - h
     bounds = state_bounds(params)
+    # Slow-manifold mode: damping never falls below slow_ratio^2, so a step moves a direction
+    # with singular value s of J - I by the fraction s^2 / (s^2 + mu): fast directions settle,
+    # slow ones (s << slow_ratio) barely move, and points stay spread along the manifold.
+    mu_floor = opts["slow_ratio"] ** 2 if opts["slow_ratio"] is not None else 0.0
     active = np.arange(B)
     for it in range(opts["maxiter"] + 1):
         if len(active) == 0:
@@ -392,14 +402,16 @@ def _dense(kernels, params, H0, X, method, opts, progress, metadata):
         else:
             new_h, new_r, ok = ha.copy(), ra.copy(), np.zeros(len(active), bool)
             lm_rows = np.ones(len(active), bool)
-            if method == "hybrid":
+            if method == "hybrid" and opts["slow_ratio"] is None:
                 delta, solved = _batched_solve(A, -ra)
-                trial = _clip(ha + delta, bounds)
+                full = ha + delta
+                trial = _clip(full, bounds)
                 r_trial = _evaluate(kernels, params, trial, Xa) - trial
                 q_trial = 0.5 * np.einsum("bi,bi->b", r_trial, r_trial)
-                # A near-singular J - I gives huge Newton steps that land in saturated regions
-                # where q is tiny but no root exists; those points take the damped step instead.
-                short = np.abs(delta).max(axis=1) <= opts["max_step"]
+                # A near-singular J - I gives long Newton steps that land in saturated regions
+                # (q tiny, no root) or outside the box that holds every root; those points take
+                # the damped step instead.
+                short = (np.abs(delta).max(axis=1) <= opts["max_step"]) & (trial == full).all(axis=1)
                 take = solved & short & np.isfinite(q_trial) & (q_trial <= (1 - 2 * _ARMIJO) * qa)
                 new_h[take], new_r[take], ok[take] = trial[take], r_trial[take], True
                 mu[active[take]] = mu[active[take]] / 3.0  # keep LM eager near roots
@@ -408,7 +420,7 @@ def _dense(kernels, params, H0, X, method, opts, progress, metadata):
                 sub = np.flatnonzero(lm_rows)
                 h_lm, r_lm, acc, stuck = _lm_step(kernels, params, ha[sub], ra[sub], _rows(Xa, sub), A[sub],
                                                   g[sub], qa[sub], mu, nu, active[sub], bounds,
-                                                  opts["max_step"])
+                                                  opts["max_step"], mu_floor)
                 new_h[sub], new_r[sub] = h_lm, r_lm
                 ok[sub] = acc
                 # Damping blew up without progress: a slow point if q is stationary, else stuck.
@@ -466,7 +478,7 @@ def _newton_step(kernels, params, h, r, X, A, q, bounds):
     return new_h, new_r, failed
 
 
-def _lm_step(kernels, params, h, r, X, A, g, q, mu, nu, ids, bounds, max_step):
+def _lm_step(kernels, params, h, r, X, A, g, q, mu, nu, ids, bounds, max_step, mu_floor):
     """One Levenberg-Marquardt trial per point (Nielsen's update of mu, nu in place at ids).
 
     Returns the new states/residuals, whether each step was accepted and whether the damping
@@ -477,6 +489,7 @@ def _lm_step(kernels, params, h, r, X, A, g, q, mu, nu, ids, bounds, max_step):
     if fresh.any():
         m[fresh] = 1e-3 * np.einsum("bii->bi", AtA[fresh]).max(axis=1)
         m[fresh] = np.maximum(m[fresh], 1e-12)
+    m = np.maximum(m, mu_floor)
     n = AtA.shape[1]
     idx = np.arange(n)
     AtA[:, idx, idx] += m[:, None]
@@ -495,7 +508,7 @@ def _lm_step(kernels, params, h, r, X, A, g, q, mu, nu, ids, bounds, max_step):
     v = nu[ids]
     m_new = np.where(accept, m * np.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3), m * v)
     v_new = np.where(accept, 2.0, v * 2.0)
-    mu[ids], nu[ids] = m_new, v_new
+    mu[ids], nu[ids] = np.maximum(m_new, mu_floor), v_new
     new_h = np.where(accept[:, None], trial, h)
     new_r = np.where(accept[:, None], r_trial, r)
     stuck = ~accept & (m_new > _MU_MAX)

@@ -1,0 +1,181 @@
+"""The FixedPoints container: indexing, merging, outliers, eigen-analysis and the .npz format."""
+
+import json
+
+import numpy as np
+import pytest
+
+import fastfp
+from fastfp import FixedPoints, Status
+
+
+@pytest.fixture(scope="module")
+def params():
+    return fastfp.RNNParams.random("gru", 10, 3, seed=11, scale=2.0 / np.sqrt(10))
+
+
+@pytest.fixture(scope="module")
+def fps(params):
+    h0 = np.random.default_rng(0).uniform(-0.9, 0.9, (40, 10))
+    return fastfp.find_fixed_points(params, h0, np.array([0.1, -0.2, 0.3]))
+
+
+def test_indexing_and_masks(fps):
+    assert len(fps) == 40
+    one = fps[3]
+    assert isinstance(one, FixedPoints) and len(one) == 1
+    np.testing.assert_array_equal(one.x[0], fps.x[3])
+    sub = fps[fps.success]
+    assert len(sub) == fps.success.sum() and sub.success.all()
+    sl = fps[5:9]
+    np.testing.assert_array_equal(sl.nit, fps.nit[5:9])
+    with pytest.raises(fastfp.ShapeError, match="boolean index"):
+        fps[np.ones(3, bool)]
+
+
+def test_concatenate_round_trip(fps):
+    joined = fastfp.concatenate([fps[:10], fps[10:]])
+    for name in ("x", "x0", "inputs", "q", "status", "nit"):
+        np.testing.assert_array_equal(getattr(joined, name), getattr(fps, name))
+    with pytest.raises(fastfp.InvalidOptionError, match="'parts'"):
+        fastfp.concatenate([])
+
+
+def _greedy_unique_bruteforce(keys, q, tol):
+    order = np.argsort(q, kind="stable")
+    kept = []
+    removed = np.zeros(len(keys), bool)
+    for i in order:
+        if removed[i]:
+            continue
+        kept.append(i)
+        removed |= np.linalg.norm(keys - keys[i], axis=1) <= tol
+    return sorted(kept)
+
+
+def test_unique_matches_bruteforce_oracle():
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(6, 4))
+    x = np.repeat(centers, 20, axis=0) + 1e-4 * rng.normal(size=(120, 4))
+    n = len(x)
+    q = rng.uniform(0, 1, n)
+    fp = FixedPoints(
+        x=x, x0=x, inputs=np.zeros((n, 1)), fx=x, residual=np.zeros(n), q=q, grad_norm=np.zeros(n),
+        status=np.zeros(n, np.int8), nit=np.zeros(n, int),
+    )
+    u = fp.unique(1e-2)
+    assert len(u) == 6
+    expected = _greedy_unique_bruteforce(np.concatenate([x, np.zeros((n, 1))], axis=1), q, 1e-2)
+    np.testing.assert_array_equal(np.sort(u.q), np.sort(q[expected]))
+    # the lowest-q member of each cluster is kept
+    for c in range(6):
+        assert q[c * 20:(c + 1) * 20].min() in u.q
+
+
+def test_unique_separates_different_inputs():
+    n = 4
+    x = np.zeros((n, 2))
+    fp = FixedPoints(
+        x=x, x0=x, inputs=np.array([[0.0], [0.0], [1.0], [1.0]]), fx=x, residual=np.zeros(n), q=np.zeros(n),
+        grad_norm=np.zeros(n), status=np.zeros(n, np.int8), nit=np.zeros(n, int),
+    )
+    assert len(fp.unique(1e-3)) == 2
+
+
+def test_exclude_outliers():
+    rng = np.random.default_rng(1)
+    x0 = rng.normal(size=(50, 3))
+    x = x0.copy()
+    x[7] = 1e3  # far from everything
+    n = len(x)
+    fp = FixedPoints(
+        x=x, x0=x0, inputs=np.zeros((n, 1)), fx=x, residual=np.zeros(n), q=np.zeros(n), grad_norm=np.zeros(n),
+        status=np.zeros(n, np.int8), nit=np.zeros(n, int),
+    )
+    for rule in ("distance", "nearest"):
+        kept = fp.exclude_outliers(rule=rule)
+        assert len(kept) == 49 and not np.any(np.all(kept.x == 1e3, axis=1))
+    with pytest.raises(fastfp.InvalidOptionError, match="'rule'"):
+        fp.exclude_outliers(rule="mahalanobis")
+    with pytest.raises(fastfp.InvalidOptionError, match="'factor'"):
+        fp.exclude_outliers(factor=-1)
+
+
+def test_decompose_reconstructs_jacobian(params, fps):
+    dec = fps[fps.success].unique(1e-6).decompose(params)
+    J_ref = fastfp.jacobian(params, dec.x, dec.inputs, backend="numpy")
+    np.testing.assert_allclose(dec.jacobian, J_ref, atol=1e-13)
+    R, L, lam = dec.eigvecs_right, dec.eigvecs_left, dec.eigvals
+    recon = np.einsum("bij,bj,bkj->bik", R, lam, L)
+    np.testing.assert_allclose(recon, J_ref, atol=1e-10)
+    eye = np.broadcast_to(np.eye(10), R.shape)
+    np.testing.assert_allclose(np.swapaxes(L, 1, 2) @ R, eye, atol=1e-10)  # biorthonormal
+    # sorted by |lambda| descending, same spectrum as an independent eigvals call
+    assert (np.diff(np.abs(lam), axis=1) <= 1e-12).all()
+    for b in range(len(dec)):
+        ref = np.linalg.eigvals(J_ref[b])
+        dist = np.abs(lam[b][:, None] - ref[None, :])
+        assert dist.min(axis=1).max() < 1e-10 and dist.min(axis=0).max() < 1e-10
+    tau = dec.time_constants
+    np.testing.assert_allclose(tau, -1 / np.log(np.abs(lam)))
+    np.testing.assert_array_equal(dec.is_stable, np.abs(lam).max(axis=1) < 1)
+    np.testing.assert_allclose(dec.input_jacobian, fastfp.input_jacobian(params, dec.x, dec.inputs, backend="numpy"),
+                               atol=1e-13)
+
+
+def test_decompose_needed(fps):
+    with pytest.raises(fastfp.InvalidOptionError, match="decompose"):
+        fps.time_constants
+
+
+def test_save_load_round_trip(tmp_path, params, fps):
+    dec = fps[:5].decompose(params)
+    path = tmp_path / "fp.npz"
+    dec.save(path)
+    back = FixedPoints.load(path)
+    for name in ("x", "x0", "inputs", "fx", "residual", "q", "status", "nit", "eigvals", "eigvecs_left", "jacobian"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(dec, name))
+    assert back.metadata["method"] == "hybrid" and back.metadata["cell"] == "gru"
+    assert back.metadata["atol"] == dec.metadata["atol"]
+
+
+def test_load_refuses_newer_version_and_foreign_files(tmp_path, fps):
+    path = tmp_path / "fp.npz"
+    fps.save(path)
+    with np.load(path) as data:
+        entries = dict(data)
+    entries["__fastfp_fixed_points_format__"] = np.array(99)
+    np.savez(tmp_path / "new.npz", **entries)
+    with pytest.raises(fastfp.FileFormatError, match="version 99.*upgrade"):
+        FixedPoints.load(tmp_path / "new.npz")
+    np.savez(tmp_path / "other.npz", a=np.zeros(3))
+    with pytest.raises(fastfp.FileFormatError, match="not a fastfp FixedPoints file"):
+        FixedPoints.load(tmp_path / "other.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip at all")
+    with pytest.raises(fastfp.FileFormatError, match="not a readable"):
+        FixedPoints.load(tmp_path / "junk.npz")
+
+
+def test_load_never_unpickles(tmp_path, fps):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "fp.npz"
+    fps.save(path)
+    with np.load(path) as data:
+        entries = dict(data)
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    entries["x"] = np.array([Evil()], dtype=object)
+    np.savez(tmp_path / "evil.npz", **entries)
+    with pytest.raises(fastfp.FileFormatError):
+        FixedPoints.load(tmp_path / "evil.npz")
+    assert not marker.exists()
+
+
+def test_status_messages_and_repr(fps):
+    assert "exact fixed point" in Status.CONVERGED.message
+    assert all(Status(s).message for s in Status)
+    assert "converged" in repr(fps)
+    assert json.dumps(fps.metadata, default=str)

@@ -1,0 +1,299 @@
+"""Fixed-point solvers against independent truth: closed forms, scalar root finders, constructions
+with known roots/slow points, and the NumPy reference re-evaluating every reported root."""
+
+import numpy as np
+import pytest
+from scipy.optimize import brentq, minimize_scalar
+
+import fastfp
+from fastfp import Status
+
+DENSE = ("hybrid", "newton", "lm")
+
+
+def _reference_residual(params, x, inputs):
+    """||F(x) - x||_inf re-evaluated by the float64 NumPy reference."""
+    x = np.asarray(x, np.float64)
+    F = fastfp.step(params.astype(np.float64), x, np.asarray(inputs, np.float64), backend="numpy")
+    return np.abs(F - x).max(axis=1)
+
+
+def _linear_relu(N, rho, seed, b_scale=1.0):
+    """relu(U h + b) with U > 0 elementwise, b > 0: linear on the positive orthant."""
+    rng = np.random.default_rng(seed)
+    U = rng.uniform(0.0, 1.0, (N, N))
+    U *= rho / np.max(np.abs(np.linalg.eigvals(U)))
+    b = rng.uniform(0.5, 1.0, N) * b_scale
+    params = fastfp.RNNParams("vanilla", np.zeros((N, 1)), U, b, np.zeros(N), nonlinearity="relu")
+    return params, U, b
+
+
+@pytest.mark.parametrize("method", DENSE)
+@pytest.mark.parametrize("backend", ["cpu", "numpy"])
+def test_linear_rnn_closed_form(method, backend):
+    params, U, b = _linear_relu(8, 0.8, seed=1)
+    h_star = np.linalg.solve(np.eye(8) - U, b)
+    assert (h_star > 0).all()  # the construction really is linear at the root
+    h0 = np.random.default_rng(2).uniform(0.1, 2.0, (16, 8))
+    fp = fastfp.find_fixed_points(params, h0, method=method, backend=backend)
+    assert fp.success.all(), fp.status
+    np.testing.assert_allclose(fp.x, np.broadcast_to(h_star, fp.x.shape), atol=1e-9)
+    assert (_reference_residual(params, fp.x, fp.inputs) <= 1e-10).all()
+    if method == "newton":
+        # An affine map is solved by one Newton step (the second iteration only confirms it).
+        assert fp.nit.max() <= 2
+
+
+def test_linear_rnn_with_input_per_point():
+    params, U, b = _linear_relu(5, 0.6, seed=3)
+    W = np.random.default_rng(4).uniform(0, 1, (5, 2))
+    params = fastfp.RNNParams("vanilla", W, U, b, np.zeros(5), nonlinearity="relu")
+    X = np.random.default_rng(5).uniform(0, 1, (7, 2))
+    fp = fastfp.find_fixed_points(params, np.ones((7, 5)), X)
+    expected = np.linalg.solve(np.eye(5) - U, (X @ W.T + b).T).T
+    np.testing.assert_allclose(fp.x, expected, atol=1e-9)
+    np.testing.assert_array_equal(fp.inputs, X)
+
+
+def _scalar_tanh(w, b):
+    return fastfp.RNNParams("vanilla", np.zeros((1, 1)), np.array([[w]]), np.array([b]), np.zeros(1))
+
+
+@pytest.mark.parametrize("method", DENSE)
+def test_bistable_scalar_roots_and_stability(method):
+    params = _scalar_tanh(2.0, 0.0)
+    h_star = brentq(lambda h: np.tanh(2 * h) - h, 0.5, 1.0)
+    h0 = np.array([[-0.9], [-0.6], [0.6], [0.9], [0.05]])
+    fp = fastfp.find_fixed_points(params, h0, method=method).decompose(params)
+    assert fp.success.all()
+    roots = np.sort(np.unique(np.round(fp.x.ravel(), 9)))
+    expected = np.array([-h_star, 0.0, h_star])
+    assert all(np.min(np.abs(expected - r)) < 1e-9 for r in roots)
+    # eigenvalue of tanh(2h) at a root is 2 (1 - h^2); |lambda| < 1 is stable
+    lam = fp.eigvals[:, 0].real
+    np.testing.assert_allclose(lam, 2 * (1 - fp.x.ravel() ** 2), atol=1e-12)
+    np.testing.assert_array_equal(fp.is_stable, np.abs(fp.x.ravel()) > 0.5)
+
+
+def test_saddle_in_two_dimensions():
+    U = np.diag([2.0, 0.5])
+    params = fastfp.RNNParams("vanilla", np.zeros((2, 1)), U)
+    fp = fastfp.find_fixed_points(params, np.array([[0.01, 0.3], [0.8, -0.4], [-0.7, 0.2]]), method="newton")
+    fp = fp.decompose(params)
+    assert fp.success.all()
+    h_star = brentq(lambda h: np.tanh(2 * h) - h, 0.5, 1.0)
+    np.testing.assert_allclose(fp.x, [[0, 0], [h_star, 0], [-h_star, 0]], atol=1e-10)
+    np.testing.assert_array_equal(fp.n_unstable, [1, 0, 0])  # the origin is a saddle
+
+
+@pytest.mark.parametrize("method", ["lm", "hybrid"])
+def test_ghost_is_reported_as_slow_point(method):
+    # Past the saddle-node bifurcation (b > 0.5328) the negative pair of roots of tanh(2h + b) = h
+    # has vanished, leaving a local minimum of q with q > 0.
+    params = _scalar_tanh(2.0, 0.6)
+    q = lambda h: 0.5 * (np.tanh(2 * h + 0.6) - h) ** 2  # noqa: E731
+    ghost = minimize_scalar(q, bounds=(-1.0, -0.3), method="bounded", options={"xatol": 1e-12}).x
+    fp = fastfp.find_fixed_points(params, np.array([[-0.8], [-0.5], [0.5]]), method=method, maxiter=500)
+    assert fp.status[0] == Status.SLOW_POINT and fp.status[1] == Status.SLOW_POINT
+    np.testing.assert_allclose(fp.x[:2, 0], ghost, atol=1e-5)
+    np.testing.assert_allclose(fp.q[:2], q(ghost), rtol=1e-6)
+    assert not fp.success[:2].any() and fp.is_slow_point[:2].all()
+    assert fp.status[2] == Status.CONVERGED  # the surviving stable root
+
+
+def _line_attractor(lam, N=6, seed=0):
+    rng = np.random.default_rng(seed)
+    v = rng.uniform(0.5, 1.5, N)
+    P = np.outer(v, v) / (v @ v)
+    U = lam * P + 0.5 * (np.eye(N) - P)  # U h > 0 for h > 0: linear on the positive orthant
+    params = fastfp.RNNParams("vanilla", np.zeros((N, 1)), U, nonlinearity="relu")
+    return params, v, P
+
+
+@pytest.mark.parametrize("method", DENSE)
+def test_line_attractor_roots_lie_on_the_line(method):
+    params, v, P = _line_attractor(1.0)
+    h0 = np.random.default_rng(1).uniform(0.2, 1.0, (30, 6))
+    fp = fastfp.find_fixed_points(params, h0, method=method)
+    conv = fp[fp.success]
+    assert len(conv) >= 25
+    off_line = np.linalg.norm(conv.x - conv.x @ P, axis=1)
+    assert off_line.max() < 1e-8
+    assert len(conv.unique(1e-3)) > 5  # a continuum, not one point
+    # Off relu's kink at 0 (where the slope is 0) the Jacobian is U, whose top eigenvalue is 1.
+    interior = conv[conv.x.min(axis=1) > 1e-8]
+    assert len(interior) > 5
+    dec = interior.decompose(params)
+    np.testing.assert_allclose(np.abs(dec.eigvals[:, 0]), 1.0, atol=1e-10)
+
+
+def test_lm_keeps_points_where_they_project_on_a_line_attractor():
+    params, v, P = _line_attractor(1.0)
+    h0 = np.random.default_rng(1).uniform(0.2, 1.0, (30, 6))
+    fp = fastfp.find_fixed_points(params, h0, method="lm")
+    assert fp.success.all()
+    np.testing.assert_allclose(fp.x, h0 @ P, atol=1e-6)  # Gauss-Newton never moves along the null space
+
+
+def test_slow_manifold_mode_keeps_points_spread():
+    params, v, P = _line_attractor(0.999)  # a slow line with a single root at 0
+    h0 = np.random.default_rng(1).uniform(0.2, 1.0, (30, 6))
+    exact = fastfp.find_fixed_points(params, h0)
+    assert exact.success.all() and np.abs(exact.x).max() < 1e-9
+    slow = fastfp.find_fixed_points(params, h0, slow_ratio=0.05, slow_speed=1e-2)
+    assert (slow.status == Status.SLOW_POINT).all()
+    along = slow.x @ v / (v @ v)
+    np.testing.assert_allclose(along, h0 @ v / (v @ v), rtol=2e-2)
+    assert np.linalg.norm(slow.x - slow.x @ P, axis=1).max() < 1e-3
+    assert len(slow.unique(1e-3)) >= 25  # (two starts may project within 1e-3 of each other)
+
+
+def test_newton_converges_quadratically():
+    params = fastfp.RNNParams.random("gru", 12, 3, seed=7, scale=1.0)
+    start = fastfp.find_fixed_points(params, np.zeros((1, 12)), method="hybrid")
+    assert start.success.all()
+    root = start.x
+    h0 = root + 0.05 * np.random.default_rng(0).normal(size=root.shape)
+    errors = []
+    for k in range(6):
+        fp = fastfp.find_fixed_points(params, h0, method="newton", maxiter=k, atol=1e-300)
+        errors.append(np.abs(fp.x - root).max())
+    errors = np.array(errors)
+    usable = errors > 1e-13
+    e = errors[usable]
+    assert len(e) >= 3
+    # e_{k+1} <= C e_k^2: the log-error roughly doubles at each step
+    ratios = np.log(e[1:]) / np.log(e[:-1])
+    assert (ratios[1:] > 1.7).all(), errors
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm", "ugrnn", "gru_reset_before", "vanilla"])
+def test_every_converged_point_is_a_root_by_the_reference(cell):
+    params = fastfp.RNNParams.random(cell, 16, 3, seed=3, scale=1.5 / 4)
+    rng = np.random.default_rng(0)
+    h0 = rng.uniform(-0.9, 0.9, (64, params.state_size))
+    x = rng.normal(size=3) * 0.3
+    fp = fastfp.find_fixed_points(params, h0, x)
+    assert fp.success.mean() > 0.9, np.bincount(fp.status)
+    res = _reference_residual(params, fp.x[fp.success], fp.inputs[fp.success])
+    assert (res <= 1e-10).all()
+    np.testing.assert_allclose(fp.residual[fp.success], res, atol=1e-14)
+
+
+def test_float32_solve():
+    params = fastfp.RNNParams.random("gru", 16, 3, seed=3)
+    fp = fastfp.find_fixed_points(params, np.zeros((4, 16)), dtype=np.float32, atol=1e-5)
+    assert fp.x.dtype == np.float32 and fp.success.all()
+    assert (_reference_residual(params, fp.x, fp.inputs) <= 1e-5).all()
+
+
+def test_max_iter_status_and_nit():
+    params = fastfp.RNNParams.random("gru", 16, 3, seed=3)
+    fp = fastfp.find_fixed_points(params, np.full((3, 16), 0.9), maxiter=1)
+    assert (fp.status == Status.MAX_ITER).all()
+    assert (fp.nit == 1).all()
+
+
+def test_adam_reaches_q_tolerance_on_a_contracting_map():
+    params, U, b = _linear_relu(4, 0.5, seed=1)
+    fp = fastfp.find_fixed_points(params, np.ones((8, 4)), method="adam", maxiter=3000)
+    assert np.isin(fp.status, [Status.CONVERGED, Status.Q_TOLERANCE]).all()
+    assert (fp.q <= 1e-12).all()
+    h_star = np.linalg.solve(np.eye(4) - U, b)
+    np.testing.assert_allclose(fp.x, np.broadcast_to(h_star, fp.x.shape), atol=1e-5)
+
+
+def test_study_q_tolerance_rule():
+    params = fastfp.RNNParams.random("gru", 16, 3, seed=3)
+    fp = fastfp.find_fixed_points(params, np.full((3, 16), 0.5), tol_q=1e-4, method="lm")
+    assert np.isin(fp.status, [Status.Q_TOLERANCE, Status.CONVERGED]).all()
+    assert (fp.q <= 1e-4).all()
+
+
+def test_sample_states():
+    traj = np.arange(2 * 5 * 3, dtype=float).reshape(2, 5, 3)
+    mask = np.zeros((2, 5), bool)
+    mask[0, :2] = True
+    s = fastfp.sample_states(traj, 10, mask=mask, seed=0)
+    assert s.shape == (10, 3)
+    valid = traj[mask]
+    assert all(any(np.array_equal(row, v) for v in valid) for row in s)
+    a = fastfp.sample_states(traj, 4, noise=0.5, seed=1)
+    b = fastfp.sample_states(traj, 4, noise=0.5, seed=1)
+    np.testing.assert_array_equal(a, b)
+    assert not np.isin(a, traj).all()
+
+
+# ------------------------------------------------------------------------------ bad input
+@pytest.fixture
+def gru():
+    return fastfp.RNNParams.random("gru", 8, 2, seed=0)
+
+
+def test_nonfinite_initial_state(gru):
+    h0 = np.zeros((3, 8))
+    h0[1, 2] = np.nan
+    with pytest.raises(fastfp.NonFiniteError, match="'h0'"):
+        fastfp.find_fixed_points(gru, h0)
+
+
+def test_wrong_input_dimension(gru):
+    with pytest.raises(fastfp.ShapeError, match="'x'.*M = 2"):
+        fastfp.find_fixed_points(gru, np.zeros((3, 8)), np.zeros(5))
+
+
+def test_wrong_state_dimension(gru):
+    with pytest.raises(fastfp.ShapeError, match="'h0'"):
+        fastfp.find_fixed_points(gru, np.zeros((3, 7)))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(atol=-1.0), "'atol'"),
+        (dict(atol=0.0, rtol=0.0), "'atol' and 'rtol'"),
+        (dict(gtol=np.nan), "'gtol'"),
+        (dict(maxiter=-3), "'maxiter'"),
+        (dict(maxiter=2.5), "'maxiter'"),
+        (dict(method="bfgs"), "'method'"),
+        (dict(tol_q=0.0), "'tol_q'"),
+        (dict(max_step=0), "'max_step'"),
+        (dict(dtype=np.int32), "'dtype'"),
+        (dict(method="newton", slow_ratio=0.1), "'slow_ratio'"),
+        (dict(batch_size=0), "'batch_size'"),
+        (dict(backend="tpu"), "'backend'"),
+    ],
+)
+def test_nonsensical_options(gru, kwargs, match):
+    with pytest.raises(fastfp.InvalidOptionError, match=match):
+        fastfp.find_fixed_points(gru, np.zeros((3, 8)), **kwargs)
+
+
+def test_request_that_cannot_fit_in_memory(gru):
+    with pytest.raises(fastfp.MemoryLimitError, match=r"GiB.*batch_size=\d+"):
+        fastfp.find_fixed_points(gru, np.zeros((1000, 8)), memory_limit=100_000)
+    with pytest.raises(fastfp.MemoryLimitError, match="even one point"):
+        fastfp.find_fixed_points(gru, np.zeros((2, 8)), memory_limit=100)
+
+
+def test_chunked_solve_equals_one_batch(gru):
+    h0 = np.random.default_rng(0).uniform(-0.5, 0.5, (40, 8))
+    whole = fastfp.find_fixed_points(gru, h0)
+    chunked = fastfp.find_fixed_points(gru, h0, batch_size=7)
+    np.testing.assert_allclose(chunked.x, whole.x, atol=1e-12)
+    auto = fastfp.find_fixed_points(gru, h0, batch_size="auto", memory_limit=40_000)
+    np.testing.assert_allclose(auto.x, whole.x, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(n=0), fastfp.InvalidOptionError, "'n'"),
+        (dict(n=3, noise=-1), fastfp.InvalidOptionError, "'noise'"),
+        (dict(n=3, mask=np.ones(4, bool)), fastfp.ShapeError, "'mask'"),
+        (dict(n=3, mask=np.zeros((2, 5), bool)), fastfp.InvalidOptionError, "'mask'"),
+    ],
+)
+def test_sample_states_errors(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        fastfp.sample_states(np.zeros((2, 5, 3)), **kwargs)
