@@ -9,9 +9,10 @@ Methods
     Levenberg-Marquardt on q (Nielsen's damping update). Converges to roots and to slow points
     (local minima of q with q > 0, reported as ``SLOW_POINT``).
 ``hybrid`` (default)
-    Each iteration tries the full Newton step per point and keeps it where it decreases q by
-    the Armijo factor; the other points take a damped LM step. Far from a root it behaves like
-    LM, near one like Newton (quadratic convergence).
+    Each iteration tries Newton with a short backtracking search per point and keeps it where
+    the step is short, stays in the box that holds every root and decreases q by the Armijo
+    factor; the other points take a damped LM step. Far from a root (or near a slow region) it
+    behaves like LM, near a root like Newton (quadratic convergence).
 ``adam``
     Adam on the mean of q with FixedPointFinder's defaults (lr 1.0, plateau decay x0.95 with
     patience 2, tol_q 1e-12, tol_dq 1e-20, max_iters 5000), to reproduce published analyses.
@@ -122,7 +123,7 @@ def find_fixed_points(
     slow_ratio: float | None = None,
     slow_speed: float = 1e-3,
     max_norm: float = 1e3,
-    max_step: float = 1.0,
+    max_step: float = 2.0,
     adam_lr: float = 1.0,
     tol_dq: float = 1e-20,
     dtype=np.float64,
@@ -363,13 +364,13 @@ def _dense(kernels, params, H0, X, method, opts, progress, metadata):
     w = params.arrays(H0.dtype)
     B, N = H0.shape
     eye = np.eye(N, dtype=H0.dtype)
-    h = H0.copy()
+    bounds = state_bounds(params)
+    h = _clip(H0, bounds)  # no root lies outside the box; starting inside keeps steps short
     status = np.full(B, st.RUNNING, dtype=np.int64)
     nit = np.zeros(B, dtype=np.int64)
     mu = np.full(B, np.nan)  # LM damping, initialised from A^T A on first use
     nu = np.full(B, 2.0)
     r = _evaluate(kernels, params, h, X) - h
-    bounds = state_bounds(params)
     # Slow-manifold mode: damping never falls below slow_ratio^2, so a step moves a direction
     # with singular value s of J - I by the fraction s^2 / (s^2 + mu): fast directions settle,
     # slow ones (s << slow_ratio) barely move, and points stay spread along the manifold.
@@ -381,7 +382,7 @@ def _dense(kernels, params, H0, X, method, opts, progress, metadata):
         ha, ra, Xa = h[active], r[active], _rows(X, active)
         J = kernels.jacobian(cell, act, ha, Xa, *w)
         A = J - eye
-        g = np.einsum("bji,bj->bi", A, ra)  # grad q = A^T r
+        g = np.matmul(ra[:, None, :], A)[:, 0, :]  # grad q = A^T r
         qa = 0.5 * np.einsum("bi,bi->b", ra, ra)
         done = _classify(ha, ra, g, qa, opts)
         status[active[done >= 0]] = done[done >= 0]
@@ -397,23 +398,18 @@ def _dense(kernels, params, H0, X, method, opts, progress, metadata):
         if method == "newton":
             new_h, new_r, failed = _newton_step(kernels, params, ha, ra, Xa, A, qa, bounds)
             status[active[failed == 1]] = st.SINGULAR
-            status[active[failed == 2]] = st.DIVERGED
+            status[active[failed == 2]] = st.DIVERGED  # no decrease along the Newton direction
             ok = failed == 0
         else:
             new_h, new_r, ok = ha.copy(), ra.copy(), np.zeros(len(active), bool)
             lm_rows = np.ones(len(active), bool)
             if method == "hybrid" and opts["slow_ratio"] is None:
-                delta, solved = _batched_solve(A, -ra)
-                full = ha + delta
-                trial = _clip(full, bounds)
-                r_trial = _evaluate(kernels, params, trial, Xa) - trial
-                q_trial = 0.5 * np.einsum("bi,bi->b", r_trial, r_trial)
-                # A near-singular J - I gives long Newton steps that land in saturated regions
-                # (q tiny, no root) or outside the box that holds every root; those points take
-                # the damped step instead.
-                short = (np.abs(delta).max(axis=1) <= opts["max_step"]) & (trial == full).all(axis=1)
-                take = solved & short & np.isfinite(q_trial) & (q_trial <= (1 - 2 * _ARMIJO) * qa)
-                new_h[take], new_r[take], ok[take] = trial[take], r_trial[take], True
+                # Newton with a short backtracking search where it is trustworthy; the rest
+                # (singular, too long, leaving the root box, no decrease) take the LM step.
+                n_h, n_r, failed = _newton_step(kernels, params, ha, ra, Xa, A, qa, bounds,
+                                                max_step=opts["max_step"], max_halvings=4)
+                take = failed == 0
+                new_h[take], new_r[take], ok[take] = n_h[take], n_r[take], True
                 mu[active[take]] = mu[active[take]] / 3.0  # keep LM eager near roots
                 lm_rows = ~take
             if lm_rows.any():
@@ -423,8 +419,12 @@ def _dense(kernels, params, H0, X, method, opts, progress, metadata):
                                                   opts["max_step"], mu_floor)
                 new_h[sub], new_r[sub] = h_lm, r_lm
                 ok[sub] = acc
-                # Damping blew up without progress: a slow point if q is stationary, else stuck.
-                status[active[sub[stuck]]] = st.SLOW_POINT
+                # Damping blew up without progress: a slow point if q is numerically stationary
+                # (||grad q|| tiny next to ||r||), otherwise no step can decrease q here.
+                stuck_ids = sub[stuck]
+                stationary = np.abs(g[stuck_ids]).max(axis=1) <= np.maximum(
+                    opts["gtol"], 1e-6 * np.abs(ra[stuck_ids]).max(axis=1))
+                status[active[stuck_ids]] = np.where(stationary, st.SLOW_POINT, st.DIVERGED)
         h[active], r[active] = new_h, new_r
         stopped = status[active] != st.RUNNING
         active = active[~stopped]
@@ -456,14 +456,22 @@ def _classify(h, r, g, q, opts):
     return out
 
 
-def _newton_step(kernels, params, h, r, X, A, q, bounds):
-    """Newton direction with per-point backtracking. failed: 0 ok, 1 singular, 2 no decrease."""
+def _newton_step(kernels, params, h, r, X, A, q, bounds, *, max_step=np.inf, max_halvings=_MAX_HALVINGS):
+    """Newton direction with per-point backtracking on q.
+
+    failed: 0 accepted, 1 singular, 2 no decrease within max_halvings, 3 step longer than
+    max_step or leaving the root box (only checked when max_step is finite).
+    """
     delta, solved = _batched_solve(A, -r)
     failed = np.where(solved, 0, 1)
+    if np.isfinite(max_step):
+        full = h + delta
+        wild = solved & ((np.abs(delta).max(axis=1) > max_step) | (_clip(full, bounds) != full).any(axis=1))
+        failed[wild] = 3
     new_h, new_r = h.copy(), r.copy()
-    pending = np.flatnonzero(solved)
+    pending = np.flatnonzero(failed == 0)
     alpha = 1.0
-    for _ in range(_MAX_HALVINGS):
+    for _ in range(max_halvings + 1):
         if len(pending) == 0:
             break
         trial = _clip(h[pending] + alpha * delta[pending], bounds)
@@ -483,7 +491,7 @@ def _lm_step(kernels, params, h, r, X, A, g, q, mu, nu, ids, bounds, max_step, m
 
     Returns the new states/residuals, whether each step was accepted and whether the damping
     has grown past _MU_MAX (no step decreases q: a stationary point of q)."""
-    AtA = np.einsum("bki,bkj->bij", A, A)
+    AtA = np.matmul(np.swapaxes(A, 1, 2), A)
     m = mu[ids]
     fresh = ~np.isfinite(m)
     if fresh.any():
@@ -499,7 +507,7 @@ def _lm_step(kernels, params, h, r, X, A, g, q, mu, nu, ids, bounds, max_step, m
     r_trial = _evaluate(kernels, params, trial, X) - trial
     q_trial = 0.5 * np.einsum("bi,bi->b", r_trial, r_trial)
     # Decrease predicted by the linear model r + A s at the step actually taken (clipped or not).
-    r_model = r + np.einsum("bij,bj->bi", A, step)
+    r_model = r + np.matmul(A, step[:, :, None])[:, :, 0]
     predicted = q - 0.5 * np.einsum("bi,bi->b", r_model, r_model)
     with np.errstate(divide="ignore", invalid="ignore"):
         rho = (q - q_trial) / predicted
