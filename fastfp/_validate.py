@@ -24,7 +24,7 @@ def as_float_array(name: str, value: Any, dtype=None) -> np.ndarray:
             f"convert it first, e.g. {name}.astype(np.float64)"
         )
     target = np.dtype(dtype) if dtype is not None else (arr.dtype if arr.dtype in _FLOATS else np.dtype(np.float64))
-    return np.ascontiguousarray(arr, dtype=target)
+    return np.asarray(arr, dtype=target, order="C")  # (ascontiguousarray would turn 0-D into 1-D)
 
 
 def check_finite(name: str, arr: np.ndarray) -> None:

@@ -166,13 +166,14 @@ def rollout(params, h0, xs, *, lengths=None, mask=None, backend: str = "cpu") ->
     if h0 is None:
         h = np.zeros((B, N), dtype=X.dtype)
     else:
-        h = prepare_states("h0", params, h0, X.dtype)
+        h = prepare_states("h0", params, h0)  # computation runs in the dtype of the states
+        X = X.astype(h.dtype, copy=False)
         if h.ndim == 1:
             h = np.broadcast_to(h, (B, N)).copy()
         elif single or h.shape[0] != B:
+            expected = f"({N},) for a single sequence" if single else f"({B}, {N}) or ({N},)"
             raise ShapeError(
-                f"argument 'h0': got shape {h.shape}, expected ({B}, {N}) or ({N},) to match "
-                f"xs of shape {np.shape(xs)}"
+                f"argument 'h0': got shape {h.shape}, expected {expected} to match xs of shape {np.shape(xs)}"
             )
     valid = _valid_steps(lengths, mask, B, T, single)
     w = params.arrays(X.dtype)

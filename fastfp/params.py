@@ -130,7 +130,7 @@ class RNNParams:
             raise InvalidOptionError(
                 f"argument 'cell': got {self.cell!r}, expected one of {', '.join(map(repr, CELLS))}"
             )
-        if self.nonlinearity not in NONLINEARITY_CODES:
+        if not isinstance(self.nonlinearity, str) or self.nonlinearity not in NONLINEARITY_CODES:
             raise InvalidOptionError(
                 f"argument 'nonlinearity': got {self.nonlinearity!r}, expected 'tanh' or 'relu'"
             )
@@ -217,6 +217,8 @@ class RNNParams:
             cached = tuple(
                 np.ascontiguousarray(a, dtype=dtype) for a in (self.w_ih, self.w_hh, self.b_ih, self.b_hh)
             )
+            for a in cached:  # shared by every later computation in this dtype
+                a.setflags(write=False)
             self._cast_cache[dtype] = cached
         return cached
 
@@ -256,7 +258,7 @@ class RNNParams:
         for name, value in (("hidden_size", hidden_size), ("input_size", input_size)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
                 raise InvalidOptionError(f"argument {name!r}: got {value!r}, expected a positive integer")
-        if cell not in CELL_CODES:
+        if not isinstance(cell, str) or cell not in CELL_CODES:
             raise InvalidOptionError(
                 f"argument 'cell': got {cell!r}, expected one of {', '.join(map(repr, CELLS))}"
             )

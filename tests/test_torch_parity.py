@@ -20,7 +20,7 @@ H, M, B, T = 8, 5, 4, 50
 WEIGHT_GAIN = 2.0  # PyTorch's init times 2, so gates are spread well away from 0.5
 DTYPES = {"float64": (np.float64, torch.float64), "float32": (np.float32, torch.float32)}
 # Agreement after 50 steps (the error of each step is propagated by the dynamics).
-TOL = {"float64": dict(rtol=1e-10, atol=1e-11), "float32": dict(rtol=2e-4, atol=2e-4)}
+TOL = {"float64": dict(rtol=1e-12, atol=1e-12), "float32": dict(rtol=2e-5, atol=2e-5)}
 
 
 # ----------------------------------------------------------------------------- the torch side
@@ -151,7 +151,7 @@ def test_iterated_step_matches_torch(variant, dtype_name):
 
 def test_rollout_matches_torch(variant, dtype_name, backend):
     model = TorchModel(*variant, dtype_name)
-    h0, xs = _data(model, seed=2)
+    h0, xs = _data(model)  # the same 50-step sequence as above
     out, final = model.run(h0, xs)
     states = fastfp.rollout(model.params, h0, xs, backend=backend)
     assert states.shape == (B, T, model.N) and states.dtype == model.np_dtype
