@@ -20,6 +20,8 @@ from .model import Model, load_params, save_params
 from .params import CELLS, GATE_ORDER, RNNParams
 from .solvers import METHODS, find_fixed_points, sample_states
 from .status import Status
+from . import tasks
+from .tasks import TaskData
 
 __all__ = [
     "__version__",
@@ -52,4 +54,6 @@ __all__ = [
     "FileFormatError",
     "MemoryLimitError",
     "BackendUnavailableError",
+    "tasks",
+    "TaskData",
 ]

@@ -22,7 +22,6 @@ and arguments give the same arrays.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,11 +210,12 @@ def _docs_from_counts(rng, counts: np.ndarray, lengths: np.ndarray, fill: int, w
     """Documents holding counts[b, j] copies of token j, the rest up to lengths[b] the token ``fill``,
     shuffled within the valid length; padded with ``fill`` up to ``width``. Returns (m, width) int32."""
     m, V = counts.shape
-    cum = np.cumsum(counts, axis=1)
+    # each row: counts[b, j] copies of j, then width - sum(counts[b]) copies of fill (the tokens at
+    # t >= lengths[b] among them are the padding)
+    full = np.concatenate([counts, width - counts.sum(axis=1, keepdims=True)], axis=1)
+    ids = np.tile(np.append(np.arange(V), fill).astype(np.int32), m)
+    docs = np.repeat(ids, full.ravel()).reshape(m, width)
     pos = np.arange(width)[None, :]
-    # token at unshuffled position t = the first j with cum[j] > t (V -> fill)
-    tok = np.sum(pos[:, :, None] >= cum[:, None, :], axis=2)
-    docs = np.where(tok < V, tok, fill).astype(np.int32)
     keys = rng.random((m, width))
     keys[pos >= lengths[:, None]] = np.inf  # padding stays at the end
     order = np.argsort(keys, axis=1, kind="stable")
@@ -237,7 +237,7 @@ def _balanced(rng, n: int, k: int, draw, name: str):
     quota[c] documents (quota = n // k, plus one for the first n % k classes); then shuffle."""
     quota = _quotas(n, k)
     parts, have = [], np.zeros(k, dtype=np.int64)
-    batch = max(2 * n, 64)
+    batch = min(max(2 * n, 64), 1 << 16)
     for _ in range(_MAX_ROUNDS):
         tokens, lengths, labels = draw(batch)
         keep = np.zeros(labels.shape[0], dtype=bool)
@@ -404,9 +404,7 @@ def ordered(n: int, *, n_classes: int = 5, length: int = 50, bank: str = "3word"
         counts[:, ids["awful"]] += big
         counts[:, ids["good"]] += pairs - big
         counts[:, ids["bad"]] += pairs - big
-    counts[:, ids[NEUTRAL]] = 0
     lengths = np.full(n, L, dtype=np.int64)
-    # the neutral word is the fill; _docs_from_counts takes counts of the non-fill words first
     tokens = _docs_from_counts(rng, counts, lengths, ids[NEUTRAL], L)
     labels = _score_bins(S, L, K)
     params = dict(n=n, n_classes=K, length=L, bank=bank, seed=seed_int)
