@@ -75,9 +75,10 @@ class PinnedThreads:
 
     def __init__(self, n: int):
         self.n = n
-        if "numba" not in sys.modules:
-            # Numba's pool size is fixed at import; make room for n threads (set_num_threads
-            # can only lower it). Without this, n above the core count would be refused.
+        if "numba.core.config" not in sys.modules:
+            # Numba reads its pool size when its config is imported (under pytest that is at start-up,
+            # for pyproject's filterwarnings); make room for n threads (set_num_threads can only
+            # lower it). Without this, n above the core count would be refused.
             current = int(os.environ.get("NUMBA_NUM_THREADS", "0") or 0)
             if current and current < n:
                 raise ValueError(f"NUMBA_NUM_THREADS={current} is below {THREADS_ENV}={n}")
@@ -90,7 +91,7 @@ class PinnedThreads:
         if n > numba.config.NUMBA_NUM_THREADS:
             raise ValueError(
                 f"{THREADS_ENV}={n} exceeds Numba's pool of {numba.config.NUMBA_NUM_THREADS} threads "
-                "(Numba was imported first); set NUMBA_NUM_THREADS as well"
+                f"(Numba was configured first); set NUMBA_NUM_THREADS={n} in the environment as well"
             )
         self._numba = numba
         self._previous_numba = numba.get_num_threads()
@@ -181,14 +182,20 @@ def kernel(backend: str, op: str):
     return getattr(get_kernels(backend), op)
 
 
-def warm_up(fn, args) -> float:
-    """Run fn twice (the first call compiles Numba kernels); return the second call's seconds."""
+def warm_up(fn, args, max_calls: int = 5, max_seconds: float = 0.2) -> float:
+    """Call fn once to compile the Numba kernels, then time up to max_calls more calls (stopping
+    once max_seconds are spent); return the fastest, in seconds."""
     fn(*args)
-    t0 = time.perf_counter()
-    out = fn(*args)
-    elapsed = time.perf_counter() - t0
-    del out
-    return elapsed
+    best, spent = float("inf"), 0.0
+    for _ in range(max_calls):
+        t0 = time.perf_counter()
+        out = fn(*args)
+        elapsed = time.perf_counter() - t0
+        del out
+        best, spent = min(best, elapsed), spent + elapsed
+        if spent >= max_seconds:
+            break
+    return best
 
 
 def plan(seconds_per_call: float, budget: float = 0.6, min_round: float = 2e-3,

@@ -68,6 +68,8 @@ def main(argv=None) -> int:
     import numba
     import numpy as np
 
+    load_start = os.getloadavg()
+    t_start = time.perf_counter()
     rows = []
     skipped = []
     todo = bl.cases(ops=a.ops, cells=a.cells, dtypes=a.dtypes, batches=a.batches, hidden=a.hidden)
@@ -86,6 +88,8 @@ def main(argv=None) -> int:
         del args
         rows.append((case, times["numpy"], times["cpu"]))
     pinned.close()
+    load_end = os.getloadavg()
+    wall = time.perf_counter() - t_start
 
     def ms(t):
         return f"{t * 1e3:.3f}" if t < 0.01 else f"{t * 1e3:.1f}"
@@ -95,7 +99,8 @@ def main(argv=None) -> int:
           f"numpy {np.__version__}, numba {numba.__version__}, Python {platform.python_version()}, "
           f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}); "
           f"OPENBLAS_CORETYPE={info['openblas_coretype'] or 'unset'}; M = {bl.M}, x shared (1, M); "
-          f"best of >= 3 repeats.\n")
+          f"best of >= 3 repeats; {wall:.0f} s in all, load average {load_start[0]:.2f} before, "
+          f"{load_end[0]:.2f} after (other processes on the machine skew the timings).\n")
     print("| cell | dtype | B | N | op | reference ms | numba ms | speed-up |")
     print("|---|---|---:|---:|---|---:|---:|---:|")
     for case, t_ref, t_nb in rows:
