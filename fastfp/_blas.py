@@ -1,12 +1,12 @@
-"""Keep the BLAS that Numba calls single-threaded while a parallel Numba kernel runs.
+"""Control the thread pools of the OpenBLAS copies that NumPy and SciPy (and so Numba) call.
 
-Numba's ``np.dot`` calls SciPy's BLAS (on Linux wheels a private OpenBLAS, distinct from NumPy's).
-When a kernel runs GEMMs on batch chunks inside ``prange``, a multi-threaded OpenBLAS would spawn
-its own threads on top of Numba's; on few cores the two pools fight and every call pays several
-milliseconds of spinning (measured: 8 ms on a 256 x 64 step that should take 0.1 ms). So the CPU
-kernels run under ``single_threaded_blas()``, which sets that library to one thread and restores
-the previous count afterwards (about 1 us). NumPy's own BLAS is not touched. Where SciPy's BLAS is
-not an OpenBLAS we can find, this is a no-op.
+On few cores, OpenBLAS worker threads keep spinning for a while after each multi-threaded call.
+Anything parallel that runs right after (a Numba ``prange`` kernel, or fastfp's own solver
+threads) then fights them for the cores: measured +8 ms on a 256 x 64 step that takes 0.2 ms, and
+a 2-thread batched solve that became slower than the serial one. Code that parallelises itself
+therefore runs under ``blas_threads(1)``, which sets the pools to one thread and restores the
+previous counts afterwards (about 1 us per library). Libraries that are not OpenBLAS wheels (MKL,
+Accelerate) are left alone.
 """
 
 from __future__ import annotations
@@ -16,50 +16,67 @@ import glob
 import os
 from contextlib import contextmanager
 
-_setter = None
-_getter = None
-_searched = False
+_controls: dict[str, tuple] | None = None
+
+# (package whose wheel ships the library, folder glob, symbol suffixes to try)
+_CANDIDATES = {
+    "scipy": ("scipy", ("scipy.libs", "scipy/.dylibs"), ("", "_")),
+    "numpy": ("numpy", ("numpy.libs", "numpy/.dylibs"), ("64_", "_64_")),
+}
 
 
-def _find_scipy_openblas():
-    global _setter, _getter, _searched
-    _searched = True
-    import scipy
-
-    base = os.path.dirname(os.path.dirname(scipy.__file__))
-    patterns = [
-        os.path.join(base, "scipy.libs", "*openblas*"),
-        os.path.join(os.path.dirname(scipy.__file__), ".dylibs", "*openblas*"),
-    ]
-    for path in sorted(p for pat in patterns for p in glob.glob(pat)):
+def _find_controls() -> dict[str, tuple]:
+    found = {}
+    for name, (package, folders, suffixes) in _CANDIDATES.items():
         try:
-            lib = ctypes.CDLL(path)
-        except OSError:
+            module = __import__(package)
+        except ImportError:
             continue
-        for prefix in ("scipy_openblas_", "openblas_"):
-            setter = getattr(lib, prefix + "set_num_threads", None)
-            getter = getattr(lib, prefix + "get_num_threads", None)
-            if setter is not None and getter is not None:
-                setter.argtypes, setter.restype = [ctypes.c_int], None
-                getter.argtypes, getter.restype = [], ctypes.c_int
-                _setter, _getter = setter, getter
-                return
+        site = os.path.dirname(os.path.dirname(module.__file__))
+        paths = sorted(p for folder in folders for p in glob.glob(os.path.join(site, folder, "*openblas*")))
+        for path in paths:
+            try:
+                lib = ctypes.CDLL(path)
+            except OSError:
+                continue
+            for suffix in suffixes:
+                setter = getattr(lib, f"scipy_openblas_set_num_threads{suffix}", None)
+                getter = getattr(lib, f"scipy_openblas_get_num_threads{suffix}", None)
+                if setter is not None and getter is not None:
+                    setter.argtypes, setter.restype = [ctypes.c_int], None
+                    getter.argtypes, getter.restype = [], ctypes.c_int
+                    found[name] = (setter, getter)
+                    break
+            if name in found:
+                break
+    return found
 
 
 @contextmanager
-def single_threaded_blas():
-    """Context in which SciPy's BLAS (the one Numba calls) runs on one thread."""
-    if not _searched:
-        _find_scipy_openblas()
-    if _setter is None:
-        yield
-        return
-    previous = _getter()
-    if previous == 1:
-        yield
-        return
-    _setter(1)
+def blas_threads(n: int, libs=("numpy", "scipy")):
+    """Context in which the named OpenBLAS pools run on ``n`` threads."""
+    global _controls
+    if _controls is None:
+        if "scipy" in libs:
+            import scipy.linalg  # noqa: F401  (loads SciPy's BLAS so that it can be found)
+        _controls = _find_controls()
+    changed = []
+    for name in libs:
+        control = _controls.get(name)
+        if control is None:
+            continue
+        setter, getter = control
+        previous = getter()
+        if previous != n:
+            setter(n)
+            changed.append((setter, previous))
     try:
         yield
     finally:
-        _setter(previous)
+        for setter, previous in changed:
+            setter(previous)
+
+
+def single_threaded_blas():
+    """SciPy's BLAS (the one Numba's ``np.dot`` calls) on one thread."""
+    return blas_threads(1, libs=("scipy",))

