@@ -18,7 +18,7 @@ import fastfp
 
 DATA = pathlib.Path(__file__).resolve().parent.parent / "tests" / "data"
 NETWORKS = ("gru64_cat3", "lstm32_cat3")
-METHODS = ("hybrid", "newton", "adam", "fpf_baseline")
+METHODS = ("fpf_baseline", "hybrid", "newton", "adam")  # baseline first: see tools/bench_solvers_table.py
 N_STATES = 1024
 NOISE = 0.5
 ATOL = 1e-10
@@ -28,7 +28,7 @@ def setup(network: str, n_states: int = N_STATES):
     """(params float64, initial states (n, N), input (M,)) for a fixture network."""
     model = fastfp.load_params(DATA / f"{network}.npz")
     params = model.params.astype(np.float64)
-    task = model.metadata.get("task", {})
+    task = model.metadata.get("task_params", {})
     data = fastfp.tasks.categorical(128, n_classes=int(task.get("n_classes", 3)), seed=12345)
     traj = fastfp.rollout(params, None, data.one_hot(np.float64), lengths=data.lengths)
     h0 = fastfp.sample_states(traj, n_states, noise=NOISE, seed=0)
@@ -43,6 +43,41 @@ def run(method: str, params, h0, x):
         states, _ = fpf_adam(params, h0, x)
         return states
     return fastfp.find_fixed_points(params, h0, x, method=method, atol=ATOL).x
+
+
+_BASELINE_SCRIPT = """
+import sys, time, numpy as np
+import torch  # first: Numba's OpenMP pool, started before torch, slowed torch 3-7x in one process
+torch.set_num_threads(int(sys.argv[3]))
+sys.path.insert(0, sys.argv[1])
+import _solverlib as sl
+from _fpf_baseline import fpf_adam
+params, h0, x = sl.setup(sys.argv[2])
+fpf_adam(params, h0[:8], x, max_iters=5)
+t0 = time.perf_counter()
+states, iters = fpf_adam(params, h0, x)
+seconds = time.perf_counter() - t0
+np.savez(sys.argv[4], states=states, seconds=seconds, iters=iters)
+"""
+
+
+def run_baseline_isolated(network: str, threads: int):
+    """The baseline in a fresh process that imports only torch (as its users run it).
+
+    Returns (seconds of the solve alone, final states). In one process with Numba's thread pool
+    the same run took 3-7x longer, which would flatter fastfp."""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = pathlib.Path(tmp) / "baseline.npz"
+        subprocess.run(
+            [sys.executable, "-c", _BASELINE_SCRIPT, str(pathlib.Path(__file__).parent), network, str(threads), str(out)],
+            check=True,
+        )
+        with np.load(out) as data:
+            return float(data["seconds"]), data["states"]
 
 
 def quality(params, states, x) -> dict:
