@@ -297,3 +297,45 @@ def test_chunked_solve_equals_one_batch(gru):
 def test_sample_states_errors(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         fastfp.sample_states(np.zeros((2, 5, 3)), **kwargs)
+
+
+# ------------------------------------------------------------------------------ trained classifiers
+@pytest.fixture(scope="module", params=["gru64_cat3", "lstm32_cat3"])
+def trained(request):
+    import pathlib
+
+    model = fastfp.load_params(pathlib.Path(__file__).parent / "data" / f"{request.param}.npz")
+    params = model.params.astype(np.float64)
+    data = fastfp.tasks.categorical(48, n_classes=3, seed=77)
+    traj = fastfp.rollout(params, None, data.one_hot(np.float64), lengths=data.lengths)
+    h0 = fastfp.sample_states(traj, 256, noise=0.5, seed=1)
+    return request.param, model, params, h0
+
+
+def test_trained_classifier_exact_roots(trained):
+    name, model, params, h0 = trained
+    x = np.zeros(params.input_size)
+    fp = fastfp.find_fixed_points(params, h0, x)
+    assert fp.success.mean() >= 0.95, np.bincount(fp.status)
+    assert (_reference_residual(params, fp.x[fp.success], fp.inputs[fp.success]) <= 1e-10).all()
+    roots = fp[fp.success].unique(1e-3).decompose(params)
+    # A 3-class integrator has few isolated roots (the anchors saw 7): stable corners and saddles.
+    assert 3 <= len(roots) <= 15
+    assert roots.is_stable.sum() >= 3
+    # Each stable root sits in a different class region of the readout.
+    stable = roots[roots.is_stable]
+    assert len(set(np.argmax(model.logits(stable.x), axis=1))) == 3
+
+
+def test_trained_classifier_slow_manifold_is_two_dimensional(trained):
+    """Claim 2 of the study: 3 classes -> a 2-D attractor manifold (participation ratio ~2)."""
+    name, model, params, h0 = trained
+    fp = fastfp.find_fixed_points(params, h0, np.zeros(params.input_size), slow_ratio=0.05, slow_speed=1e-3)
+    kept = fp[fp.success | fp.is_slow_point]
+    assert len(kept) >= 0.6 * len(fp), np.bincount(fp.status)
+    X = kept.x - kept.x.mean(axis=0)
+    v = np.linalg.svd(X, compute_uv=False) ** 2
+    v /= v.sum()
+    pr = v.sum() ** 2 / (v ** 2).sum()
+    assert 1.6 <= pr <= 2.5, (pr, v[:4])
+    assert v[:2].sum() >= 0.9
