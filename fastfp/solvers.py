@@ -349,7 +349,7 @@ def _dense(kernels, params, H0, X, method, opts, progress, metadata):
     cell, act = params.cell_code, params.nonlinearity_code
     w = params.arrays(H0.dtype)
     B, N = H0.shape
-    eye = np.eye(N, dtype=H0.dtype)
+    diag = np.arange(N)
     bounds = state_bounds(params)
     h = _clip(H0, bounds)  # no root lies outside the box; starting inside keeps steps short
     status = np.full(B, st.RUNNING, dtype=np.int64)
@@ -363,31 +363,41 @@ def _dense(kernels, params, H0, X, method, opts, progress, metadata):
     mu_floor = opts["slow_ratio"] ** 2 if opts["slow_ratio"] is not None else 0.0
     active = np.arange(B)
     for it in range(opts["maxiter"] + 1):
+        # 1. Checks on the residual alone, before any Jacobian is spent on a finished point.
+        ha, ra = h[active], r[active]
+        qa = 0.5 * np.einsum("bi,bi->b", ra, ra)
+        done = _classify_residual(ha, ra, qa, opts)
+        if (done >= 0).any():
+            status[active[done >= 0]] = done[done >= 0]
+            keep = done < 0
+            active, ha, ra, qa = active[keep], ha[keep], ra[keep], qa[keep]
         if len(active) == 0:
             break
-        ha, ra, Xa = h[active], r[active], _rows(X, active)
-        J = kernels.jacobian(cell, act, ha, Xa, *w)
-        A = J - eye
-        g = np.matmul(ra[:, None, :], A)[:, 0, :]  # grad q = A^T r
-        qa = 0.5 * np.einsum("bi,bi->b", ra, ra)
-        done = _classify(ha, ra, g, qa, opts)
-        status[active[done >= 0]] = done[done >= 0]
-        keep = done < 0
+        # 2. A = J - I and grad q = A^T r on the remaining points; stationary ones stop.
+        Xa = _rows(X, active)
+        A = kernels.jacobian(cell, act, ha, Xa, *w)
+        A[:, diag, diag] -= 1.0
+        g = np.matmul(ra[:, None, :], A)[:, 0, :]
+        slow = _is_slow(ra, g, opts)
+        if slow.any():
+            status[active[slow]] = st.SLOW_POINT
+            keep = ~slow
+            active, ha, ra, qa, A, g = active[keep], ha[keep], ra[keep], qa[keep], A[keep], g[keep]
+            Xa = _rows(X, active)
         if it == opts["maxiter"]:
-            status[active[keep]] = st.MAX_ITER
+            status[active] = st.MAX_ITER
             break
-        active, ha, ra, Xa, A, g, qa = active[keep], ha[keep], ra[keep], _rows(Xa, keep), A[keep], g[keep], qa[keep]
         _report(progress, method, it, len(active), B)
         if len(active) == 0:
             break
+        # 3. One step per point.
         nit[active] += 1
         if method == "newton":
             new_h, new_r, failed = _newton_step(kernels, params, ha, ra, Xa, A, qa, bounds)
             status[active[failed == 1]] = st.SINGULAR
             status[active[failed == 2]] = st.DIVERGED  # no decrease along the Newton direction
-            ok = failed == 0
         else:
-            new_h, new_r, ok = ha.copy(), ra.copy(), np.zeros(len(active), bool)
+            new_h, new_r = ha.copy(), ra.copy()
             lm_rows = np.ones(len(active), bool)
             if method == "hybrid" and opts["slow_ratio"] is None:
                 # Newton with a short backtracking search where it is trustworthy; the rest
@@ -395,16 +405,15 @@ def _dense(kernels, params, H0, X, method, opts, progress, metadata):
                 n_h, n_r, failed = _newton_step(kernels, params, ha, ra, Xa, A, qa, bounds,
                                                 max_step=opts["max_step"], max_halvings=4)
                 take = failed == 0
-                new_h[take], new_r[take], ok[take] = n_h[take], n_r[take], True
+                new_h[take], new_r[take] = n_h[take], n_r[take]
                 mu[active[take]] = mu[active[take]] / 3.0  # keep LM eager near roots
                 lm_rows = ~take
             if lm_rows.any():
                 sub = np.flatnonzero(lm_rows)
-                h_lm, r_lm, acc, stuck = _lm_step(kernels, params, ha[sub], ra[sub], _rows(Xa, sub), A[sub],
-                                                  g[sub], qa[sub], mu, nu, active[sub], bounds,
-                                                  opts["max_step"], mu_floor)
+                h_lm, r_lm, stuck = _lm_step(kernels, params, ha[sub], ra[sub], _rows(Xa, sub), A[sub],
+                                             g[sub], qa[sub], mu, nu, active[sub], bounds,
+                                             opts["max_step"], mu_floor)
                 new_h[sub], new_r[sub] = h_lm, r_lm
-                ok[sub] = acc
                 # Damping blew up without progress: a slow point if q is numerically stationary
                 # (||grad q|| tiny next to ||r||), otherwise no step can decrease q here.
                 stuck_ids = sub[stuck]
@@ -412,34 +421,38 @@ def _dense(kernels, params, H0, X, method, opts, progress, metadata):
                     opts["gtol"], 1e-6 * np.abs(ra[stuck_ids]).max(axis=1))
                 status[active[stuck_ids]] = np.where(stationary, st.SLOW_POINT, st.DIVERGED)
         h[active], r[active] = new_h, new_r
-        stopped = status[active] != st.RUNNING
-        active = active[~stopped]
+        active = active[status[active] == st.RUNNING]
     status[status == st.RUNNING] = st.MAX_ITER
     return _finish(kernels, params, H0, X, h, status, nit, opts, metadata)
 
 
-def _classify(h, r, g, q, opts):
-    """Per-point status after an evaluation (RUNNING = -1 where the point goes on)."""
+def _classify_residual(h, r, q, opts):
+    """Status from the residual alone (RUNNING = -1 where the point goes on); earlier rules win."""
     out = np.full(len(h), st.RUNNING, dtype=np.int64)
     finite = np.isfinite(r).all(axis=1) & np.isfinite(h).all(axis=1)
     hnorm = np.abs(h).max(axis=1)
     rnorm = np.abs(r).max(axis=1)
-    gnorm = np.abs(g).max(axis=1)
-    conds = [
+    rules = [
         (~finite, st.NONFINITE),
         (rnorm <= opts["atol"] + opts["rtol"] * hnorm, st.CONVERGED),
-        (gnorm <= opts["gtol"], st.SLOW_POINT),
     ]
+    if opts["tol_q"] is not None:
+        rules.append((q <= opts["tol_q"], st.Q_TOLERANCE))
+    rules.append((hnorm > opts["max_norm"], st.DIVERGED))
+    for mask, code in reversed(rules):
+        out[mask] = code
+    return out
+
+
+def _is_slow(r, g, opts):
+    """Slow points: q stationary (||grad q||_inf <= gtol) or, in slow-manifold mode, the
+    remaining speed lies along slow directions."""
+    slow = np.abs(g).max(axis=1) <= opts["gtol"]
     if opts["slow_ratio"] is not None:
         g2 = np.linalg.norm(g, axis=1)
         r2 = np.linalg.norm(r, axis=1)
-        conds.append(((g2 <= opts["slow_ratio"] * r2) & (rnorm <= opts["slow_speed"]), st.SLOW_POINT))
-    if opts["tol_q"] is not None:
-        conds.append((q <= opts["tol_q"], st.Q_TOLERANCE))
-    conds.append((hnorm > opts["max_norm"], st.DIVERGED))
-    for mask, code in reversed(conds):  # earlier conditions take precedence
-        out[mask] = code
-    return out
+        slow |= (g2 <= opts["slow_ratio"] * r2) & (np.abs(r).max(axis=1) <= opts["slow_speed"])
+    return slow
 
 
 def _newton_step(kernels, params, h, r, X, A, q, bounds, *, max_step=np.inf, max_halvings=_MAX_HALVINGS):
@@ -475,8 +488,8 @@ def _newton_step(kernels, params, h, r, X, A, q, bounds, *, max_step=np.inf, max
 def _lm_step(kernels, params, h, r, X, A, g, q, mu, nu, ids, bounds, max_step, mu_floor):
     """One Levenberg-Marquardt trial per point (Nielsen's update of mu, nu in place at ids).
 
-    Returns the new states/residuals, whether each step was accepted and whether the damping
-    has grown past _MU_MAX (no step decreases q: a stationary point of q)."""
+    Returns the new states/residuals (unchanged where the step was rejected) and whether the
+    damping has grown past _MU_MAX (no step decreases q: a stationary point of q)."""
     AtA = np.matmul(np.swapaxes(A, 1, 2), A)
     m = mu[ids]
     fresh = ~np.isfinite(m)
@@ -506,7 +519,7 @@ def _lm_step(kernels, params, h, r, X, A, g, q, mu, nu, ids, bounds, max_step, m
     new_h = np.where(accept[:, None], trial, h)
     new_r = np.where(accept[:, None], r_trial, r)
     stuck = ~accept & (m_new > _MU_MAX)
-    return new_h, new_r, accept, stuck
+    return new_h, new_r, stuck
 
 
 # ------------------------------------------------------------------------------ Adam
