@@ -26,7 +26,7 @@ from ._blas import single_threaded_blas
 from ._numba_util import serial_and_parallel
 from .params import GRU, GRU_RESET_BEFORE, LSTM, RELU, UGRNN, VANILLA
 
-__all__ = ["step_cpu", "jacobian_cpu", "input_jacobian_cpu", "jvp_cpu", "vjp_cpu"]
+__all__ = ["step_cpu", "jacobian_cpu", "input_jacobian_cpu", "jvp_cpu", "vjp_cpu", "residual_grad_cpu"]
 
 
 # Coefficients per unit written by the forward pass when derivatives are requested
@@ -388,9 +388,8 @@ def _vjp_epilogue(cell, d, w, g_rh, back, out):
                 out[b, j] = back[b, j]
 
 
-def vjp_cpu(cell, act, h, x, w_ih, w_hh, b_ih, b_hh, w):
-    """w^T J for each state without forming J: (B, N). Twin of ``vjp_ref``."""
-    _, d = _forward(cell, act, h, x, w_ih, w_hh, b_ih, b_hh, True)
+def _vjp_from(cell, d, w_hh, w):
+    """w^T J from the forward coefficients d."""
     H = w_hh.shape[1]
     if cell == GRU_RESET_BEFORE:
         g_rh = (w * d[:, 0, :]) @ w_hh[2 * H:]  # gradient at the product r * h
@@ -399,8 +398,24 @@ def vjp_cpu(cell, act, h, x, w_ih, w_hh, b_ih, b_hh, w):
         g_rh = w[:0]
         w_rec = w_hh
     g = np.empty((w.shape[0], w_rec.shape[0]), dtype=w.dtype)
-    out = np.empty_like(h)
+    out = np.empty((w.shape[0], w.shape[1]), dtype=w.dtype)
     _vjp_gates(cell, d, w, g_rh, g, out)
     back = g @ w_rec
     _vjp_epilogue(cell, d, w, g_rh, back, out)
     return out
+
+
+def vjp_cpu(cell, act, h, x, w_ih, w_hh, b_ih, b_hh, w):
+    """w^T J for each state without forming J: (B, N). Twin of ``vjp_ref``."""
+    _, d = _forward(cell, act, h, x, w_ih, w_hh, b_ih, b_hh, True)
+    return _vjp_from(cell, d, w_hh, w)
+
+
+def residual_grad_cpu(cell, act, h, x, w_ih, w_hh, b_ih, b_hh):
+    """r = F(h) - h and grad q = (J - I)^T r for q = |r|^2 / 2, from one forward pass.
+    Twin of ``residual_grad_ref``."""
+    F, d = _forward(cell, act, h, x, w_ih, w_hh, b_ih, b_hh, True)
+    r = F - h
+    g = _vjp_from(cell, d, w_hh, r)
+    g -= r
+    return r, g

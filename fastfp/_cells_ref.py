@@ -20,7 +20,7 @@ import numpy as np
 
 from .params import GRU, GRU_RESET_BEFORE, LSTM, RELU, UGRNN, VANILLA
 
-__all__ = ["step_ref", "jacobian_ref", "input_jacobian_ref", "jvp_ref", "vjp_ref"]
+__all__ = ["step_ref", "jacobian_ref", "input_jacobian_ref", "jvp_ref", "vjp_ref", "residual_grad_ref"]
 
 
 def _xp(a):
@@ -245,3 +245,9 @@ def vjp_ref(cell, act, h, x, w_ih, w_hh, b_ih, b_hh, w):
         )
         return xp.concatenate([g_pre @ w_hh, g_c2 * f], axis=1)
     raise ValueError(f"unknown cell code {cell}")
+
+
+def residual_grad_ref(cell, act, h, x, w_ih, w_hh, b_ih, b_hh):
+    """r = F(h) - h and grad q = (J - I)^T r for q = |r|^2 / 2: ((B, N), (B, N))."""
+    r = step_ref(cell, act, h, x, w_ih, w_hh, b_ih, b_hh) - h
+    return r, vjp_ref(cell, act, h, x, w_ih, w_hh, b_ih, b_hh, r) - r

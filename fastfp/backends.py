@@ -30,6 +30,7 @@ class Kernels:
     input_jacobian: Callable
     jvp: Callable
     vjp: Callable
+    residual_grad: Callable
 
 
 _cache: dict[str, Kernels] = {}
@@ -60,7 +61,7 @@ def get_kernels(backend: str) -> Kernels:
     module = importlib.import_module(module_name)
     kernels = Kernels(
         name=backend,
-        **{op: getattr(module, op + suffix) for op in ("step", "jacobian", "input_jacobian", "jvp", "vjp")},
+        **{op: getattr(module, op + suffix) for op in ("step", "jacobian", "input_jacobian", "jvp", "vjp", "residual_grad")},
     )
     _cache[backend] = kernels
     return kernels

@@ -324,9 +324,8 @@ def _finish(kernels, params, H0, X, h, status, nit, opts, metadata):
     finite = np.isfinite(h).all(axis=1)
     status[~finite] = st.NONFINITE
     hs = np.where(finite[:, None], h, H0)  # evaluate somewhere finite; the status says what happened
-    F = _evaluate(kernels, params, hs, X)
-    r = F - hs
-    g = kernels.vjp(params.cell_code, params.nonlinearity_code, hs, X, *w, r) - r
+    r, g = kernels.residual_grad(params.cell_code, params.nonlinearity_code, hs, X, *w)
+    F = r + hs
     resid = np.abs(r).max(axis=1)
     q = 0.5 * (r.astype(np.float64) ** 2).sum(axis=1)
     inputs = np.broadcast_to(X, (len(h), X.shape[1])).copy()
@@ -537,7 +536,7 @@ def _adam(kernels, params, H0, X, method, opts, progress, metadata):
     prev = None
     it = 0
     for it in range(1, opts["maxiter"] + 1):
-        r = _evaluate(kernels, params, h, X) - h
+        r, grad = kernels.residual_grad(cell, act, h, X, *w)
         q = 0.5 * np.einsum("bi,bi->b", r, r)
         loss = float(q.mean())
         if not np.isfinite(loss):
@@ -546,7 +545,7 @@ def _adam(kernels, params, H0, X, method, opts, progress, metadata):
             it -= 1
             break
         prev = loss
-        grad = (kernels.vjp(cell, act, h, X, *w, r) - r) / B  # d mean(q) / dh
+        grad /= B  # d mean(q) / dh
         m = beta1 * m + (1 - beta1) * grad
         v = beta2 * v + (1 - beta2) * grad * grad
         mhat = m / (1 - beta1 ** it)
