@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
+import threading
 from contextlib import contextmanager
 
 _controls: dict[str, tuple] | None = None
@@ -52,29 +53,43 @@ def _find_controls() -> dict[str, tuple]:
     return found
 
 
+_lock = threading.Lock()
+_depth: dict[str, int] = {}
+_saved: dict[str, int] = {}
+
+
 @contextmanager
 def blas_threads(n: int, libs=("numpy", "scipy")):
-    """Context in which the named OpenBLAS pools run on ``n`` threads."""
+    """Context in which the named OpenBLAS pools run on ``n`` threads.
+
+    The thread counts are process-wide, so concurrent and nested uses are reference-counted: the
+    first one in sets the count and the last one out restores it (a concurrent caller asking for
+    another ``n`` meanwhile gets the count already set).
+    """
     global _controls
-    if _controls is None:
-        if "scipy" in libs:
-            import scipy.linalg  # noqa: F401  (loads SciPy's BLAS so that it can be found)
-        _controls = _find_controls()
-    changed = []
-    for name in libs:
-        control = _controls.get(name)
-        if control is None:
-            continue
-        setter, getter = control
-        previous = getter()
-        if previous != n:
-            setter(n)
-            changed.append((setter, previous))
+    with _lock:
+        if _controls is None:
+            if "scipy" in libs:
+                import scipy.linalg  # noqa: F401  (loads SciPy's BLAS so that it can be found)
+            _controls = _find_controls()
+        entered = [name for name in libs if name in _controls]
+        for name in entered:
+            setter, getter = _controls[name]
+            if _depth.get(name, 0) == 0:
+                _saved[name] = getter()
+                if _saved[name] != n:
+                    setter(n)
+            _depth[name] = _depth.get(name, 0) + 1
     try:
         yield
     finally:
-        for setter, previous in changed:
-            setter(previous)
+        with _lock:
+            for name in entered:
+                _depth[name] -= 1
+                if _depth[name] == 0:
+                    setter, getter = _controls[name]
+                    if getter() != _saved[name]:
+                        setter(_saved[name])
 
 
 def single_threaded_blas():

@@ -44,7 +44,9 @@ def _sigmoid_(a):
     """Logistic function in place (a may be a strided view). exp(-a) = inf for a << 0 gives the
     correct limit 0."""
     with np.errstate(over="ignore"):
-        np.negative(a, out=a)
+        # Not np.negative(a, out=a): NumPy 2.4 computes it wrongly in place on single-column
+        # strided views (e.g. the o block of an LSTM with H = 1); multiply is correct there.
+        np.multiply(a, -1.0, out=a)
         np.exp(a, out=a)
     a += 1.0
     np.reciprocal(a, out=a)

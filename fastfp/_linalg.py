@@ -9,6 +9,7 @@ each system and splitting gains nothing, so it is not done.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -18,6 +19,18 @@ __all__ = ["batched_solve", "SPLIT_BELOW_N"]
 SPLIT_BELOW_N = 128
 _MIN_PER_THREAD = 16
 _pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _forget_pool() -> None:
+    # A forked child inherits the executor but not its threads: jobs would never run.
+    global _pool, _pool_lock
+    _pool = None
+    _pool_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _threads() -> int:
@@ -56,8 +69,9 @@ def batched_solve(A, b):
     workers = min(_threads(), B // _MIN_PER_THREAD)
     if N >= SPLIT_BELOW_N or workers < 2:
         return _solve_stack(A, b)
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=_threads(), thread_name_prefix="fastfp-solve")
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=_threads(), thread_name_prefix="fastfp-solve")
     bounds = np.linspace(0, B, workers + 1).astype(int)
     futures = [_pool.submit(_solve_stack, A[lo:hi], b[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:])]
     parts = [f.result() for f in futures]

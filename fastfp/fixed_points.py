@@ -42,7 +42,7 @@ class FixedPoints:
     q : ndarray, shape (B,)
         The speed q = ||F(x) - x||_2^2 / 2.
     grad_norm : ndarray, shape (B,)
-        ||grad q||_inf = ||(J - I)^T (F(x) - x)||_inf (NaN where not computed, e.g. Adam).
+        ||grad q||_inf = ||(J - I)^T (F(x) - x)||_inf (inf at non-finite points).
     status : ndarray of int, shape (B,)
         ``fastfp.Status`` codes.
     nit : ndarray of int, shape (B,)
@@ -161,6 +161,18 @@ class FixedPoints:
             return replace(self, jacobian=empty, eigvals=np.zeros((0, N), complex),
                            eigvecs_right=empty.astype(complex), eigvecs_left=empty.astype(complex),
                            input_jacobian=np.zeros((0, N, M)))
+        finite = np.isfinite(x).all(axis=1)
+        if not finite.all():  # NONFINITE points: NaN rows in every decomposition field
+            part = self[finite].decompose(params, backend=backend)
+            B, N, M = len(self), x.shape[1], inputs.shape[1]
+            fill = {
+                "jacobian": np.full((B, N, N), np.nan), "eigvals": np.full((B, N), np.nan, complex),
+                "eigvecs_right": np.full((B, N, N), np.nan, complex), "eigvecs_left": np.full((B, N, N), np.nan, complex),
+                "input_jacobian": np.full((B, N, M), np.nan),
+            }
+            for name, arr in fill.items():
+                arr[finite] = getattr(part, name)
+            return replace(self, **fill)
         J = jacobian(params, x, inputs, backend=backend)
         Jx = input_jacobian(params, x, inputs, backend=backend)
         lam, R = np.linalg.eig(J.astype(np.complex128))
@@ -179,6 +191,8 @@ class FixedPoints:
     def unique(self, tol: float = 1e-3) -> "FixedPoints":
         """Merge points closer than ``tol`` (2-norm over [x, input]), keeping the lowest-q member.
 
+        Exact fixed points (``success``) and the other points are merged separately, so a root
+        never absorbs a nearby slow point or vice versa; non-finite points are kept as they are.
         O(n log n) with a KD-tree; never forms an n x n distance matrix.
         """
         tol = _positive("tol", tol)
@@ -187,16 +201,20 @@ class FixedPoints:
         from scipy.spatial import cKDTree
 
         keys = np.concatenate([self.x, self.inputs], axis=1).astype(np.float64)
-        tree = cKDTree(keys)
-        order = np.argsort(self.q, kind="stable")
-        removed = np.zeros(len(self), dtype=bool)
-        keep = []
-        for i in order:
-            if removed[i]:
+        finite = np.isfinite(keys).all(axis=1)
+        keep = [np.flatnonzero(~finite)]
+        for group in (self.success & finite, ~self.success & finite):
+            idx = np.flatnonzero(group)
+            if len(idx) == 0:
                 continue
-            keep.append(i)
-            removed[tree.query_ball_point(keys[i], r=tol)] = True
-        return self[np.sort(np.asarray(keep))]
+            tree = cKDTree(keys[idx])
+            removed = np.zeros(len(idx), dtype=bool)
+            for j in np.argsort(self.q[idx], kind="stable"):
+                if removed[j]:
+                    continue
+                keep.append(idx[j:j + 1])
+                removed[tree.query_ball_point(keys[idx[j]], r=tol)] = True
+        return self[np.sort(np.concatenate(keep))]
 
     def exclude_outliers(self, *, rule: str = "distance", factor: float = 10.0) -> "FixedPoints":
         """Drop outlying points.

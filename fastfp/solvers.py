@@ -118,7 +118,7 @@ def find_fixed_points(
     x=None,
     *,
     method: str = "hybrid",
-    atol: float = 1e-10,
+    atol: float | None = None,
     rtol: float = 0.0,
     gtol: float = 1e-12,
     maxiter: int | None = None,
@@ -146,7 +146,8 @@ def find_fixed_points(
         Input held fixed: shared by all points or one per point; ``None`` is the zero input.
     method : {'hybrid', 'newton', 'lm', 'adam'}
     atol, rtol : float
-        A point converges when ||F(h) - h||_inf <= atol + rtol * ||h||_inf.
+        A point converges when ||F(h) - h||_inf <= atol + rtol * ||h||_inf. ``atol`` defaults
+        to 1e-10 in float64 and 1e-5 in float32 (whose rounding alone is ~1e-7).
     gtol : float
         A point whose ||grad q||_inf <= gtol without converging is a slow point.
     maxiter : int, optional
@@ -200,6 +201,8 @@ def find_fixed_points(
     check_finite("h0", H0)
     B, N = H0.shape
     X = prepare_inputs("x", params, x, B, dtype)
+    if atol is None:
+        atol = 1e-10 if dtype == np.float64 else 1e-5
     opts = {
         "atol": _check_tol("atol", atol, allow_zero=True),
         "rtol": _check_tol("rtol", rtol, allow_zero=True),
@@ -239,7 +242,7 @@ def find_fixed_points(
     # OpenBLAS workers from the GEMMs would slow down, so BLAS runs single-threaded meanwhile.
     threads = blas_threads(1) if method != "adam" and N < SPLIT_BELOW_N else nullcontext()
     with threads:
-        for lo in range(0, B, chunk):
+        for lo in range(0, max(B, 1), chunk):  # one (empty) chunk when B = 0
             hi = min(B, lo + chunk)
             Xc = X if X.shape[0] == 1 else X[lo:hi]
             solver = _adam if method == "adam" else _dense
@@ -327,7 +330,8 @@ def _finish(kernels, params, H0, X, h, status, nit, opts, metadata):
     r, g = kernels.residual_grad(params.cell_code, params.nonlinearity_code, hs, X, *w)
     F = r + hs
     resid = np.abs(r).max(axis=1)
-    q = 0.5 * (r.astype(np.float64) ** 2).sum(axis=1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        q = 0.5 * (r.astype(np.float64) ** 2).sum(axis=1)
     inputs = np.broadcast_to(X, (len(h), X.shape[1])).copy()
     fx = np.where(finite[:, None], F, np.nan)
     return FixedPoints(
@@ -406,6 +410,7 @@ def _dense(kernels, params, H0, X, method, opts, progress, metadata):
                 take = failed == 0
                 new_h[take], new_r[take] = n_h[take], n_r[take]
                 mu[active[take]] = mu[active[take]] / 3.0  # keep LM eager near roots
+                nu[active[take]] = 2.0
                 lm_rows = ~take
             if lm_rows.any():
                 sub = np.flatnonzero(lm_rows)
@@ -538,9 +543,9 @@ def _adam(kernels, params, H0, X, method, opts, progress, metadata):
     for it in range(1, opts["maxiter"] + 1):
         r, grad = kernels.residual_grad(cell, act, h, X, *w)
         q = 0.5 * np.einsum("bi,bi->b", r, r)
-        loss = float(q.mean())
+        loss = float(q.mean()) if B else 0.0
         if not np.isfinite(loss):
-            break
+            break  # the per-point statuses below say which points went non-finite
         if (q < opts["tol_q"]).all() or (prev is not None and abs(loss - prev) < opts["tol_dq"] * lr):
             it -= 1
             break
@@ -564,7 +569,10 @@ def _adam(kernels, params, H0, X, method, opts, progress, metadata):
     nit = np.full(B, it, dtype=np.int64)
     result = _finish(kernels, params, H0, X, h, status, nit, opts, metadata)
     s = result.status
-    s[(result.q <= opts["tol_q"]) & (s == st.MAX_ITER)] = st.Q_TOLERANCE
     hnorm = np.abs(result.x).max(axis=1)
-    s[(result.residual <= opts["atol"] + opts["rtol"] * hnorm) & (s != st.NONFINITE)] = st.CONVERGED
+    running = s == st.MAX_ITER
+    s[running & ~np.isfinite(result.q)] = st.NONFINITE
+    s[running & (hnorm > opts["max_norm"])] = st.DIVERGED
+    s[running & (result.q <= opts["tol_q"])] = st.Q_TOLERANCE
+    s[running & (result.residual <= opts["atol"] + opts["rtol"] * hnorm)] = st.CONVERGED
     return result

@@ -1,0 +1,109 @@
+"""Regressions found by review: each test reproduces a failure seen once."""
+
+import dataclasses
+import multiprocessing as mp
+import threading
+
+import numpy as np
+import pytest
+
+import fastfp
+from fastfp import Status
+
+
+def test_lstm_h1_float32_batch_matches_reference():
+    # np.negative(a, out=a) is wrong in NumPy 2.4 on single-column strided views (the o gate).
+    params = fastfp.RNNParams.random("lstm", 1, 2, seed=0, scale=2.0)
+    h = np.random.default_rng(0).normal(size=(4, 2)).astype(np.float32)
+    np.testing.assert_allclose(fastfp.step(params, h), fastfp.step(params, h.astype(np.float64), backend="numpy"),
+                               atol=1e-6)
+
+
+def _solve_in_child(queue):
+    params = fastfp.RNNParams.random("gru", 16, 2, seed=0)
+    fp = fastfp.find_fixed_points(params, np.zeros((64, 16)))
+    queue.put(int(fp.success.sum()))
+
+
+@pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="needs fork")
+def test_solver_works_in_a_forked_child_after_a_solve_in_the_parent():
+    params = fastfp.RNNParams.random("gru", 16, 2, seed=0)
+    assert fastfp.find_fixed_points(params, np.zeros((64, 16))).success.all()  # starts the solve pool
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_solve_in_child, args=(queue,))
+    child.start()
+    child.join(60)
+    hung = child.is_alive()
+    if hung:
+        child.kill()
+    assert not hung
+    assert queue.get(timeout=5) == 64
+
+
+@pytest.mark.parametrize("method", fastfp.METHODS)
+def test_empty_batch(method):
+    params = fastfp.RNNParams.random("gru", 8, 2, seed=0)
+    fp = fastfp.find_fixed_points(params, np.zeros((0, 8)), method=method)
+    assert len(fp) == 0 and fp.x.shape == (0, 8)
+
+
+def test_float32_default_tolerance_reports_roots():
+    params = fastfp.RNNParams.random("gru", 6, 2, seed=1)
+    h0 = np.random.default_rng(0).uniform(-0.9, 0.9, (64, 6))
+    fp = fastfp.find_fixed_points(params, h0, dtype=np.float32)
+    assert fp.metadata["atol"] == 1e-5
+    assert fp.success.all(), np.bincount(fp.status)
+
+
+def test_nonfinite_rows_in_unique_and_decompose():
+    params = fastfp.RNNParams.random("gru", 4, 2, seed=0)
+    fp = fastfp.find_fixed_points(params, np.zeros((3, 4)))
+    x = fp.x.copy()
+    x[1] = np.nan
+    bad = dataclasses.replace(fp, x=x, status=np.array([0, Status.NONFINITE, 0], np.int8))
+    assert len(bad.unique(1e-3)) == 2  # the two equal roots merge; the NaN row is kept as it is
+    dec = bad.decompose(params)
+    assert np.isnan(dec.eigvals[1]).all() and np.isfinite(dec.eigvals[[0, 2]]).all()
+
+
+def test_unique_keeps_roots_and_slow_points_apart():
+    x = np.zeros((2, 2))
+    fp = fastfp.FixedPoints(
+        x=x, x0=x, inputs=np.zeros((2, 1)), fx=x, residual=np.zeros(2), q=np.array([0.0, 1e-9]),
+        grad_norm=np.zeros(2), status=np.array([Status.CONVERGED, Status.SLOW_POINT], np.int8), nit=np.zeros(2, int),
+    )
+    assert len(fp.unique(1e-3)) == 2
+
+
+def test_adam_reports_divergence_instead_of_max_iter():
+    params = fastfp.RNNParams.random("vanilla", 4, 2, seed=0, nonlinearity="relu", scale=1.0)
+    fp = fastfp.find_fixed_points(params, np.ones((5, 4)), method="adam", adam_lr=1e300, maxiter=20)
+    assert not (fp.status == Status.MAX_ITER).any(), fp.status
+    assert np.isin(fp.status, [Status.DIVERGED, Status.NONFINITE]).all()
+
+
+def test_blas_thread_count_restored_after_concurrent_use():
+    from fastfp import _blas
+
+    with _blas.blas_threads(1):
+        pass
+    controls = _blas._controls
+    if not controls:
+        pytest.skip("no OpenBLAS found to control")
+    before = {name: getter() for name, (setter, getter) in controls.items()}
+    barrier = threading.Barrier(4)
+    seen = []
+
+    def work():
+        with _blas.blas_threads(1):
+            barrier.wait()
+            seen.extend(getter() for _, getter in controls.values())
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen and all(n == 1 for n in seen)
+    assert {name: getter() for name, (setter, getter) in controls.items()} == before
