@@ -414,12 +414,14 @@ def _dense(kernels, params, H0, X, method, opts, progress, metadata):
                 lm_rows = ~take
             if lm_rows.any():
                 sub = np.flatnonzero(lm_rows)
-                h_lm, r_lm, stuck = _lm_step(kernels, params, ha[sub], ra[sub], _rows(Xa, sub), A[sub],
-                                             g[sub], qa[sub], mu, nu, active[sub], bounds,
-                                             opts["max_step"], mu_floor)
+                h_lm, r_lm, stuck, pinned = _lm_step(kernels, params, ha[sub], ra[sub], _rows(Xa, sub), A[sub],
+                                                     g[sub], qa[sub], mu, nu, active[sub], bounds,
+                                                     opts["max_step"], mu_floor)
                 new_h[sub], new_r[sub] = h_lm, r_lm
                 # Damping blew up without progress: a slow point if q is numerically stationary
-                # (||grad q|| tiny next to ||r||), otherwise no step can decrease q here.
+                # (||grad q|| tiny next to ||r||); pinned to the root box with q stationary on the
+                # free coordinates, it is heading out of the region that holds every root
+                # (DIVERGED); otherwise no step can decrease q here (also DIVERGED).
                 stuck_ids = sub[stuck]
                 stationary = np.abs(g[stuck_ids]).max(axis=1) <= np.maximum(
                     opts["gtol"], 1e-6 * np.abs(ra[stuck_ids]).max(axis=1))
@@ -494,7 +496,12 @@ def _lm_step(kernels, params, h, r, X, A, g, q, mu, nu, ids, bounds, max_step, m
 
     Returns the new states/residuals (unchanged where the step was rejected) and whether the
     damping has grown past _MU_MAX (no step decreases q: a stationary point of q)."""
+    # Coordinates pressed against the root box with q decreasing outward are held fixed: the step
+    # is solved on the free coordinates only (a projected LM step), so the clip cannot eat it.
+    pinned = ((h <= bounds[0]) & (g > 0)) | ((h >= bounds[1]) & (g < 0))
+    free = (~pinned).astype(A.dtype)
     AtA = np.matmul(np.swapaxes(A, 1, 2), A)
+    AtA *= free[:, :, None] * free[:, None, :]
     m = mu[ids]
     fresh = ~np.isfinite(m)
     if fresh.any():
@@ -503,8 +510,8 @@ def _lm_step(kernels, params, h, r, X, A, g, q, mu, nu, ids, bounds, max_step, m
     m = np.maximum(m, mu_floor)
     n = AtA.shape[1]
     idx = np.arange(n)
-    AtA[:, idx, idx] += m[:, None]
-    delta, solved = batched_solve(AtA, -g)
+    AtA[:, idx, idx] += m[:, None] + pinned
+    delta, solved = batched_solve(AtA, -g * free)
     trial = _clip(h + delta, bounds)
     step = trial - h
     r_trial = _evaluate(kernels, params, trial, X) - trial
@@ -523,7 +530,7 @@ def _lm_step(kernels, params, h, r, X, A, g, q, mu, nu, ids, bounds, max_step, m
     new_h = np.where(accept[:, None], trial, h)
     new_r = np.where(accept[:, None], r_trial, r)
     stuck = ~accept & (m_new > _MU_MAX)
-    return new_h, new_r, stuck
+    return new_h, new_r, stuck, pinned
 
 
 # ------------------------------------------------------------------------------ Adam

@@ -21,7 +21,8 @@ _MESSAGES = {
     MAX_ITER: "stopped at maxiter without meeting a tolerance",
     SINGULAR: "the linear system (J - I) was singular and no damped step could be taken",
     NONFINITE: "NaN or Inf appeared in the state or the residual",
-    DIVERGED: "diverged: the state left the region |x| <= max_norm or no step decreased the residual",
+    DIVERGED: "diverged: the state left the region |x| <= max_norm, is pressed against the box that holds "
+    "every root with q decreasing outward, or no step decreased the residual",
     Q_TOLERANCE: "q below tol_q (the FixedPointFinder / study stop rule) but the residual is above atol",
 }
 

@@ -107,3 +107,18 @@ def test_blas_thread_count_restored_after_concurrent_use():
         t.join()
     assert seen and all(n == 1 for n in seen)
     assert {name: getter() for name, (setter, getter) in controls.items()} == before
+
+
+def test_points_pinned_to_the_root_box_stop_instead_of_burning_maxiter():
+    # High-gain GRU: some starts slide to the box |h| = 1 with q decreasing outward, where no root
+    # can lie. A projected LM step settles them and they stop as DIVERGED well before maxiter.
+    params = fastfp.RNNParams.random("gru", 6, 2, scale=3 / np.sqrt(6), seed=2)
+    h0 = np.random.default_rng(0).uniform(-1, 1, (64, 6))
+    fp = fastfp.find_fixed_points(params, h0, method="lm", maxiter=1000)
+    assert not (fp.status == Status.MAX_ITER).any(), np.bincount(fp.status)
+    pinned = fp[fp.status == Status.DIVERGED]
+    assert len(pinned) > 0 and (np.abs(pinned.x).max(axis=1) >= 1.0).all()
+    assert pinned.nit.max() < 200
+    roots = fp[fp.success]
+    res = np.abs(fastfp.step(params, roots.x, backend="numpy") - roots.x).max(axis=1)
+    assert (res <= 1e-10).all()
