@@ -16,6 +16,7 @@ from .errors import (
     ShapeError,
 )
 from .fixed_points import FixedPoints, concatenate
+from .io_torch import load_torch_rnn, read_torch_state_dict
 from .model import Model, load_params, save_params
 from .params import CELLS, GATE_ORDER, RNNParams
 from .solvers import METHODS, find_fixed_points, sample_states
@@ -32,6 +33,8 @@ __all__ = [
     "Model",
     "save_params",
     "load_params",
+    "load_torch_rnn",
+    "read_torch_state_dict",
     "step",
     "rollout",
     "jacobian",
