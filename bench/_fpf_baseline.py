@@ -25,10 +25,10 @@ def torch_cell(params, dtype):
     else:
         raise ValueError(f"baseline supports gru and lstm, got {params.cell!r}")
     with torch.no_grad():
-        cell.weight_ih.copy_(torch.as_tensor(params.w_ih))
-        cell.weight_hh.copy_(torch.as_tensor(params.w_hh))
-        cell.bias_ih.copy_(torch.as_tensor(params.b_ih))
-        cell.bias_hh.copy_(torch.as_tensor(params.b_hh))
+        cell.weight_ih.copy_(torch.tensor(np.array(params.w_ih)))
+        cell.weight_hh.copy_(torch.tensor(np.array(params.w_hh)))
+        cell.bias_ih.copy_(torch.tensor(np.array(params.b_ih)))
+        cell.bias_hh.copy_(torch.tensor(np.array(params.b_hh)))
     for p in cell.parameters():
         p.requires_grad_(False)
 
