@@ -9,9 +9,9 @@ Methods
     Levenberg-Marquardt on q (Nielsen's damping update). Converges to roots and to slow points
     (local minima of q with q > 0, reported as ``SLOW_POINT``).
 ``hybrid`` (default)
-    Each iteration tries Newton with a short backtracking search per point and keeps it where
-    the step is short, stays in the box that holds every root and decreases q by the Armijo
-    factor; the other points take a damped LM step. Far from a root (or near a slow region) it
+    Each iteration tries Newton with a short backtracking search per point (clipped to the box
+    that holds every root) and keeps it where the step is not too long and decreases q by the
+    Armijo factor; the other points take a damped LM step. Far from a root (or near a slow region) it
     behaves like LM, near a root like Newton (quadratic convergence).
 ``adam``
     Adam on the mean of q with FixedPointFinder's defaults (lr 1.0, plateau decay x0.95 with
@@ -164,10 +164,10 @@ def find_fixed_points(
     max_norm : float
         Points with ||h||_inf above this are stopped as ``DIVERGED``.
     max_step : float
-        Trust radius: ``hybrid`` takes a Newton step only if ||delta||_inf <= max_step and LM
-        rejects (and damps more) longer steps; long steps from a near-singular J - I jump into
-        saturated regions. Steps are also clipped to the box that holds every root
-        (:func:`state_bounds`).
+        Trust radius: ``hybrid`` takes a Newton step only if ||delta||_inf <= max_step *
+        max(1, ||h||_inf) and LM rejects (and damps more) steps longer than max_step; long
+        steps from a near-singular J - I jump into saturated regions. Steps are also clipped to
+        the box that holds every root (:func:`state_bounds`).
     adam_lr, tol_dq : float
         Adam's initial learning rate and FixedPointFinder's |d mean q| stop tolerance.
     dtype : {float64, float32}
@@ -404,7 +404,7 @@ def _dense(kernels, params, H0, X, method, opts, progress, metadata):
             lm_rows = np.ones(len(active), bool)
             if method == "hybrid" and opts["slow_ratio"] is None:
                 # Newton with a short backtracking search where it is trustworthy; the rest
-                # (singular, too long, leaving the root box, no decrease) take the LM step.
+                # (singular, too long, no decrease) take the LM step.
                 n_h, n_r, failed = _newton_step(kernels, params, ha, ra, Xa, A, qa, bounds,
                                                 max_step=opts["max_step"], max_halvings=4)
                 take = failed == 0
@@ -465,13 +465,13 @@ def _newton_step(kernels, params, h, r, X, A, q, bounds, *, max_step=np.inf, max
     """Newton direction with per-point backtracking on q.
 
     failed: 0 accepted, 1 singular, 2 no decrease within max_halvings, 3 step longer than
-    max_step or leaving the root box (only checked when max_step is finite).
+    max_step * max(1, ||h||_inf) (only checked when max_step is finite).
     """
     delta, solved = batched_solve(A, -r)
     failed = np.where(solved, 0, 1)
     if np.isfinite(max_step):
         full = h + delta
-        wild = solved & ((np.abs(delta).max(axis=1) > max_step) | (_clip(full, bounds) != full).any(axis=1))
+        wild = solved & (np.abs(delta).max(axis=1) > max_step * np.maximum(1.0, np.abs(h).max(axis=1)))
         failed[wild] = 3
     new_h, new_r = h.copy(), r.copy()
     pending = np.flatnonzero(failed == 0)
