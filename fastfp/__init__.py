@@ -16,7 +16,10 @@ from .errors import (
     ShapeError,
 )
 from .fixed_points import FixedPoints, concatenate
+from . import analysis
+from .io_safetensors import read_safetensors
 from .io_torch import load_torch_rnn, read_torch_state_dict
+from .loading import load
 from .model import Model, load_params, save_params
 from .params import CELLS, GATE_ORDER, RNNParams
 from .solvers import METHODS, find_fixed_points, sample_states
@@ -34,6 +37,9 @@ __all__ = [
     "save_params",
     "load_params",
     "load_torch_rnn",
+    "load",
+    "read_safetensors",
+    "analysis",
     "read_torch_state_dict",
     "step",
     "rollout",

@@ -30,14 +30,13 @@ import io
 import math
 import os
 import pickle
-import re
 import zipfile
 
 import numpy as np
 
-from .errors import FastFPError, FileFormatError
+from .errors import FileFormatError
 from .model import Model
-from .params import RNNParams
+from .state_dict import model_from_state_dict
 
 __all__ = ["read_torch_state_dict", "load_torch_rnn"]
 
@@ -435,32 +434,6 @@ def read_torch_state_dict(path) -> dict:
 
 
 # ----------------------------------------------------------------------------- RNN layers
-_LAYERED = re.compile(r"^(?P<prefix>.*?)weight_hh_l(?P<layer>\d+)(?P<rev>_reverse)?$")
-_CELL = re.compile(r"^(?P<prefix>.*?)weight_hh$")
-_CELL_OF_G = {1: "vanilla", 3: "gru", 4: "lstm"}
-_TORCH_NAMES = {"vanilla": "RNN", "gru": "GRU", "lstm": "LSTM"}
-
-
-def _rnn_groups(keys) -> dict:
-    """{prefix: {'kind': 'layered'|'cell', 'layers': {(layer, direction), ...}}} for each RNN found."""
-    groups: dict = {}
-    for key in keys:
-        m = _LAYERED.match(key)
-        if m and (m["prefix"] == "" or m["prefix"].endswith(".")):
-            g = groups.setdefault(m["prefix"], {"kind": "layered", "layers": set()})
-            if g["kind"] == "layered":
-                g["layers"].add((int(m["layer"]), 1 if m["rev"] else 0))
-            continue
-        m = _CELL.match(key)
-        if m and (m["prefix"] == "" or m["prefix"].endswith(".")):
-            groups.setdefault(m["prefix"], {"kind": "cell", "layers": {(0, 0)}})
-    return groups
-
-
-def _prefix_text(prefix: str) -> str:
-    return repr(prefix[:-1]) if prefix else "'' (top level)"
-
-
 def load_torch_rnn(path, *, layer: int = 0, direction: int = 0, key_prefix: str | None = None,
                    nonlinearity: str | None = None, embedding_key=None, readout_key=None) -> Model:
     """Load one recurrent layer of a PyTorch checkpoint (state dict) as a :class:`fastfp.Model`.
@@ -506,194 +479,8 @@ def load_torch_rnn(path, *, layer: int = 0, direction: int = 0, key_prefix: str 
         The errors of :class:`RNNParams` (NaN weights, ...), with the file and keys named.
     """
     sd = read_torch_state_dict(path)
-    groups = _rnn_groups(sd)
-    where = f"argument 'path': {path!s}"
-    if key_prefix is not None:
-        if not isinstance(key_prefix, str):
-            raise FileFormatError(f"argument 'key_prefix': got {key_prefix!r}, expected a str")
-        prefix = key_prefix if key_prefix == "" or key_prefix.endswith(".") else key_prefix + "."
-        if prefix not in groups and prefix:  # 'rnn' also names 'state_dict.rnn.' in a nested checkpoint
-            nested = [p for p in groups if p.endswith("." + prefix)]
-            if len(nested) == 1:
-                prefix = nested[0]
-        if prefix not in groups:
-            found = ", ".join(_prefix_text(p) for p in sorted(groups)) or "none"
-            raise FileFormatError(
-                f"{where}: no recurrent layer under key_prefix {key_prefix!r}; RNN prefixes found: {found}"
-            )
-    else:
-        if not groups:
-            sample = ", ".join(list(sd)[:8]) or "no tensors"
-            raise FileFormatError(
-                f"{where}: no recurrent layer found (no 'weight_hh_l<k>' or 'weight_hh' key; keys: {sample})"
-            )
-        if len(groups) > 1:
-            found = ", ".join(_prefix_text(p) for p in sorted(groups))
-            raise FileFormatError(
-                f"{where}: holds several recurrent layers ({found}); pass key_prefix= to pick one"
-            )
-        prefix = next(iter(groups))
-    group = groups[prefix]
-    for name, value in (("layer", layer), ("direction", direction)):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise FileFormatError(f"argument {name!r}: got {value!r}, expected an int")
-    available = sorted(group["layers"])
-    if (layer, direction) not in group["layers"]:
-        listing = ", ".join(f"(layer={k}, direction={d})" for k, d in available)
-        raise FileFormatError(
-            f"{where}: the RNN {_prefix_text(prefix)} has no layer={layer}, direction={direction}; "
-            f"available: {listing}"
-        )
-    if group["kind"] == "layered":
-        suffix = f"_l{layer}" + ("_reverse" if direction else "")
-    else:
-        suffix = ""
-    keys = {name: f"{prefix}{name}{suffix}" for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
-    if group["kind"] == "layered" and f"{prefix}weight_hr{suffix}" in sd:
-        raise FileFormatError(
-            f"{where}: {prefix}weight_hr{suffix} is present: an LSTM with proj_size > 0, which fastfp does not support"
-        )
-
-    def fetch(name, ndim, required):
-        key = keys[name]
-        if key not in sd:
-            if required:
-                raise FileFormatError(f"{where}: lacks the key {key!r}")
-            return None
-        arr = sd[key]
-        if arr.ndim != ndim:
-            raise FileFormatError(f"{where}: key {key!r} has shape {arr.shape}, expected a {ndim}-D array")
-        if arr.dtype.kind != "f":
-            raise FileFormatError(f"{where}: key {key!r} has dtype {arr.dtype}, expected floating weights")
-        return arr
-
-    w_hh = fetch("weight_hh", 2, True)
-    w_ih = fetch("weight_ih", 2, True)
-    b_ih = fetch("bias_ih", 1, False)
-    b_hh = fetch("bias_hh", 1, False)
-    rows, H = w_hh.shape
-    if H == 0 or rows % H != 0:
-        raise FileFormatError(
-            f"{where}: key {keys['weight_hh']!r} has shape {w_hh.shape}, expected (G*H, H) with G gate blocks"
-        )
-    G = rows // H
-    if G not in _CELL_OF_G:
-        extra = " (PyTorch has no 2-gate cell; for a UGRNN build RNNParams('ugrnn', ...) directly)" if G == 2 else ""
-        raise FileFormatError(
-            f"{where}: key {keys['weight_hh']!r} has shape {w_hh.shape}: G = {G} gate blocks, expected 1 "
-            f"(RNN), 3 (GRU) or 4 (LSTM){extra}"
-        )
-    cell = _CELL_OF_G[G]
-    if w_ih.shape[0] != rows:
-        raise FileFormatError(
-            f"{where}: key {keys['weight_ih']!r} has shape {w_ih.shape}, expected ({rows}, M) to match "
-            f"{keys['weight_hh']!r} of shape {w_hh.shape}"
-        )
-    for name, b in (("bias_ih", b_ih), ("bias_hh", b_hh)):
-        if b is not None and b.shape != (rows,):
-            raise FileFormatError(f"{where}: key {keys[name]!r} has shape {b.shape}, expected ({rows},)")
-    M = w_ih.shape[1]
-
-    torch_module = ("nn." + _TORCH_NAMES[cell]) + ("Cell" if group["kind"] == "cell" else "")
-    notes = [f"PyTorch {torch_module} state dict {path!s}, keys {keys['weight_ih']!r} etc. (prefix {_prefix_text(prefix)})"]
-    if group["kind"] == "layered":
-        notes.append(f"layer {layer}, direction {direction}" + (" (runs over the reversed sequence)" if direction else ""))
-    notes.append("PyTorch layout and gate order kept as is")
-    if cell == "gru":
-        notes.append("GRU reset applied after the recurrent matmul (torch.nn.GRU)")
-    if cell == "lstm":
-        notes.append("LSTM state is [h, c]")
-    missing_bias = [keys[n] for n, b in (("bias_ih", b_ih), ("bias_hh", b_hh)) if b is None]
-    if missing_bias:
-        notes.append(f"{', '.join(missing_bias)} absent (bias=False): zeros")
-    if cell == "vanilla":
-        if nonlinearity is None:
-            nonlinearity = "tanh"
-            notes.append("nonlinearity not stored in a state dict: assumed 'tanh' (pass nonlinearity='relu' if needed)")
-        else:
-            notes.append(f"nonlinearity {nonlinearity!r} given by the caller")
-    elif nonlinearity is None:
-        nonlinearity = "tanh"
-    # -- embedding and readout
-    rnn_keys = {k for k in sd for p in groups if k.startswith(p) and _is_rnn_key(k[len(p):])}
-    metadata: dict = {
-        "format": "torch.save state dict",
-        "file": str(path),
-        "torch_module": torch_module,
-        "rnn_prefix": prefix,
-        "layer": layer,
-        "direction": direction,
-        "keys": {n: (keys[n] if keys[n] in sd else None) for n in keys},
-        "nonlinearity": nonlinearity if cell == "vanilla" else None,
-    }
-    layers_fwd = [k for k, d in group["layers"] if d == 0]
-    bidirectional = any(d == 1 for _, d in group["layers"])
-    last_layer = max(layers_fwd) if layers_fwd else 0
-
-    embedding = None
-    emb_candidates = [
-        k for k in sd
-        if k not in rnn_keys and _is_weight(k) and "embed" in k[: -len("weight")].lower()
-        and sd[k].ndim == 2 and sd[k].shape[1] == M and sd[k].dtype.kind == "f"
-    ] if layer == 0 else []
-    emb_key = _pick(sd, embedding_key, "embedding_key", where, emb_candidates, M)
-    metadata["embedding_key"] = emb_key
-    if emb_key is None and len(emb_candidates) > 1 and embedding_key is None:
-        metadata["embedding_candidates"] = emb_candidates
-        notes.append(f"no embedding: ambiguous between {emb_candidates} (pass embedding_key=)")
-    if emb_key is not None:
-        embedding = sd[emb_key]
-        notes.append(f"embedding {emb_key!r}")
-
-    readout_weight = readout_bias = None
-    applicable = layer == last_layer and not bidirectional and direction == 0
-    ro_candidates = [
-        k for k in sd
-        if k not in rnn_keys and k != emb_key and _is_weight(k) and "embed" not in k.lower()
-        and sd[k].ndim == 2 and sd[k].shape[1] == H and sd[k].dtype.kind == "f"
-    ] if applicable else []
-    ro_key = _pick(sd, readout_key, "readout_key", where, ro_candidates, H)
-    metadata["readout_key"] = ro_key
-    if ro_key is None and len(ro_candidates) > 1 and readout_key is None:
-        metadata["readout_candidates"] = ro_candidates
-        notes.append(f"no readout: ambiguous between {ro_candidates} (pass readout_key=)")
-    metadata["readout_bias_key"] = None
-    if ro_key is not None:
-        readout_weight = sd[ro_key]
-        bias_key = ro_key[: -len("weight")] + "bias"
-        if bias_key in sd and sd[bias_key].shape == (readout_weight.shape[0],):
-            readout_bias = sd[bias_key]
-            metadata["readout_bias_key"] = bias_key
-        notes.append(f"readout {ro_key!r}" + (f" + {bias_key!r}" if readout_bias is not None else " (no bias)"))
-    metadata["conventions"] = (
-        "fastfp RNNParams use PyTorch's layout (w_ih (G*H, M), w_hh (G*H, H)) and gate orders; "
-        "logits = readout_weight @ h + readout_bias on the h part of the state"
+    return model_from_state_dict(
+        sd, f"argument 'path': {path!s}", fmt="torch.save state dict", torch_convention=True, file=str(path),
+        layer=layer, direction=direction, key_prefix=key_prefix, nonlinearity=nonlinearity,
+        embedding_key=embedding_key, readout_key=readout_key,
     )
-    try:
-        params = RNNParams(cell, w_ih, w_hh, b_ih, b_hh, nonlinearity=nonlinearity, source="; ".join(notes))
-    except FastFPError as exc:
-        names = ", ".join(repr(keys[n]) for n in keys)
-        raise type(exc)(f"{where}: keys {names}: {exc}") from None
-
-    return Model(params, embedding, readout_weight, readout_bias, None, metadata)
-
-
-def _is_rnn_key(rest: str) -> bool:
-    return re.fullmatch(r"(weight|bias)_(ih|hh|hr)(_l\d+(_reverse)?)?", rest) is not None
-
-
-def _is_weight(key: str) -> bool:
-    return key == "weight" or key.endswith(".weight")
-
-
-def _pick(sd, explicit, name, where, candidates, ncols):
-    if explicit is False:
-        return None
-    if explicit is not None:
-        if not isinstance(explicit, str) or explicit not in sd:
-            raise FileFormatError(f"argument {name!r}: got {explicit!r}, which is not a key of the file ({where})")
-        arr = sd[explicit]
-        if arr.ndim != 2 or arr.shape[1] != ncols:
-            raise FileFormatError(f"argument {name!r}: key {explicit!r} has shape {arr.shape}, expected (*, {ncols})")
-        return explicit
-    return candidates[0] if len(candidates) == 1 else None

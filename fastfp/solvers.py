@@ -470,7 +470,6 @@ def _newton_step(kernels, params, h, r, X, A, q, bounds, *, max_step=np.inf, max
     delta, solved = batched_solve(A, -r)
     failed = np.where(solved, 0, 1)
     if np.isfinite(max_step):
-        full = h + delta
         wild = solved & (np.abs(delta).max(axis=1) > max_step * np.maximum(1.0, np.abs(h).max(axis=1)))
         failed[wild] = 3
     new_h, new_r = h.copy(), r.copy()

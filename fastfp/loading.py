@@ -1,0 +1,281 @@
+"""``fastfp.load``: one entry point that turns a checkpoint, a module or a state dict into a :class:`Model`.
+
+The format of a file is told from its first bytes, never from its name:
+
+==================================  ==============================================================
+first bytes                         format
+==================================  ==============================================================
+``PK\\x03\\x04`` (zip)               a ``torch.save`` checkpoint (has ``<archive>/data.pkl``), read by
+                                    :func:`fastfp.load_torch_rnn`; a fastfp params ``.npz`` (has
+                                    ``__fastfp_params__.npy``), read by :func:`fastfp.load_params`;
+                                    or any other NumPy ``.npz``, whose named arrays form a state dict
+8-byte length, then ``{``           a ``.safetensors`` file (a state dict), read by
+                                    :func:`fastfp.io_safetensors.read_safetensors`
+legacy torch pickle magic           refused: re-save with torch >= 1.6's default zip format
+anything else (or nothing)          refused, with the list of supported formats
+==================================  ==============================================================
+
+No file path imports torch, and nothing in a file is executed (torch pickles go through the restricted
+unpickler of :mod:`fastfp.io_torch`, ``.npz`` files are read with ``allow_pickle=False``, safetensors
+headers are plain JSON).
+
+State dicts use PyTorch's key names (``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``,
+``bias_hh_l{k}``, optionally ``_reverse``; or ``weight_ih`` ... for a cell) and PyTorch's layout;
+the layer is found by :func:`fastfp.state_dict.model_from_state_dict`, as for
+:func:`fastfp.load_torch_rnn`. The number of gate blocks G = rows(w_hh) / cols(w_hh) gives the cell, except where it
+cannot: G = 3 is PyTorch's ``nn.GRU`` (fastfp ``'gru'``, reset applied after the recurrent matmul)
+for a torch checkpoint, an ``nn.Module`` or a dict of torch tensors, but for a safetensors file, a
+plain ``.npz`` or a dict of NumPy arrays it may as well be a reset-before GRU (Keras
+``reset_after=False``, Cho et al. 2014, the JAX research code), so there ``cell=`` must be given.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Mapping
+
+import numpy as np
+
+from .errors import ArgumentTypeError, FileFormatError, InvalidOptionError
+from .io_safetensors import _MAX_HEADER, _read as _read_safetensors_with_metadata
+from .io_torch import _LEGACY_MAGIC, load_torch_rnn
+from .state_dict import _TORCH_NAMES, describe_gates, gru_after_only, model_from_state_dict
+from .model import Model, load_params
+from .params import CELLS, GATE_ORDER, RNNParams
+
+__all__ = ["load", "SUPPORTED_FORMATS"]
+
+SUPPORTED_FORMATS = (
+    "a torch.save checkpoint of a state dict (zip format, torch >= 1.6)",
+    "a fastfp params .npz (fastfp.save_params)",
+    "a NumPy .npz of named arrays (a state dict with PyTorch key names)",
+    "a .safetensors file (a state dict with PyTorch key names)",
+)
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # local file header; empty archive
+_FASTFP_NPZ_ENTRY = "__fastfp_params__.npy"
+
+
+def _supported() -> str:
+    return "supported formats: " + "; ".join(SUPPORTED_FORMATS)
+
+
+# ============================================================================ entry point
+def load(source, *, cell: str | None = None, layer: int = 0, direction: int = 0,
+         key_prefix: str | None = None, nonlinearity: str | None = None) -> Model:
+    """Load one recurrent layer (and a classifier's embedding and readout) as a :class:`fastfp.Model`.
+
+    Parameters
+    ----------
+    source
+        A file path (str or os.PathLike): torch checkpoint, fastfp params ``.npz``, plain ``.npz``
+        or ``.safetensors``, told apart by content (see the module docs); an in-memory
+        ``torch.nn.Module`` (its ``state_dict()``; torch itself is never imported by fastfp); a dict of
+        arrays with PyTorch key names (nested dicts give dotted keys); or an :class:`RNNParams` /
+        :class:`Model`, returned as a Model.
+    cell : str, optional
+        The fastfp cell (one of ``fastfp.CELLS``) when the source cannot tell: required for a 3-gate
+        layer from a safetensors file, a plain ``.npz`` or a dict of NumPy arrays (``'gru'`` =
+        reset after the recurrent matmul as ``torch.nn.GRU``; ``'gru_reset_before'`` = reset before
+        it) and for a 2-gate layer (``'ugrnn'``). When given for any other source it is checked
+        against what the source holds.
+    layer, direction, key_prefix, nonlinearity
+        As for :func:`fastfp.load_torch_rnn`: which layer / direction (1 = ``_reverse``) of a
+        stacked RNN, the RNN's key prefix when the state dict holds several, and the activation of
+        a vanilla RNN (a state dict does not record it; default 'tanh'). For a fastfp ``.npz``, an
+        ``RNNParams`` or a ``Model`` (one layer, nothing to pick) they must keep their defaults, or
+        match the params.
+
+    Returns
+    -------
+    Model
+
+    Raises
+    ------
+    FileFormatError
+        Empty, unknown, legacy-torch or damaged file; no or several RNNs (see
+        :func:`fastfp.load_torch_rnn`); an unsupported gate count.
+    InvalidOptionError
+        ``cell=`` missing where the source cannot tell (3 or 2 gate blocks in a non-PyTorch state
+        dict), not one of ``fastfp.CELLS``, or disagreeing with the source (its gate count, or
+        ``'gru_reset_before'`` for a PyTorch ``nn.GRU``).
+    ArgumentTypeError
+        ``source`` of an unsupported type.
+    OSError
+        The file cannot be opened.
+    """
+    if cell is not None and (not isinstance(cell, str) or cell not in CELLS):
+        raise InvalidOptionError(f"argument 'cell': got {cell!r}, expected None or one of {', '.join(map(repr, CELLS))}")
+    for name, value in (("layer", layer), ("direction", direction)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise InvalidOptionError(f"argument {name!r}: got {value!r}, expected an int")
+    if key_prefix is not None and not isinstance(key_prefix, str):
+        raise InvalidOptionError(f"argument 'key_prefix': got {key_prefix!r}, expected a str")
+    opts = dict(cell=cell, layer=layer, direction=direction, key_prefix=key_prefix, nonlinearity=nonlinearity)
+
+    if isinstance(source, Model):
+        return _single_layer(source, "argument 'source' (a fastfp Model)", **opts)
+    if isinstance(source, RNNParams):
+        return _single_layer(Model(source), "argument 'source' (an RNNParams)", **opts)
+    if _is_torch_module(source):
+        sd = _module_state_dict(source)
+        where = f"argument 'source' (torch module {type(source).__name__})"
+        return model_from_state_dict(sd, where, fmt="torch nn.Module state_dict()", torch_convention=True,
+                                      file=None, **opts)
+    if isinstance(source, Mapping):
+        sd, has_torch_tensors = {}, [False]
+        _flatten_mapping(source, "", sd, has_torch_tensors, set(), 0)
+        where = "argument 'source' (a dict of " + ("torch tensors)" if has_torch_tensors[0] else "arrays)")
+        return model_from_state_dict(sd, where, fmt="state dict (dict of arrays)",
+                                      torch_convention=has_torch_tensors[0], file=None, **opts)
+    if isinstance(source, (str, os.PathLike)):
+        return _load_file(source, **opts)
+    raise ArgumentTypeError(
+        f"argument 'source': got {type(source).__name__}, expected a file path, a torch nn.Module, a dict "
+        "of arrays (state dict), an RNNParams or a Model"
+    )
+
+
+# ============================================================================ files
+def _load_file(path, **opts) -> Model:
+    where = f"argument 'source': {os.fspath(path)!s}"
+    with open(path, "rb") as fh:  # OSError (missing file, directory, ...) propagates unchanged
+        head = fh.read(16)
+    if not head:
+        raise FileFormatError(f"{where} is empty (0 bytes); {_supported()}")
+    if head.startswith(_LEGACY_MAGIC):
+        raise FileFormatError(
+            f"{where} is a legacy PyTorch file (torch < 1.6 or _use_new_zipfile_serialization=False), "
+            "which fastfp does not read; re-save it in the zip format with torch.save(state_dict, path) "
+            "from torch >= 1.6"
+        )
+    if head.startswith(_ZIP_MAGICS):
+        return _load_zip(path, where, **opts)
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= _MAX_HEADER:
+        tensors, metadata = _read_safetensors_with_metadata(path)
+        return model_from_state_dict(tensors, where, fmt="safetensors state dict", torch_convention=False,
+                                      file=str(os.fspath(path)), extra_metadata={"safetensors_metadata": metadata},
+                                      **opts)
+    hint = ""
+    if head.startswith(b"\x93NUMPY"):
+        hint = " (it is a single NumPy .npy array, not a set of named weights)"
+    elif head[:1] == b"\x80":
+        hint = " (it looks like a pickle, which fastfp does not unpickle: save a state dict instead)"
+    raise FileFormatError(
+        f"{where} is not in a format fastfp reads (starts with {head[:8]!r}){hint}; {_supported()}"
+    )
+
+
+def _load_zip(path, where, **opts) -> Model:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
+        raise FileFormatError(f"{where} starts like a zip archive but is not a readable one ({exc}); {_supported()}") from None
+    if any(n.endswith("data.pkl") for n in names):
+        model = load_torch_rnn(path, layer=opts["layer"], direction=opts["direction"],
+                               key_prefix=opts["key_prefix"], nonlinearity=opts["nonlinearity"])
+        _check_torch_cell(model, opts["cell"], where)
+        return model
+    if _FASTFP_NPZ_ENTRY in names:
+        return _single_layer(load_params(path), where, **opts)
+    if names and all(n.endswith(".npy") for n in names):
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                sd = {k: data[k] for k in data.files}
+        except Exception as exc:  # zip/npy damage, object arrays (pickle refused), ...
+            raise FileFormatError(f"{where} is not a readable NumPy .npz file ({type(exc).__name__}: {exc})") from None
+        return model_from_state_dict(sd, where, fmt="NumPy .npz state dict", torch_convention=False,
+                                      file=str(os.fspath(path)), **opts)
+    sample = ", ".join(names[:6]) or "no entries"
+    raise FileFormatError(
+        f"{where} is a zip archive that is neither a torch.save checkpoint (no '<archive>/data.pkl') nor a "
+        f"NumPy .npz (entries: {sample}); {_supported()}"
+    )
+
+
+# ============================================================================ in-memory sources
+def _is_torch_module(obj) -> bool:
+    """An ``nn.Module`` (or subclass defined anywhere), told without importing torch."""
+    if not callable(getattr(obj, "state_dict", None)):
+        return False
+    return any(getattr(c, "__module__", "").startswith("torch") for c in type(obj).__mro__ if c is not object)
+
+
+def _is_torch_tensor(obj) -> bool:
+    return type(obj).__module__.startswith("torch") and hasattr(obj, "detach") and hasattr(obj, "numpy")
+
+
+def _tensor_to_numpy(t) -> np.ndarray:
+    t = t.detach()
+    if hasattr(t, "cpu"):
+        t = t.cpu()
+    if str(getattr(t, "dtype", "")) == "torch.bfloat16":  # NumPy has no bfloat16; exact in float32
+        t = t.float()
+    return np.array(t.numpy(), copy=True)
+
+
+def _module_state_dict(module) -> dict:
+    try:
+        state = module.state_dict()
+    except Exception as exc:
+        raise ArgumentTypeError(
+            f"argument 'source': {type(module).__name__}.state_dict() failed ({type(exc).__name__}: {exc})"
+        ) from None
+    sd = {}
+    for key, value in state.items():
+        if _is_torch_tensor(value):
+            sd[str(key)] = _tensor_to_numpy(value)
+    return sd
+
+
+def _flatten_mapping(obj, prefix: str, out: dict, torch_seen: list, seen: set, depth: int) -> None:
+    if depth > 100:
+        raise FileFormatError("argument 'source': the dict nests deeper than 100 levels")
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    for key, value in obj.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            _flatten_mapping(value, name, out, torch_seen, seen, depth + 1)
+        elif _is_torch_tensor(value):
+            torch_seen[0] = True
+            out[name] = _tensor_to_numpy(value)
+        elif isinstance(value, np.ndarray) or hasattr(value, "__array__"):
+            out[name] = np.asarray(value)
+    seen.discard(id(obj))
+
+
+# ============================================================================ cell checks
+def _check_torch_cell(model: Model, cell, where: str) -> None:
+    if cell is None or cell == model.params.cell:
+        return
+    G = model.params.n_gates
+    if model.params.cell == "gru" and cell == "gru_reset_before":
+        raise gru_after_only(where)
+    raise InvalidOptionError(
+        f"{where}: cell={cell!r} expects {len(GATE_ORDER[cell])} gate blocks, but the file's recurrent layer "
+        f"has {describe_gates(G)}: a PyTorch nn.{_TORCH_NAMES[model.params.cell]}, fastfp cell {model.params.cell!r}"
+    )
+
+
+def _single_layer(model: Model, where: str, *, cell, layer, direction, key_prefix, nonlinearity) -> Model:
+    p = model.params
+    if cell is not None and cell != p.cell:
+        raise InvalidOptionError(
+            f"{where}: cell={cell!r} given, but the params are of cell {p.cell!r} ({describe_gates(p.n_gates)})"
+        )
+    if layer != 0 or direction != 0:
+        raise InvalidOptionError(
+            f"{where}: holds a single layer; layer={layer}, direction={direction} cannot be picked"
+        )
+    if key_prefix not in (None, ""):
+        raise InvalidOptionError(f"{where}: holds a single layer; key_prefix={key_prefix!r} does not apply")
+    if nonlinearity is not None and nonlinearity != p.nonlinearity and p.cell == "vanilla":
+        raise InvalidOptionError(
+            f"{where}: nonlinearity={nonlinearity!r} given, but the params use {p.nonlinearity!r}"
+        )
+    return model
+
+

@@ -1,0 +1,291 @@
+"""State dicts with PyTorch key names -> :class:`fastfp.Model`: finding the recurrent layer,
+choosing the cell, and picking the classifier's embedding and readout.
+
+Used by every reader that ends in a state dict (:mod:`fastfp.io_torch`, :mod:`fastfp.loading`), so
+that layer discovery follows one set of rules whatever the file format.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import FastFPError, FileFormatError, InvalidOptionError
+from .model import Model
+from .params import CELLS, GATE_ORDER, RNNParams
+
+__all__ = ["model_from_state_dict", "choose_cell", "describe_gates"]
+
+_LAYERED = re.compile(r"^(?P<prefix>.*?)weight_hh_l(?P<layer>\d+)(?P<rev>_reverse)?$")
+_CELL = re.compile(r"^(?P<prefix>.*?)weight_hh$")
+_CELL_OF_G = {1: "vanilla", 3: "gru", 4: "lstm"}
+_TORCH_NAMES = {"vanilla": "RNN", "gru": "GRU", "lstm": "LSTM"}
+
+
+def _rnn_groups(keys) -> dict:
+    """{prefix: {'kind': 'layered'|'cell', 'layers': {(layer, direction), ...}}} for each RNN found."""
+    groups: dict = {}
+    for key in keys:
+        m = _LAYERED.match(key)
+        if m and (m["prefix"] == "" or m["prefix"].endswith(".")):
+            g = groups.setdefault(m["prefix"], {"kind": "layered", "layers": set()})
+            if g["kind"] == "layered":
+                g["layers"].add((int(m["layer"]), 1 if m["rev"] else 0))
+            continue
+        m = _CELL.match(key)
+        if m and (m["prefix"] == "" or m["prefix"].endswith(".")):
+            groups.setdefault(m["prefix"], {"kind": "cell", "layers": {(0, 0)}})
+    return groups
+
+
+def _prefix_text(prefix: str) -> str:
+    return repr(prefix[:-1]) if prefix else "'' (top level)"
+
+
+def _is_rnn_key(rest: str) -> bool:
+    return re.fullmatch(r"(weight|bias)_(ih|hh|hr)(_l\d+(_reverse)?)?", rest) is not None
+
+
+def _is_weight(key: str) -> bool:
+    return key == "weight" or key.endswith(".weight")
+
+
+def _pick(sd, explicit, name, where, candidates, ncols):
+    if explicit is False:
+        return None
+    if explicit is not None:
+        if not isinstance(explicit, str) or explicit not in sd:
+            raise FileFormatError(f"argument {name!r}: got {explicit!r}, which is not a key of the file ({where})")
+        arr = sd[explicit]
+        if arr.ndim != 2 or arr.shape[1] != ncols:
+            raise FileFormatError(f"argument {name!r}: key {explicit!r} has shape {arr.shape}, expected (*, {ncols})")
+        return explicit
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def describe_gates(G: int) -> str:
+    cells = [c for c in CELLS if len(GATE_ORDER[c]) == G]
+    return f"G = {G} gate blocks (cells with {G}: {', '.join(map(repr, cells)) or 'none'})"
+
+
+def gru_after_only(where: str) -> InvalidOptionError:
+    return InvalidOptionError(
+        f"{where}: cell='gru_reset_before' given, but this is a PyTorch nn.GRU layer, and PyTorch's GRU "
+        "applies the reset gate after the recurrent matmul (n = tanh(W_n x + b_in + r * (U_n h + b_hn))), "
+        "which is fastfp's cell 'gru'; leave cell= out or pass cell='gru'"
+    )
+
+
+def choose_cell(G: int, cell, torch_convention: bool, where: str, w_hh_key: str, shape) -> str:
+    found = f"key {w_hh_key!r} has shape {tuple(shape)}: {describe_gates(G)}"
+    if cell is not None and len(GATE_ORDER[cell]) != G:
+        raise InvalidOptionError(
+            f"{where}: cell={cell!r} expects {len(GATE_ORDER[cell])} gate blocks, but {found}"
+        )
+    if G == 3:
+        if torch_convention:
+            if cell == "gru_reset_before":
+                raise gru_after_only(where)
+            return "gru"
+        if cell is None:
+            raise InvalidOptionError(
+                f"{where}: {found}, a GRU, but a state dict from this source does not record which GRU: "
+                "pass cell='gru' (reset applied after the recurrent matmul: torch.nn.GRU, Flax GRUCell, "
+                "Keras reset_after=True) or cell='gru_reset_before' (reset applied before it: Cho et al. "
+                "2014, Keras reset_after=False)"
+            )
+        return cell
+    if G == 2:
+        if torch_convention:
+            raise FileFormatError(
+                f"{where}: {found}, expected 1 (RNN), 3 (GRU) or 4 (LSTM) (PyTorch has no 2-gate cell; for a "
+                "UGRNN build RNNParams('ugrnn', ...) directly)"
+            )
+        if cell is None:
+            raise InvalidOptionError(
+                f"{where}: {found}; pass cell='ugrnn' if these are UGRNN weights in fastfp's gate order (u, c)"
+            )
+        return cell
+    if G in _CELL_OF_G:
+        return _CELL_OF_G[G]
+    raise FileFormatError(f"{where}: {found}, expected 1 (RNN), 2 (UGRNN), 3 (GRU) or 4 (LSTM)")
+
+
+def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: bool, file=None, cell=None,
+                          layer=0, direction=0, key_prefix=None, nonlinearity=None, embedding_key=None,
+                          readout_key=None, extra_metadata=None) -> Model:
+    """One recurrent layer of a state dict with PyTorch key names, as a :class:`fastfp.Model`.
+
+    Shared by :func:`fastfp.load_torch_rnn` and :func:`fastfp.load` (torch files, modules,
+    safetensors, plain ``.npz``, dicts of arrays). ``where`` prefixes every error message (it names
+    the file or object); ``torch_convention`` says that a 3-gate layer is PyTorch's ``nn.GRU``
+    (fastfp 'gru') rather than a GRU of unknown convention, for which ``cell=`` is required.
+    ``embedding_key`` / ``readout_key`` pick those weights explicitly (``False``: none).
+    """
+    groups = _rnn_groups(sd)
+    for name, value in (("layer", layer), ("direction", direction)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise FileFormatError(f"argument {name!r}: got {value!r}, expected an int")
+    if key_prefix is not None and not isinstance(key_prefix, str):
+        raise FileFormatError(f"argument 'key_prefix': got {key_prefix!r}, expected a str")
+    if key_prefix is not None:
+        prefix = key_prefix if key_prefix == "" or key_prefix.endswith(".") else key_prefix + "."
+        if prefix not in groups and prefix:
+            nested = [p for p in groups if p.endswith("." + prefix)]
+            if len(nested) == 1:
+                prefix = nested[0]
+        if prefix not in groups:
+            found = ", ".join(_prefix_text(p) for p in sorted(groups)) or "none"
+            raise FileFormatError(
+                f"{where}: no recurrent layer under key_prefix {key_prefix!r}; RNN prefixes found: {found}"
+            )
+    else:
+        if not groups:
+            sample = ", ".join(list(sd)[:8]) or "no arrays"
+            raise FileFormatError(
+                f"{where}: no recurrent layer found (no 'weight_hh_l<k>' or 'weight_hh' key; keys: {sample})"
+            )
+        if len(groups) > 1:
+            found = ", ".join(_prefix_text(p) for p in sorted(groups))
+            raise FileFormatError(f"{where}: holds several recurrent layers ({found}); pass key_prefix= to pick one")
+        prefix = next(iter(groups))
+    group = groups[prefix]
+    if (layer, direction) not in group["layers"]:
+        listing = ", ".join(f"(layer={k}, direction={d})" for k, d in sorted(group["layers"]))
+        raise FileFormatError(
+            f"{where}: the RNN {_prefix_text(prefix)} has no layer={layer}, direction={direction}; available: {listing}"
+        )
+    suffix = (f"_l{layer}" + ("_reverse" if direction else "")) if group["kind"] == "layered" else ""
+    keys = {name: f"{prefix}{name}{suffix}" for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+    if group["kind"] == "layered" and f"{prefix}weight_hr{suffix}" in sd:
+        raise FileFormatError(
+            f"{where}: {prefix}weight_hr{suffix} is present: an LSTM with proj_size > 0, which fastfp does not support"
+        )
+
+    def fetch(name, ndim, required):
+        key = keys[name]
+        if key not in sd:
+            if required:
+                raise FileFormatError(f"{where}: lacks the key {key!r}")
+            return None
+        arr = sd[key]
+        if arr.ndim != ndim:
+            raise FileFormatError(f"{where}: key {key!r} has shape {arr.shape}, expected a {ndim}-D array")
+        if arr.dtype.kind != "f":
+            raise FileFormatError(f"{where}: key {key!r} has dtype {arr.dtype}, expected floating weights")
+        return arr
+
+    w_hh = fetch("weight_hh", 2, True)
+    w_ih = fetch("weight_ih", 2, True)
+    b_ih = fetch("bias_ih", 1, False)
+    b_hh = fetch("bias_hh", 1, False)
+    rows, H = w_hh.shape
+    if H == 0 or rows % H != 0:
+        raise FileFormatError(
+            f"{where}: key {keys['weight_hh']!r} has shape {w_hh.shape}, expected (G*H, H) with G gate blocks"
+        )
+    G = rows // H
+    chosen = choose_cell(G, cell, torch_convention, where, keys["weight_hh"], w_hh.shape)
+    if w_ih.shape[0] != rows:
+        raise FileFormatError(
+            f"{where}: key {keys['weight_ih']!r} has shape {w_ih.shape}, expected ({rows}, M) to match "
+            f"{keys['weight_hh']!r} of shape {w_hh.shape}"
+        )
+    for name, b in (("bias_ih", b_ih), ("bias_hh", b_hh)):
+        if b is not None and b.shape != (rows,):
+            raise FileFormatError(f"{where}: key {keys[name]!r} has shape {b.shape}, expected ({rows},)")
+    M = w_ih.shape[1]
+
+    torch_module = None
+    if torch_convention:
+        torch_module = "nn." + _TORCH_NAMES[chosen] + ("Cell" if group["kind"] == "cell" else "")
+        notes = [f"PyTorch {torch_module} {fmt} ({where}), keys {keys['weight_ih']!r} etc. (prefix {_prefix_text(prefix)})"]
+    else:
+        notes = [f"{fmt} {file or ''} with PyTorch key names, keys {keys['weight_ih']!r} etc. (prefix {_prefix_text(prefix)})"]
+    if group["kind"] == "layered":
+        notes.append(f"layer {layer}, direction {direction}" + (" (runs over the reversed sequence)" if direction else ""))
+    notes.append("PyTorch layout and gate order kept as is")
+    given = "" if torch_convention or cell is None else f" (cell={cell!r} given by the caller)"
+    if chosen == "gru":
+        notes.append("GRU reset applied after the recurrent matmul" + (" (torch.nn.GRU)" if torch_convention else given))
+    elif chosen == "gru_reset_before":
+        notes.append("GRU reset applied before the recurrent matmul" + given)
+    elif chosen == "ugrnn":
+        notes.append("UGRNN gate order (u, c)" + given)
+    elif chosen == "lstm":
+        notes.append("LSTM state is [h, c]")
+    missing_bias = [keys[n] for n, b in (("bias_ih", b_ih), ("bias_hh", b_hh)) if b is None]
+    if missing_bias:
+        notes.append(f"{', '.join(missing_bias)} absent (bias=False): zeros")
+    if chosen == "vanilla":
+        if nonlinearity is None:
+            nonlinearity = "tanh"
+            notes.append("nonlinearity not stored in a state dict: assumed 'tanh' (pass nonlinearity='relu' if needed)")
+        else:
+            notes.append(f"nonlinearity {nonlinearity!r} given by the caller")
+    elif nonlinearity is None:
+        nonlinearity = "tanh"
+
+    rnn_keys = {k for k in sd for p in groups if k.startswith(p) and _is_rnn_key(k[len(p):])}
+    metadata: dict = {
+        "format": fmt,
+        "file": file,
+        "torch_module": torch_module,
+        "cell": chosen,
+        "cell_from": "caller" if cell is not None else ("PyTorch convention" if torch_convention else "gate count"),
+        "rnn_prefix": prefix,
+        "layer": layer,
+        "direction": direction,
+        "keys": {n: (keys[n] if keys[n] in sd else None) for n in keys},
+        "nonlinearity": nonlinearity if chosen == "vanilla" else None,
+    }
+    if extra_metadata:
+        metadata.update(extra_metadata)
+    layers_fwd = [k for k, d in group["layers"] if d == 0]
+    bidirectional = any(d == 1 for _, d in group["layers"])
+    last_layer = max(layers_fwd) if layers_fwd else 0
+
+    embedding = None
+    emb_candidates = [
+        k for k in sd
+        if k not in rnn_keys and _is_weight(k) and "embed" in k[: -len("weight")].lower()
+        and sd[k].ndim == 2 and sd[k].shape[1] == M and sd[k].dtype.kind == "f"
+    ] if layer == 0 else []
+    emb_key = _pick(sd, embedding_key, "embedding_key", where, emb_candidates, M)
+    metadata["embedding_key"] = emb_key
+    if emb_key is None and len(emb_candidates) > 1 and embedding_key is None:
+        metadata["embedding_candidates"] = emb_candidates
+        notes.append(f"no embedding: ambiguous between {emb_candidates} (pass embedding_key=)")
+    if emb_key is not None:
+        embedding = sd[emb_key]
+        notes.append(f"embedding {emb_key!r}")
+
+    readout_weight = readout_bias = None
+    applicable = layer == last_layer and not bidirectional and direction == 0
+    ro_candidates = [
+        k for k in sd
+        if k not in rnn_keys and k != emb_key and _is_weight(k) and "embed" not in k.lower()
+        and sd[k].ndim == 2 and sd[k].shape[1] == H and sd[k].dtype.kind == "f"
+    ] if applicable else []
+    ro_key = _pick(sd, readout_key, "readout_key", where, ro_candidates, H)
+    metadata["readout_key"] = ro_key
+    if ro_key is None and len(ro_candidates) > 1 and readout_key is None:
+        metadata["readout_candidates"] = ro_candidates
+        notes.append(f"no readout: ambiguous between {ro_candidates} (pass readout_key=)")
+    metadata["readout_bias_key"] = None
+    if ro_key is not None:
+        readout_weight = sd[ro_key]
+        bias_key = ro_key[: -len("weight")] + "bias"
+        if bias_key in sd and sd[bias_key].shape == (readout_weight.shape[0],):
+            readout_bias = sd[bias_key]
+            metadata["readout_bias_key"] = bias_key
+        notes.append(f"readout {ro_key!r}" + (f" + {bias_key!r}" if readout_bias is not None else " (no bias)"))
+    metadata["conventions"] = (
+        "fastfp RNNParams use PyTorch's layout (w_ih (G*H, M), w_hh (G*H, H)) and gate orders; "
+        "logits = readout_weight @ h + readout_bias on the h part of the state"
+    )
+    try:
+        params = RNNParams(chosen, w_ih, w_hh, b_ih, b_hh, nonlinearity=nonlinearity, source="; ".join(notes))
+    except FastFPError as exc:
+        names = ", ".join(repr(keys[n]) for n in keys)
+        raise type(exc)(f"{where}: keys {names}: {exc}") from None
+    return Model(params, embedding, readout_weight, readout_bias, None, metadata)
