@@ -273,11 +273,12 @@ _jacobian_serial, _jacobian_parallel = serial_and_parallel(_jacobian_body)
 PARALLEL_MIN_ENTRIES = 1 << 21
 
 
-def _jacobian(cell, act, h, x, w_ih, w_hh, b_ih, b_hh, wrt_state):
+def _jacobian(cell, act, h, x, w_ih, w_hh, b_ih, b_hh, wrt_state, out=None):
     _, d = _forward(cell, act, h, x, w_ih, w_hh, b_ih, b_hh, True)
     K = w_hh if wrt_state else w_ih
     B, N, Q = h.shape[0], h.shape[1], (h.shape[1] if wrt_state else w_ih.shape[1])
-    out = np.empty((B, N, Q), dtype=h.dtype)
+    if out is None:
+        out = np.empty((B, N, Q), dtype=h.dtype)
     H = w_hh.shape[1]
     scratch = np.empty((B, H, K.shape[1]) if cell == GRU_RESET_BEFORE else (0, 0, 0), dtype=h.dtype)
     kernel = _jacobian_parallel if out.size >= PARALLEL_MIN_ENTRIES else _jacobian_serial
@@ -286,9 +287,11 @@ def _jacobian(cell, act, h, x, w_ih, w_hh, b_ih, b_hh, wrt_state):
     return out
 
 
-def jacobian_cpu(cell, act, h, x, w_ih, w_hh, b_ih, b_hh):
-    """dF/dh at each state: (B, N, N). Twin of ``jacobian_ref``."""
-    return _jacobian(cell, act, h, x, w_ih, w_hh, b_ih, b_hh, True)
+def jacobian_cpu(cell, act, h, x, w_ih, w_hh, b_ih, b_hh, out=None):
+    """dF/dh at each state: (B, N, N), written into ``out`` when given (C-contiguous, same dtype):
+    solvers reuse one buffer, since a fresh array of this size costs more in page faults than the
+    assembly itself. Twin of ``jacobian_ref``."""
+    return _jacobian(cell, act, h, x, w_ih, w_hh, b_ih, b_hh, True, out)
 
 
 def input_jacobian_cpu(cell, act, h, x, w_ih, w_hh, b_ih, b_hh):

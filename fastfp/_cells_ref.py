@@ -172,9 +172,13 @@ def _diag_embed(xp, d):
     return out
 
 
-def jacobian_ref(cell, act, h, x, w_ih, w_hh, b_ih, b_hh):
-    """dF/dh at each state: (B, N, N)."""
-    return _jac(cell, act, h, x, w_ih, w_hh, b_ih, b_hh, wrt_state=True)
+def jacobian_ref(cell, act, h, x, w_ih, w_hh, b_ih, b_hh, out=None):
+    """dF/dh at each state: (B, N, N), written into ``out`` when given."""
+    J = _jac(cell, act, h, x, w_ih, w_hh, b_ih, b_hh, wrt_state=True)
+    if out is None:
+        return J
+    out[...] = J
+    return out
 
 
 def input_jacobian_ref(cell, act, h, x, w_ih, w_hh, b_ih, b_hh):

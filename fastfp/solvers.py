@@ -365,6 +365,7 @@ def _dense(kernels, params, H0, X, method, opts, progress, metadata):
     # slow ones (s << slow_ratio) barely move, and points stay spread along the manifold.
     mu_floor = opts["slow_ratio"] ** 2 if opts["slow_ratio"] is not None else 0.0
     active = np.arange(B)
+    J_buffer = np.empty((B, N, N), dtype=H0.dtype)  # reused: the active set only shrinks
     for it in range(opts["maxiter"] + 1):
         # 1. Checks on the residual alone, before any Jacobian is spent on a finished point.
         ha, ra = h[active], r[active]
@@ -378,7 +379,7 @@ def _dense(kernels, params, H0, X, method, opts, progress, metadata):
             break
         # 2. A = J - I and grad q = A^T r on the remaining points; stationary ones stop.
         Xa = _rows(X, active)
-        A = kernels.jacobian(cell, act, ha, Xa, *w)
+        A = kernels.jacobian(cell, act, ha, Xa, *w, out=J_buffer[: len(active)])
         A[:, diag, diag] -= 1.0
         g = np.matmul(ra[:, None, :], A)[:, 0, :]
         slow = _is_slow(ra, g, opts)
