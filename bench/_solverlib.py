@@ -17,7 +17,10 @@ import numpy as np
 import fastfp
 
 DATA = pathlib.Path(__file__).resolve().parent.parent / "tests" / "data"
-NETWORKS = ("gru64_cat3", "lstm32_cat3")
+BENCH_DATA = pathlib.Path(__file__).resolve().parent / "data"  # tools/make_classifier_fixtures.py --bench
+NETWORKS = ("gru64_cat3", "lstm32_cat3") + tuple(
+    name for name in ("gru128_cat3", "gru256_cat3") if (BENCH_DATA / f"{name}.npz").exists()
+)
 METHODS = ("fpf_baseline", "hybrid", "newton", "adam")  # baseline first: see tools/bench_solvers_table.py
 N_STATES = 1024
 NOISE = 0.5
@@ -26,7 +29,8 @@ ATOL = 1e-10
 
 def setup(network: str, n_states: int = N_STATES):
     """(params float64, initial states (n, N), input (M,)) for a fixture network."""
-    model = fastfp.load_params(DATA / f"{network}.npz")
+    path = DATA / f"{network}.npz"
+    model = fastfp.load_params(path if path.exists() else BENCH_DATA / f"{network}.npz")
     params = model.params.astype(np.float64)
     task = model.metadata.get("task_params", {})
     data = fastfp.tasks.categorical(128, n_classes=int(task.get("n_classes", 3)), seed=12345)

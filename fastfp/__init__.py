@@ -17,6 +17,7 @@ from .errors import (
 )
 from .fixed_points import FixedPoints, concatenate
 from . import analysis
+from .io_flax import load_flax, read_flax_msgpack
 from .io_safetensors import read_safetensors
 from .io_torch import load_torch_rnn, read_torch_state_dict
 from .loading import load
@@ -39,6 +40,8 @@ __all__ = [
     "load_torch_rnn",
     "load",
     "read_safetensors",
+    "load_flax",
+    "read_flax_msgpack",
     "analysis",
     "read_torch_state_dict",
     "step",

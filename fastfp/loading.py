@@ -11,6 +11,8 @@ first bytes                         format
                                     or any other NumPy ``.npz``, whose named arrays form a state dict
 8-byte length, then ``{``           a ``.safetensors`` file (a state dict), read by
                                     :func:`fastfp.io_safetensors.read_safetensors`
+a msgpack map (0x80-0x8f, 0xde/0xdf) a Flax ``to_bytes`` file, read by :func:`fastfp.io_flax.load_flax`
+                                    (needs the ``msgpack`` package: ``pip install 'fastfp-rnn[flax]'``)
 legacy torch pickle magic           refused: re-save with torch >= 1.6's default zip format
 anything else (or nothing)          refused, with the list of supported formats
 ==================================  ==============================================================
@@ -37,8 +39,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .errors import ArgumentTypeError, FileFormatError, InvalidOptionError
+from .errors import ArgumentTypeError, FastFPError, FileFormatError, InvalidOptionError
 from .io_safetensors import _MAX_HEADER, _read as _read_safetensors_with_metadata
+from .io_flax import _find as _flax_cells, _normalise as _flax_normalise, is_msgpack_head, load_flax
 from .io_torch import _LEGACY_MAGIC, load_torch_rnn
 from .state_dict import _TORCH_NAMES, describe_gates, gru_after_only, model_from_state_dict
 from .model import Model, load_params
@@ -51,6 +54,7 @@ SUPPORTED_FORMATS = (
     "a fastfp params .npz (fastfp.save_params)",
     "a NumPy .npz of named arrays (a state dict with PyTorch key names)",
     "a .safetensors file (a state dict with PyTorch key names)",
+    "a Flax flax.serialization.to_bytes file (msgpack) of linen/nnx cell params or a renn tree",
 )
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # local file header; empty archive
 _FASTFP_NPZ_ENTRY = "__fastfp_params__.npy"
@@ -122,6 +126,9 @@ def load(source, *, cell: str | None = None, layer: int = 0, direction: int = 0,
         where = f"argument 'source' (torch module {type(source).__name__})"
         return model_from_state_dict(sd, where, fmt="torch nn.Module state_dict()", torch_convention=True,
                                       file=None, **opts)
+    if _looks_like_flax(source):
+        return _single_layer_opts(load_flax(source, cell=cell, key_prefix=key_prefix, nonlinearity=nonlinearity),
+                                  "argument 'source' (a Flax / renn parameter tree)", layer, direction)
     if isinstance(source, Mapping):
         sd, has_torch_tensors = {}, [False]
         _flatten_mapping(source, "", sd, has_torch_tensors, set(), 0)
@@ -134,6 +141,22 @@ def load(source, *, cell: str | None = None, layer: int = 0, direction: int = 0,
         f"argument 'source': got {type(source).__name__}, expected a file path, a torch nn.Module, a dict "
         "of arrays (state dict), an RNNParams or a Model"
     )
+
+
+def _looks_like_flax(source) -> bool:
+    """A Flax (linen 'params' / nnx state) or renn tree: probed by the Flax reader's own cell finder."""
+    if not (isinstance(source, Mapping) or hasattr(source, "to_pure_dict")):
+        return False
+    try:
+        return bool(_flax_cells(_flax_normalise(source, "argument 'source'")))
+    except FastFPError:
+        return False
+
+
+def _single_layer_opts(model: Model, where: str, layer, direction) -> Model:
+    if layer != 0 or direction != 0:
+        raise InvalidOptionError(f"{where}: holds single cells; layer={layer}, direction={direction} cannot be picked")
+    return model
 
 
 # ============================================================================ files
@@ -156,6 +179,11 @@ def _load_file(path, **opts) -> Model:
         return model_from_state_dict(tensors, where, fmt="safetensors state dict", torch_convention=False,
                                       file=str(os.fspath(path)), extra_metadata={"safetensors_metadata": metadata},
                                       **opts)
+    is_pickle = head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
+    if is_msgpack_head(head) and not is_pickle:
+        return _single_layer_opts(
+            load_flax(path, cell=opts["cell"], key_prefix=opts["key_prefix"], nonlinearity=opts["nonlinearity"]),
+            where, opts["layer"], opts["direction"])
     hint = ""
     if head.startswith(b"\x93NUMPY"):
         hint = " (it is a single NumPy .npy array, not a set of named weights)"

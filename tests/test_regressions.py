@@ -19,26 +19,39 @@ def test_lstm_h1_float32_batch_matches_reference():
                                atol=1e-6)
 
 
-def _solve_in_child(queue):
+_FORK_SCRIPT = """
+import multiprocessing as mp, numpy as np, fastfp
+
+def child(queue):
     params = fastfp.RNNParams.random("gru", 16, 2, seed=0)
-    fp = fastfp.find_fixed_points(params, np.zeros((64, 16)))
-    queue.put(int(fp.success.sum()))
+    queue.put(int(fastfp.find_fixed_points(params, np.zeros((64, 16))).success.sum()))
 
-
-@pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="needs fork")
-def test_solver_works_in_a_forked_child_after_a_solve_in_the_parent():
+if __name__ == "__main__":
     params = fastfp.RNNParams.random("gru", 16, 2, seed=0)
     assert fastfp.find_fixed_points(params, np.zeros((64, 16))).success.all()  # starts the solve pool
     ctx = mp.get_context("fork")
     queue = ctx.Queue()
-    child = ctx.Process(target=_solve_in_child, args=(queue,))
-    child.start()
-    child.join(60)
-    hung = child.is_alive()
-    if hung:
-        child.kill()
-    assert not hung
-    assert queue.get(timeout=5) == 64
+    proc = ctx.Process(target=child, args=(queue,))
+    proc.start()
+    proc.join(60)
+    if proc.is_alive():
+        proc.kill()
+        raise SystemExit("child hung")
+    print(queue.get(timeout=5))
+"""
+
+
+@pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="needs fork")
+def test_solver_works_in_a_forked_child_after_a_solve_in_the_parent(tmp_path):
+    # In a fresh interpreter: the test process may have loaded JAX, which must not be forked.
+    import subprocess
+    import sys
+
+    script = tmp_path / "fork_after_solve.py"
+    script.write_text(_FORK_SCRIPT)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "64"
 
 
 @pytest.mark.parametrize("method", fastfp.METHODS)

@@ -21,6 +21,7 @@ Deterministic: fixed seeds, ``torch.use_deterministic_algorithms(True)``, one th
 
     python tools/make_classifier_fixtures.py            # writes tests/data/{gru64,lstm32}_cat3.npz
     python tools/make_classifier_fixtures.py --out /tmp  # somewhere else
+    python tools/make_classifier_fixtures.py --bench --threads 2  # bench/data/gru{128,256}_cat3.npz
 """
 
 from __future__ import annotations
@@ -62,6 +63,11 @@ MODELS = [
     # (file name, fastfp cell, torch class, hidden size, torch seed)
     ("gru64_cat3.npz", "gru", nn.GRU, 64, 1),
     ("lstm32_cat3.npz", "lstm", nn.LSTM, 32, 2),
+]
+# Larger networks for the solver benchmark (bench/data/, written with --bench).
+BENCH_MODELS = [
+    ("gru128_cat3.npz", "gru", nn.GRU, 128, 3),
+    ("gru256_cat3.npz", "gru", nn.GRU, 256, 4),
 ]
 
 
@@ -153,15 +159,20 @@ def fastfp_accuracy(model: Model, data) -> tuple[float, np.ndarray]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=os.path.join(ROOT, "tests", "data"))
+    ap.add_argument("--out", default=None, help="folder (default tests/data, or bench/data with --bench)")
+    ap.add_argument("--bench", action="store_true", help="train the larger benchmark GRUs (128, 256 units)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (results depend on it)")
     args = ap.parse_args(argv)
+    models = BENCH_MODELS if args.bench else MODELS
+    if args.out is None:
+        args.out = os.path.join(ROOT, "bench" if args.bench else "tests", "data")
     os.makedirs(args.out, exist_ok=True)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     test = tasks.categorical(TEST_N, seed=TEST_SEED, **TASK)
     ok = True
-    for fname, cell, rnn_cls, hidden, seed in MODELS:
+    for fname, cell, rnn_cls, hidden, seed in models:
         log(f"training {cell} H={hidden}")
         net, steps, acc, secs = train(cell, rnn_cls, hidden, seed, log)
         torch_acc, torch_pred = accuracy(net, test)

@@ -1,0 +1,462 @@
+"""Flax msgpack / in-memory Flax, nnx and renn-style trees -> fastfp (fastfp.io_flax)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import fastfp
+from fastfp.errors import FastFPError, FileFormatError, InvalidOptionError
+from fastfp.io_flax import is_msgpack_head, load_flax, params_from_flax, read_flax_msgpack
+
+msgpack = pytest.importorskip("msgpack")
+
+HERE = os.path.dirname(__file__)
+DATA = os.path.join(HERE, "data")
+TOOLS = os.path.join(HERE, "..", "tools")
+
+
+def _rollout(params, h0, xs):
+    h, out = np.asarray(h0), []
+    for x in xs:
+        h = fastfp.step(params, h, x)
+        out.append(h)
+    return np.stack(out)
+
+
+def _tol(cell):
+    return dict(rtol=0, atol=1e-6)
+
+
+def _pack(tree) -> bytes:
+    """flax's wire format written with msgpack alone (for bad-input tests without flax)."""
+    def default(a):
+        a = np.asarray(a)
+        return msgpack.ExtType(1, msgpack.packb((a.shape, a.dtype.name, a.tobytes("C")), use_bin_type=True))
+    return msgpack.packb(tree, default=default, strict_types=False, use_bin_type=True)
+
+
+# ============================================================================ fixtures (no flax needed)
+FIXTURE_CELLS = {"gru": "gru", "lstm": "lstm", "simple": "vanilla"}
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURE_CELLS))
+def test_fixture_files_reproduce_flax(name):
+    exp = np.load(os.path.join(DATA, "flax_fixtures_expected.npz"))
+    path = os.path.join(DATA, f"flax_{name}.msgpack")
+    with open(path, "rb") as fh:
+        assert is_msgpack_head(fh.read(1))
+    m = load_flax(path)
+    assert m.params.cell == FIXTURE_CELLS[name]
+    assert m.params.dtype == np.float32
+    got = _rollout(m.params, exp[f"{name}_h0"], exp[f"{name}_x"])
+    np.testing.assert_allclose(got, exp[f"{name}_states"], **_tol(m.params.cell))
+
+
+def test_fixture_tree_layout():
+    tree = read_flax_msgpack(os.path.join(DATA, "flax_gru.msgpack"))
+    cell = tree["params"]
+    assert set(cell) == {"ir", "iz", "in", "hr", "hz", "hn"}
+    assert set(cell["hr"]) == {"kernel"} and set(cell["hn"]) == {"kernel", "bias"}
+    assert cell["ir"]["kernel"].dtype == np.float32
+
+
+def test_total_fixture_size_small():
+    total = sum(os.path.getsize(os.path.join(DATA, f)) for f in os.listdir(DATA) if f.startswith("flax_"))
+    assert total < 50_000
+
+
+# ============================================================================ against flax itself
+LINEN = {"gru": "gru", "lstm": "lstm", "optlstm": "lstm", "simple": "vanilla", "mgu": "gru", "mgu_noreset": "ugrnn"}
+NNX = {"gru": "gru", "optlstm": "lstm", "simple": "vanilla", "lstm": "lstm"}
+
+
+@pytest.fixture(scope="module")
+def flax_cases(tmp_path_factory):
+    """Write every linen / nnx cell to msgpack; returns {name: (path, x, h0, states, cell)}."""
+    pytest.importorskip("flax")
+    pytest.importorskip("jax")
+    sys.path.insert(0, TOOLS)
+    try:
+        from make_flax_fixtures import make_linen, make_nnx
+    finally:
+        sys.path.remove(TOOLS)
+    from flax.serialization import to_bytes
+
+    d = tmp_path_factory.mktemp("flax")
+    cases = {}
+    for prefix, maker, table in (("linen", make_linen, LINEN), ("nnx", make_nnx, NNX)):
+        for kind, cell in table.items():
+            tree, x, h0, states = maker(kind, seed=3)
+            path = d / f"{prefix}_{kind}.msgpack"
+            path.write_bytes(to_bytes(tree))
+            cases[f"{prefix}_{kind}"] = (str(path), x, h0, states, cell, tree)
+    return cases
+
+
+def test_flax_cells_without_jax_in_subprocess(flax_cases, tmp_path):
+    """Load every file in a process where importing jax or flax fails, and roll out 50 steps."""
+    inputs = {}
+    for name, (path, x, h0, _s, _c, _t) in flax_cases.items():
+        inputs[f"{name}__x"], inputs[f"{name}__h0"] = x, h0
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules['jax'] = None
+        sys.modules['flax'] = None
+        sys.modules['jaxlib'] = None
+        import numpy as np, fastfp
+        from fastfp.io_flax import load_flax
+        paths = {dict((n, c[0]) for n, c in flax_cases.items())!r}
+        inp = np.load({str(tmp_path / 'inputs.npz')!r})
+        out = {{}}
+        for name, path in paths.items():
+            m = load_flax(path)
+            h, states = inp[name + '__h0'], []
+            for x in inp[name + '__x']:
+                h = fastfp.step(m.params, h, x)
+                states.append(h)
+            out[name] = np.stack(states)
+            out[name + '__cell'] = np.array(m.params.cell)
+        assert not any(k == 'jax' or k.startswith(('jax.', 'flax')) for k, v in sys.modules.items() if v is not None)
+        np.savez({str(tmp_path / 'out.npz')!r}, **out)
+        """
+    )
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = np.load(tmp_path / "out.npz")
+    for name, (_p, _x, _h0, states, cell, _t) in flax_cases.items():
+        assert str(out[name + "__cell"]) == cell, name
+        assert out[name].dtype == np.float32
+        assert out[name].shape == (50, states.shape[1])
+        np.testing.assert_allclose(out[name], states, err_msg=name, **_tol(cell))
+
+
+def test_gates_not_saturated_nor_half(flax_cases):
+    """Scaled weights put the GRU's gates in their non-linear range (the comparison is meaningful)."""
+    path, x, h0, _s, _c, _t = flax_cases["linen_gru"]
+    p = load_flax(path).params
+    pre = p.w_ih[: 2 * p.hidden_size] @ x[0] + p.w_hh[: 2 * p.hidden_size] @ h0 + p.b_ih[:12] + p.b_hh[:12]
+    s = 1 / (1 + np.exp(-pre))
+    assert np.std(s) > 0.15
+
+
+def test_in_memory_jax_tree(flax_cases):
+    import jax.numpy as jnp
+    _p, x, h0, states, cell, tree = flax_cases["linen_gru"]
+    jtree = {"params": {k: {kk: jnp.asarray(vv) for kk, vv in v.items()} for k, v in tree["params"].items()}}
+    m = load_flax(jtree)
+    np.testing.assert_allclose(_rollout(m.params, h0, x), states, **_tol(cell))
+
+
+def test_lstm_carry_order(flax_cases):
+    """Flax carry (c, h) -> fastfp state [h, c]: the h half of a step equals Flax's output."""
+    _p, x, h0, states, _c, _t = flax_cases["linen_lstm"]
+    m = load_flax(_p)
+    assert m.params.state_size == 2 * m.params.hidden_size
+    np.testing.assert_allclose(fastfp.step(m.params, h0, x[0]), states[0], atol=1e-6)
+
+
+def test_nested_classifier_embedding_readout_and_key_prefix():
+    pytest.importorskip("flax")
+    import jax
+    import jax.numpy as jnp
+    import flax.linen as nn
+    from flax.serialization import to_bytes
+
+    class Clf(nn.Module):
+        @nn.compact
+        def __call__(self, tokens):
+            e = nn.Embed(7, 3)(tokens)
+            h = nn.RNN(nn.GRUCell(5))(e)
+            return nn.Dense(2)(h[:, -1])
+
+    variables = Clf().init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))
+    m = load_flax(variables)
+    assert m.params.cell == "gru" and m.embedding.shape == (7, 3) and m.readout_weight.shape == (2, 5)
+    assert m.metadata["cell_path"] == "params/GRUCell_0"  # nn.RNN(cell) built in the parent: cell params live there
+    np.testing.assert_array_equal(m.readout_weight, np.asarray(variables["params"]["Dense_0"]["kernel"]).T)
+
+    class Two(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.RNN(nn.GRUCell(4))(x) + nn.RNN(nn.GRUCell(4))(x)
+
+    v2 = jax.tree_util.tree_map(np.asarray, Two().init(jax.random.PRNGKey(1), jnp.zeros((1, 3, 2))))
+    with pytest.raises(FileFormatError, match="GRUCell_0.*GRUCell_1.*key_prefix"):
+        load_flax(v2)
+    m1 = load_flax(v2, key_prefix="params/GRUCell_1")
+    np.testing.assert_array_equal(m1.params.w_hh[:4], v2["params"]["GRUCell_1"]["hr"]["kernel"].T)
+    with pytest.raises(InvalidOptionError, match="matches no recurrent cell"):
+        load_flax(v2, key_prefix="params/RNN_9")
+    # through the file format, too
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        p = os.path.join(d, "clf.msgpack")
+        with open(p, "wb") as fh:
+            fh.write(to_bytes(variables))
+        mf = load_flax(p)
+        np.testing.assert_array_equal(mf.embedding, np.asarray(variables["params"]["Embed_0"]["embedding"]))
+
+
+# ============================================================================ renn-style trees
+def _renn_tree(names, H, M, seed, scale=2.5):
+    rng = np.random.default_rng(seed)
+    s = scale / np.sqrt(H)
+    return {n: {"A": rng.uniform(-s, s, (H, M)), "W": rng.uniform(-s, s, (H, H)), "b": rng.uniform(-1, 1, H)}
+            for n in names} | {"initial_state": np.zeros(H)}
+
+
+def _jax_renn_gru(p, x, h, gate_bias):
+    import jax
+    import jax.numpy as jnp
+    lin = lambda g, x, h: p[g]["A"] @ x + p[g]["W"] @ h + p[g]["b"]  # noqa: E731
+    u = jax.nn.sigmoid(lin("update_gate", x, h) + gate_bias)
+    r = jax.nn.sigmoid(lin("reset_gate", x, h))
+    c = jnp.tanh(lin("cell_state", x, r * h))
+    return u * h + (1 - u) * c
+
+
+def _jax_renn_ugrnn(p, x, h, gate_bias):
+    import jax
+    import jax.numpy as jnp
+    lin = lambda g: p[g]["A"] @ x + p[g]["W"] @ h + p[g]["b"]  # noqa: E731
+    u = jax.nn.sigmoid(lin("update_gate") + gate_bias)
+    return u * h + (1 - u) * jnp.tanh(lin("cell_state"))
+
+
+def _jax_renn_lstm(p, x, full, forget_bias):
+    import jax
+    import jax.numpy as jnp
+    h, c = jnp.split(full, 2)
+    lin = lambda g: p[g]["A"] @ x + p[g]["W"] @ h + p[g]["b"]  # noqa: E731
+    f = jax.nn.sigmoid(lin("forget_gate") + forget_bias)
+    i = jax.nn.sigmoid(lin("update_gate"))
+    o = jax.nn.sigmoid(lin("output_gate"))
+    g = jnp.tanh(lin("cell_state"))
+    c2 = f * c + i * g
+    return jnp.concatenate([o * jnp.tanh(c2), c2])
+
+
+RENN = {
+    "gru": (("update_gate", "reset_gate", "cell_state"), "gru_reset_before", _jax_renn_gru, "gate_bias"),
+    "ugrnn": (("update_gate", "cell_state"), "ugrnn", _jax_renn_ugrnn, "gate_bias"),
+    "lstm": (("forget_gate", "update_gate", "output_gate", "cell_state"), "lstm", _jax_renn_lstm, "forget_bias"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(RENN))
+@pytest.mark.parametrize("layout", ["dict", "tuple_state_dict", "msgpack"])
+def test_renn_trees_match_jax_equations(kind, layout, tmp_path):
+    pytest.importorskip("jax")
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    try:
+        names, cell, ref, bias_name = RENN[kind]
+        H, M = 5, 3
+        tree = _renn_tree(names, H, M, seed=len(kind))
+        bias = 0.7
+        if layout == "tuple_state_dict":  # flax's to_state_dict of a LinearRNN pytree: '0', '1', '2'
+            tree = {k: ({"0": v["A"], "1": v["W"], "2": v["b"]} if isinstance(v, dict) else v) for k, v in tree.items()}
+        src = tree
+        if layout == "msgpack":
+            src = str(tmp_path / "renn.msgpack")
+            with open(src, "wb") as fh:
+                fh.write(_pack({"0": np.eye(4, M), "1": tree, "2": {"0": np.ones((2 * H if False else H, 2)), "1": np.zeros(2)}}))
+        m = load_flax(src, **{bias_name: bias})
+        assert m.params.cell == cell
+        if layout == "msgpack":
+            assert m.embedding.shape == (4, M) and m.readout_weight.shape == (2, H)
+        ref_tree = _renn_tree(names, H, M, seed=len(kind))
+        rng = np.random.default_rng(1)
+        h = rng.standard_normal(m.params.state_size)
+        h_ref = h.copy()
+        for _ in range(50):
+            x = rng.standard_normal(M)
+            h = fastfp.step(m.params, h, x)
+            h_ref = np.asarray(ref(ref_tree, x, h_ref, bias))
+            np.testing.assert_allclose(h, h_ref, atol=1e-10)
+    finally:
+        jax.config.update("jax_enable_x64", False)
+
+
+def test_renn_gru_differs_from_reset_after():
+    tree = _renn_tree(("update_gate", "reset_gate", "cell_state"), 4, 2, seed=0)
+    p = load_flax(tree).params
+    q = fastfp.RNNParams("gru", p.w_ih, p.w_hh, p.b_ih, p.b_hh)
+    h = np.linspace(-1, 1, 4)
+    assert np.abs(fastfp.step(p, h, np.ones(2)) - fastfp.step(q, h, np.ones(2))).max() > 1e-3
+    with pytest.raises(InvalidOptionError, match="cell='gru'"):
+        load_flax(tree, cell="gru")
+
+
+def test_generic_three_gate_tree_needs_cell():
+    rng = np.random.default_rng(0)
+    tree = {"rnn": {"W": rng.standard_normal((12, 3)), "U": rng.standard_normal((12, 4)), "b": np.zeros(12)}}
+    with pytest.raises(InvalidOptionError, match="cell='gru'.*gru_reset_before"):
+        load_flax(tree)
+    assert load_flax(tree, cell="gru_reset_before").params.cell == "gru_reset_before"
+    assert load_flax(tree, cell="gru").params.cell == "gru"
+    with pytest.raises(InvalidOptionError, match="3 gate"):
+        load_flax(tree, cell="lstm")
+    gates = {f"{w}_{g}": rng.standard_normal((4, 3) if w == "W" else (4, 4) if w == "U" else 4)
+             for g in "rzn" for w in ("W", "U", "b")}
+    with pytest.raises(InvalidOptionError, match="rnn"):
+        load_flax({"rnn": gates})
+    p = load_flax({"rnn": gates}, cell="gru").params
+    np.testing.assert_array_equal(p.w_ih[4:8], gates["W_z"])
+    ug = {f"{w}_{g}": gates[f"{w}_{'rz'[i]}"] for i, g in enumerate("uc") for w in ("W", "U", "b")}
+    assert load_flax(ug).params.cell == "ugrnn"
+
+
+# ============================================================================ bad input
+def _gru_tree(H=3, M=2):
+    rng = np.random.default_rng(0)
+    t = {k: {"kernel": rng.standard_normal((M if k[0] == "i" else H, H)).astype(np.float32)}
+         for k in ("ir", "iz", "in", "hr", "hz", "hn")}
+    for k in ("ir", "iz", "in", "hn"):
+        t[k]["bias"] = np.zeros(H, np.float32)
+    return {"params": t}
+
+
+def _write(tmp_path, data, name="x.msgpack"):
+    p = tmp_path / name
+    p.write_bytes(data)
+    return str(p)
+
+
+def test_own_packer_matches_format(tmp_path):
+    m = load_flax(_write(tmp_path, _pack(_gru_tree())))
+    assert m.params.cell == "gru" and m.params.hidden_size == 3
+
+
+@pytest.mark.parametrize("data, match", [
+    (b"", "empty"),
+    (b"\x81\xa1a", "not a readable"),  # truncated
+    (b"\x93\x01\x02\x03", "top level"),
+    (b"\x80\x00", "ExtraData|not a readable"),
+    (b"\x81\xa1a\xc1", "not a readable"),  # reserved byte
+])
+def test_corrupted_bytes(tmp_path, data, match):
+    path = _write(tmp_path, data)
+    with pytest.raises(FileFormatError, match=match) as ei:
+        load_flax(path)
+    assert "x.msgpack" in str(ei.value)
+
+
+def test_truncated_real_file(tmp_path):
+    good = open(os.path.join(DATA, "flax_gru.msgpack"), "rb").read()
+    for n in (1, 10, len(good) // 2, len(good) - 1):
+        with pytest.raises(FileFormatError, match="x.msgpack"):
+            load_flax(_write(tmp_path, good[:n]))
+
+
+@pytest.mark.parametrize("dtype_name", ["object", "O", "V8", "<U3", "datetime64[s]", "float32,int8", "bogus"])
+def test_non_numeric_dtype_ext(tmp_path, dtype_name):
+    payload = msgpack.packb(((2,), dtype_name, b"\x00" * 16), use_bin_type=True)
+    data = msgpack.packb({"params": {"w": msgpack.ExtType(1, payload)}}, use_bin_type=True)
+    with pytest.raises(FileFormatError, match="dtype") as ei:
+        read_flax_msgpack(_write(tmp_path, data))
+    assert "x.msgpack" in str(ei.value)
+
+
+def test_buffer_size_and_unknown_ext(tmp_path):
+    payload = msgpack.packb(((3, 3), "float32", b"\x00" * 8), use_bin_type=True)
+    with pytest.raises(FileFormatError, match="needs 36 bytes"):
+        read_flax_msgpack(_write(tmp_path, msgpack.packb({"a": msgpack.ExtType(1, payload)})))
+    with pytest.raises(FileFormatError, match="ext type code 9"):
+        read_flax_msgpack(_write(tmp_path, msgpack.packb({"a": msgpack.ExtType(9, b"")})))
+
+
+def test_scalars_complex_and_bfloat16(tmp_path):
+    bf = (np.array([1.5, -2.0], np.float32).view(np.uint32) >> 16).astype("<u2").tobytes()
+    data = msgpack.packb({
+        "s": msgpack.ExtType(3, msgpack.packb(((), "int32", np.int32(7).tobytes()), use_bin_type=True)),
+        "c": msgpack.ExtType(2, msgpack.packb((1.0, 2.0))),
+        "bf": msgpack.ExtType(1, msgpack.packb(((2,), "bfloat16", bf), use_bin_type=True)),
+    }, use_bin_type=True)
+    t = read_flax_msgpack(_write(tmp_path, data))
+    assert int(t["s"]) == 7 and t["c"] == 1 + 2j
+    np.testing.assert_array_equal(t["bf"], [1.5, -2.0])
+
+
+def test_missing_kernel_and_shape_mismatch(tmp_path):
+    t = _gru_tree()
+    del t["params"]["hn"]["bias"]
+    with pytest.raises(FileFormatError, match="params/hn/bias") as ei:
+        load_flax(_write(tmp_path, _pack(t)))
+    assert "x.msgpack" in str(ei.value)
+    t = _gru_tree()
+    t["params"]["hz"]["kernel"] = np.zeros((3, 4), np.float32)
+    with pytest.raises(FileFormatError, match="x.msgpack.*kernels|x.msgpack.*shape"):
+        load_flax(_write(tmp_path, _pack(t)))
+    t = _gru_tree()
+    t["params"]["in"]["bias"] = np.zeros(5, np.float32)
+    with pytest.raises(FileFormatError, match="params/in/bias"):
+        load_flax(_write(tmp_path, _pack(t)))
+    t = _gru_tree()
+    t["params"]["ir"]["kernel"] = np.zeros((2, 3), np.int32)
+    with pytest.raises(FileFormatError, match="params/ir/kernel.*dtype"):
+        load_flax(_write(tmp_path, _pack(t)))
+    renn = _renn_tree(("update_gate", "cell_state"), 3, 2, 0)
+    renn["cell_state"]["W"] = np.zeros((3, 4))
+    with pytest.raises(FileFormatError, match="cell_state"):
+        load_flax(renn)
+    with pytest.raises(FileFormatError, match="no recurrent cell"):
+        load_flax(_write(tmp_path, _pack({"params": {"Dense_0": {"kernel": np.zeros((2, 2))}}})))
+
+
+def test_options_validated(tmp_path):
+    path = os.path.join(DATA, "flax_gru.msgpack")
+    with pytest.raises(InvalidOptionError, match="cell"):
+        load_flax(path, cell="gru_reset_before")
+    with pytest.raises(InvalidOptionError, match="cell"):
+        load_flax(path, cell="nope")
+    with pytest.raises(InvalidOptionError, match="key_prefix"):
+        load_flax(path, key_prefix=3)
+    assert load_flax(path, cell="gru").params.cell == "gru"
+
+
+def test_missing_msgpack_dependency(tmp_path):
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules['msgpack'] = None
+        from fastfp.io_flax import load_flax
+        from fastfp.errors import MissingDependencyError
+        try:
+            load_flax({os.path.join(DATA, 'flax_gru.msgpack')!r})
+        except MissingDependencyError as e:
+            assert 'fastfp-rnn[flax]' in str(e), e
+            print('ok')
+    """)
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert res.stdout.strip() == "ok", res.stderr[-2000:]
+
+
+# ============================================================================ fuzz
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+_FUZZ_SEED = open(os.path.join(DATA, "flax_lstm.msgpack"), "rb").read()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, len(_FUZZ_SEED) - 1), st.integers(0, 255)), min_size=1, max_size=6),
+       st.integers(1, len(_FUZZ_SEED)), st.binary(max_size=8))
+def test_fuzz_mutated_fixture_only_fastfp_errors(tmp_path, edits, cut, tail):
+    data = bytearray(_FUZZ_SEED)
+    for i, b in edits:
+        data[i] = b
+    data = bytes(data[:cut]) + tail
+    path = _write(tmp_path, data, "fuzz.msgpack")
+    try:
+        m = load_flax(path)
+    except FastFPError:
+        return
+    assert isinstance(m, fastfp.Model)
