@@ -50,6 +50,8 @@ def test_trained_torch_classifier_round_trip(tmp_path, name):
         out, _ = net.rnn(torch.tensor(xs))
         torch_logits = net.readout(out[:, -1]).numpy()
     states = fastfp.rollout(model.params, None, xs)
+    H = p.hidden_size
+    np.testing.assert_allclose(states[:, :, :H], out.numpy(), atol=1e-6)  # every one of the 50 steps
     np.testing.assert_allclose(model.logits(states[:, -1]), torch_logits, atol=1e-5)
     assert (np.argmax(torch_logits, axis=1) == data.labels).mean() >= 0.95
 
@@ -80,7 +82,7 @@ def test_trained_gru_through_flax_round_trip(tmp_path):
     cell = nn.GRUCell(features=H)
     data, xs = _docs(16)
     h = jnp.zeros((len(xs), H))
+    states = fastfp.rollout(model.params, None, xs)
     for t in range(xs.shape[1]):
         h, _ = cell.apply(params, h, jnp.asarray(xs[:, t]))
-    states = fastfp.rollout(model.params, None, xs)
-    np.testing.assert_allclose(states[:, -1], np.asarray(h), atol=1e-5)
+        np.testing.assert_allclose(states[:, t], np.asarray(h), atol=1e-6)
