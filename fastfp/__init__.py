@@ -16,7 +16,8 @@ from .errors import (
     ShapeError,
 )
 from .fixed_points import FixedPoints, concatenate
-from . import analysis
+from . import analysis, corpus
+from .corpus import Corpus, read_corpus
 from .io_flax import load_flax, read_flax_msgpack
 from .io_safetensors import read_safetensors
 from .io_torch import load_torch_rnn, read_torch_state_dict
@@ -43,6 +44,9 @@ __all__ = [
     "load_flax",
     "read_flax_msgpack",
     "analysis",
+    "corpus",
+    "Corpus",
+    "read_corpus",
     "read_torch_state_dict",
     "step",
     "rollout",

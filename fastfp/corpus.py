@@ -1,0 +1,718 @@
+"""Read a user's labelled text corpus (CSV or JSON Lines) into :class:`fastfp.tasks.TaskData`.
+
+:func:`read_corpus` turns a file of ``(text, label)`` records into the same :class:`TaskData` the
+synthetic tasks return, so every analysis that takes a ``TaskData`` (e.g.
+:func:`fastfp.analysis.wordcount_prediction`) runs on real text unchanged.
+
+Conventions
+-----------
+Vocabulary
+    ``vocab[0] == '<pad>'`` and ``vocab[1] == '<unk>'`` (:data:`PAD_ID`, :data:`UNK_ID`); real
+    words follow, most frequent first (ties alphabetically). The vocabulary is built on the
+    *training split only*; a word seen fewer than ``min_count`` times in the training split, beyond
+    the ``max_vocab`` most frequent, or absent from the training split maps to ``'<unk>'`` (in both
+    splits). A token equal to ``'<pad>'`` or ``'<unk>'`` produced by a custom tokenizer also maps to
+    ``'<unk>'`` (the default tokenizer never produces them: it splits ``<`` and ``>`` off).
+Padding
+    ``tokens`` has shape ``(n, L)`` with ``L`` the longest (possibly truncated) document of the
+    whole corpus, the same for both splits. Positions ``t >= lengths[b]`` hold ``PAD_ID`` (0); which
+    positions are padding is given by ``lengths`` (``TaskData.mask()``), never by the id, and
+    ``one_hot()`` / ``counts()`` drop them. No real word has id 0.
+Labels
+    Label names are strings (JSON numbers are converted with ``str``). Their order is ``labels`` if
+    given, else sorted (numerically when every name is an integer). Single-label: ``labels`` is an
+    int64 ``(n,)`` array of indices into ``label_names``. ``multilabel=True``: an int64 ``(n, K)``
+    0/1 array; a cell holds names separated by ``';'`` or a JSON list (``'["a", "b"]'``; in JSON
+    Lines also a real list). An explicit empty JSON list means "no labels"; an empty cell is a
+    missing label.
+Evidence
+    Real text has no known per-word evidence, so ``TaskData.evidence`` is an empty ``(V, 0)``
+    float64 array (``scores()`` gives ``(n, 0)``).
+Tokenizer
+    Default (:func:`default_tokenize`): after optional lower-casing, the regex
+    ``\\w+(?:['’]\\w+)*|[^\\w\\s]`` -- runs of Unicode word characters (keeping inner apostrophes:
+    ``don't``) and every other non-space character as a token of its own (``"good!"`` ->
+    ``good``, ``!``). A custom ``tokenizer`` is any callable ``str -> iterable of str``; empty
+    strings it returns are dropped.
+Line numbers
+    1-based physical lines as in the file (``\\n``, ``\\r\\n`` or ``\\r`` ends a line). A CSV record
+    spanning several lines (quoted newlines) is reported at the line where it starts, except
+    undecodable bytes, which are reported at the line holding them. Blank lines are ignored (they
+    are not records). The first CSV record is the header.
+Bad rows
+    Empty text, missing label, unknown label (only when ``labels`` is given), a malformed label
+    cell, undecodable bytes, a malformed JSON line, a JSON line that is not an object, a non-string
+    text, a CSV record with the wrong number of fields and a CSV quoting error are all collected.
+    ``on_error='raise'`` (default) raises :class:`~fastfp.errors.FileFormatError` listing the first
+    10 after reading the whole file; ``on_error='skip'`` drops those records and lists every one of
+    them in :attr:`Corpus.report`. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import json
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from .errors import ArgumentTypeError, FileFormatError, InvalidOptionError
+from .tasks import TaskData
+
+__all__ = [
+    "read_corpus",
+    "Corpus",
+    "CorpusReport",
+    "Problem",
+    "default_tokenize",
+    "PAD",
+    "UNK",
+    "PAD_ID",
+    "UNK_ID",
+    "PROBLEM_KINDS",
+]
+
+PAD = "<pad>"
+UNK = "<unk>"
+PAD_ID = 0
+UNK_ID = 1
+FORMATS = ("csv", "jsonl")
+ON_ERROR = ("raise", "skip")
+MAX_LISTED = 10
+
+PROBLEM_KINDS = (
+    "undecodable",  # bytes that do not decode with ``encoding``
+    "malformed_json",  # a JSON Lines line that is not valid JSON
+    "not_an_object",  # a JSON Lines line that is valid JSON but not an object
+    "malformed_csv",  # a CSV quoting error (e.g. unterminated quote)
+    "field_count",  # a CSV record with a different number of fields than the header
+    "bad_text",  # text value that is not a string
+    "empty_text",  # text missing, empty, blank, or with no tokens
+    "missing_label",  # label missing or empty
+    "bad_label",  # label value of the wrong type / malformed label list
+    "unknown_label",  # a label not in the explicit ``labels`` list
+)
+
+_TOKEN_RE = re.compile(r"\w+(?:['’]\w+)*|[^\w\s]")
+_LINE_RE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
+_INT_RE = re.compile(r"[+-]?\d+")
+
+
+def default_tokenize(text: str) -> list[str]:
+    """Split ``text`` into words (keeping inner apostrophes) and single punctuation characters."""
+    return _TOKEN_RE.findall(text)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One bad record: its 1-based ``line`` in the file, a ``kind`` from :data:`PROBLEM_KINDS`."""
+
+    line: int
+    kind: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.kind}: {self.message}"
+
+
+@dataclass(frozen=True)
+class CorpusReport:
+    """What happened while reading.
+
+    Attributes
+    ----------
+    path, format, encoding : str
+    n_records : int
+        Records read (CSV: excluding the header; blank lines not counted).
+    n_documents : int
+        Records kept (``n_records - n_skipped``), ``len(train) + len(test)``.
+    n_skipped : int
+        Bad records dropped (``on_error='skip'``); each is in ``problems``.
+    problems : tuple of Problem
+        Every bad record, in file order.
+    n_truncated : int
+        Documents cut to ``max_length`` tokens.
+    n_tokens_truncated : int
+        Tokens removed by truncation.
+    n_unk_train, n_unk_test : int
+        Token positions mapped to ``'<unk>'`` in each split.
+    """
+
+    path: str
+    format: str
+    encoding: str
+    n_records: int
+    n_documents: int
+    n_skipped: int
+    problems: tuple
+    n_truncated: int
+    n_tokens_truncated: int
+    n_unk_train: int
+    n_unk_test: int
+
+    def __str__(self) -> str:
+        head = (
+            f"{self.path} ({self.format}, {self.encoding}): {self.n_records} records, "
+            f"{self.n_documents} kept, {self.n_skipped} skipped, {self.n_truncated} truncated, "
+            f"<unk> tokens train={self.n_unk_train} test={self.n_unk_test}"
+        )
+        return "\n".join([head] + [f"  {p}" for p in self.problems])
+
+
+@dataclass(frozen=True, eq=False)
+class Corpus:
+    """A corpus read by :func:`read_corpus`.
+
+    Attributes
+    ----------
+    train : TaskData
+    test : TaskData or None
+        None when ``test_fraction == 0``.
+    vocab : tuple of str
+        ``vocab[PAD_ID] == '<pad>'``, ``vocab[UNK_ID] == '<unk>'``; same as ``train.vocab``.
+    label_names : tuple of str
+        Name of each class (single-label) or label column (multi-label), in index order.
+    report : CorpusReport
+    train_lines, test_lines : ndarray of int64
+        Source line (record start) of each document of each split (``test_lines`` empty when
+        there is no test split).
+    multilabel : bool
+    """
+
+    train: TaskData
+    test: TaskData | None
+    vocab: tuple
+    label_names: tuple
+    report: CorpusReport
+    train_lines: np.ndarray
+    test_lines: np.ndarray
+    multilabel: bool = False
+    word_index: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def pad_id(self) -> int:
+        return PAD_ID
+
+    @property
+    def unk_id(self) -> int:
+        return UNK_ID
+
+    def decode(self, ids) -> list[str]:
+        """Token strings of a sequence of ids (e.g. ``train.tokens[b, :train.lengths[b]]``)."""
+        return [self.vocab[int(i)] for i in ids]
+
+
+# --------------------------------------------------------------------------- argument checks
+def _check_args(format, on_error, min_count, max_vocab, max_length, test_fraction, tokenizer, encoding):
+    if format is not None and format not in FORMATS:
+        raise InvalidOptionError(f"argument 'format': got {format!r}, expected None, 'csv' or 'jsonl'")
+    if on_error not in ON_ERROR:
+        raise InvalidOptionError(f"argument 'on_error': got {on_error!r}, expected 'raise' or 'skip'")
+
+    def _int(name, v, lo, allow_none):
+        if v is None and allow_none:
+            return
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise InvalidOptionError(
+                f"argument {name!r}: got {v!r}, expected {'None or ' if allow_none else ''}an integer >= {lo}"
+            )
+
+    _int("min_count", min_count, 1, False)
+    _int("max_vocab", max_vocab, 1, True)
+    _int("max_length", max_length, 1, True)
+    if (
+        isinstance(test_fraction, bool)
+        or not isinstance(test_fraction, (int, float, np.floating, np.integer))
+        or not (0.0 <= float(test_fraction) < 1.0)
+    ):
+        raise InvalidOptionError(f"argument 'test_fraction': got {test_fraction!r}, expected a number in [0, 1)")
+    if tokenizer is not None and not callable(tokenizer):
+        raise ArgumentTypeError(f"argument 'tokenizer': got {type(tokenizer).__name__}, expected None or a callable str -> list of str")
+    try:
+        codecs.lookup(encoding)
+    except (LookupError, TypeError):
+        raise InvalidOptionError(f"argument 'encoding': got {encoding!r}, expected a Python codec name such as 'utf-8' or 'latin-1'") from None
+
+
+def _label_list(labels) -> tuple | None:
+    if labels is None:
+        return None
+    if isinstance(labels, (str, bytes)) or not isinstance(labels, Iterable):
+        raise InvalidOptionError(f"argument 'labels': got {labels!r}, expected None or a list of label names")
+    out = []
+    for x in labels:
+        if isinstance(x, bool) or not isinstance(x, (str, int, np.integer)):
+            raise InvalidOptionError(f"argument 'labels': element {x!r} is not a string or an int")
+        name = str(x).strip()
+        if not name:
+            raise InvalidOptionError("argument 'labels': contains an empty name")
+        out.append(name)
+    if not out:
+        raise InvalidOptionError("argument 'labels': empty list; give at least one label name or None")
+    dup = [k for k, c in Counter(out).items() if c > 1]
+    if dup:
+        raise InvalidOptionError(f"argument 'labels': duplicate names {dup}")
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------- decoding
+def _ascii_compatible(encoding: str) -> bool:
+    try:
+        return "\n\r,{ab".encode(encoding) == b"\n\r,{ab"
+    except (UnicodeError, LookupError):
+        return False
+
+
+def _decode_lines(data: bytes, encoding: str, path: str) -> tuple[list[str], set[int]]:
+    """Decoded physical lines (with their endings) and the set of 1-based lines that failed."""
+    bad: set[int] = set()
+    if _ascii_compatible(encoding):
+        raw = data.splitlines(keepends=True)
+        lines = []
+        for i, b in enumerate(raw, 1):
+            try:
+                s = b.decode(encoding)
+            except UnicodeDecodeError:
+                s = b.decode(encoding, errors="replace")
+                bad.add(i)
+            lines.append(s)
+    else:  # e.g. UTF-16: a line break is not one byte, decode the whole file at once
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError as e:
+            raise FileFormatError(
+                f"{path}: bytes {e.start}..{e.end} do not decode as {encoding!r} ({e.reason}); "
+                "give the file's encoding with encoding=..."
+            ) from None
+        lines = _LINE_RE.findall(text)
+    if lines and lines[0].startswith("\ufeff"):
+        lines[0] = lines[0][1:]
+    return lines, bad
+
+
+def _detect_format(path: str, lines: list[str]) -> str:
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    if suffix in (".csv",):
+        return "csv"
+    for line in lines:
+        if line.strip():
+            return "jsonl" if line.lstrip().startswith("{") else "csv"
+    return "csv"
+
+
+# --------------------------------------------------------------------------- records
+@dataclass
+class _Record:
+    line: int
+    text: Any
+    label: Any
+    has_label: bool
+
+
+def _iter_jsonl(lines, bad_lines, text_column, label_column, problems):
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if i in bad_lines:
+            problems.append(Problem(i, "undecodable", "bytes that do not decode with the given encoding"))
+            continue
+        try:
+            obj = json.loads(line.rstrip("\r\n"))
+        except json.JSONDecodeError as e:
+            problems.append(Problem(i, "malformed_json", f"not valid JSON: {e.msg} at column {e.colno}"))
+            continue
+        except ValueError as e:  # e.g. numbers too large
+            problems.append(Problem(i, "malformed_json", f"not valid JSON: {e}"))
+            continue
+        if not isinstance(obj, dict):
+            problems.append(Problem(i, "not_an_object", f"expected a JSON object, got {type(obj).__name__}"))
+            continue
+        yield _Record(i, obj.get(text_column), obj.get(label_column), label_column in obj)
+
+
+def _iter_csv(lines, bad_lines, text_column, label_column, problems, path, counter):
+    pos = [0]  # lines handed to the csv reader so far
+
+    def feed():
+        for s in lines:
+            pos[0] += 1
+            yield s
+
+    reader = csv.reader(feed(), strict=True)
+    header = None
+    ti = li = -1
+    prev = 0
+    while True:
+        try:
+            row = next(reader)
+            err = None
+        except StopIteration:
+            break
+        except csv.Error as e:
+            row, err = None, e
+        start, end = prev + 1, pos[0]
+        prev = pos[0]
+        if row == [] or (err is None and start == end and len(row) == 1 and not row[0].strip()):
+            continue  # blank line
+        bad = sorted(j for j in range(start, end + 1) if j in bad_lines)
+        if header is None:
+            if err is not None or bad:
+                raise FileFormatError(
+                    f"{path}: line {bad[0] if bad else start}: cannot read the CSV header "
+                    f"({'undecodable bytes' if bad else err})"
+                )
+            header = [h.strip() for h in row]
+            missing = [c for c in (text_column, label_column) if c not in header]
+            if missing:
+                raise FileFormatError(
+                    f"{path}: line {start}: the CSV header has no column {', '.join(map(repr, missing))}; "
+                    f"columns are {header}; pass text_column=... / label_column=..."
+                )
+            ti, li = header.index(text_column), header.index(label_column)
+            continue
+        counter[0] += 1
+        if bad:
+            problems.append(Problem(bad[0], "undecodable", f"bytes that do not decode with the given encoding (record starting on line {start})"))
+            continue
+        if err is not None:
+            problems.append(Problem(start, "malformed_csv", f"CSV error: {err}"))
+            continue
+        if len(row) != len(header):
+            problems.append(Problem(start, "field_count", f"{len(row)} fields, the header has {len(header)}"))
+            continue
+        yield _Record(start, row[ti], row[li], True)
+    if header is None:
+        raise FileFormatError(f"{path}: empty file, expected a CSV header with columns {text_column!r} and {label_column!r}")
+
+
+def _parse_label(rec: _Record, multilabel: bool):
+    """(list of names, None) or (None, Problem)."""
+    v = rec.label
+    if not rec.has_label or v is None or (isinstance(v, str) and not v.strip()):
+        return None, Problem(rec.line, "missing_label", "no label")
+
+    def name(x):
+        if isinstance(x, bool) or not isinstance(x, (str, int)):
+            return None
+        s = str(x).strip()
+        return s or None
+
+    if not multilabel:
+        s = name(v)
+        if s is None:
+            return None, Problem(rec.line, "bad_label", f"label {v!r} is not a string or an integer")
+        return [s], None
+    if isinstance(v, str) and v.strip().startswith("["):
+        try:
+            v = json.loads(v)
+        except ValueError as e:
+            return None, Problem(rec.line, "bad_label", f"label cell looks like a JSON list but is not valid JSON ({e})")
+    if isinstance(v, list):
+        names = [name(x) for x in v]
+        if any(s is None for s in names):
+            return None, Problem(rec.line, "bad_label", f"label list {v!r} holds a non-string or empty element")
+        return list(dict.fromkeys(names)), None
+    if isinstance(v, str):
+        names = [p.strip() for p in v.split(";") if p.strip()]
+        if not names:
+            return None, Problem(rec.line, "missing_label", f"label cell {v!r} holds no label")
+        return list(dict.fromkeys(names)), None
+    s = name(v)
+    if s is None:
+        return None, Problem(rec.line, "bad_label", f"label {v!r} is not a string, an integer or a list")
+    return [s], None
+
+
+def _sort_names(names) -> tuple:
+    names = list(names)
+    if names and all(_INT_RE.fullmatch(s) for s in names):
+        return tuple(sorted(names, key=lambda s: (int(s), s)))
+    return tuple(sorted(names))
+
+
+# --------------------------------------------------------------------------- split
+def _split(n: int, labels: np.ndarray, fraction: float, rng, stratify: bool) -> np.ndarray:
+    """Boolean (n,) mask of the test documents."""
+    test = np.zeros(n, dtype=bool)
+    if fraction == 0:
+        return test
+    if n < 2:
+        raise InvalidOptionError(f"argument 'test_fraction': {fraction} needs at least 2 documents, the corpus has {n}")
+    n_test = min(max(int(round(fraction * n)), 1), n - 1)
+    if not stratify:
+        test[rng.permutation(n)[:n_test]] = True
+        return test
+    classes = np.unique(labels)
+    members = [np.flatnonzero(labels == k) for k in classes]
+    quota = np.array([fraction * len(m) for m in members])
+    take = np.floor(quota).astype(np.int64)
+    frac = quota - take
+    order = sorted(range(len(classes)), key=lambda i: (-frac[i], i))
+    j = 0
+    while take.sum() < n_test:
+        i = order[j % len(order)]
+        if take[i] < len(members[i]):
+            take[i] += 1
+        j += 1
+    while take.sum() > n_test:
+        i = int(np.argmax(take))
+        take[i] -= 1
+    for m, t in zip(members, take):
+        test[rng.permutation(m)[:t]] = True
+    return test
+
+
+# --------------------------------------------------------------------------- main entry
+def read_corpus(
+    path,
+    *,
+    text_column: str = "text",
+    label_column: str = "label",
+    format: str | None = None,
+    encoding: str = "utf-8",
+    lowercase: bool = True,
+    tokenizer: Callable[[str], Iterable[str]] | None = None,
+    min_count: int = 1,
+    max_vocab: int | None = None,
+    max_length: int | None = None,
+    labels=None,
+    multilabel: bool = False,
+    test_fraction: float = 0.0,
+    seed=None,
+    on_error: str = "raise",
+) -> Corpus:
+    """Read a labelled text corpus from a CSV or JSON Lines file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    text_column, label_column : str
+        CSV header names / JSON object keys of the text and the label.
+    format : {None, 'csv', 'jsonl'}
+        None: from the suffix (``.csv``; ``.jsonl``, ``.ndjson``, ``.json``), else from the content
+        (first non-blank line starting with ``{`` -> JSON Lines, else CSV).
+    encoding : str
+        Codec of the file (a UTF-8 byte-order mark is ignored).
+    lowercase : bool
+        Lower-case texts before tokenizing.
+    tokenizer : callable or None
+        ``str -> iterable of str``; None: :func:`default_tokenize`.
+    min_count : int >= 1
+        Training-split words seen fewer times map to ``'<unk>'``.
+    max_vocab : int or None
+        Keep at most this many real words (the two special tokens not counted).
+    max_length : int or None
+        Truncate documents to their first ``max_length`` tokens (counted in the report).
+    labels : list of str or None
+        Explicit label names (their order gives the indices); other labels are bad rows.
+    multilabel : bool
+        Labels are sets (see the module docstring); ``labels`` arrays are ``(n, K)`` 0/1.
+    test_fraction : float in [0, 1)
+        Fraction of documents put in ``test`` (stratified by label for single-label corpora; the
+        test split holds ``round(test_fraction * n)`` documents, at least 1). Documents keep
+        their file order within each split.
+    seed : None, int or numpy.random.Generator
+        Seed of the split; the same int gives the same split.
+    on_error : {'raise', 'skip'}
+        What to do with bad records (see the module docstring).
+
+    Returns
+    -------
+    Corpus
+
+    Raises
+    ------
+    FileFormatError
+        Bad records with ``on_error='raise'``, an unreadable header, a missing column, or no
+        valid document at all.
+    InvalidOptionError, ArgumentTypeError
+        A bad argument.
+    """
+    _check_args(format, on_error, min_count, max_vocab, max_length, test_fraction, tokenizer, encoding)
+    label_names = _label_list(labels)
+    if isinstance(seed, bool):
+        raise InvalidOptionError(f"argument 'seed': got {seed!r}, expected None, a non-negative int or a numpy Generator")
+    if isinstance(seed, np.random.Generator):
+        rng, seed_param = seed, None
+    elif seed is None or (isinstance(seed, (int, np.integer)) and seed >= 0):
+        rng, seed_param = np.random.default_rng(seed), (None if seed is None else int(seed))
+    else:
+        raise InvalidOptionError(f"argument 'seed': got {seed!r}, expected None, a non-negative int or a numpy Generator")
+    try:
+        path_str = os.fspath(path)
+    except TypeError:
+        raise ArgumentTypeError(f"argument 'path': got {type(path).__name__}, expected a str or os.PathLike") from None
+    tok = tokenizer if tokenizer is not None else default_tokenize
+
+    with open(path_str, "rb") as f:
+        data = f.read()
+    lines, bad_lines = _decode_lines(data, encoding, path_str)
+    fmt = format or _detect_format(path_str, lines)
+
+    problems: list[Problem] = []
+    counter = [0]
+    if fmt == "jsonl":
+        gen = _iter_jsonl(lines, bad_lines, text_column, label_column, problems)
+    else:
+        gen = _iter_csv(lines, bad_lines, text_column, label_column, problems, path_str, counter)
+
+    docs: list[list[str]] = []
+    doc_labels: list[list[str]] = []
+    doc_lines: list[int] = []
+    for rec in gen:
+        text = rec.text
+        if text is not None and not isinstance(text, str):
+            problems.append(Problem(rec.line, "bad_text", f"text {text!r} is not a string"))
+            continue
+        if text is None or not text.strip():
+            problems.append(Problem(rec.line, "empty_text", "no text" if text is None else "empty text"))
+            continue
+        names, prob = _parse_label(rec, multilabel)
+        if prob is not None:
+            problems.append(prob)
+            continue
+        if label_names is not None:
+            unknown = [s for s in names if s not in label_names]
+            if unknown:
+                problems.append(Problem(rec.line, "unknown_label", f"label {', '.join(map(repr, unknown))} not in labels={list(label_names)}"))
+                continue
+        s = text.lower() if lowercase else text
+        toks = tok(s)
+        if isinstance(toks, str):
+            raise ArgumentTypeError("argument 'tokenizer': returned a str, expected an iterable of str tokens")
+        toks = list(toks)
+        for t in toks:
+            if not isinstance(t, str):
+                raise ArgumentTypeError(f"argument 'tokenizer': returned a {type(t).__name__} token, expected str")
+        toks = [t for t in toks if t]
+        if not toks:
+            problems.append(Problem(rec.line, "empty_text", f"text {text!r} has no tokens"))
+            continue
+        docs.append(toks)
+        doc_labels.append(names)
+        doc_lines.append(rec.line)
+
+    problems.sort(key=lambda p: p.line)
+    if fmt == "jsonl":
+        n_records = sum(1 for s in lines if s.strip())
+    else:
+        n_records = counter[0]
+    if problems and on_error == "raise":
+        listed = "\n".join(f"  {p}" for p in problems[:MAX_LISTED])
+        more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
+        raise FileFormatError(
+            f"{path_str}: {len(problems)} bad record(s) of {n_records}:\n{listed}{more}\n"
+            "fix them, or pass on_error='skip' to drop them (they are then listed in Corpus.report)"
+        )
+    if not docs:
+        raise FileFormatError(f"{path_str}: no valid document ({n_records} records, {len(problems)} bad)")
+
+    # labels
+    if label_names is None:
+        label_names = _sort_names({s for names in doc_labels for s in names})
+    index = {s: i for i, s in enumerate(label_names)}
+    n, K = len(docs), len(label_names)
+    if multilabel:
+        y = np.zeros((n, K), dtype=np.int64)
+        for b, names in enumerate(doc_labels):
+            y[b, [index[s] for s in names]] = 1
+    else:
+        y = np.array([index[names[0]] for names in doc_labels], dtype=np.int64)
+
+    # truncation
+    n_trunc = n_tok_trunc = 0
+    if max_length is not None:
+        for b, toks in enumerate(docs):
+            if len(toks) > max_length:
+                n_trunc += 1
+                n_tok_trunc += len(toks) - max_length
+                docs[b] = toks[:max_length]
+
+    # split
+    is_test = _split(n, y, float(test_fraction), rng, stratify=not multilabel)
+    train_idx, test_idx = np.flatnonzero(~is_test), np.flatnonzero(is_test)
+
+    # vocabulary on the training split
+    counts = Counter(t for b in train_idx for t in docs[b])
+    for special in (PAD, UNK):
+        counts.pop(special, None)
+    words = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
+    if max_vocab is not None:
+        words = words[:max_vocab]
+    vocab = (PAD, UNK) + tuple(words)
+    word_index = {w: i for i, w in enumerate(vocab)}
+    word_index[PAD] = UNK_ID  # a literal '<pad>' token is an unknown word, never padding
+    L = max(len(t) for t in docs)
+    evidence = np.zeros((len(vocab), 0), dtype=np.float64)
+
+    params_common = {
+        "source": path_str,
+        "format": fmt,
+        ("n_labels" if multilabel else "n_classes"): K,
+        "label_names": label_names,
+        "multilabel": bool(multilabel),
+        "lowercase": bool(lowercase),
+        "min_count": int(min_count),
+        "max_vocab": max_vocab,
+        "max_length": max_length,
+        "test_fraction": float(test_fraction),
+        "seed": seed_param,
+    }
+
+    def build(idx, split):
+        tokens = np.full((len(idx), L), PAD_ID, dtype=np.int32)
+        lengths = np.zeros(len(idx), dtype=np.int64)
+        n_unk = 0
+        for r, b in enumerate(idx):
+            ids = [word_index.get(t, UNK_ID) for t in docs[b]]
+            n_unk += ids.count(UNK_ID)
+            tokens[r, : len(ids)] = ids
+            lengths[r] = len(ids)
+        td = TaskData(
+            tokens=tokens,
+            lengths=lengths,
+            labels=y[idx],
+            vocab=vocab,
+            evidence=evidence,
+            name="corpus",
+            params=dict(params_common, split=split),
+        )
+        return td, n_unk
+
+    train, n_unk_train = build(train_idx, "train")
+    test, n_unk_test = (None, 0) if test_fraction == 0 else build(test_idx, "test")
+    lines_arr = np.asarray(doc_lines, dtype=np.int64)
+    report = CorpusReport(
+        path=path_str,
+        format=fmt,
+        encoding=encoding,
+        n_records=n_records,
+        n_documents=n,
+        n_skipped=len(problems),
+        problems=tuple(problems),
+        n_truncated=n_trunc,
+        n_tokens_truncated=n_tok_trunc,
+        n_unk_train=n_unk_train,
+        n_unk_test=n_unk_test,
+    )
+    tl, sl = lines_arr[train_idx], lines_arr[test_idx]
+    tl.setflags(write=False)
+    sl.setflags(write=False)
+    return Corpus(
+        train=train,
+        test=test,
+        vocab=vocab,
+        label_names=label_names,
+        report=report,
+        train_lines=tl,
+        test_lines=sl,
+        multilabel=bool(multilabel),
+        word_index={w: i for i, w in enumerate(vocab)},
+    )

@@ -1,0 +1,403 @@
+"""fastfp.corpus: reading a user's labelled text corpus (CSV / JSON Lines) into TaskData."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fastfp import FileFormatError, InvalidOptionError, TaskData
+from fastfp.analysis import wordcount_prediction
+from fastfp.corpus import PAD, PAD_ID, UNK, UNK_ID, default_tokenize, read_corpus
+
+DATA = Path(__file__).parent / "data" / "corpus"
+REVIEWS_CSV = DATA / "reviews.csv"
+REVIEWS_JSONL = DATA / "reviews.jsonl"
+# start line of each record of reviews.csv (header on line 1, record 13 spans lines 14-15)
+REVIEW_LINES = list(range(2, 15)) + list(range(16, 43))
+
+
+def texts_and_labels(path: Path):
+    """Independent reference reader of the clean fixtures (csv / json modules)."""
+    if path.suffix == ".csv":
+        with open(path, encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f))
+    else:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [r["text"] for r in rows], [r["label"] for r in rows]
+
+
+def docs(corpus, data: TaskData):
+    return [corpus.decode(data.tokens[b, : data.lengths[b]]) for b in range(data.n_docs)]
+
+
+# --------------------------------------------------------------------------- clean fixtures
+@pytest.mark.parametrize("path", [REVIEWS_CSV, REVIEWS_JSONL], ids=["csv", "jsonl"])
+def test_reads_fixture_shapes_labels(path):
+    c = read_corpus(path)
+    texts, labels = texts_and_labels(path)
+    tr = c.train
+    assert isinstance(tr, TaskData) and c.test is None
+    assert tr.n_docs == 40 == c.report.n_documents == c.report.n_records
+    assert c.report.n_skipped == 0 and c.report.problems == ()
+    assert tr.tokens.dtype == np.int32 and tr.tokens.shape == (40, tr.lengths.max())
+    assert tr.lengths.dtype == np.int64
+    assert c.label_names == ("neg", "neutral", "pos") and tr.n_classes == 3
+    assert tr.labels.dtype == np.int64 and tr.labels.shape == (40,)
+    assert [c.label_names[k] for k in tr.labels] == labels
+    expected = [default_tokenize(t.lower()) for t in texts]
+    assert docs(c, tr) == expected
+    assert tr.lengths.tolist() == [len(e) for e in expected]
+    # padding: id 0 past each length, never a real word inside
+    assert np.all(tr.tokens[~tr.mask()] == PAD_ID)
+    assert np.all(tr.tokens[tr.mask()] != PAD_ID)
+    assert c.vocab[PAD_ID] == PAD and c.vocab[UNK_ID] == UNK and tr.vocab == c.vocab
+    assert tr.evidence.shape == (tr.vocab_size, 0)
+    assert c.train_lines.shape == (40,)
+
+
+def test_csv_quoting_multiline_and_unicode():
+    c = read_corpus(REVIEWS_CSV)
+    d = docs(c, c.train)
+    assert d[2] == ["great", "story", ",", "great", "cast", ",", "great", "music", "!"]
+    assert d[12] == "the first half was slow . the second half was even slower .".split()
+    assert d[15][:4] == ['"', "unwatchable", '"', ","]
+    assert "café" in d[8] and "naïve" in d[10] and "straße" in d[20] and "großartiger" in d[20]
+    assert "😀" in d[35] and "—" in d[26] and "don't" in d[25]
+    # record start lines: header is line 1; record 13 spans lines 14-15, so records after it shift
+    assert c.train_lines.tolist() == REVIEW_LINES
+
+
+def test_csv_and_jsonl_agree():
+    a, b = read_corpus(REVIEWS_CSV), read_corpus(REVIEWS_JSONL)
+    assert a.vocab == b.vocab and a.label_names == b.label_names
+    np.testing.assert_array_equal(a.train.tokens, b.train.tokens)
+    np.testing.assert_array_equal(a.train.labels, b.train.labels)
+    assert b.train_lines.tolist() == list(range(1, 41))
+
+
+def test_format_detection_from_content(tmp_path):
+    p = tmp_path / "data.txt"
+    p.write_bytes(REVIEWS_JSONL.read_bytes())
+    assert read_corpus(p).report.format == "jsonl"
+    q = tmp_path / "data2.txt"
+    q.write_bytes(REVIEWS_CSV.read_bytes())
+    assert read_corpus(q).report.format == "csv"
+    with pytest.raises(InvalidOptionError):
+        read_corpus(q, format="tsv")
+
+
+def test_lowercase_off_and_custom_tokenizer():
+    c = read_corpus(REVIEWS_CSV, lowercase=False, tokenizer=str.split)
+    d = docs(c, c.train)
+    assert d[0] == "The film was wonderful and the acting was great.".split()
+    assert "The" in c.vocab and "the" in c.vocab
+
+
+def test_vocabulary_order_and_unk_mapping():
+    c = read_corpus(REVIEWS_CSV, test_fraction=0.25, seed=3)
+    tr, te = c.train, c.test
+    counts = tr.counts().sum(axis=0)
+    # training words sorted by frequency (descending), ties alphabetical; no unk in train
+    words = c.vocab[2:]
+    keys = [(-counts[c.word_index[w]], w) for w in words]
+    assert keys == sorted(keys)
+    assert np.all(counts[2:] >= 1) and counts[UNK_ID] == 0 and c.report.n_unk_train == 0
+    # test words unseen in training are <unk>
+    texts, _ = texts_and_labels(REVIEWS_CSV)
+    by_line = dict(zip(REVIEW_LINES, texts))
+    train_words = {w for doc in docs(c, tr) for w in doc}
+    n_unk = 0
+    for b, line in enumerate(c.test_lines.tolist()):
+        ref = default_tokenize(by_line[line].lower())
+        assert c.decode(te.tokens[b, : te.lengths[b]]) == [w if w in train_words else UNK for w in ref]
+        n_unk += sum(w not in train_words for w in ref)
+    assert n_unk == c.report.n_unk_test > 0
+
+
+def test_min_count():
+    full = read_corpus(REVIEWS_CSV)
+    counts = full.train.counts().sum(axis=0)
+    c = read_corpus(REVIEWS_CSV, min_count=3)
+    kept = {w for w in full.vocab[2:] if counts[full.word_index[w]] >= 3}
+    assert set(c.vocab[2:]) == kept
+    n_rare = sum(int(counts[full.word_index[w]]) for w in full.vocab[2:] if w not in kept)
+    assert c.report.n_unk_train == n_rare == int(c.train.counts()[:, UNK_ID].sum())
+    np.testing.assert_array_equal(c.train.lengths, full.train.lengths)
+
+
+def test_max_vocab():
+    full = read_corpus(REVIEWS_CSV)
+    c = read_corpus(REVIEWS_CSV, max_vocab=10)
+    assert c.vocab == full.vocab[:12] and c.train.vocab_size == 12
+    assert c.report.n_unk_train == int(full.train.counts()[:, 12:].sum())
+
+
+def test_max_length_truncation():
+    full = read_corpus(REVIEWS_CSV)
+    c = read_corpus(REVIEWS_CSV, max_length=5)
+    assert c.train.max_length == 5
+    np.testing.assert_array_equal(c.train.lengths, np.minimum(full.train.lengths, 5))
+    long = full.train.lengths > 5
+    assert c.report.n_truncated == int(long.sum()) > 0
+    assert c.report.n_tokens_truncated == int((full.train.lengths[long] - 5).sum())
+    for b in range(40):
+        assert docs(c, c.train)[b] == docs(full, full.train)[b][:5]
+    with pytest.raises(InvalidOptionError):
+        read_corpus(REVIEWS_CSV, max_length=0)
+
+
+def test_split_deterministic_disjoint_stratified():
+    a = read_corpus(REVIEWS_CSV, test_fraction=0.25, seed=7)
+    b = read_corpus(REVIEWS_CSV, test_fraction=0.25, seed=7)
+    c = read_corpus(REVIEWS_CSV, test_fraction=0.25, seed=8)
+    np.testing.assert_array_equal(a.test_lines, b.test_lines)
+    np.testing.assert_array_equal(a.test.tokens, b.test.tokens)
+    assert a.vocab == b.vocab
+    assert set(a.test_lines.tolist()) != set(c.test_lines.tolist())
+    assert not set(a.train_lines.tolist()) & set(a.test_lines.tolist())
+    assert len(a.train_lines) + len(a.test_lines) == 40 and len(a.test_lines) == 10
+    assert np.all(np.diff(a.train_lines) > 0) and np.all(np.diff(a.test_lines) > 0)  # file order
+    # stratified: 14 neg, 13 neutral, 13 pos -> 10 test documents spread over the classes
+    assert sorted(np.bincount(a.test.labels, minlength=3).tolist()) == [3, 3, 4]
+    assert a.test.max_length == a.train.max_length and a.test.vocab == a.train.vocab
+    assert a.test.params["split"] == "test"
+    # the vocabulary comes from the training split only
+    assert set(a.vocab[2:]) == {w for d in docs(a, a.train) for w in d}
+    with pytest.raises(InvalidOptionError):
+        read_corpus(REVIEWS_CSV, test_fraction=1.0)
+
+
+def test_taskdata_methods_and_wordcount_prediction():
+    c = read_corpus(REVIEWS_CSV, test_fraction=0.2, seed=0)
+    tr = c.train
+    oh = tr.one_hot()
+    assert oh.shape == (tr.n_docs, tr.max_length, tr.vocab_size)
+    np.testing.assert_array_equal(oh.sum(axis=(1, 2)), tr.lengths)
+    assert oh[..., PAD_ID].sum() == 0
+    cnt = tr.counts()
+    np.testing.assert_array_equal(cnt.sum(axis=1), tr.lengths)
+    np.testing.assert_array_equal(cnt, oh.sum(axis=1).astype(np.int64))
+    assert tr.scores().shape == (tr.n_docs, 0)
+    res = wordcount_prediction(tr)
+    assert np.all(np.isfinite(res.singular_values))
+    assert isinstance(res.dimension, int) and 1 <= res.dimension <= 2  # 3 classes -> at most 2
+    assert np.isfinite(res.participation_ratio)
+    res_test = wordcount_prediction(c.test)
+    assert 1 <= res_test.dimension <= 2
+
+
+def test_multilabel():
+    c = read_corpus(DATA / "tags.csv", label_column="labels", multilabel=True)
+    assert c.label_names == ("comedy", "horror", "romance")
+    assert c.train.labels.shape == (6, 3) and c.train.n_classes == 3
+    assert c.train.labels.tolist() == [[1, 1, 0], [1, 0, 1], [0, 1, 0], [0, 1, 1], [1, 0, 0], [0, 0, 1]]
+    res = wordcount_prediction(c.train)
+    assert 1 <= res.dimension <= 3
+    c2 = read_corpus(DATA / "tags.csv", label_column="labels", multilabel=True, test_fraction=0.5, seed=1)
+    assert c2.test.labels.shape == (3, 3)
+
+
+def test_multilabel_jsonl_lists_and_explicit_labels(tmp_path):
+    p = tmp_path / "ml.jsonl"
+    rows = [
+        {"text": "scary and funny", "label": ["horror", "comedy"]},
+        {"text": "just funny", "label": "comedy"},
+        {"text": "nothing at all", "label": []},
+        {"text": "love;story", "label": "romance; comedy"},
+    ]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    c = read_corpus(p, multilabel=True, labels=["romance", "comedy", "horror"])
+    assert c.label_names == ("romance", "comedy", "horror")
+    assert c.train.labels.tolist() == [[0, 1, 1], [0, 1, 0], [0, 0, 0], [1, 1, 0]]
+    with pytest.raises(FileFormatError, match="line 1: unknown_label"):
+        read_corpus(p, multilabel=True, labels=["romance", "comedy"])
+
+
+def test_integer_labels_sorted_numerically(tmp_path):
+    p = tmp_path / "n.jsonl"
+    p.write_text("".join(json.dumps({"text": f"doc {i}", "label": i % 11}) + "\n" for i in range(22)), encoding="utf-8")
+    c = read_corpus(p)
+    assert c.label_names == tuple(str(i) for i in range(11))
+    assert c.train.labels.tolist() == [i % 11 for i in range(22)]
+
+
+# --------------------------------------------------------------------------- bad rows
+BAD_CSV = [
+    (3, "empty_text"),
+    (4, "missing_label"),
+    (7, "field_count"),
+    (9, "missing_label"),  # multi-line record starting on line 9
+    (11, "unknown_label"),
+    (12, "malformed_csv"),
+]
+BAD_JSONL = [
+    (2, "empty_text"),
+    (3, "missing_label"),
+    (4, "malformed_json"),
+    (6, "not_an_object"),
+    (7, "bad_text"),
+    (8, "unknown_label"),
+]
+
+
+@pytest.mark.parametrize(
+    "name, expected, good_lines",
+    [("bad.csv", BAD_CSV, [2, 5, 13]), ("bad.jsonl", BAD_JSONL, [1, 9])],
+    ids=["csv", "jsonl"],
+)
+def test_bad_rows_raise_and_skip(name, expected, good_lines):
+    path = DATA / name
+    with pytest.raises(FileFormatError) as exc:
+        read_corpus(path, labels=["pos", "neg"])
+    msg = str(exc.value)
+    for line, kind in expected:
+        assert f"line {line}: {kind}" in msg
+    assert "on_error='skip'" in msg
+    c = read_corpus(path, labels=["pos", "neg"], on_error="skip")
+    assert [(p.line, p.kind) for p in c.report.problems] == expected
+    assert c.report.n_skipped == len(expected)
+    assert c.report.n_documents == len(good_lines) == c.train.n_docs
+    assert c.report.n_records == len(good_lines) + len(expected)
+    assert c.train_lines.tolist() == good_lines
+    assert c.label_names == ("pos", "neg")
+    assert str(c.report).count("line ") >= len(expected)
+    # without labels=, 'meh' is a valid new class
+    c2 = read_corpus(path, on_error="skip")
+    assert "meh" in c2.label_names
+    assert [p.kind for p in c2.report.problems] == [k for _, k in expected if k != "unknown_label"]
+
+
+def test_multiline_field_good_record_kept():
+    c = read_corpus(DATA / "bad.csv", labels=["pos", "neg"], on_error="skip")
+    assert docs(c, c.train)[1] == ["multi", "line", ",", "fine"]
+
+
+def test_raise_lists_at_most_ten(tmp_path):
+    p = tmp_path / "many.csv"
+    p.write_text("text,label\n" + "".join(",pos\n" for _ in range(25)) + "ok,pos\n", encoding="utf-8")
+    with pytest.raises(FileFormatError) as exc:
+        read_corpus(p)
+    msg = str(exc.value)
+    assert "25 bad record(s)" in msg and "line 11: empty_text" in msg and "line 12:" not in msg
+    assert "and 15 more" in msg
+    c = read_corpus(p, on_error="skip")
+    assert [q.line for q in c.report.problems] == list(range(2, 27)) and c.train.n_docs == 1
+
+
+def test_latin1():
+    path = DATA / "latin1.csv"
+    c = read_corpus(path, encoding="latin-1")
+    d = docs(c, c.train)
+    assert d[0][0] == "café" and "très" in d[1] and "naïve" in d[3] and "résumé" in d[4]
+    assert c.train_lines.tolist() == [2, 3, 4, 5, 6, 8]
+    with pytest.raises(FileFormatError) as exc:
+        read_corpus(path)
+    msg = str(exc.value)
+    for line in (2, 3, 5, 7):  # line 7: bad bytes on the second line of the record starting on 6
+        assert f"line {line}: undecodable" in msg
+    assert "line 4" not in msg
+    s = read_corpus(path, on_error="skip")
+    assert [(p.line, p.kind) for p in s.report.problems] == [(2, "undecodable"), (3, "undecodable"), (5, "undecodable"), (7, "undecodable")]
+    assert s.train_lines.tolist() == [4, 8]
+
+
+def test_latin1_jsonl(tmp_path):
+    p = tmp_path / "l.jsonl"
+    lines = ['{"text": "fine", "label": "a"}', '{"text": "caf\u00e9", "label": "b"}', '{"text": "ok", "label": "a"}']
+    p.write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    with pytest.raises(FileFormatError, match="line 2: undecodable"):
+        read_corpus(p)
+    assert docs(read_corpus(p, encoding="latin-1"), read_corpus(p, encoding="latin-1").train)[1] == ["café"]
+
+
+def test_bom_crlf_and_blank_lines(tmp_path):
+    p = tmp_path / "w.csv"
+    p.write_bytes(b"\xef\xbb\xbftext,label\r\n\r\nGood one,pos\r\n\"two\r\nlines\",neg\r\n   \r\nlast,neg\r\n")
+    c = read_corpus(p)
+    assert docs(c, c.train) == [["good", "one"], ["two", "lines"], ["last"]]
+    assert c.train_lines.tolist() == [3, 4, 7]
+
+
+def test_header_and_argument_errors(tmp_path):
+    with pytest.raises(FileFormatError, match="no column 'body'"):
+        read_corpus(REVIEWS_CSV, text_column="body")
+    empty = tmp_path / "e.csv"
+    empty.write_text("", encoding="utf-8")
+    with pytest.raises(FileFormatError):
+        read_corpus(empty)
+    only_bad = tmp_path / "b.csv"
+    only_bad.write_text("text,label\n,x\n", encoding="utf-8")
+    with pytest.raises(FileFormatError, match="no valid document"):
+        read_corpus(only_bad, on_error="skip")
+    for kw in [dict(on_error="ignore"), dict(min_count=0), dict(max_vocab=0), dict(encoding="nope"),
+               dict(labels=["a", "a"]), dict(labels="pos"), dict(seed=-1), dict(test_fraction=-0.1)]:
+        with pytest.raises(InvalidOptionError):
+            read_corpus(REVIEWS_CSV, **kw)
+
+
+def test_reserved_tokens_from_custom_tokenizer_are_unknown(tmp_path):
+    p = tmp_path / "r.csv"
+    p.write_text("text,label\n<pad> <unk> word,a\nword,b\n", encoding="utf-8")
+    c = read_corpus(p, tokenizer=str.split)
+    assert c.train.tokens[0, :3].tolist() == [UNK_ID, UNK_ID, c.word_index["word"]]
+    assert c.vocab == (PAD, UNK, "word")
+    # the default tokenizer splits the angle brackets off
+    d = read_corpus(p)
+    assert "pad" in d.vocab and "<" in d.vocab
+
+
+# --------------------------------------------------------------------------- hypothesis round trip
+WORD = st.text(alphabet="abcdefghijklmnopqrstuvwxyzéüßø", min_size=1, max_size=6)
+PUNCT = st.sampled_from(list(",.!?;:\"'()-"))
+TOKEN = st.one_of(WORD, WORD, PUNCT)
+DOC = st.tuples(
+    st.lists(TOKEN, min_size=1, max_size=8),
+    st.lists(st.sampled_from([" ", "  ", "\n", "\t", " \r\n "]), min_size=8, max_size=8),
+    st.sampled_from(["pos", "neg", "mixed, really", 'say "hi"']),
+)
+
+
+def _join(tokens, seps):
+    # separators between tokens; a leading/trailing separator must not make the text blank-ended
+    return "".join(t + (seps[i] if i < len(tokens) - 1 else "") for i, t in enumerate(tokens))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(corpus=st.lists(DOC, min_size=1, max_size=12))
+def test_roundtrip_random_corpora(tmp_path, corpus):
+    texts = [_join(toks, seps) for toks, seps, _ in corpus]
+    labels = [lab for _, _, lab in corpus]
+    expected = [list(toks) for toks, _, _ in corpus]
+
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["text", "label"])
+    for t, lab in zip(texts, labels):
+        w.writerow([t, lab])
+    pc = tmp_path / "h.csv"
+    pc.write_text(buf.getvalue(), encoding="utf-8", newline="")
+    pj = tmp_path / "h.jsonl"
+    pj.write_text("".join(json.dumps({"text": t, "label": lab}, ensure_ascii=False) + "\n" for t, lab in zip(texts, labels)), encoding="utf-8")
+
+    results = [read_corpus(pc), read_corpus(pj)]
+    for c in results:
+        assert docs(c, c.train) == expected
+        assert [c.label_names[k] for k in c.train.labels] == labels
+        assert c.label_names == tuple(sorted(set(labels)))
+        assert c.report.problems == ()
+    a, b = results
+    np.testing.assert_array_equal(a.train.tokens, b.train.tokens)
+    np.testing.assert_array_equal(a.train.labels, b.train.labels)
+    # each CSV record starts where the previous one ended (+ its newlines)
+    starts = [2]
+    for t in texts[:-1]:
+        starts.append(starts[-1] + 1 + t.count("\n") + t.count("\r") - t.count("\r\n"))
+    assert a.train_lines.tolist() == starts
+    assert b.train_lines.tolist() == list(range(1, len(texts) + 1))
