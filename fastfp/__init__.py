@@ -16,7 +16,7 @@ from .errors import (
     ShapeError,
 )
 from .fixed_points import FixedPoints, concatenate
-from . import analysis, corpus
+from . import analysis, corpus, train
 from .corpus import Corpus, read_corpus
 from .io_flax import load_flax, read_flax_msgpack
 from .io_safetensors import read_safetensors
@@ -45,6 +45,7 @@ __all__ = [
     "read_flax_msgpack",
     "analysis",
     "corpus",
+    "train",
     "Corpus",
     "read_corpus",
     "read_torch_state_dict",

@@ -1,0 +1,299 @@
+"""fastfp.train: torch cell modules against fastfp's reference, tiny training runs, fastfp-only evaluation."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastfp
+from fastfp import tasks
+from fastfp.errors import ArgumentTypeError, InvalidOptionError, MissingDependencyError
+from fastfp.train import accuracy, predict
+
+from support import VARIANT_IDS, VARIANTS, make_params
+
+TASK = dict(n_classes=2, length=20, min_length=10)
+TOL = {np.float32: 1e-6, np.float64: 1e-12}
+
+
+@pytest.fixture(scope="module")
+def torch():
+    return pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def data():
+    return dict(
+        train=tasks.categorical(2000, seed=1, **TASK),
+        val=tasks.categorical(300, seed=3, **TASK),
+        test=tasks.categorical(500, seed=2, **TASK),
+    )
+
+
+# ----------------------------------------------------------------------------- cell modules
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_cell_step_matches_fastfp(torch, variant, dtype):
+    from fastfp.train import cell_from_params
+
+    cell, nl = variant
+    params = make_params(cell, nl, H=6, M=4, dtype=dtype, seed=3)
+    module = cell_from_params(params)
+    rng = np.random.default_rng(0)
+    h = rng.standard_normal((7, params.state_size)).astype(dtype)
+    x = rng.standard_normal((7, params.input_size)).astype(dtype)
+    with torch.no_grad():
+        got = module.step(torch.from_numpy(x), torch.from_numpy(h)).numpy()
+    ref = fastfp.step(params, h, x, backend="numpy")
+    assert got.dtype == np.dtype(dtype)
+    assert np.max(np.abs(got - ref)) <= TOL[dtype]
+    # weights come back unchanged, in fastfp's layout
+    back = module.to_params()
+    for name in ("w_ih", "w_hh", "b_ih", "b_hh"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(params, name))
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_cell_sequence_last_valid_state_matches_rollout(torch, variant):
+    from fastfp.train import cell_from_params
+
+    cell, nl = variant
+    params = make_params(cell, nl, H=5, M=3, seed=4)
+    module = cell_from_params(params)
+    rng = np.random.default_rng(1)
+    xs = rng.standard_normal((6, 9, 3))
+    lengths = np.array([9, 1, 4, 0, 7, 9])
+    with torch.no_grad():
+        got = module(torch.from_numpy(xs), torch.from_numpy(lengths)).numpy()
+        full = module(torch.from_numpy(xs)).numpy()
+    ref = fastfp.rollout(params, None, xs, lengths=lengths, backend="numpy")[:, -1]
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(full, fastfp.rollout(params, None, xs, backend="numpy")[:, -1], rtol=0, atol=1e-12)
+
+
+def test_make_cell_rejects_bad_arguments(torch):
+    from fastfp.train import make_cell
+
+    with pytest.raises(InvalidOptionError, match="'cell'"):
+        make_cell("rnn", 3, 4)
+    with pytest.raises(InvalidOptionError, match="'hidden_size'"):
+        make_cell("gru", 3, 0)
+    with pytest.raises(InvalidOptionError, match="'nonlinearity'"):
+        make_cell("lstm", 3, 4, nonlinearity="relu")
+
+
+# ----------------------------------------------------------------------------- training
+_TRAINED: dict = {}
+
+
+def _train_cell(variant, data):
+    if variant not in _TRAINED:
+        from fastfp.train import train_classifier
+
+        cell, nl = variant
+        _TRAINED[variant] = train_classifier(
+            data["train"], cell=cell, nonlinearity=nl, hidden_size=16, steps=300, batch_size=128, seed=0,
+            eval_data=data["val"], eval_every=25, target_accuracy=0.98,
+        )
+    return _TRAINED[variant]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_training_each_cell_and_fastfp_evaluation_agrees(torch, data, variant):
+    result = _train_cell(variant, data)
+    model, test = result.model, data["test"]
+    assert model.params.cell == variant[0] and model.params.nonlinearity == variant[1]
+    assert model.params.hidden_size == 16 and model.params.dtype == np.float32
+    np.testing.assert_array_equal(model.embedding, np.eye(test.vocab_size))  # one-hot inputs
+    assert model.readout_bias is None and model.readout_weight.shape == (2, 16)
+    assert model.vocab == test.vocab
+    ff_pred = predict(model, test, backend="numpy")
+    torch_pred = result.module.predict(test)
+    ff_acc = accuracy(model, test, backend="numpy")
+    torch_acc = float((torch_pred == test.labels).mean())
+    print(f"{variant}: steps {result.steps}, {result.seconds:.2f} s, val {result.accuracy:.3f}, "
+          f"test fastfp {ff_acc:.3f} torch {torch_acc:.3f}")
+    assert ff_acc >= 0.9
+    assert (ff_pred == torch_pred).mean() >= 0.99
+    assert abs(ff_acc - torch_acc) <= 0.01
+    assert 1 <= result.steps <= 300 and len(result.history["loss"]) >= result.steps
+    assert result.accuracy == max(result.history["eval_accuracy"]) or result.accuracy >= 0.98
+    meta = model.metadata
+    assert meta["cell"] == variant[0] and meta["optimizer"]["eps"] == 0.1 and meta["optimizer"]["l2"] == 5e-4
+    assert meta["task"]["name"] == "categorical" and meta["steps"] == result.steps
+    json.dumps(meta)  # save_params stores it as JSON
+
+
+def test_cpu_backend_and_save_roundtrip(torch, data, tmp_path):
+    result = _train_cell(("gru", "tanh"), data)
+    path = tmp_path / "gru.npz"
+    fastfp.save_params(path, result.model)
+    loaded = fastfp.load_params(path)
+    assert loaded.metadata["trainer"] == "fastfp.train.train_classifier"
+    np.testing.assert_array_equal(predict(loaded, data["test"]), predict(result.model, data["test"], backend="numpy"))
+
+
+def test_multilabel_trains_and_fastfp_matches(torch):
+    from fastfp.train import train_classifier
+
+    train = tasks.multilabel(2000, n_labels=2, length=10, seed=5)
+    test = tasks.multilabel(500, n_labels=2, length=10, seed=6)
+    result = train_classifier(train, cell="gru", hidden_size=16, steps=250, batch_size=128, seed=0)
+    assert result.model.readout_weight.shape == (2, 16)
+    assert result.model.metadata["task"]["multilabel"] and "binary" in result.model.metadata["loss"]
+    ff_pred = predict(result.model, test, backend="numpy")
+    assert ff_pred.shape == (500, 2)
+    torch_pred = result.module.predict(test)
+    _, counts = np.unique(test.labels, axis=0, return_counts=True)
+    chance = counts.max() / len(test)  # always answering the most frequent label combination
+    acc = accuracy(result.model, test, backend="numpy")
+    print(f"multilabel: fastfp acc {acc:.3f}, chance {chance:.3f}")
+    assert acc >= chance + 0.2
+    assert (ff_pred == torch_pred).all(axis=1).mean() >= 0.99
+    assert abs(acc - float((torch_pred == test.labels).all(axis=1).mean())) <= 0.01
+
+
+def test_embedding_inputs(torch, data):
+    from fastfp.train import train_classifier
+
+    result = train_classifier(data["train"], cell="gru", hidden_size=16, embedding_dim=8, readout_bias=True,
+                              steps=200, batch_size=128, seed=0)
+    model = result.model
+    assert model.embedding.shape == (data["train"].vocab_size, 8) and model.params.input_size == 8
+    np.testing.assert_array_equal(model.embedding, result.module.embedding.weight.detach().numpy())
+    assert model.readout_bias is not None and model.readout_bias.shape == (2,)
+    ff_pred = predict(model, data["test"], backend="numpy")
+    assert (ff_pred == result.module.predict(data["test"])).mean() >= 0.99
+    acc = accuracy(model, data["test"], backend="numpy")
+    print(f"embedding gru: fastfp acc {acc:.3f}")
+    assert acc >= 0.85
+
+
+@pytest.mark.parametrize("cell", ["gru", "ugrnn", "lstm"])
+def test_variable_lengths_use_last_valid_state(torch, cell):
+    from fastfp.train import TextClassifier
+
+    torch.manual_seed(0)
+    net = TextClassifier(cell, 3, 8, 2, embedding_dim=4).double()
+    d = tasks.categorical(40, n_classes=2, length=12, min_length=3, seed=7)
+    assert len(set(d.lengths.tolist())) > 1
+    with torch.no_grad():
+        padded = net(d.tokens, d.lengths).numpy()  # one padded batch with lengths
+        ignoring = net(d.tokens).numpy()  # padding read as input
+        single = np.stack([net(d.tokens[b:b + 1, : d.lengths[b]]).numpy()[0] for b in range(len(d))])
+    np.testing.assert_allclose(padded, single, rtol=0, atol=1e-12)
+    short = d.lengths < d.max_length
+    assert np.abs(padded[short] - ignoring[short]).max() > 1e-6
+    # and fastfp's rollout with lengths gives the same scores
+    model = net.to_model()
+    states = fastfp.rollout(model.params.astype(np.float64), None, model.inputs(d.tokens).astype(np.float64),
+                            lengths=d.lengths, backend="numpy")
+    np.testing.assert_allclose(model.logits(states[:, -1]), padded, rtol=0, atol=1e-5)
+
+
+def test_same_seed_same_weights(torch, data):
+    from fastfp.train import train_classifier
+
+    kw = dict(cell="ugrnn", hidden_size=8, steps=15, batch_size=32)
+    a = train_classifier(data["train"], seed=3, **kw).model
+    b = train_classifier(data["train"], seed=3, **kw).model
+    c = train_classifier(data["train"], seed=4, **kw).model
+    for name in ("w_ih", "w_hh", "b_ih", "b_hh"):
+        np.testing.assert_array_equal(getattr(a.params, name), getattr(b.params, name))
+    np.testing.assert_array_equal(a.readout_weight, b.readout_weight)
+    assert not np.array_equal(a.params.w_hh, c.params.w_hh)
+
+
+def test_callable_source_of_fresh_batches(torch):
+    from fastfp.train import train_classifier
+
+    calls = []
+
+    def fresh(rng):
+        calls.append(1)
+        return tasks.categorical(64, seed=rng, **TASK)
+
+    kw = dict(cell="gru", hidden_size=8, steps=6, batch_size=32)
+    a = train_classifier(fresh, seed=1, **kw)
+    assert len(calls) == 3 and a.steps == 6  # 2 batches per call
+    b = train_classifier(fresh, seed=1, **kw)
+    np.testing.assert_array_equal(a.model.params.w_hh, b.model.params.w_hh)
+    assert a.model.metadata["task"]["source"] == "callable"
+
+
+def test_bad_arguments(torch, data):
+    from fastfp.train import train_classifier
+
+    d = data["val"]
+    with pytest.raises(InvalidOptionError, match="'cell'"):
+        train_classifier(d, cell="transformer", steps=1)
+    with pytest.raises(InvalidOptionError, match="'hidden_size'"):
+        train_classifier(d, hidden_size=0, steps=1)
+    with pytest.raises(InvalidOptionError, match="'steps'"):
+        train_classifier(d, steps=0)
+    with pytest.raises(InvalidOptionError, match="'nonlinearity'"):
+        train_classifier(d, cell="gru", nonlinearity="relu", steps=1)
+    with pytest.raises(InvalidOptionError, match="'target_accuracy'"):
+        train_classifier(d, target_accuracy=0.9, steps=1)
+    with pytest.raises(ArgumentTypeError, match="'task_data'"):
+        train_classifier(d.tokens, steps=1)
+    with pytest.raises(ArgumentTypeError, match="'task_data'"):
+        train_classifier(lambda rng: d.tokens, steps=1)
+    with pytest.raises(ArgumentTypeError, match="'eval_data'"):
+        train_classifier(d, eval_data=d.labels, steps=1)
+    with pytest.raises(ArgumentTypeError, match="'model'"):
+        accuracy(d, d)
+
+
+def test_accuracy_rejects_mismatched_vocabulary():
+    model = fastfp.Model(make_params("gru", H=4, M=3), np.eye(3), np.ones((2, 4)))
+    d = tasks.categorical(10, n_classes=3, length=5, seed=0)  # V = 4
+    with pytest.raises(fastfp.ShapeError, match="'task_data'"):
+        accuracy(model, d, backend="numpy")
+
+
+_NO_TORCH = r"""
+import sys
+sys.modules['torch'] = None
+import numpy as np
+import fastfp, fastfp.train
+from fastfp import tasks
+assert 'torch' not in sys.modules or sys.modules['torch'] is None
+d = tasks.categorical(20, n_classes=2, length=5, seed=0)
+try:
+    fastfp.train.train_classifier(d, steps=1)
+except fastfp.MissingDependencyError as exc:
+    assert "pip install 'fastfp-rnn[torch]'" in str(exc), str(exc)
+else:
+    raise SystemExit("no MissingDependencyError")
+try:
+    fastfp.train.TextClassifier
+except fastfp.MissingDependencyError:
+    pass
+else:
+    raise SystemExit("no MissingDependencyError for TextClassifier")
+# evaluation needs fastfp alone
+p = fastfp.RNNParams.random("gru", 4, 3, seed=0)
+m = fastfp.Model(p, np.eye(3), np.ones((2, 4)))
+a = fastfp.train.accuracy(m, d, backend="numpy")
+assert 0.0 <= a <= 1.0
+print("ok")
+"""
+
+
+def test_missing_torch_raises_missing_dependency():
+    out = subprocess.run([sys.executable, "-c", _NO_TORCH], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "ok" in out.stdout
+
+
+def test_import_does_not_import_torch():
+    code = "import sys, fastfp, fastfp.train; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+    assert issubclass(MissingDependencyError, ImportError)
