@@ -696,7 +696,7 @@ def train_classifier(
                 with torch.no_grad():
                     pred = (logits > 0).long() if multilabel else logits.argmax(1)
                     history["step"].append(step)
-                    history["loss"].append(float(loss))
+                    history["loss"].append(float(loss.detach()))
                     history["batch_accuracy"].append(_score(pred.numpy(), lab.numpy(), multilabel))
                 if eval_data is not None and (step % eval_every == 0 or step == steps):
                     acc = evaluate()
@@ -705,12 +705,12 @@ def train_classifier(
                     if keep_best and acc > best[0]:
                         best = (acc, step, {k: v.clone() for k, v in net.state_dict().items()})
                     if log:
-                        log(f"{cell} H={H} step {step:6d} loss {float(loss):.4f} eval acc {acc:.4f} "
+                        log(f"{cell} H={H} step {step:6d} loss {float(loss.detach()):.4f} eval acc {acc:.4f} "
                             f"({time.perf_counter() - t0:.1f} s)")
                     if target_accuracy is not None and acc >= target_accuracy:
                         break
                 elif log and eval_data is None and step % 100 == 0:
-                    log(f"{cell} H={H} step {step:6d} loss {float(loss):.4f} ({time.perf_counter() - t0:.1f} s)")
+                    log(f"{cell} H={H} step {step:6d} loss {float(loss.detach()):.4f} ({time.perf_counter() - t0:.1f} s)")
             done = step
             reached = target_accuracy is not None and acc is not None and acc >= target_accuracy
             if eval_data is not None and keep_best and not reached and best[2] is not None:
