@@ -140,6 +140,20 @@ def _read(path) -> tuple[dict, dict]:
                 f"{dtype_name} needs {count * dtype.itemsize}"
             )
         specs.append((key, dtype_name, dtype, tuple(shape), count, begin))
+    # Tensors must tile the buffer without overlap (as the reference reader demands): otherwise a
+    # small file could point every entry at the same bytes and be copied many times over.
+    position = 0
+    for key, dtype_name, dtype, shape, count, begin in sorted(specs, key=lambda spec: spec[5]):
+        if begin != position:
+            raise FileFormatError(
+                f"argument 'path': {path!s}: tensor {key!r} starts at byte {begin} of the data buffer, expected "
+                f"{position} (tensors must follow each other without gaps or overlap)"
+            )
+        position = begin + count * dtype.itemsize
+    if position != buffer_size:
+        raise FileFormatError(
+            f"argument 'path': {path!s}: the tensors cover {position} bytes of a data buffer of {buffer_size}"
+        )
     tensors: dict = {}
     for key, dtype_name, dtype, shape, count, begin in specs:
         try:

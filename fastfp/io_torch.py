@@ -47,6 +47,7 @@ _LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 # many bytes such an expansion is refused rather than materialised.
 _MAX_EXPANDED_BYTES = 1 << 28
 _MAX_NESTING = 100
+_MAX_PICKLE_BYTES = 1 << 26  # a state dict's pickle is small: it holds references, not data
 
 
 # ----------------------------------------------------------------------------- stand-ins
@@ -255,6 +256,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
                 f"argument 'path': {path!s}: tensor of shape {size} expands storage {key!r} of {numel} "
                 f"elements beyond {_MAX_EXPANDED_BYTES} bytes"
             )
+        self._reader.charge(count * np.dtype(_result_dtype(kind)).itemsize)
         flat = self._reader.elements(storage, kind, numel, self._reader.byteorder)
         view = np.lib.stride_tricks.as_strided(
             flat[offset:], shape=size, strides=tuple(s * flat.itemsize for s in stride), writeable=False
@@ -311,9 +313,34 @@ class _Archive:
                 )
         self._blobs: dict = {}
         self._elements: dict = {}
+        self._materialised = 0
+        self._storage_bytes = sum(
+            zf.getinfo(n).file_size for n in names if n.startswith(self.root + "data/")
+        )
 
     def pickle_bytes(self) -> bytes:
-        return self.zf.read(self.root + "data.pkl")
+        name = self.root + "data.pkl"
+        if self.zf.getinfo(name).file_size > _MAX_PICKLE_BYTES:
+            raise FileFormatError(
+                f"argument 'path': {self.path!s}: {name!r} declares {self.zf.getinfo(name).file_size} bytes, "
+                f"more than the {_MAX_PICKLE_BYTES} a state dict's pickle needs"
+            )
+        with self.zf.open(name) as fh:
+            data = fh.read(_MAX_PICKLE_BYTES + 1)
+        if len(data) > _MAX_PICKLE_BYTES:
+            raise FileFormatError(f"argument 'path': {self.path!s}: {name!r} is larger than {_MAX_PICKLE_BYTES} bytes")
+        return data
+
+    def charge(self, nbytes: int) -> None:
+        """Count the bytes of arrays built so far; refuse a file whose tensors, expanded from
+        shared or stride-0 storages, add up to far more than its storages hold."""
+        self._materialised += nbytes
+        limit = max(4 * self._storage_bytes, _MAX_EXPANDED_BYTES)
+        if self._materialised > limit:
+            raise FileFormatError(
+                f"argument 'path': {self.path!s}: its tensors expand to more than {limit} bytes in all "
+                f"(the storages hold {self._storage_bytes}); refusing to build them"
+            )
 
     def storage(self, key: str, kind: _Kind, numel: int) -> _Storage:
         name = f"{self.root}data/{key}"
@@ -321,11 +348,18 @@ class _Archive:
             raise FileFormatError(
                 f"argument 'path': {self.path!s} lacks the storage blob {name!r} (storage key {key!r})"
             )
+        needed = numel * kind.dtype.itemsize
         blob = self._blobs.get(key)
         if blob is None:
-            blob = self.zf.read(name)
+            declared = self.zf.getinfo(name).file_size
+            if declared > needed + 4096:  # a storage never needs more than its elements (+ alignment)
+                raise FileFormatError(
+                    f"argument 'path': {self.path!s}: storage blob {name!r} declares {declared} bytes but the "
+                    f"tensors reference {needed}; refusing to decompress it"
+                )
+            with self.zf.open(name) as fh:
+                blob = fh.read(needed + 4096)  # bounded even if the declared size lies
             self._blobs[key] = blob
-        needed = numel * kind.dtype.itemsize
         if len(blob) < needed:
             raise FileFormatError(
                 f"argument 'path': {self.path!s}: storage blob {name!r} has {len(blob)} bytes, expected "
@@ -357,13 +391,14 @@ def _flatten(obj, prefix: str, out: dict, seen: set, depth: int, path) -> None:
     if depth > _MAX_NESTING:
         raise FileFormatError(f"argument 'path': {path!s} nests containers deeper than {_MAX_NESTING} levels")
     if id(obj) in seen:
-        return  # a container that contains itself
+        # Visited already (a cycle, or a container shared through the pickle memo): walking it
+        # again would let a tiny file (a = [a, a] nested n times) cost 2^n steps.
+        return
     seen.add(id(obj))
     items = obj.items() if isinstance(obj, dict) else enumerate(obj)
     for key, value in items:
         name = f"{prefix}.{key}" if prefix else str(key)
         _flatten(value, name, out, seen, depth + 1, path)
-    seen.discard(id(obj))
 
 
 def _open_archive(path) -> tuple:
