@@ -324,7 +324,10 @@ def _iter_jsonl(lines, bad_lines, text_column, label_column, problems):
             problems.append(Problem(i, "undecodable", "bytes that do not decode with the given encoding"))
             continue
         try:
-            obj = json.loads(line.rstrip("\r\n"))
+            obj = json.loads(line.rstrip("\r\n"), object_pairs_hook=_unique_keys)
+        except _DuplicateKey as e:
+            problems.append(Problem(i, "malformed_json", f"the key {e.args[0]!r} appears twice in the object"))
+            continue
         except json.JSONDecodeError as e:
             problems.append(Problem(i, "malformed_json", f"not valid JSON: {e.msg} at column {e.colno}"))
             continue
@@ -335,6 +338,19 @@ def _iter_jsonl(lines, bad_lines, text_column, label_column, problems):
             problems.append(Problem(i, "not_an_object", f"expected a JSON object, got {type(obj).__name__}"))
             continue
         yield _Record(i, obj.get(text_column), obj.get(label_column), label_column in obj)
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs):
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen[key] = value
+    return seen
 
 
 def _iter_csv(lines, bad_lines, text_column, label_column, problems, path, counter):
@@ -381,11 +397,14 @@ def _iter_csv(lines, bad_lines, text_column, label_column, problems, path, count
         if bad:
             problems.append(Problem(bad[0], "undecodable", f"bytes that do not decode with the given encoding (record starting on line {start})"))
             continue
+        # A stray quote makes the csv reader swallow the following lines into one record: say
+        # which lines went with it, so that nothing is lost without a trace.
+        span = f" (the record runs over lines {start}-{end}: {end - start + 1} lines)" if end > start else ""
         if err is not None:
-            problems.append(Problem(start, "malformed_csv", f"CSV error: {err}"))
+            problems.append(Problem(start, "malformed_csv", f"CSV error: {err}{span}"))
             continue
         if len(row) != len(header):
-            problems.append(Problem(start, "field_count", f"{len(row)} fields, the header has {len(header)}"))
+            problems.append(Problem(start, "field_count", f"{len(row)} fields, the header has {len(header)}{span}"))
             continue
         yield _Record(start, row[ti], row[li], True)
     if header is None:

@@ -401,3 +401,16 @@ def test_roundtrip_random_corpora(tmp_path, corpus):
         starts.append(starts[-1] + 1 + t.count("\n") + t.count("\r") - t.count("\r\n"))
     assert a.train_lines.tolist() == starts
     assert b.train_lines.tolist() == list(range(1, len(texts) + 1))
+
+
+def test_review_regressions_swallowed_lines_and_duplicate_keys(tmp_path):
+    csv_path = tmp_path / "q.csv"
+    csv_path.write_text('text,label\n"good movie,pos\nbad film,neg\nok one,pos\nfine,neg"x,pos\nlast,neg\n')
+    corpus = read_corpus(csv_path, on_error="skip")
+    messages = " ".join(p.message for p in corpus.report.problems)
+    assert "lines 2-5" in messages
+    jsonl = tmp_path / "dup.jsonl"
+    jsonl.write_text('{"text": "a b", "label": "x", "label": "y"}\n{"text": "c d", "label": "x"}\n')
+    corpus = read_corpus(jsonl, on_error="skip")
+    assert [p.line for p in corpus.report.problems] == [1]
+    assert "appears twice" in corpus.report.problems[0].message
