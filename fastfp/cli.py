@@ -1,17 +1,467 @@
-"""The ``fastfp`` command line (grows with the CLI issue). Imports of the engine stay inside commands
-so that ``fastfp --version`` is fast."""
+"""The ``fastfp`` command line.
+
+Imports of the engine (numpy, numba, ...) stay inside the commands so that ``fastfp --version`` is
+fast. JSON summaries go to stdout, logs to stderr (silenced by ``--quiet``). Exit codes: 0 ok, 1 a
+fastfp error (one line on stderr; ``--debug`` prints the traceback), 2 a usage error.
+"""
 
 from __future__ import annotations
+
+import sys
+import time
 
 import click
 
 from ._version import __version__
 
+DEFAULT_MODEL = "gru64_cat3.npz"
+TASKS = ("categorical", "ordered", "multilabel")
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class _Group(click.Group):
+    """Turns fastfp errors (and unreadable files) into a one-line message and exit status 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:
+            from .errors import FastFPError
+
+            if not isinstance(exc, (FastFPError, OSError)):
+                raise
+            if (ctx.obj or {}).get("debug"):
+                import traceback
+
+                traceback.print_exc(file=sys.stderr)
+            text = " ".join(str(exc).split()) or type(exc).__name__
+            click.echo(f"fastfp: error: {text}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fastfp")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Print the full traceback of an error.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress messages on stderr.")
+@click.pass_context
+def main(ctx, debug: bool, quiet: bool) -> None:
     """fastfp: fixed points and attractor geometry of recurrent networks."""
+    ctx.ensure_object(dict)
+    ctx.obj.update(debug=debug, quiet=quiet)
+
+
+# ============================================================================ helpers
+def _log(msg: str) -> None:
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root() if ctx is not None else None
+    if root is not None and (root.obj or {}).get("quiet"):
+        return
+    click.echo(msg, err=True)
+
+
+def _echo_json(obj) -> None:
+    import json
+
+    click.echo(json.dumps(obj, indent=2, default=_json_default))
+
+
+def _json_default(obj):
+    import numpy as np
+
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
+
+
+def default_model_resource():
+    """The shipped trained model (a Traversable inside the installed package)."""
+    from importlib.resources import files
+
+    return files("fastfp").joinpath("data", DEFAULT_MODEL)
+
+
+def _load_model(weights):
+    """fastfp.load(weights), or the shipped model when ``weights`` is None; returns (model, name)."""
+    import fastfp
+
+    if weights is None:
+        from importlib.resources import as_file
+
+        with as_file(default_model_resource()) as path:
+            return fastfp.load_params(path), f"fastfp:data/{DEFAULT_MODEL}"
+    return fastfp.load(weights), str(weights)
+
+
+def _task_data(model, task, classes, length, corpus, n_docs, seed):
+    """TaskData for the rollouts: a corpus file, the options, or the model's own task (metadata)."""
+    import fastfp
+    from .errors import InvalidOptionError
+
+    if corpus is not None:
+        if task is not None or classes is not None:
+            raise InvalidOptionError("options '--corpus' and '--task/--classes': give one or the other")
+        return fastfp.read_corpus(corpus).train
+    meta = model.metadata.get("task_params", {}) if model.metadata.get("task") in TASKS else {}
+    if task is None:
+        task = model.metadata.get("task") if model.metadata.get("task") in TASKS else "categorical"
+        if classes is None:
+            classes = meta.get("n_classes", meta.get("n_labels"))
+    if classes is None:
+        classes = int(model.readout_weight.shape[0]) if model.readout_weight is not None and task == "categorical" else 3
+    if length is None:
+        length = int(meta.get("length", 50))
+    make = getattr(fastfp.tasks, task)
+    key = "n_labels" if task == "multilabel" else "n_classes"
+    return make(n_docs, **{key: classes, "length": length, "seed": seed})
+
+
+def _token_ids(model, data):
+    """Map the data's token ids onto the model's vocabulary (by string) where the model has one."""
+    import numpy as np
+
+    from .errors import InvalidOptionError
+
+    if model.vocab is None:
+        return np.asarray(data.tokens)
+    index = {w: i for i, w in enumerate(model.vocab)}
+    unk = index.get("<unk>")
+    table = np.empty(len(data.vocab), dtype=np.int64)
+    missing = []
+    for j, w in enumerate(data.vocab):
+        i = index.get(w, unk)
+        if i is None:
+            missing.append(w)
+            i = 0
+        table[j] = i
+    used = np.unique(np.asarray(data.tokens)[data.mask()])
+    missing = [w for w in missing if data.vocab.index(w) in set(used.tolist())]
+    if missing:
+        raise InvalidOptionError(
+            f"the model's vocabulary lacks the words {missing[:5]} of the task data (and has no '<unk>'); "
+            "pick the matching --task/--classes or --corpus"
+        )
+    return table[np.asarray(data.tokens)]
+
+
+def _input_sequences(model, data):
+    """(n, L, M) float64 inputs of the documents through the model's embedding (zero past lengths)."""
+    import numpy as np
+
+    from .errors import InvalidOptionError
+
+    mask = data.mask()
+    if model.embedding is not None:
+        ids = _token_ids(model, data)
+        if ids.max(initial=0) >= model.embedding.shape[0]:
+            raise InvalidOptionError(
+                f"the task data has token ids up to {int(ids.max())}, but the model's embedding has "
+                f"{model.embedding.shape[0]} rows; pick the matching --task/--classes or --corpus"
+            )
+        return model.inputs(ids).astype(np.float64) * mask[..., None]
+    if model.params.input_size == data.vocab_size:
+        return data.one_hot(np.float64)
+    raise InvalidOptionError(
+        f"the model has no embedding and input size {model.params.input_size}, but the task data has "
+        f"{data.vocab_size} words (one-hot inputs need equal sizes); use weights with an embedding"
+    )
+
+
+def _initial_states(params, xs, data, states, noise, seed):
+    import fastfp
+
+    traj = fastfp.rollout(params, None, xs, lengths=data.lengths)
+    return fastfp.sample_states(traj, states, noise=noise, mask=data.mask(), seed=seed)
+
+
+def _resolve_input(spec, model, data, xs):
+    """The constant input of ``find``: zero, mean, word:<w> or a .npy file."""
+    import numpy as np
+
+    from .errors import FileFormatError, InvalidOptionError, ShapeError
+
+    M = model.params.input_size
+    if spec == "zero":
+        return np.zeros(M)
+    if spec == "mean":
+        mask = data.mask()
+        return xs[mask].mean(axis=0)
+    if spec.startswith("word:"):
+        w = spec[5:]
+        vocab = model.vocab if model.vocab is not None else (data.vocab if model.embedding is None else None)
+        if vocab is None or w not in vocab:
+            raise InvalidOptionError(
+                f"option '--input': word {w!r} is not in the model's vocabulary"
+                + (f" ({', '.join(vocab[:10])}{', ...' if len(vocab) > 10 else ''})" if vocab else " (it has none)")
+            )
+        i = list(vocab).index(w)
+        if model.embedding is not None:
+            return np.asarray(model.embedding[i], dtype=np.float64)
+        x = np.zeros(M)
+        x[i] = 1.0
+        return x
+    if spec.endswith(".npy"):
+        try:
+            x = np.load(spec, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            raise FileFormatError(f"option '--input': {spec} is not a readable .npy file ({exc})") from None
+        except Exception as exc:
+            raise FileFormatError(f"option '--input': {spec} is not a readable .npy file ({exc})") from None
+        if x.ndim not in (1, 2) or x.shape[-1] != M:
+            raise ShapeError(f"option '--input': {spec} holds shape {x.shape}, expected ({M},) or (B, {M})")
+        return x
+    raise InvalidOptionError(f"option '--input': got {spec!r}, expected zero, mean, word:<w> or a FILE.npy")
+
+
+def _status_counts(fp):
+    import numpy as np
+
+    from .status import Status
+
+    return {Status(int(s)).name.lower(): int((fp.status == s).sum()) for s in np.unique(fp.status)}
+
+
+def _data_options(f):
+    f = click.option("--length", type=click.IntRange(min=1), default=None,
+                     help="Document length (default: the model's task, else 50).")(f)
+    f = click.option("--docs", "n_docs", type=click.IntRange(min=1), default=256, show_default=True,
+                     help="Documents to roll out.")(f)
+    f = click.option("--corpus", type=click.Path(exists=True, dir_okay=False),
+                     help="A CSV / JSON Lines corpus (fastfp.read_corpus) as the input data.")(f)
+    f = click.option("--classes", type=click.IntRange(min=2), default=None,
+                     help="Classes (labels for multilabel) of the task.")(f)
+    f = click.option("--task", type=click.Choice(TASKS), default=None,
+                     help="Synthetic task whose documents drive the rollouts (default: the model's).")(f)
+    return f
+
+
+def _search_options(f):
+    f = click.option("--seed", type=int, default=0, show_default=True)(f)
+    f = click.option("--noise", type=click.FloatRange(min=0), default=0.5, show_default=True,
+                     help="Std of the Gaussian noise added to sampled states.")(f)
+    f = click.option("--states", type=click.IntRange(min=1), default=1024, show_default=True,
+                     help="Initial states sampled from the rollouts.")(f)
+    return f
+
+
+# ============================================================================ commands
+@main.command()
+@click.argument("weights", required=False, type=click.Path(exists=True, dir_okay=False))
+@_data_options
+@_search_options
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, as_json) -> None:
+    """Analyse a network end to end (default: the shipped 3-class GRU on its task).
+
+    Exact fixed points, the slow manifold (slow-point mode) and its dimension, integration modes,
+    the word-count prediction of the dimension and the readout geometry.
+    """
+    t0 = time.perf_counter()
+    import numpy as np
+
+    import fastfp
+    from fastfp import analysis
+
+    model, name = _load_model(weights)
+    params = model.params.astype(np.float64)
+    data = _task_data(model, task, classes, length, corpus, n_docs, seed)
+    _log(f"model {name}: {params.cell} N={params.state_size}; data {data.name} n={data.n_docs} L={data.max_length}")
+    xs = _input_sequences(model, data)
+    h0 = _initial_states(params, xs, data, states, noise, seed)
+    x = np.zeros(params.input_size)
+
+    _log(f"solving for exact fixed points from {states} states ...")
+    exact = fastfp.find_fixed_points(params, h0, x)
+    roots = exact[exact.success].unique(1e-3)
+    roots_d = roots.decompose(params)
+    _log("solving in slow-point mode (slow_ratio 0.05, slow_speed 1e-3) ...")
+    slow = fastfp.find_fixed_points(params, h0, x, slow_ratio=0.05, slow_speed=1e-3)
+    kept = slow[slow.success | slow.is_slow_point]
+    if len(kept) >= 2:
+        dim = analysis.manifold_dimension(kept)
+        manifold = {"participation_ratio": dim.participation_ratio, "n95": dim.n_components_95,
+                    "n90": dim.n_components_90, "top_variance": dim.explained_variance_ratio[:4]}
+    else:
+        manifold = {"participation_ratio": None, "n95": None, "n90": None, "top_variance": []}
+    _log(f"eigen-decomposition of {len(kept.unique(1e-3))} distinct slow points ...")
+    kept_d = kept.unique(1e-3).decompose(params)
+    horizon = float(np.median(data.lengths))
+    one = analysis.integration_modes(kept_d, horizon=horizon) if len(kept_d) else None
+    two = analysis.integration_modes(kept_d, horizon=horizon, two_sided=True) if len(kept_d) else None
+    wc = analysis.wordcount_prediction(data)
+    readout = None
+    if model.readout_weight is not None and model.readout_weight.shape[0] >= 2:
+        rg = analysis.readout_geometry(model)
+        readout = {"pairwise_angles": rg.pairwise, "simplex_angle": rg.simplex_angle, "max_deviation": rg.max_deviation}
+    summary = {
+        "model": name,
+        "cell": params.cell,
+        "state_size": params.state_size,
+        "data": {"name": data.name, "docs": data.n_docs, "length": data.max_length, "classes": data.n_classes},
+        "initial_states": states,
+        "fixed_points": {
+            "found": len(exact),
+            "converged": int(exact.success.sum()),
+            "distinct": len(roots),
+            "stable": int(roots_d.is_stable.sum()) if len(roots_d) else 0,
+            "status": _status_counts(exact),
+        },
+        "slow_points": {
+            "kept": len(kept),
+            "distinct": len(kept_d),
+            "status": _status_counts(slow),
+            **manifold,
+        },
+        "integration_modes": {
+            "horizon": horizon,
+            "median": one.median if one else None,
+            "median_two_sided": two.median if two else None,
+        },
+        "wordcount_prediction": {"dimension": wc.dimension, "participation_ratio": wc.participation_ratio},
+        "readout": readout,
+        "wall_time_s": time.perf_counter() - t0,
+    }
+    if as_json:
+        _echo_json(summary)
+        return
+    fp, sp, im = summary["fixed_points"], summary["slow_points"], summary["integration_modes"]
+    pr = sp["participation_ratio"]
+    lines = [
+        f"model            {name} ({params.cell}, N={params.state_size})",
+        f"data             {data.name}: {data.n_docs} docs, length {data.max_length}, {data.n_classes} classes",
+        f"fixed points     {fp['found']} found, {fp['converged']} converged, {fp['distinct']} distinct, "
+        f"{fp['stable']} stable",
+        f"slow points      {sp['kept']} kept ({sp['distinct']} distinct)",
+        f"manifold         PR {pr:.2f}, n95 {sp['n95']}" if pr is not None else "manifold         (too few points)",
+        f"integration      median modes {im['median']} (two-sided {im['median_two_sided']}) at horizon {horizon:g}",
+        f"word-count pred  dimension {wc.dimension} (PR {wc.participation_ratio:.2f})",
+    ]
+    if readout is not None:
+        angles = ", ".join(f"{a:.1f}" for a in readout["pairwise_angles"])
+        lines.append(f"readout angles   {angles} deg (simplex {readout['simplex_angle']:.1f})")
+    lines.append(f"wall time        {summary['wall_time_s']:.2f} s")
+    click.echo("\n".join(lines))
+
+
+@main.command()
+@click.argument("weights", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="FixedPoints .npz to write.")
+@click.option("--input", "input_spec", default="zero", show_default=True,
+              help="Constant input: zero, mean, word:<w> or FILE.npy.")
+@_search_options
+@click.option("--method", type=click.Choice(["hybrid", "newton", "lm", "adam"]), default="hybrid", show_default=True)
+@click.option("--backend", type=click.Choice(["cpu", "numpy"]), default="cpu", show_default=True)
+@click.option("--atol", type=float, default=None, help="Convergence tolerance (default 1e-10 / 1e-5 in float32).")
+@click.option("--maxiter", type=click.IntRange(min=0), default=None, help="Iteration cap (default per method).")
+@click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True)
+@click.option("--slow-ratio", type=float, default=None, help="Slow-manifold mode (lm/hybrid), e.g. 0.05.")
+@click.option("--keep", type=click.Choice(["distinct", "all"]), default="distinct", show_default=True,
+              help="Save the distinct points (unique 1e-3) or every point.")
+@_data_options
+def find(weights, output, input_spec, states, noise, seed, method, backend, atol, maxiter, dtype, slow_ratio,
+         keep, task, classes, corpus, n_docs, length) -> None:
+    """Find fixed points of WEIGHTS and save them, eigen-decomposed, to OUTPUT."""
+    t0 = time.perf_counter()
+    import numpy as np
+
+    import fastfp
+
+    model, name = _load_model(weights)
+    params = model.params.astype(np.float64)
+    data = _task_data(model, task, classes, length, corpus, n_docs, seed)
+    xs = _input_sequences(model, data)
+    x = _resolve_input(input_spec, model, data, xs)
+    h0 = _initial_states(params, xs, data, states, noise, seed)
+    _log(f"solving {states} states with {method} on {backend} ({dtype}) ...")
+    fp = fastfp.find_fixed_points(params, h0, x, method=method, backend=backend, atol=atol, maxiter=maxiter,
+                                  dtype=np.dtype(dtype), slow_ratio=slow_ratio)
+    distinct = fp.unique(1e-3)
+    out = distinct if keep == "distinct" else fp
+    _log(f"eigen-decomposition of {len(out)} points ...")
+    out = out.decompose(params.astype(np.dtype(dtype)), backend=backend)
+    out.metadata.update(model=name, input=input_spec, seed=seed, noise=noise, kept=keep)
+    out.save(output)
+    _echo_json({
+        "model": name,
+        "output": str(output),
+        "points": len(fp),
+        "status": _status_counts(fp),
+        "distinct": len(distinct),
+        "saved": len(out),
+        "wall_time_s": time.perf_counter() - t0,
+    })
+
+
+@main.command()
+@click.argument("fixedpoints", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def analyze(fixedpoints, as_json) -> None:
+    """Eigen-analysis summary of a saved (decomposed) FixedPoints file."""
+    import numpy as np
+
+    import fastfp
+    from fastfp import analysis
+
+    fp = fastfp.FixedPoints.load(fixedpoints)
+    top = np.abs(fp._need("eigvals"))[:, 0] if len(fp) else np.zeros(0)
+    finite = np.isfinite(top)
+    pr = analysis.manifold_dimension(fp) if len(fp) >= 2 else None
+    stats = (lambda a: {"min": float(a.min()), "median": float(np.median(a)), "max": float(a.max())} if a.size else None)
+    summary = {
+        "file": str(fixedpoints),
+        "n_points": len(fp),
+        "state_size": int(fp.x.shape[1]) if fp.x.ndim == 2 else None,
+        "status": _status_counts(fp),
+        "stable": int(fp.is_stable.sum()),
+        "unstable_counts": {int(k): int(v) for k, v in zip(*np.unique(fp.n_unstable, return_counts=True))},
+        "top_abs_eigenvalue": stats(top[finite]),
+        "max_residual": float(np.max(fp.residual)) if len(fp) else None,
+        "participation_ratio": pr.participation_ratio if pr else None,
+        "n95": pr.n_components_95 if pr else None,
+    }
+    if as_json:
+        _echo_json(summary)
+        return
+    t = summary["top_abs_eigenvalue"]
+    click.echo("\n".join([
+        f"file             {fixedpoints}",
+        f"points           {summary['n_points']} (N={summary['state_size']}), status {summary['status']}",
+        f"stable           {summary['stable']}; unstable-eigenvalue counts {summary['unstable_counts']}",
+        f"top |lambda|     " + (f"min {t['min']:.4f}, median {t['median']:.4f}, max {t['max']:.4f}" if t else "-"),
+        f"points PR        " + (f"{pr.participation_ratio:.2f} (n95 {pr.n_components_95})" if pr else "-"),
+    ]))
+
+
+@main.command()
+@click.argument("weights", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="fastfp params .npz to write.")
+@click.option("--cell", type=str, default=None, help="The fastfp cell when the file cannot tell (see fastfp.CELLS).")
+@click.option("--layer", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--direction", type=click.IntRange(0, 1), default=0, show_default=True)
+@click.option("--key-prefix", type=str, default=None, help="Key prefix of the RNN in a state dict.")
+def convert(weights, output, cell, layer, direction, key_prefix) -> None:
+    """Convert any weights file fastfp.load reads to fastfp's params .npz."""
+    import fastfp
+
+    model = fastfp.load(weights, cell=cell, layer=layer, direction=direction, key_prefix=key_prefix)
+    fastfp.save_params(output, model)
+    p = model.params
+    _echo_json({
+        "input": str(weights),
+        "output": str(output),
+        "cell": p.cell,
+        "hidden_size": p.hidden_size,
+        "input_size": p.input_size,
+        "embedding": model.embedding is not None,
+        "readout": model.readout_weight is not None,
+        "vocab": model.vocab is not None,
+    })
 
 
 @main.command()

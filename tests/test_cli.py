@@ -32,3 +32,192 @@ def test_version_does_not_import_the_engine():
     code = "import sys; from fastfp.cli import main; print('numba' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+# ----------------------------------------------------------------------------- the full CLI
+import pathlib  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+DATA = pathlib.Path(__file__).parent / "data"
+SMALL = ["--states", "48", "--docs", "24"]
+
+
+def _invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_shipped_default_model_is_a_package_resource():
+    from importlib.resources import as_file, files
+
+    from fastfp.cli import DEFAULT_MODEL, default_model_resource
+
+    res = files("fastfp").joinpath("data", DEFAULT_MODEL)
+    assert res.is_file() and default_model_resource().is_file()
+    with as_file(res) as path:
+        model = fastfp.load_params(path)
+    assert model.params.cell == "gru" and model.metadata["task_params"]["n_classes"] == 3
+    assert res.read_bytes() == (DATA / "gru64_cat3.npz").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def run_default():
+    result = _invoke("run", "--json")
+    assert result.exit_code == 0, result.output + result.stderr
+    return json.loads(result.stdout)
+
+
+def test_run_on_the_shipped_model(run_default):
+    s = run_default
+    assert s["cell"] == "gru" and s["data"]["classes"] == 3
+    fp = s["fixed_points"]
+    assert fp["found"] == 1024 and fp["converged"] > 0 and 3 <= fp["distinct"] <= 15 and fp["stable"] >= 3
+    sp = s["slow_points"]
+    assert sp["n95"] == 2 and 1.6 <= sp["participation_ratio"] <= 2.5
+    assert s["wordcount_prediction"]["dimension"] == 2
+    assert s["readout"]["simplex_angle"] == pytest.approx(120.0)
+    assert max(abs(a - 120.0) for a in s["readout"]["pairwise_angles"]) < 10
+    assert {"median", "median_two_sided", "horizon"} <= set(s["integration_modes"]) and s["wall_time_s"] > 0
+
+
+def test_run_human_summary_and_quiet():
+    result = _invoke("--quiet", "run", *SMALL)
+    assert result.exit_code == 0, result.output
+    assert "fixed points" in result.stdout and "manifold" in result.stdout and "readout angles" in result.stdout
+    assert result.stderr == ""
+    loud = _invoke("run", *SMALL, "--noise", "0.3", "--seed", "1")
+    assert loud.exit_code == 0 and "solving" in loud.stderr
+
+
+def test_run_with_weights_task_and_corpus(tmp_path):
+    r = _invoke("-q", "run", DATA / "lstm32_cat3.npz", "--task", "categorical", "--classes", "3", "--json", *SMALL)
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["cell"] == "lstm" and s["fixed_points"]["found"] == 48
+    corpus = tmp_path / "c.csv"
+    corpus.write_text("text,label\n" + "".join(f"w{i % 3} the w{i % 3},{i % 3}\n" for i in range(30)))
+    r = _invoke("-q", "run", DATA / "gru64_cat3.npz", "--corpus", corpus, "--json", "--states", "32")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["data"]["docs"] == 30
+
+
+def test_run_corpus_and_task_conflict(tmp_path):
+    corpus = tmp_path / "c.csv"
+    corpus.write_text("text,label\nw0 the,0\nw1,1\n")
+    r = _invoke("run", "--corpus", corpus, "--task", "categorical")
+    assert r.exit_code == 1 and "--corpus" in r.stderr
+
+
+def test_find_then_analyze(tmp_path):
+    out = tmp_path / "fp.npz"
+    r = _invoke("-q", "find", DATA / "gru64_cat3.npz", "-o", out, *SMALL, "--seed", "3")
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["points"] == 48 and s["status"]["converged"] > 0 and s["saved"] == s["distinct"]
+    fp = fastfp.FixedPoints.load(out)
+    assert len(fp) == s["distinct"] and fp.eigvals is not None
+    a = _invoke("analyze", out, "--json")
+    assert a.exit_code == 0, a.output
+    summary = json.loads(a.stdout)
+    assert summary["n_points"] == len(fp) and summary["stable"] >= 1 and summary["top_abs_eigenvalue"]["max"] > 0
+    text = _invoke("analyze", out)
+    assert text.exit_code == 0 and "top |lambda|" in text.stdout
+
+
+@pytest.mark.parametrize("extra", [
+    ["--input", "mean", "--method", "lm", "--maxiter", "50"],
+    ["--input", "word:w1", "--method", "newton", "--backend", "numpy", "--keep", "all"],
+    ["--dtype", "float32", "--atol", "1e-5", "--slow-ratio", "0.05"],
+    ["--method", "adam", "--maxiter", "20", "--noise", "0.1", "--task", "categorical", "--classes", "3"],
+])
+def test_find_options(tmp_path, extra):
+    out = tmp_path / "fp.npz"
+    r = _invoke("-q", "find", DATA / "gru64_cat3.npz", "-o", out, "--states", "16", "--docs", "8", *extra)
+    assert r.exit_code == 0, r.output + r.stderr
+    s = json.loads(r.stdout)
+    assert s["points"] == 16 and sum(s["status"].values()) == 16
+    if "all" in extra:
+        assert s["saved"] == 16
+    assert fastfp.FixedPoints.load(out).eigvals is not None
+
+
+def test_find_input_from_npy(tmp_path):
+    x = tmp_path / "x.npy"
+    np.save(x, np.array([0.0, 1.0, 0.0, 0.0]))
+    r = _invoke("-q", "find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--input", x, "--states", "8", "--docs", "8")
+    assert r.exit_code == 0, r.output
+    np.save(x, np.zeros(5))
+    r = _invoke("find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--input", x, "--states", "8")
+    assert r.exit_code == 1 and "'--input'" in r.stderr
+
+
+@pytest.mark.parametrize("spec", ["word:nope", "bogus"])
+def test_find_bad_input(tmp_path, spec):
+    r = _invoke("find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--input", spec, "--states", "8")
+    assert r.exit_code == 1 and "'--input'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_convert_roundtrip(tmp_path):
+    out = tmp_path / "p.npz"
+    r = _invoke("convert", DATA / "torch_gru_classifier.safetensors", "-o", out, "--cell", "gru")
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["cell"] == "gru" and s["embedding"] and s["readout"]
+    model = fastfp.load_params(out)
+    ref = fastfp.load(DATA / "torch_gru_classifier.safetensors", cell="gru")
+    np.testing.assert_array_equal(model.params.w_hh, ref.params.w_hh)
+    r = _invoke("convert", DATA / "gru64_cat3.npz", "-o", out, "--layer", "0", "--direction", "0")
+    assert r.exit_code == 0 and fastfp.load_params(out).vocab == ("w0", "w1", "w2", "the")
+    r = _invoke("convert", DATA / "gru64_cat3.npz", "-o", out, "--key-prefix", "rnn")  # one layer: nothing to pick
+    assert r.exit_code == 1 and "key_prefix" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_convert_needs_cell_for_safetensors(tmp_path):
+    r = _invoke("convert", DATA / "torch_gru_classifier.safetensors", "-o", tmp_path / "p.npz")
+    assert r.exit_code == 1 and "cell" in r.stderr
+
+
+def test_bad_file_is_a_one_line_error(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a weights file")
+    for args in (["run", bad], ["find", bad, "-o", tmp_path / "o.npz"], ["analyze", bad], ["convert", bad, "-o", tmp_path / "o.npz"]):
+        r = _invoke(*args)
+        assert r.exit_code == 1, (args, r.output)
+        assert r.stdout == "" and len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("fastfp: error:")
+        assert "Traceback" not in r.stderr
+
+
+def test_analyze_needs_a_decomposed_file(tmp_path):
+    out = tmp_path / "raw.npz"
+    p = fastfp.load_params(DATA / "gru64_cat3.npz").params
+    fastfp.find_fixed_points(p, np.zeros((2, p.state_size)), maxiter=0).save(out)
+    r = _invoke("analyze", out)
+    assert r.exit_code == 1 and "decompose" in r.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"junk")
+    r = _invoke("--debug", "analyze", bad)
+    assert r.exit_code == 1 and "Traceback" in r.stderr and "FileFormatError" in r.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["run", "--frobnicate"],
+    ["find", str(DATA / "gru64_cat3.npz")],  # -o missing
+    ["find", str(DATA / "gru64_cat3.npz"), "-o", "x.npz", "--method", "sgd"],
+    ["run", "--states", "0"],
+    ["run", "/no/such/file.npz"],
+    ["analyze"],
+    ["convert", str(DATA / "gru64_cat3.npz"), "-o", "x.npz", "--direction", "2"],
+])
+def test_usage_errors_exit_2(args):
+    assert CliRunner().invoke(main, args).exit_code == 2
+
+
+def test_help_lists_the_commands():
+    r = _invoke("--help")
+    assert r.exit_code == 0
+    for cmd in ("run", "find", "analyze", "convert", "info"):
+        assert cmd in r.stdout
