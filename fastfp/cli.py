@@ -257,10 +257,12 @@ def _search_options(f):
 @_search_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, as_json) -> None:
-    """Analyse a network end to end (default: the shipped 3-class GRU on its task).
+    """Analyse a network: roots, slow manifold, dimension, word counts.
 
-    Exact fixed points, the slow manifold (slow-point mode) and its dimension, integration modes,
-    the word-count prediction of the dimension and the readout geometry.
+    WEIGHTS (optional) is any file fastfp.load reads (torch .pt, .safetensors, Flax msgpack, .npz);
+    without it the shipped 3-class GRU classifier is analysed on its own task. Reports the exact
+    fixed points, the slow manifold (slow-point mode) and its dimension, integration modes, the
+    word-count prediction of the dimension and the readout geometry.
     """
     t0 = time.perf_counter()
     import numpy as np
@@ -366,7 +368,11 @@ def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, as_
 @_data_options
 def find(weights, output, input_spec, states, noise, seed, method, backend, atol, maxiter, dtype, slow_ratio,
          keep, task, classes, corpus, n_docs, length) -> None:
-    """Find fixed points of WEIGHTS and save them, eigen-decomposed, to OUTPUT."""
+    """Find fixed points of WEIGHTS and save them (-o) as a .npz.
+
+    WEIGHTS is any file fastfp.load reads. Initial states come from rollouts of task (or corpus)
+    documents; the points are saved eigen-decomposed (see `fastfp analyze`).
+    """
     t0 = time.perf_counter()
     import numpy as np
 
@@ -446,7 +452,10 @@ def analyze(fixedpoints, as_json) -> None:
 @click.option("--direction", type=click.IntRange(0, 1), default=0, show_default=True)
 @click.option("--key-prefix", type=str, default=None, help="Key prefix of the RNN in a state dict.")
 def convert(weights, output, cell, layer, direction, key_prefix) -> None:
-    """Convert any weights file fastfp.load reads to fastfp's params .npz."""
+    """Convert a weights file to fastfp's params .npz.
+
+    WEIGHTS is any file fastfp.load reads (torch .pt, .safetensors, Flax msgpack, .npz).
+    """
     import fastfp
 
     model = fastfp.load(weights, cell=cell, layer=layer, direction=direction, key_prefix=key_prefix)
