@@ -3,7 +3,6 @@
 import json
 import pickle
 import struct
-import time
 import zipfile
 
 import numpy as np
@@ -55,9 +54,8 @@ def test_shared_containers_are_walked_once(tmp_path):
         nested = [nested, nested]
     path = tmp_path / "dag.pt"
     _archive(path, pickle.dumps(nested, protocol=2), {})
-    t0 = time.perf_counter()
+    # Walking each shared list once is 40 visits; walking every path would be 2^40 (never ends).
     assert fastfp.read_torch_state_dict(path) == {}
-    assert time.perf_counter() - t0 < 5
 
 
 def test_stride_zero_expansions_are_capped_in_total(tmp_path):
