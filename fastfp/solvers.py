@@ -230,7 +230,7 @@ def find_fixed_points(
     chunk = _plan_chunks(method, B, N, dtype, batch_size, memory_limit)
     metadata = {
         "method": method,
-        **{k: v for k, v in opts.items()},
+        **opts,
         "dtype": dtype.name,
         "cell": params.cell,
         "backend": backend,
