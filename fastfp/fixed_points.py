@@ -135,13 +135,20 @@ class FixedPoints:
         )
 
     # ------------------------------------------------------------------ analysis
-    def decompose(self, params, *, backend: str = "cpu") -> "FixedPoints":
+    def decompose(self, params, *, k: int | None = None, tol: float = 1e-10, backend: str = "cpu") -> "FixedPoints":
         """Add Jacobians, sorted eigenvalues, right/left eigenvectors and input Jacobians.
 
         Parameters
         ----------
         params : RNNParams
             The layer the points belong to.
+        k : int, optional
+            Only the k eigenvalues of largest |lambda| (the modes nearest the unit circle) with
+            their right and left eigenvectors, found matrix-free (:func:`fastfp.spectra.top_eigs`:
+            no N x N matrix, for large N); ``jacobian`` stays None and ``eigvals`` is (B, k).
+            ``None`` (default): the full dense decomposition.
+        tol : float
+            Residual tolerance of the matrix-free eigenpairs (``k`` set).
         backend : {'cpu', 'numpy', 'gpu'}
 
         Returns
@@ -157,11 +164,17 @@ class FixedPoints:
         inputs = np.asarray(self.inputs, dtype=np.float64)
         if len(self) == 0:
             N, M = x.shape[1], inputs.shape[1]
+            if k is not None:
+                ek = np.zeros((0, N, k), complex)
+                return replace(self, jacobian=None, eigvals=np.zeros((0, k), complex), eigvecs_right=ek,
+                               eigvecs_left=ek.copy(), input_jacobian=np.zeros((0, N, M)))
             empty = np.zeros((0, N, N))
             return replace(self, jacobian=empty, eigvals=np.zeros((0, N), complex),
                            eigvecs_right=empty.astype(complex), eigvecs_left=empty.astype(complex),
                            input_jacobian=np.zeros((0, N, M)))
         finite = np.isfinite(x).all(axis=1)
+        if k is not None:
+            return self._decompose_top(params, x, inputs, finite, k, tol, backend)
         if not finite.all():  # NONFINITE points: NaN rows in every decomposition field
             part = self[finite].decompose(params, backend=backend)
             B, N, M = len(self), x.shape[1], inputs.shape[1]
@@ -187,6 +200,25 @@ class FixedPoints:
             Rinv = np.linalg.pinv(R)
         L = np.swapaxes(Rinv, 1, 2)
         return replace(self, jacobian=J, eigvals=lam, eigvecs_right=R, eigvecs_left=L, input_jacobian=Jx)
+
+    def _decompose_top(self, params, x, inputs, finite, k, tol, backend):
+        from .dynamics import input_jacobian
+        from .spectra import top_eigs
+
+        B, N, M = len(self), x.shape[1], inputs.shape[1]
+        lam = np.full((B, k), np.nan, complex)
+        R = np.full((B, N, k), np.nan, complex)
+        L = np.full((B, N, k), np.nan, complex)
+        Jx = np.full((B, N, M), np.nan)
+        if finite.any():
+            te = top_eigs(params, x[finite], inputs[finite], k=k, tol=tol, left=True, backend=backend)
+            lam[finite], R[finite], L[finite] = te.eigvals, te.right, te.left
+            Jx[finite] = input_jacobian(params, x[finite], inputs[finite], backend=backend)
+            meta = dict(self.metadata, eig_k=int(k), eig_converged=int(te.converged.sum()))
+        else:
+            meta = dict(self.metadata, eig_k=int(k), eig_converged=0)
+        return replace(self, jacobian=None, eigvals=lam, eigvecs_right=R, eigvecs_left=L, input_jacobian=Jx,
+                       metadata=meta)
 
     def unique(self, tol: float = 1e-3) -> "FixedPoints":
         """Merge points closer than ``tol`` (2-norm over [x, input]), keeping the lowest-q member.

@@ -45,6 +45,9 @@ from .fixed_points import FixedPoints, concatenate
 __all__ = ["find_fixed_points", "sample_states", "METHODS"]
 
 METHODS = ("hybrid", "newton", "lm", "adam")
+JACOBIANS = ("auto", "dense", "matrix_free")
+# From N = 512 on, Newton-Krylov beats dense Newton on trained and random GRUs (bench_krylov.py).
+MATRIX_FREE_MIN_N = 512
 _DEFAULT_MAXITER = {"hybrid": 100, "newton": 100, "lm": 200, "adam": 5000}
 _ARMIJO = 1e-4
 _MAX_HALVINGS = 30
@@ -133,6 +136,8 @@ def find_fixed_points(
     backend: str = "cpu",
     batch_size: int | str | None = None,
     memory_limit: float | None = None,
+    jacobian: str = "auto",
+    gmres_restart: int = 40,
     progress: bool = False,
 ) -> FixedPoints:
     """Solve F(h, x) = h from B initial states.
@@ -177,7 +182,17 @@ def find_fixed_points(
         Solve the initial states in chunks of this many points. ``None`` solves all at once and
         raises :class:`fastfp.MemoryLimitError` (with a suggested size) if that would not fit.
     memory_limit : float, optional
-        Bytes the dense solvers may use; default half of the available physical memory.
+        Bytes the solver may use; default half of the available physical memory.
+    jacobian : {'auto', 'dense', 'matrix_free'}
+        How ``newton`` and ``hybrid`` solve (J - I) delta = -r. ``'dense'`` forms J (B x N x N)
+        and factorises it; ``'matrix_free'`` runs Newton-Krylov: batched GMRES on J v products
+        (memory O(gmres_restart * N) per point, each iteration one GEMM), with a steepest-descent
+        step on q where Newton gives no decrease (it replaces hybrid's LM step). ``'auto'`` picks
+        matrix-free for N >= 512 (where it measures faster, see bench/RESULTS-krylov.md) or
+        when not even one dense point fits in ``memory_limit``; dense otherwise. ``lm``, slow-
+        manifold mode and ``adam`` always use their own (dense / gradient) paths.
+    gmres_restart : int
+        Krylov dimension of the matrix-free path's GMRES(m).
     progress : bool
         Report iterations and active points on stderr.
 
@@ -227,9 +242,18 @@ def find_fixed_points(
         raise InvalidOptionError(f"argument 'maxiter': got {maxiter!r}, expected an integer >= 0")
     opts["maxiter"] = int(maxiter)
 
-    chunk = _plan_chunks(method, B, N, dtype, batch_size, memory_limit)
+    if jacobian not in JACOBIANS:
+        raise InvalidOptionError(
+            f"argument 'jacobian': got {jacobian!r}, expected one of {', '.join(map(repr, JACOBIANS))}"
+        )
+    if not isinstance(gmres_restart, (int, np.integer)) or isinstance(gmres_restart, bool) or gmres_restart < 1:
+        raise InvalidOptionError(f"argument 'gmres_restart': got {gmres_restart!r}, expected an integer >= 1")
+    mode = _plan_jacobian(method, jacobian, N, dtype, opts, memory_limit)
+    opts["gmres_restart"] = int(gmres_restart)
+    chunk = _plan_chunks(method, B, N, dtype, batch_size, memory_limit, mode=mode, restart=int(gmres_restart))
     metadata = {
         "method": method,
+        "jacobian": mode,
         **opts,
         "dtype": dtype.name,
         "cell": params.cell,
@@ -245,40 +269,71 @@ def find_fixed_points(
         for lo in range(0, max(B, 1), chunk):  # one (empty) chunk when B = 0
             hi = min(B, lo + chunk)
             Xc = X if X.shape[0] == 1 else X[lo:hi]
-            solver = _adam if method == "adam" else _dense
+            solver = _adam if method == "adam" else (_matrix_free if mode == "matrix_free" else _dense)
             parts.append(solver(kernels, params, H0[lo:hi], Xc, method, opts, progress, metadata))
     result = concatenate(parts) if len(parts) > 1 else parts[0]
     result.metadata["wall_time_s"] = time.perf_counter() - t0
     return result
 
 
-def _plan_chunks(method, B, N, dtype, batch_size, memory_limit):
-    itemsize = dtype.itemsize
-    # Dense methods hold J, A = J - I, A^T A and LAPACK's copy per point; Adam only vectors.
-    per_point = (5 * N * N + 16 * N) * itemsize if method != "adam" else 16 * N * itemsize
+def _default_memory_limit(memory_limit):
     if memory_limit is None:
         try:
             memory_limit = 0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
         except (ValueError, OSError, AttributeError):
             memory_limit = 4e9
-    memory_limit = _check_tol("memory_limit", memory_limit)
+    return _check_tol("memory_limit", memory_limit)
+
+
+def _dense_bytes_per_point(N, itemsize):
+    # J, A = J - I, A^T A and LAPACK's copy per point.
+    return (5 * N * N + 16 * N) * itemsize
+
+
+def _plan_jacobian(method, jacobian, N, dtype, opts, memory_limit):
+    """'dense' or 'matrix_free' for this solve (see find_fixed_points' ``jacobian``)."""
+    can_mf = method in ("newton", "hybrid") and opts["slow_ratio"] is None
+    if jacobian == "matrix_free":
+        if not can_mf:
+            why = "slow-manifold mode (slow_ratio)" if opts["slow_ratio"] is not None else f"method={method!r}"
+            raise InvalidOptionError(
+                f"argument 'jacobian': 'matrix_free' works with method 'newton' or 'hybrid' without slow_ratio, "
+                f"got {why}; use jacobian='dense' (or 'auto')"
+            )
+        return "matrix_free"
+    if jacobian == "dense" or not can_mf:
+        return "dense"
+    too_big = _dense_bytes_per_point(N, dtype.itemsize) > _default_memory_limit(memory_limit)
+    return "matrix_free" if (N >= MATRIX_FREE_MIN_N or too_big) else "dense"
+
+
+def _plan_chunks(method, B, N, dtype, batch_size, memory_limit, *, mode="dense", restart=40):
+    itemsize = dtype.itemsize
+    if method == "adam":
+        per_point = 16 * N * itemsize
+    elif mode == "matrix_free":
+        # GMRES basis (restart + 1 vectors), the gate coefficients and ~16 work vectors.
+        per_point = (restart + 1 + 32) * N * itemsize
+    else:
+        per_point = _dense_bytes_per_point(N, itemsize)
+    memory_limit = _default_memory_limit(memory_limit)
     fits = int(memory_limit // per_point)
     if batch_size == "auto":
         if fits < 1:
-            raise MemoryLimitError(_memory_message(method, N, per_point, 1, memory_limit, fits))
+            raise MemoryLimitError(_memory_message(method, N, per_point, 1, memory_limit, fits, mode))
         return max(1, min(B, fits))
     if batch_size is None:
         if fits < B:
-            raise MemoryLimitError(_memory_message(method, N, per_point, B, memory_limit, fits))
+            raise MemoryLimitError(_memory_message(method, N, per_point, B, memory_limit, fits, mode))
         return max(B, 1)
     if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
         raise InvalidOptionError(f"argument 'batch_size': got {batch_size!r}, expected a positive integer, 'auto' or None")
     if fits < min(batch_size, B):
-        raise MemoryLimitError(_memory_message(method, N, per_point, min(batch_size, B), memory_limit, fits))
+        raise MemoryLimitError(_memory_message(method, N, per_point, min(batch_size, B), memory_limit, fits, mode))
     return int(batch_size)
 
 
-def _memory_message(method, N, per_point, B, limit, fits):
+def _memory_message(method, N, per_point, B, limit, fits, mode="dense"):
     need = per_point * B
     text = (
         f"the {method!r} solver on {B} points of dimension N = {N} needs about {need / 2**30:.2f} GiB "
@@ -286,7 +341,10 @@ def _memory_message(method, N, per_point, B, limit, fits):
     )
     if fits >= 1:
         return text + f"pass batch_size={fits} (or batch_size='auto') to solve in chunks"
-    return text + "even one point does not fit: raise memory_limit, or use method='adam' (no dense Jacobian)"
+    if mode == "dense":
+        return text + ("even one point does not fit: raise memory_limit, or use jacobian='matrix_free' "
+                       "(Newton-Krylov, O(N) memory per point) or method='adam'")
+    return text + "even one point does not fit: raise memory_limit (or lower gmres_restart)"
 
 
 # ------------------------------------------------------------------------------ shared helpers
@@ -531,6 +589,24 @@ def _lm_step(kernels, params, h, r, X, A, g, q, mu, nu, ids, bounds, max_step, m
     new_r = np.where(accept[:, None], r_trial, r)
     stuck = ~accept & (m_new > _MU_MAX)
     return new_h, new_r, stuck, pinned
+
+
+# ------------------------------------------------------------------------------ matrix-free
+def _matrix_free(kernels, params, H0, X, method, opts, progress, metadata):
+    from ._newton_krylov import newton_krylov
+
+    cell, act = params.cell_code, params.nonlinearity_code
+    w = params.arrays(H0.dtype)
+
+    def step(h, Xr):
+        return kernels.step(cell, act, h, Xr, *w)
+
+    h, status, nit, n_matvec = newton_krylov(
+        step, w, cell, act, H0, X, state_bounds(params), opts,
+        restart=opts["gmres_restart"], progress=progress, method=method,
+    )
+    metadata = dict(metadata, n_matvec=int(n_matvec.sum()))
+    return _finish(kernels, params, H0, X, h, status, nit, opts, metadata)
 
 
 # ------------------------------------------------------------------------------ Adam

@@ -1,0 +1,262 @@
+"""Batched Krylov methods written against an array namespace (NumPy or CuPy).
+
+B independent N x N problems are solved together: every product with the B operators is one
+call of ``matvec`` on a (B, N) block (for an RNN, one GEMM with the recurrent kernel), and the
+orthogonalisation runs as batched matrix products. Only tiny per-point work (Givens rotations on
+(B,) vectors; m x m Schur decompositions) is not a large array operation; the Schur work runs on
+the host where it is cheap.
+
+``matvec(idx, V)`` applies the operators of the points ``idx`` (an integer index into the original
+batch, in the namespace) to the rows of ``V`` (len(idx), N); this lets the methods drop finished
+points from the working set (active-set compaction) without the caller's help.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._cells_ref import _xp
+
+__all__ = ["GMRESResult", "batched_gmres", "EigsResult", "batched_eigs"]
+
+
+def _to_host(a):
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+def _norms(xp, V):
+    return xp.sqrt(xp.einsum("bn,bn->b", V, V))
+
+
+def _orthogonalize(xp, basis, w):
+    """Classical Gram-Schmidt, twice (CGS2): w minus its projection on the orthonormal rows of
+    ``basis`` (B, j, N); returns the new w and the coefficients (B, j). Twice is enough to reach
+    orthogonality to rounding (Giraud et al. 2005) and each pass is one batched GEMV."""
+    h = xp.einsum("bjn,bn->bj", basis, w)
+    w = w - xp.einsum("bjn,bj->bn", basis, h)
+    h2 = xp.einsum("bjn,bn->bj", basis, w)
+    w = w - xp.einsum("bjn,bj->bn", basis, h2)
+    return w, h + h2
+
+
+# ----------------------------------------------------------------------------------- GMRES
+@dataclass(frozen=True)
+class GMRESResult:
+    """x: (B, N) solutions; converged: (B,) bool; residual: (B,) ||b - A x||_2 (recomputed);
+    nit: (B,) operator applications spent on each point."""
+
+    x: object
+    converged: object
+    residual: object
+    nit: object
+
+
+def batched_gmres(matvec, b, *, x0=None, rtol=1e-8, atol=0.0, restart=40, maxiter=400) -> GMRESResult:
+    """Restarted GMRES(m) for B systems A_b x_b = b_b at once.
+
+    Parameters
+    ----------
+    matvec : callable ``matvec(idx, V) -> (len(idx), N)``
+    b : array, shape (B, N)
+    x0 : array, shape (B, N), optional
+    rtol, atol : float or array (B,)
+        Point b stops when ||b - A x||_2 <= max(rtol * ||b||_2, atol).
+    restart : int
+        Krylov dimension per cycle (memory: B x (restart + 1) x N).
+    maxiter : int
+        Operator applications per point, at most.
+    """
+    xp = _xp(b)
+    B, N = b.shape
+    dtype = b.dtype
+    x = xp.zeros_like(b) if x0 is None else x0.astype(dtype, copy=True)
+    all_idx = xp.arange(B)
+    r = b - matvec(all_idx, x) if x0 is not None else b.copy()
+    target = xp.maximum(xp.asarray(rtol, dtype=dtype) * _norms(xp, b), xp.asarray(atol, dtype=dtype))
+    target = xp.broadcast_to(target, (B,))
+    nit = xp.zeros(B, dtype=xp.int64)
+    rnorm = _norms(xp, r)
+    m = max(1, min(int(restart), N))
+    eps = np.finfo(dtype).eps
+    while True:
+        active = xp.flatnonzero((rnorm > target) & (nit < maxiter))
+        Ba = int(active.size)
+        if Ba == 0:
+            break
+        beta = rnorm[active]
+        tgt = target[active]
+        V = xp.zeros((Ba, m + 1, N), dtype=dtype)
+        V[:, 0] = r[active] / beta[:, None]
+        R = xp.zeros((Ba, m, m), dtype=dtype)  # the rotated Hessenberg matrix: upper triangular
+        cs = xp.zeros((Ba, m), dtype=dtype)
+        sn = xp.zeros((Ba, m), dtype=dtype)
+        g = xp.zeros((Ba, m + 1), dtype=dtype)
+        g[:, 0] = beta
+        used = xp.full(Ba, m, dtype=xp.int64)  # Krylov columns that count, per point
+        live = xp.ones(Ba, dtype=bool)
+        budget = maxiter - nit[active]
+        j_end = 0
+        for j in range(m):
+            w = matvec(active, V[:, j])
+            w, hcol = _orthogonalize(xp, V[:, : j + 1], w)
+            hnext = _norms(xp, w)
+            # Happy breakdown (hnext ~ 0): the Krylov space is invariant and the solution exact.
+            safe = xp.where(hnext > 0, hnext, 1.0)
+            V[:, j + 1] = w / safe[:, None]
+            for i in range(j):  # previous rotations, vectorised over the batch
+                a, c_ = hcol[:, i], hcol[:, i + 1]
+                hcol[:, i], hcol[:, i + 1] = cs[:, i] * a + sn[:, i] * c_, -sn[:, i] * a + cs[:, i] * c_
+            a = hcol[:, j]
+            den = xp.sqrt(a * a + hnext * hnext)
+            den = xp.where(den > 0, den, 1.0)
+            cs[:, j], sn[:, j] = a / den, hnext / den
+            hcol[:, j] = cs[:, j] * a + sn[:, j] * hnext
+            g[:, j + 1] = -sn[:, j] * g[:, j]
+            g[:, j] = cs[:, j] * g[:, j]
+            R[:, : j + 1, j] = hcol[:, : j + 1]
+            j_end = j + 1
+            stop = live & ((xp.abs(g[:, j + 1]) <= tgt) | (hnext <= eps * beta) | (budget <= j + 1))
+            used = xp.where(stop, j + 1, used)
+            live = live & ~stop
+            if not bool(live.any()):
+                break
+        used = xp.minimum(used, j_end)
+        # Least squares: R[:k, :k] y = g[:k] per point with k = used; columns past k are masked out
+        # by an identity block so that one batched triangular solve serves every point.
+        k = xp.arange(j_end)
+        keep = k[None, :] < used[:, None]  # (Ba, j_end)
+        Rk = R[:, :j_end, :j_end] * (keep[:, :, None] & keep[:, None, :])
+        diag = xp.where(keep, xp.einsum("bii->bi", Rk), 1.0)
+        diag = xp.where(diag == 0, eps, diag)  # a zero pivot only on exact breakdown of a singular A
+        Rk[:, k, k] = diag
+        y = _upper_solve(xp, Rk, xp.where(keep, g[:, :j_end], 0.0))
+        x[active] += xp.einsum("bjn,bj->bn", V[:, :j_end], y)
+        nit[active] += used
+        r_new = b[active] - matvec(active, x[active])
+        r[active] = r_new
+        rnorm[active] = _norms(xp, r_new)
+    return GMRESResult(x=x, converged=rnorm <= target, residual=rnorm, nit=nit)
+
+
+def _upper_solve(xp, R, g):
+    """Back substitution for (B, k, k) upper-triangular R, vectorised over the batch."""
+    k = R.shape[1]
+    y = xp.zeros_like(g)
+    for i in range(k - 1, -1, -1):
+        s = g[:, i] - xp.einsum("bj,bj->b", R[:, i, i + 1:], y[:, i + 1:])
+        y[:, i] = s / R[:, i, i]
+    return y
+
+
+# -------------------------------------------------------------------------------- eigs
+@dataclass(frozen=True)
+class EigsResult:
+    """eigvals: (B, k) complex, sorted by |lambda| descending; vectors: (B, N, k) complex unit
+    right eigenvectors; residual: (B, k) ||A v - lambda v||_2 estimates; converged: (B,) bool;
+    nit: (B,) operator applications."""
+
+    eigvals: np.ndarray
+    vectors: object
+    residual: np.ndarray
+    converged: np.ndarray
+    nit: np.ndarray
+
+
+def batched_eigs(matvec, B, N, k, *, dtype=np.float64, xp=np, ncv=None, tol=1e-10, maxiter=3000, seed=0) -> EigsResult:
+    """The k eigenvalues of largest magnitude of B real N x N operators (Krylov-Schur).
+
+    Arnoldi builds an ncv-dimensional Krylov space per point; the Rayleigh quotient's real Schur
+    form is reordered so that the wanted Ritz values lead, truncated to them (never splitting a
+    complex-conjugate 2 x 2 block) and expanded again (Stewart 2001). A point stops when its k
+    Ritz pairs have residual |b^T y| <= tol * max(|lambda_1|, 1); finished points leave the
+    working set.
+
+    Parameters
+    ----------
+    matvec : callable ``matvec(idx, V) -> (len(idx), N)``
+    B, N, k : int
+    ncv : int, optional
+        Krylov dimension (default max(2k + 1, k + 16), at most N).
+    tol : float
+    maxiter : int
+        Operator applications per point, at most.
+    """
+    import scipy.linalg
+
+    ncv = int(min(N, max(2 * k + 1, k + 16) if ncv is None else ncv))
+    if not (k < ncv <= N) and not (k == N == ncv):
+        raise ValueError(f"need k < ncv <= N, got k={k}, ncv={ncv}, N={N}")
+    m = ncv
+    rng = np.random.default_rng(seed)
+    V = xp.zeros((B, m + 1, N), dtype=dtype)
+    start = xp.asarray(rng.standard_normal((B, N)).astype(dtype))
+    V[:, 0] = start / _norms(xp, start)[:, None]
+    Hq = np.zeros((B, m + 1, m), dtype=np.float64)  # Rayleigh quotient + residual row (host)
+    p = np.zeros(B, dtype=np.int64)  # columns kept from the last restart, per point
+    out_vals = np.zeros((B, k), dtype=np.complex128)
+    out_res = np.full((B, k), np.inf)
+    out_vecs = xp.zeros((B, N, k), dtype=np.complex128 if dtype == np.float64 else np.complex64)
+    converged = np.zeros(B, dtype=bool)
+    nit = np.zeros(B, dtype=np.int64)
+    active = np.arange(B)
+    while active.size:
+        idx = xp.asarray(active)
+        Va = V[idx]
+        Ha = Hq[active]
+        pa = p[active]
+        # Expand every point from its own p to m; a point whose column j is a kept Schur vector
+        # (j < p) takes no part at that column.
+        for j in range(int(pa.min()), m):
+            grow = pa <= j
+            w = matvec(idx, Va[:, j])
+            w, hcol = _orthogonalize(xp, Va[:, : j + 1], w)
+            hn = _norms(xp, w)
+            safe = xp.where(hn > 0, hn, 1.0)
+            grow_x = xp.asarray(grow)
+            Va[:, j + 1] = xp.where(grow_x[:, None], w / safe[:, None], Va[:, j + 1])
+            hcol_h, hn_h = _to_host(hcol), _to_host(hn)
+            Ha[grow, : j + 1, j] = hcol_h[grow]
+            Ha[grow, j + 1, j] = hn_h[grow]
+        nit[active] += m - pa
+        keep_rows = []
+        newV = []
+        for a, b_ in enumerate(active):
+            S = Ha[a, :m, :m].copy()  # copies: Ha[a] is rewritten below
+            brow = Ha[a, m, :m].copy()
+            theta, Y = np.linalg.eig(S)
+            order = np.argsort(-np.abs(theta), kind="stable")[:k]
+            res = np.abs(brow @ Y[:, order])
+            scale = max(abs(theta[order[0]]), 1.0)
+            out_vals[b_], out_res[b_] = theta[order], res
+            done = bool((res <= tol * scale).all()) or nit[b_] >= maxiter
+            if done:
+                converged[b_] = bool((res <= tol * scale).all())
+                vec = xp.einsum("jn,jk->nk", Va[a, :m].astype(out_vecs.dtype), xp.asarray(Y[:, order].astype(out_vecs.dtype)))
+                vec /= xp.sqrt(xp.sum(xp.abs(vec) ** 2, axis=0))[None, :]
+                out_vecs[b_] = vec
+                continue
+            # Restart: keep the Schur vectors of the wanted Ritz values (plus a few, which speeds
+            # convergence: thick restart), never splitting a conjugate pair.
+            keep_n = min(m - 1, k + max(2, (m - k) // 2))
+            mags = np.sort(np.abs(theta))[::-1]
+            thresh = mags[keep_n - 1]
+            T, Z, sdim = scipy.linalg.schur(S, output="real", sort=lambda re, im, t=thresh: np.hypot(re, im) >= t * (1 - 1e-12))
+            if sdim >= m:  # ties pulled in everything: keep a block that leaves room to expand
+                sdim = m - 1 if abs(T[m - 1, m - 2]) == 0 else m - 2
+            Ha[a] = 0.0
+            Ha[a, :sdim, :sdim] = T[:sdim, :sdim]
+            Ha[a, sdim, :sdim] = brow @ Z[:, :sdim]
+            p[b_] = sdim
+            keep_rows.append(a)
+            newV.append((a, sdim, Z[:, :sdim]))
+        for a, sdim, Z in newV:
+            kept = xp.einsum("jn,js->sn", Va[a, :m], xp.asarray(Z.astype(dtype)))
+            Va[a, sdim] = Va[a, m]
+            Va[a, :sdim] = kept
+            Va[a, sdim + 1:] = 0.0
+        Hq[active] = Ha
+        V[idx] = Va
+        active = active[np.asarray(keep_rows, dtype=np.int64)] if keep_rows else active[:0]
+    return EigsResult(eigvals=out_vals, vectors=out_vecs, residual=out_res, converged=converged, nit=nit)

@@ -1,0 +1,169 @@
+"""Matrix-free Newton-Krylov: Newton on r(h) = F(h, x) - h with (J - I) delta = -r solved by
+batched GMRES on J v products; no N x N matrix is ever formed.
+
+Memory per point is O(restart * N) instead of O(N^2), and each GMRES iteration is one GEMM of the
+(B, N) block with the recurrent kernel, so large hidden sizes fit and run at GEMM speed. Written
+against the array namespace of the states: the same code runs on NumPy (CPU tests) and CuPy.
+
+Inexact Newton (Dembo, Eisenstat & Steihaug 1982) with Eisenstat & Walker's (1996) choice 2
+forcing terms: GMRES only solves as accurately as the outer iteration can use, then tighter as the
+residual falls (superlinear convergence). Per-point backtracking on q = ||r||^2 / 2; where the
+Newton direction gives no decrease, a steepest-descent step on q (one w^T J product) is tried,
+and a point where neither decreases q with grad q ~ 0 is a slow point.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from . import status as st
+from ._cells_ref import _xp
+from ._krylov import batched_gmres
+from ._linearize import linearize
+
+__all__ = ["newton_krylov"]
+
+_ARMIJO = 1e-4
+_HALVINGS = 12
+_ETA_MAX = 0.1
+_EW_GAMMA = 0.9
+
+
+def newton_krylov(step, params_arrays, cell, act, H0, X, bounds, opts, *, restart=40, progress=False, method="newton"):
+    """Solve F(h, x) = h from H0 (B, N) with inputs X (1 or B, M); arrays in one namespace.
+
+    Returns (h, status, nit, n_matvec) with status per ``fastfp.status`` (no RUNNING left).
+    ``step(h, X)`` evaluates F; ``bounds`` is the (lower, upper) box holding every root.
+    """
+    xp = _xp(H0)
+    B, N = H0.shape
+    dtype = H0.dtype
+    lower = xp.asarray(bounds[0], dtype=dtype)
+    upper = xp.asarray(bounds[1], dtype=dtype)
+    h = xp.clip(H0, lower, upper)
+    rows = (lambda idx: X) if X.shape[0] == 1 else (lambda idx: X[idx])
+    r = step(h, X) - h
+    status = xp.full(B, st.RUNNING, dtype=xp.int64)
+    nit = xp.zeros(B, dtype=xp.int64)
+    n_matvec = xp.zeros(B, dtype=xp.int64)
+    rn_prev = xp.full(B, np.nan, dtype=dtype)
+    eta_prev = xp.full(B, _ETA_MAX, dtype=dtype)
+    active = xp.arange(B)
+    for it in range(opts["maxiter"] + 1):
+        ha, ra = h[active], r[active]
+        done = _classify(xp, ha, ra, opts)
+        stop = done >= 0
+        if bool(stop.any()):
+            status[active[stop]] = done[stop]
+            active, ha, ra = active[~stop], ha[~stop], ra[~stop]
+        if active.size == 0:
+            break
+        Xa = rows(active)
+        lin = linearize(cell, act, ha, Xa, *params_arrays)
+        grad = lin.vjp(ra) - ra  # grad q = (J - I)^T r
+        slow = xp.abs(grad).max(axis=1) <= opts["gtol"]
+        if bool(slow.any()):
+            status[active[slow]] = st.SLOW_POINT
+            keep = ~slow
+            active, ha, ra, grad = active[keep], ha[keep], ra[keep], grad[keep]
+            lin = lin.take(xp.flatnonzero(keep))
+            Xa = rows(active)
+        if it == opts["maxiter"]:
+            status[active] = st.MAX_ITER
+            break
+        if active.size == 0:
+            break
+        if progress:
+            print(f"fastfp[{method}, matrix-free] iteration {it}: {int(active.size)}/{B} points active", file=sys.stderr)
+        nit[active] += 1
+        rn = xp.sqrt(xp.einsum("bi,bi->b", ra, ra))
+        # Eisenstat-Walker choice 2 with its safeguard; never solve below what atol needs.
+        prev = rn_prev[active]
+        eta = xp.where(xp.isfinite(prev), _EW_GAMMA * (rn / prev) ** 2, _ETA_MAX)
+        guard = _EW_GAMMA * eta_prev[active] ** 2
+        eta = xp.where(guard > 0.1, xp.maximum(eta, guard), eta)
+        floor = 0.5 * opts["atol"] / xp.maximum(rn, np.finfo(dtype).tiny)
+        eta = xp.minimum(_ETA_MAX, xp.maximum(eta, xp.minimum(floor, _ETA_MAX)))
+        eta = xp.maximum(eta, 8 * np.finfo(dtype).eps)
+        rn_prev[active], eta_prev[active] = rn, eta
+
+        cache = {}
+
+        def matvec(idx, V, lin=lin):
+            key = int(idx.size)
+            if key == lin.batch:
+                sub = lin
+            else:
+                sub = cache.get(key)
+                if sub is None:
+                    cache.clear()
+                    sub = cache[key] = lin.take(idx)
+            return sub.jvp(V) - V
+
+        sol = batched_gmres(matvec, -ra, rtol=eta, restart=restart, maxiter=opts.get("krylov_maxiter", 10 * restart))
+        n_matvec[active] += sol.nit + 1
+        delta = sol.x
+        # Trust radius: a near-singular J - I gives huge steps into the saturated region.
+        hn = xp.maximum(1.0, xp.abs(ha).max(axis=1))
+        dn = xp.abs(delta).max(axis=1)
+        scale = xp.minimum(1.0, opts["max_step"] * hn / xp.maximum(dn, np.finfo(dtype).tiny))
+        delta = delta * scale[:, None]
+        qa = 0.5 * rn * rn
+        new_h, new_r, ok = _backtrack(xp, step, rows, active, ha, ra, qa, delta, lower, upper)
+        bad = xp.flatnonzero(~ok)
+        if bad.size and method == "hybrid":
+            # Steepest descent on q where Newton gave nothing, length min(1, ||r|| / ||g||).
+            g = grad[bad]
+            gn = xp.sqrt(xp.einsum("bi,bi->b", g, g))
+            t = xp.minimum(1.0, rn[bad] / xp.maximum(gn, np.finfo(dtype).tiny))
+            sd_h, sd_r, sd_ok = _backtrack(xp, step, rows, active[bad], ha[bad], ra[bad], qa[bad],
+                                           -t[:, None] * g, lower, upper)
+            new_h[bad], new_r[bad] = sd_h, sd_r
+            bad = bad[~sd_ok]
+        if bad.size:
+            # No decrease at all (plain Newton: along the Newton direction, as the dense solver).
+            gmax = xp.abs(grad[bad]).max(axis=1)
+            stationary = gmax <= xp.maximum(opts["gtol"], 1e-6 * xp.abs(ra[bad]).max(axis=1))
+            status[active[bad]] = xp.where(stationary, st.SLOW_POINT, st.DIVERGED)
+        h[active], r[active] = new_h, new_r
+        active = active[status[active] == st.RUNNING]
+    status = xp.where(status == st.RUNNING, st.MAX_ITER, status)
+    return h, status, nit, n_matvec
+
+
+def _classify(xp, h, r, opts):
+    """As solvers._classify_residual, in the namespace of h: RUNNING (-1) where the point goes on."""
+    out = xp.full(h.shape[0], st.RUNNING, dtype=xp.int64)
+    finite = xp.isfinite(r).all(axis=1) & xp.isfinite(h).all(axis=1)
+    hnorm = xp.abs(h).max(axis=1)
+    rnorm = xp.abs(r).max(axis=1)
+    out = xp.where(hnorm > opts["max_norm"], st.DIVERGED, out)
+    if opts.get("tol_q") is not None:
+        q = 0.5 * xp.einsum("bi,bi->b", r, r)
+        out = xp.where(q <= opts["tol_q"], st.Q_TOLERANCE, out)
+    out = xp.where(rnorm <= opts["atol"] + opts["rtol"] * hnorm, st.CONVERGED, out)
+    out = xp.where(~finite, st.NONFINITE, out)
+    return out
+
+
+def _backtrack(xp, step, rows, ids, h, r, q, delta, lower, upper):
+    """Per-point Armijo backtracking on q along delta, inside the root box."""
+    new_h, new_r = h.copy(), r.copy()
+    ok = xp.zeros(h.shape[0], dtype=bool)
+    pending = xp.arange(h.shape[0])
+    alpha = 1.0
+    for _ in range(_HALVINGS + 1):
+        if pending.size == 0:
+            break
+        trial = xp.clip(h[pending] + alpha * delta[pending], lower, upper)
+        r_trial = step(trial, rows(ids[pending])) - trial
+        q_trial = 0.5 * xp.einsum("bi,bi->b", r_trial, r_trial)
+        accept = xp.isfinite(q_trial) & (q_trial <= (1 - 2 * _ARMIJO * alpha) * q[pending])
+        acc = pending[accept]
+        new_h[acc], new_r[acc] = trial[accept], r_trial[accept]
+        ok[acc] = True
+        pending = pending[~accept]
+        alpha *= 0.5
+    return new_h, new_r, ok

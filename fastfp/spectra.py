@@ -1,0 +1,172 @@
+"""Top-k eigenvalues of the Jacobians at many states, matrix-free (no N x N matrix).
+
+For large hidden sizes a dense ``eig`` costs O(N^3) and N^2 memory per point; the analyses only
+need the few modes nearest the unit circle (the integrating and slowest-decaying ones), which
+for these maps are the eigenvalues of largest magnitude. :func:`top_eigs` finds them with a
+batched Krylov-Schur method on J v products (:mod:`fastfp._krylov`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._linearize import linearize
+from ._validate import as_float_array, check_finite, check_params, prepare_inputs, state_size_text
+from .backends import get_kernels
+from .errors import InvalidOptionError, ShapeError
+
+__all__ = ["TopEigs", "top_eigs"]
+
+
+@dataclass(frozen=True)
+class TopEigs:
+    """The k eigenvalues of largest |lambda| of J = dF/dh at B states.
+
+    Attributes
+    ----------
+    eigvals : ndarray, complex, shape (B, k)
+        Sorted by |lambda| descending.
+    right : ndarray, complex, shape (B, N, k)
+        Unit right eigenvectors in columns: J r = lambda r.
+    left : ndarray, complex, shape (B, N, k) or None
+        Left eigenvectors in columns (l^T J = lambda l^T), scaled so that l_i^T r_i = 1
+        (``left=True`` only).
+    residual : ndarray, shape (B, k)
+        ||J r - lambda r||_2 of each right pair (Krylov-Schur's estimate).
+    converged : ndarray of bool, shape (B,)
+        Every wanted pair met ``tol`` (False: the values are the best found within maxiter).
+    nit : ndarray of int, shape (B,)
+        J v products spent per point (twice that with ``left=True``).
+    """
+
+    eigvals: np.ndarray
+    right: np.ndarray
+    left: np.ndarray | None
+    residual: np.ndarray
+    converged: np.ndarray
+    nit: np.ndarray
+
+    @property
+    def time_constants(self) -> np.ndarray:
+        """(B, k) tau = -1 / ln|lambda| in steps."""
+        with np.errstate(divide="ignore"):
+            return -1.0 / np.log(np.abs(self.eigvals))
+
+
+def top_eigs(params, h, x=None, *, k: int = 8, ncv: int | None = None, tol: float = 1e-10,
+             maxiter: int | None = None, left: bool = False, backend: str = "cpu", seed: int = 0) -> TopEigs:
+    """The k eigenvalues of largest magnitude of J = dF/dh at each state, without forming J.
+
+    Parameters
+    ----------
+    params : RNNParams
+    h : array_like, shape (B, N)
+        States (e.g. ``FixedPoints.x``); computed in float64.
+    x : array_like, shape (M,) or (B, M), optional
+        Inputs (``None``: zero).
+    k : int
+        Number of eigenvalues, 1 <= k < N.
+    ncv : int, optional
+        Krylov dimension, k < ncv <= N (default max(2k + 1, k + 16)); memory B x ncv x N.
+    tol : float
+        Stop a point when every wanted pair has ||J r - lambda r|| <= tol * max(|lambda_1|, 1).
+    maxiter : int, optional
+        J v products per point at most (default 200 * ncv).
+    left : bool
+        Also compute left eigenvectors (a second Krylov run on J^T, paired by eigenvalue).
+    backend : {'cpu', 'numpy', 'gpu'}
+    seed : int
+        Seed of the random Krylov start vectors.
+
+    Returns
+    -------
+    TopEigs
+    """
+    check_params(params)
+    get_kernels(backend)  # validates the name (and the GPU's availability)
+    H = as_float_array("h", h, np.float64)
+    if H.ndim == 1:
+        H = H[None, :]
+    if H.ndim != 2 or H.shape[1] != params.state_size:
+        raise ShapeError(f"argument 'h': got shape {np.shape(h)}, expected (B, N) with {state_size_text(params)}")
+    check_finite("h", H)
+    B, N = H.shape
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 1 <= k < N:
+        raise InvalidOptionError(f"argument 'k': got {k!r}, expected an integer with 1 <= k < N = {N}")
+    if ncv is not None and (not isinstance(ncv, (int, np.integer)) or isinstance(ncv, bool) or not k < ncv <= N):
+        raise InvalidOptionError(f"argument 'ncv': got {ncv!r}, expected an integer with k = {k} < ncv <= N = {N}")
+    if not (isinstance(tol, (int, float, np.floating)) and np.isfinite(tol) and tol > 0):
+        raise InvalidOptionError(f"argument 'tol': got {tol!r}, expected a finite number > 0")
+    X = prepare_inputs("x", params, x, B, np.float64)
+    m = int(min(N, max(2 * k + 1, k + 16))) if ncv is None else int(ncv)
+    if maxiter is None:
+        maxiter = 200 * m
+    if not isinstance(maxiter, (int, np.integer)) or isinstance(maxiter, bool) or maxiter < 1:
+        raise InvalidOptionError(f"argument 'maxiter': got {maxiter!r}, expected a positive integer")
+    from ._krylov import batched_eigs
+
+    xp, H_dev, X_dev, w = _on_backend(backend, H, X, params)
+    lin = linearize(params.cell_code, params.nonlinearity_code, H_dev, X_dev, *w)
+    right = batched_eigs(_op(lin, transpose=False), B, N, k, dtype=np.float64, xp=xp, ncv=m, tol=tol,
+                         maxiter=maxiter, seed=seed)
+    vec_r = _host(right.vectors)
+    vec_l = None
+    nit = right.nit
+    if left:
+        lres = batched_eigs(_op(lin, transpose=True), B, N, k, dtype=np.float64, xp=xp, ncv=m, tol=tol,
+                            maxiter=maxiter, seed=seed + 1)
+        vec_l = _pair_left(right.eigvals, lres.eigvals, _host(lres.vectors), vec_r)
+        nit = nit + lres.nit
+    return TopEigs(eigvals=right.eigvals, right=vec_r, left=vec_l, residual=right.residual,
+                   converged=right.converged, nit=nit)
+
+
+def _op(lin, *, transpose):
+    cache = {}
+
+    def matvec(idx, V):
+        # The working set only shrinks, so its size identifies it.
+        n = int(idx.shape[0])
+        if n == lin.batch:
+            sub = lin
+        else:
+            if n not in cache:
+                cache.clear()
+                cache[n] = lin.take(idx)
+            sub = cache[n]
+        return sub.vjp(V) if transpose else sub.jvp(V)
+
+    return matvec
+
+
+def _pair_left(lam_r, lam_l, vec_l, vec_r):
+    """Left vectors reordered to the right eigenvalues' order and scaled so that l^T r = 1."""
+    B, k = lam_r.shape
+    out = np.zeros_like(vec_r)
+    for b in range(B):
+        used = np.zeros(k, bool)
+        for i in range(k):
+            d = np.abs(lam_l[b] - lam_r[b, i])
+            d[used] = np.inf
+            j = int(np.argmin(d))
+            used[j] = True
+            l = vec_l[b, :, j]
+            s = l @ vec_r[b, :, i]
+            out[b, :, i] = l / s if s != 0 else np.nan
+    return out
+
+
+def _host(a):
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+def _on_backend(backend, H, X, params):
+    """The namespace and the arrays (states, inputs, weights) on the backend's device."""
+    w = params.arrays(np.float64)
+    if backend == "gpu":
+        import cupy
+
+        return cupy, cupy.asarray(H), cupy.asarray(X), tuple(cupy.asarray(a) for a in w)
+    return np, H, X, w

@@ -1,0 +1,258 @@
+"""Matrix-free path: linearisation, batched GMRES, batched Krylov-Schur eigs, Newton-Krylov.
+
+Oracles: the NumPy reference JVP/VJP and dense Jacobians (``_cells_ref``), ``numpy.linalg.solve``
+and ``numpy.linalg.eig`` on the same matrices, and the dense Newton solver's roots.
+"""
+
+import numpy as np
+import pytest
+
+import fastfp
+from fastfp import _cells_ref as ref
+from fastfp._krylov import batched_eigs, batched_gmres
+from fastfp._linearize import linearize
+from fastfp.errors import InvalidOptionError, MemoryLimitError, ShapeError
+from fastfp.spectra import top_eigs
+
+CELLS = ["vanilla", "gru", "gru_reset_before", "ugrnn", "lstm"]
+
+
+def _matvec(A):
+    return lambda idx, V: np.einsum("bij,bj->bi", A[idx], V)
+
+
+def _assert_top_eigenvalues(found, dense, atol):
+    """found (B, k) are the k largest-|lambda| eigenvalues among dense (B, N): the magnitudes agree
+    in order and each found value is an eigenvalue (a conjugate pair may be cut at k either way)."""
+    k = found.shape[1]
+    mags = -np.sort(-np.abs(dense), axis=1)[:, :k]
+    np.testing.assert_allclose(-np.sort(-np.abs(found), axis=1), mags, atol=atol)
+    dist = np.abs(found[:, :, None] - dense[:, None, :]).min(axis=2)
+    assert dist.max() < atol
+
+
+# ----------------------------------------------------------------------------- linearisation
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("shared_input", [True, False])
+def test_linearization_matches_reference_jvp_vjp(cell, shared_input):
+    rng = np.random.default_rng(3)
+    p = fastfp.RNNParams.random(cell, hidden_size=9, input_size=4, seed=2, nonlinearity="tanh")
+    w = p.arrays(np.float64)
+    B, N = 6, p.state_size
+    h = rng.standard_normal((B, N)) * 0.7
+    x = rng.standard_normal((1 if shared_input else B, 4))
+    v, u = rng.standard_normal((2, B, N))
+    lin = linearize(p.cell_code, p.nonlinearity_code, h, x, *w)
+    J = ref.jacobian_ref(p.cell_code, p.nonlinearity_code, h, x, *w)
+    np.testing.assert_allclose(lin.jvp(v), np.einsum("bij,bj->bi", J, v), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(lin.vjp(u), np.einsum("bi,bij->bj", u, J), rtol=1e-12, atol=1e-13)
+    sub = lin.take(np.array([4, 1]))
+    np.testing.assert_allclose(sub.jvp(v[[4, 1]]), np.einsum("bij,bj->bi", J[[4, 1]], v[[4, 1]]), atol=1e-13)
+
+
+def test_linearization_relu():
+    p = fastfp.RNNParams.random("vanilla", hidden_size=8, input_size=3, seed=1, nonlinearity="relu")
+    w = p.arrays(np.float64)
+    rng = np.random.default_rng(0)
+    h, x, v = rng.standard_normal((4, 8)), rng.standard_normal((1, 3)), rng.standard_normal((4, 8))
+    lin = linearize(p.cell_code, p.nonlinearity_code, h, x, *w)
+    J = ref.jacobian_ref(p.cell_code, p.nonlinearity_code, h, x, *w)
+    np.testing.assert_allclose(lin.jvp(v), np.einsum("bij,bj->bi", J, v), atol=1e-13)
+
+
+# ----------------------------------------------------------------------------- GMRES
+def test_gmres_solves_batched_systems_with_restarts():
+    rng = np.random.default_rng(0)
+    B, N = 7, 60
+    A = 2 * np.eye(N) + rng.standard_normal((B, N, N)) / np.sqrt(N)
+    b = rng.standard_normal((B, N))
+    res = batched_gmres(_matvec(A), b, rtol=1e-12, restart=8, maxiter=2000)
+    truth = np.linalg.solve(A, b[..., None])[..., 0]
+    assert res.converged.all()
+    np.testing.assert_allclose(res.x, truth, atol=1e-10)
+    # The reported residual is the true one, recomputed.
+    np.testing.assert_allclose(res.residual, np.linalg.norm(b - np.einsum("bij,bj->bi", A, res.x), axis=1), rtol=1e-6)
+    assert (res.nit > 8).all()  # restarted at least once
+
+
+def test_gmres_per_point_stopping_and_x0():
+    rng = np.random.default_rng(1)
+    N = 30
+    easy = np.eye(N) * 3.0  # one iteration: the Krylov space is invariant (happy breakdown)
+    hard = 2 * np.eye(N) + rng.standard_normal((N, N)) / np.sqrt(N)
+    A = np.stack([easy, hard])
+    b = rng.standard_normal((2, N))
+    res = batched_gmres(_matvec(A), b, rtol=1e-11, restart=40)
+    assert res.converged.all()
+    assert res.nit[0] == 1 and res.nit[1] > 5
+    np.testing.assert_allclose(res.x[0], b[0] / 3.0, rtol=1e-12)
+    # Starting at the solution costs nothing.
+    again = batched_gmres(_matvec(A), b, x0=res.x, rtol=1e-6, restart=40)
+    assert (again.nit == 0).all()
+
+
+def test_gmres_reports_non_convergence_at_maxiter():
+    rng = np.random.default_rng(2)
+    N = 80
+    A = (np.eye(N) + 3 * rng.standard_normal((N, N)) / np.sqrt(N))[None]
+    b = rng.standard_normal((1, N))
+    res = batched_gmres(_matvec(A), b, rtol=1e-14, restart=5, maxiter=10)
+    assert not res.converged[0]
+    assert res.nit[0] == 10
+    assert res.residual[0] < np.linalg.norm(b)  # GMRES never increases the residual
+
+
+# ----------------------------------------------------------------------------- eigs
+@pytest.mark.parametrize("k", [1, 4, 9])
+def test_eigs_random_matrices_match_dense_eig(k):
+    rng = np.random.default_rng(k)
+    B, N = 5, 70
+    A = rng.standard_normal((B, N, N)) / np.sqrt(N) + 0.3 * np.eye(N)
+    res = batched_eigs(_matvec(A), B, N, k, tol=1e-11)
+    assert res.converged.all()
+    dense = np.linalg.eigvals(A)
+    dense = np.take_along_axis(dense, np.argsort(-np.abs(dense), axis=1), axis=1)[:, :k]
+    np.testing.assert_allclose(np.abs(res.eigvals), np.abs(dense), atol=1e-9)
+    # Every returned pair is an eigenpair of A, checked independently of the method's estimate.
+    V = np.asarray(res.vectors)
+    resid = np.einsum("bij,bjk->bik", A, V) - V * res.eigvals[:, None, :]
+    assert np.abs(resid).max() < 1e-8
+    np.testing.assert_allclose(np.linalg.norm(V, axis=1), 1.0, rtol=1e-12)
+
+
+def test_eigs_rejects_bad_krylov_dimension():
+    A = np.eye(5)[None]
+    with pytest.raises(ValueError, match="ncv"):
+        batched_eigs(_matvec(A), 1, 5, 4, ncv=4)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm", "ugrnn"])
+def test_top_eigs_match_dense_decomposition(cell):
+    p = fastfp.RNNParams.random(cell, hidden_size=24, input_size=3, scale=2.5 / np.sqrt(24), seed=4)
+    rng = np.random.default_rng(5)
+    h = rng.uniform(-0.8, 0.8, size=(6, p.state_size))
+    te = top_eigs(p, h, k=6, left=True, tol=1e-12)
+    J = fastfp.jacobian(p, h, np.zeros(3), backend="numpy")
+    dense = np.linalg.eigvals(J)
+    assert te.converged.all()
+    # Compare as multisets per point (conjugate pairs may come in either order).
+    _assert_top_eigenvalues(te.eigvals, dense, 1e-9)
+    Rv, Lv, lam = te.right, te.left, te.eigvals
+    assert np.abs(np.einsum("bij,bjk->bik", J, Rv) - Rv * lam[:, None, :]).max() < 1e-9
+    assert np.abs(np.einsum("bji,bjk->bik", J, Lv) - Lv * lam[:, None, :]).max() < 1e-7
+    np.testing.assert_allclose(np.einsum("bnk,bnk->bk", Lv, Rv), 1.0, atol=1e-10)
+    assert te.time_constants.shape == (6, 6)
+
+
+def test_top_eigs_errors():
+    p = fastfp.RNNParams.random("gru", hidden_size=5, input_size=2, seed=0)
+    h = np.zeros((2, 5))
+    with pytest.raises(InvalidOptionError, match="'k'"):
+        top_eigs(p, h, k=5)
+    with pytest.raises(InvalidOptionError, match="'ncv'"):
+        top_eigs(p, h, k=2, ncv=2)
+    with pytest.raises(InvalidOptionError, match="'tol'"):
+        top_eigs(p, h, k=2, tol=-1.0)
+    with pytest.raises(InvalidOptionError, match="'maxiter'"):
+        top_eigs(p, h, k=2, maxiter=0)
+    with pytest.raises(ShapeError, match="'h'"):
+        top_eigs(p, np.zeros((2, 4)), k=2)
+    with pytest.raises(fastfp.NonFiniteError, match="'h'"):
+        top_eigs(p, np.full((1, 5), np.nan), k=2)
+
+
+def test_decompose_top_k_matches_dense():
+    p = fastfp.RNNParams.random("gru", hidden_size=20, input_size=3, scale=3.0 / np.sqrt(20), seed=7)
+    h0 = np.random.default_rng(0).uniform(-0.9, 0.9, (16, 20))
+    fp = fastfp.find_fixed_points(p, h0)
+    fp = fp[fp.success]
+    full = fp.decompose(p)
+    top = fp.decompose(p, k=5)
+    assert top.jacobian is None and top.eigvals.shape == (len(fp), 5)
+    assert top.eigvecs_right.shape == (len(fp), 20, 5)
+    _assert_top_eigenvalues(top.eigvals, full.eigvals, 1e-9)
+    np.testing.assert_allclose(top.input_jacobian, full.input_jacobian, atol=1e-13)
+    assert (top.is_stable == full.is_stable).all()
+    empty = fp[np.zeros(len(fp), bool)].decompose(p, k=5)
+    assert empty.eigvals.shape == (0, 5)
+
+
+# ----------------------------------------------------------------------------- Newton-Krylov
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("method", ["newton", "hybrid"])
+def test_newton_krylov_finds_the_dense_roots(cell, method):
+    p = fastfp.RNNParams.random(cell, hidden_size=12, input_size=3, scale=2.0 / np.sqrt(12), seed=11)
+    rng = np.random.default_rng(0)
+    h0 = rng.uniform(-0.9, 0.9, (40, p.state_size))
+    x = rng.standard_normal(3) * 0.3
+    mf = fastfp.find_fixed_points(p, h0, x, method=method, jacobian="matrix_free")
+    dense = fastfp.find_fixed_points(p, h0, x, method=method, jacobian="dense")
+    assert mf.metadata["jacobian"] == "matrix_free" and dense.metadata["jacobian"] == "dense"
+    assert mf.metadata["n_matvec"] > 0
+    # Random cells with gain 2 have far starts that no Newton variant brings home (dense Newton
+    # converges 36/40 on ugrnn, dense hybrid 21/40); most must converge.
+    assert mf.success.mean() >= 0.8
+    # Independent truth: re-evaluate F with the NumPy reference in float64.
+    r = fastfp.step(p, mf.x[mf.success], x, backend="numpy") - mf.x[mf.success]
+    assert np.abs(r).max() <= 1e-10
+    # Every matrix-free root is one of the dense solver's roots (the set of roots, not the pairing).
+    roots = dense[dense.success].unique(1e-6).x
+    d = np.linalg.norm(mf.x[mf.success][:, None, :] - roots[None], axis=2).min(axis=1)
+    assert d.max() < 1e-6
+
+
+def test_newton_krylov_linear_rnn_closed_form():
+    # relu vanilla with positive pre-activations is linear: h* = (I - W)^-1 (W_ih x + b).
+    rng = np.random.default_rng(4)
+    N, M = 15, 2
+    W = rng.uniform(0, 1, (N, N)) / (2 * N)
+    w_ih = rng.uniform(0, 1, (N, M))
+    b = rng.uniform(0.5, 1, N)
+    p = fastfp.RNNParams("vanilla", w_ih, W, b, np.zeros(N), nonlinearity="relu")
+    x = np.array([0.3, 0.1])
+    fp = fastfp.find_fixed_points(p, rng.uniform(0, 2, (5, N)), x, method="newton", jacobian="matrix_free")
+    truth = np.linalg.solve(np.eye(N) - W, w_ih @ x + b)
+    assert fp.success.all()
+    np.testing.assert_allclose(fp.x, np.broadcast_to(truth, fp.x.shape), atol=1e-10)
+
+
+def test_newton_krylov_reports_slow_point():
+    # relu vanilla with W = I and bias c > 0: in the positive orthant F(h) = h + c, so q = |c|^2 / 2
+    # is constant (grad q = (J - I)^T r = 0) and there is no root: a slow point, not a fixed point.
+    N = 3
+    p = fastfp.RNNParams("vanilla", np.zeros((N, 1)), np.eye(N), np.full(N, 0.1), np.zeros(N), nonlinearity="relu")
+    for method in ("newton", "hybrid"):
+        fp = fastfp.find_fixed_points(p, np.full((2, N), 0.5), method=method, jacobian="matrix_free", maxiter=20)
+        assert (fp.status == fastfp.Status.SLOW_POINT).all()
+        np.testing.assert_allclose(fp.q, 0.5 * 3 * 0.01)
+
+
+def test_jacobian_planner_and_errors():
+    p = fastfp.RNNParams.random("gru", hidden_size=64, input_size=2, seed=0)
+    h0 = np.zeros((3, 64))
+    with pytest.raises(InvalidOptionError, match="'jacobian'"):
+        fastfp.find_fixed_points(p, h0, jacobian="sparse")
+    with pytest.raises(InvalidOptionError, match="'gmres_restart'"):
+        fastfp.find_fixed_points(p, h0, gmres_restart=0)
+    with pytest.raises(InvalidOptionError, match="matrix_free"):
+        fastfp.find_fixed_points(p, h0, method="lm", jacobian="matrix_free")
+    with pytest.raises(InvalidOptionError, match="slow_ratio"):
+        fastfp.find_fixed_points(p, h0, slow_ratio=0.05, jacobian="matrix_free")
+    assert fastfp.find_fixed_points(p, h0).metadata["jacobian"] == "dense"  # small N: dense
+    # 'auto' goes matrix-free when not even one dense point fits in memory_limit.
+    limit = 4 * 64 * 64 * 8  # < 5 N^2 + 16 N doubles: one dense point does not fit
+    fp = fastfp.find_fixed_points(p, h0, memory_limit=limit)
+    assert fp.metadata["jacobian"] == "matrix_free" and fp.success.all()
+    with pytest.raises(MemoryLimitError, match="jacobian='matrix_free'"):
+        fastfp.find_fixed_points(p, h0, jacobian="dense", memory_limit=limit, batch_size="auto")
+    with pytest.raises(MemoryLimitError, match="gmres_restart"):
+        fastfp.find_fixed_points(p, h0, jacobian="matrix_free", memory_limit=100.0, batch_size="auto")
+
+
+def test_auto_picks_matrix_free_for_large_n():
+    from fastfp.solvers import MATRIX_FREE_MIN_N
+
+    N = MATRIX_FREE_MIN_N
+    p = fastfp.RNNParams.random("vanilla", hidden_size=N, input_size=1, seed=0)
+    fp = fastfp.find_fixed_points(p, np.zeros((1, N)), maxiter=3)
+    assert fp.metadata["jacobian"] == "matrix_free"
