@@ -26,7 +26,8 @@ from .model import Model, load_params, save_params
 from .params import CELLS, GATE_ORDER, RNNParams
 from .solvers import METHODS, find_fixed_points, sample_states
 from .status import Status
-from . import tasks
+from . import spectra, tasks
+from .spectra import TopEigs, top_eigs
 from .tasks import TaskData
 
 __all__ = [
@@ -73,4 +74,7 @@ __all__ = [
     "BackendUnavailableError",
     "tasks",
     "TaskData",
+    "spectra",
+    "top_eigs",
+    "TopEigs",
 ]

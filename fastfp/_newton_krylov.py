@@ -31,11 +31,14 @@ _ETA_MAX = 0.1
 _EW_GAMMA = 0.9
 
 
-def newton_krylov(step, params_arrays, cell, act, H0, X, bounds, opts, *, restart=40, progress=False, method="newton"):
+def newton_krylov(step, params_arrays, cell, act, H0, X, bounds, opts, *, restart=40, progress=False, method="newton",
+                  linearize_fn=linearize):
     """Solve F(h, x) = h from H0 (B, N) with inputs X (1 or B, M); arrays in one namespace.
 
     Returns (h, status, nit, n_matvec) with status per ``fastfp.status`` (no RUNNING left).
-    ``step(h, X)`` evaluates F; ``bounds`` is the (lower, upper) box holding every root.
+    ``step(h, X)`` evaluates F; ``bounds`` is the (lower, upper) box holding every root;
+    ``linearize_fn(cell, act, h, X, *params_arrays)`` gives the Linearization (the GPU backend
+    passes its fused one).
     """
     xp = _xp(H0)
     B, N = H0.shape
@@ -61,7 +64,7 @@ def newton_krylov(step, params_arrays, cell, act, H0, X, bounds, opts, *, restar
         if active.size == 0:
             break
         Xa = rows(active)
-        lin = linearize(cell, act, ha, Xa, *params_arrays)
+        lin = linearize_fn(cell, act, ha, Xa, *params_arrays)
         grad = lin.vjp(ra) - ra  # grad q = (J - I)^T r
         slow = xp.abs(grad).max(axis=1) <= opts["gtol"]
         if bool(slow.any()):

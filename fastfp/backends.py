@@ -13,11 +13,15 @@ from typing import Callable
 
 from .errors import BackendUnavailableError, InvalidOptionError, MissingDependencyError
 
-__all__ = ["BACKENDS", "Kernels", "get_kernels"]
+__all__ = ["BACKENDS", "Kernels", "get_kernels", "gpu_available"]
 
 BACKENDS = ("cpu", "numpy", "gpu")
 
-_MODULES = {"numpy": ("fastfp._cells_ref", "_ref"), "cpu": ("fastfp._cells_cpu", "_cpu")}
+_MODULES = {
+    "numpy": ("fastfp._cells_ref", "_ref"),
+    "cpu": ("fastfp._cells_cpu", "_cpu"),
+    "gpu": ("fastfp._cells_gpu", "_gpu"),
+}
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,16 @@ class Kernels:
 
 
 _cache: dict[str, Kernels] = {}
+
+
+def gpu_available() -> bool:
+    """True when CuPy imports and sees at least one CUDA device."""
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # no cupy, no driver, no device: all mean "no GPU"
+        return False
 
 
 def get_kernels(backend: str) -> Kernels:
@@ -53,10 +67,10 @@ def get_kernels(backend: str) -> Kernels:
                 "argument 'backend': 'gpu' needs CuPy, which is not installed; "
                 "install the extra with: pip install 'fastfp-rnn[gpu]'"
             ) from None
-        raise BackendUnavailableError(
-            "argument 'backend': the 'gpu' backend is not available in this version of fastfp yet; "
-            "use backend='cpu'"
-        )
+        if not gpu_available():
+            raise BackendUnavailableError(
+                "argument 'backend': 'gpu' needs a CUDA device, but CuPy sees none; use backend='cpu'"
+            )
     module_name, suffix = _MODULES[backend]
     module = importlib.import_module(module_name)
     kernels = Kernels(

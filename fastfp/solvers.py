@@ -248,9 +248,10 @@ def find_fixed_points(
         )
     if not isinstance(gmres_restart, (int, np.integer)) or isinstance(gmres_restart, bool) or gmres_restart < 1:
         raise InvalidOptionError(f"argument 'gmres_restart': got {gmres_restart!r}, expected an integer >= 1")
-    mode = _plan_jacobian(method, jacobian, N, dtype, opts, memory_limit)
+    mode = _plan_jacobian(method, jacobian, N, dtype, opts, memory_limit, backend)
     opts["gmres_restart"] = int(gmres_restart)
-    chunk = _plan_chunks(method, B, N, dtype, batch_size, memory_limit, mode=mode, restart=int(gmres_restart))
+    chunk = _plan_chunks(method, B, N, dtype, batch_size, memory_limit, mode=mode, restart=int(gmres_restart),
+                         backend=backend)
     metadata = {
         "method": method,
         "jacobian": mode,
@@ -276,7 +277,11 @@ def find_fixed_points(
     return result
 
 
-def _default_memory_limit(memory_limit):
+def _default_memory_limit(memory_limit, backend="cpu"):
+    if memory_limit is None and backend == "gpu":
+        import cupy
+
+        return 0.8 * cupy.cuda.Device().mem_info[0]  # free device memory
     if memory_limit is None:
         try:
             memory_limit = 0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
@@ -290,9 +295,17 @@ def _dense_bytes_per_point(N, itemsize):
     return (5 * N * N + 16 * N) * itemsize
 
 
-def _plan_jacobian(method, jacobian, N, dtype, opts, memory_limit):
+def _plan_jacobian(method, jacobian, N, dtype, opts, memory_limit, backend="cpu"):
     """'dense' or 'matrix_free' for this solve (see find_fixed_points' ``jacobian``)."""
     can_mf = method in ("newton", "hybrid") and opts["slow_ratio"] is None
+    if backend == "gpu":
+        if not can_mf or jacobian == "dense":
+            raise InvalidOptionError(
+                f"argument 'backend': 'gpu' runs the matrix-free Newton-Krylov solver (method 'newton' or "
+                f"'hybrid', jacobian 'auto' or 'matrix_free', no slow_ratio); got method={method!r}, "
+                f"jacobian={jacobian!r}, slow_ratio={opts['slow_ratio']!r}; use backend='cpu' for the others"
+            )
+        return "matrix_free"
     if jacobian == "matrix_free":
         if not can_mf:
             why = "slow-manifold mode (slow_ratio)" if opts["slow_ratio"] is not None else f"method={method!r}"
@@ -307,7 +320,7 @@ def _plan_jacobian(method, jacobian, N, dtype, opts, memory_limit):
     return "matrix_free" if (N >= MATRIX_FREE_MIN_N or too_big) else "dense"
 
 
-def _plan_chunks(method, B, N, dtype, batch_size, memory_limit, *, mode="dense", restart=40):
+def _plan_chunks(method, B, N, dtype, batch_size, memory_limit, *, mode="dense", restart=40, backend="cpu"):
     itemsize = dtype.itemsize
     if method == "adam":
         per_point = 16 * N * itemsize
@@ -316,7 +329,7 @@ def _plan_chunks(method, B, N, dtype, batch_size, memory_limit, *, mode="dense",
         per_point = (restart + 1 + 32) * N * itemsize
     else:
         per_point = _dense_bytes_per_point(N, itemsize)
-    memory_limit = _default_memory_limit(memory_limit)
+    memory_limit = _default_memory_limit(memory_limit, backend)
     fits = int(memory_limit // per_point)
     if batch_size == "auto":
         if fits < 1:
@@ -597,14 +610,28 @@ def _matrix_free(kernels, params, H0, X, method, opts, progress, metadata):
 
     cell, act = params.cell_code, params.nonlinearity_code
     w = params.arrays(H0.dtype)
+    if kernels.name == "gpu":
+        # Everything stays on the device; only the final states come back for _finish.
+        import cupy
 
-    def step(h, Xr):
-        return kernels.step(cell, act, h, Xr, *w)
+        from ._cells_gpu import device_cells
 
-    h, status, nit, n_matvec = newton_krylov(
-        step, w, cell, act, H0, X, state_bounds(params), opts,
-        restart=opts["gmres_restart"], progress=progress, method=method,
-    )
+        dev = device_cells()
+        wd = tuple(cupy.asarray(a) for a in w)
+        h, status, nit, n_matvec = newton_krylov(
+            lambda h, Xr: dev.step(cell, act, h, Xr, *wd), wd, cell, act, cupy.asarray(H0), cupy.asarray(X),
+            state_bounds(params), opts, restart=opts["gmres_restart"], progress=progress, method=method,
+            linearize_fn=dev.linearize,
+        )
+        h, status, nit, n_matvec = (cupy.asnumpy(a) for a in (h, status, nit, n_matvec))
+    else:
+        def step(h, Xr):
+            return kernels.step(cell, act, h, Xr, *w)
+
+        h, status, nit, n_matvec = newton_krylov(
+            step, w, cell, act, H0, X, state_bounds(params), opts,
+            restart=opts["gmres_restart"], progress=progress, method=method,
+        )
     metadata = dict(metadata, n_matvec=int(n_matvec.sum()))
     return _finish(kernels, params, H0, X, h, status, nit, opts, metadata)
 

@@ -108,7 +108,12 @@ def top_eigs(params, h, x=None, *, k: int = 8, ncv: int | None = None, tol: floa
     from ._krylov import batched_eigs
 
     xp, H_dev, X_dev, w = _on_backend(backend, H, X, params)
-    lin = linearize(params.cell_code, params.nonlinearity_code, H_dev, X_dev, *w)
+    if backend == "gpu":
+        from ._cells_gpu import device_cells
+
+        lin = device_cells().linearize(params.cell_code, params.nonlinearity_code, H_dev, X_dev, *w)
+    else:
+        lin = linearize(params.cell_code, params.nonlinearity_code, H_dev, X_dev, *w)
     right = batched_eigs(_op(lin, transpose=False), B, N, k, dtype=np.float64, xp=xp, ncv=m, tol=tol,
                          maxiter=maxiter, seed=seed)
     vec_r = _host(right.vectors)
