@@ -496,7 +496,7 @@ def _write_run_report(path, summary, *, model, data, traj, roots, kept, kept_all
             rp.eigenvalue_figure(kept),
         ))
         figures.append((
-            f"Time constants tau = 1/|ln|lambda|| by rank at each slow point; modes above the horizon "
+            f"Time constants τ = 1/|ln|λ|| by rank at each slow point; modes above the horizon "
             f"({horizon:g} steps, the median document length) integrate over a document.",
             rp.time_constants_figure(kept, horizon=horizon),
         ))
