@@ -29,6 +29,8 @@ SIZES = {
              "solve_batch": {64: 512, 128: 256, 256: 64, 512: 16, 1024: 4}, "repeats": 7},
 }
 INPUT_SIZE = 8
+# The Jacobian batch is capped so that the (B, N, N) output stays near 64 MB in float64.
+JACOBIAN_ELEMENTS = 8_000_000
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ class BenchRow:
     backend : str
     dtype : str
     batch : int
-        States per call (B).
+        States per call (B; smaller for large Jacobians, whose output is B N^2 numbers).
     hidden_size, state_size : int
         H and N (N = 2H for the LSTM).
     median_s, min_s : float
@@ -181,8 +183,9 @@ def run_bench(size: str = "default", *, repeats: int | None = None, min_time: fl
         for backend in backends:
             add("step", cell, backend, B, H, N,
                 _time(lambda: fastfp.step(params, h, x, backend=backend), repeats, min_time))
-            add("jacobian", cell, backend, B, H, N,
-                _time(lambda: fastfp.jacobian(params, h, x, backend=backend), repeats, min_time))
+            Bj = min(B, max(4, JACOBIAN_ELEMENTS // (N * N)))
+            add("jacobian", cell, backend, Bj, H, N,
+                _time(lambda: fastfp.jacobian(params, h[:Bj], x, backend=backend), repeats, min_time))
         Bs = grid["solve_batch"].get(N) or grid["solve_batch"][min(grid["solve_batch"], key=lambda k: abs(k - N))]
         h0 = h[:Bs] if Bs <= B else (0.5 * rng.standard_normal((Bs, N))).astype(dtype)
         result = {}
