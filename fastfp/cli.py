@@ -476,10 +476,11 @@ def _write_run_report(path, summary, *, model, data, traj, roots, kept, kept_all
     """The HTML report of `fastfp run`: summary table and the study's four figures."""
     import numpy as np
 
-    from . import report as rp
+    from . import analysis, report as rp
 
     horizon = summary["integration_modes"]["horizon"]
     mask = data.mask()
+    states_pca = analysis.pca(traj[mask])  # one SVD for the PC figure and the variance figure
     labels = data.labels if np.ndim(data.labels) == 1 else None
     figures = []
     if len(kept) >= 1:
@@ -487,7 +488,7 @@ def _write_run_report(path, summary, *, model, data, traj, roots, kept, kept_all
             "Slow points (colour: log10 q, the speed) and exact fixed points (stars) with test trajectories "
             "(coloured by class) on the principal components of the hidden states; arrows: readout directions.",
             rp.fixed_points_figure(kept, states=traj, state_mask=mask, labels=labels, readout=model.readout_weight,
-                                   highlight=roots.x, point_label="distinct slow points",
+                                   highlight=roots.x, point_label="distinct slow points", basis=states_pca,
                                    title=f"{summary['model']}: attractor in PC space"),
         ))
         figures.append((
@@ -500,7 +501,7 @@ def _write_run_report(path, summary, *, model, data, traj, roots, kept, kept_all
             f"({horizon:g} steps, the median document length) integrate over a document.",
             rp.time_constants_figure(kept, horizon=horizon),
         ))
-    sets = {"hidden states": traj[mask]}
+    sets = {"hidden states": states_pca}
     if len(kept_all) >= 2:  # all kept points, as in the summary's participation ratio
         sets = {"slow points": kept_all.x, **sets}
     figures.append(("Explained variance of the principal components (bars) and cumulative (lines).",

@@ -133,8 +133,9 @@ def fixed_points_figure(points, *, q=None, states=None, state_mask=None, labels=
         the h half of the state.
     highlight : array_like, shape (K, N), optional
         Extra points drawn as black stars (e.g. the exact fixed points among slow points).
-    basis : {'auto', 'points', 'states'}
-        What the PCA is fitted on; 'auto' uses the states when given, else the points.
+    basis : {'auto', 'points', 'states'} or PCAResult
+        What the PCA is fitted on ('auto': the states when given, else the points), or a fitted
+        :func:`fastfp.analysis.pca` result (with >= 2 components) to project on.
     n_trajectories : int
     point_label : str
         Legend name of the points (e.g. 'slow points').
@@ -146,13 +147,20 @@ def fixed_points_figure(points, *, q=None, states=None, state_mask=None, labels=
         PC1-PC2 and, when N >= 3, PC1-PC3 panels; the first scatter collection of each panel holds
         exactly the finite points.
     """
-    from .analysis import pca
+    from .analysis import PCAResult, pca
 
     Figure = _figure_class()
     x, q = _points_and_q(points, q)
     N = x.shape[1]
-    if basis not in ("auto", "points", "states"):
-        raise InvalidOptionError(f"argument 'basis': got {basis!r}, expected 'auto', 'points' or 'states'")
+    fitted = basis if isinstance(basis, PCAResult) else None
+    if fitted is not None:
+        if fitted.components.shape[1] != N or fitted.components.shape[0] < min(2, N):
+            raise ShapeError(
+                f"argument 'basis': a PCA with components of shape {fitted.components.shape}, expected (K >= 2, {N})"
+            )
+        basis = "given"
+    elif not isinstance(basis, str) or basis not in ("auto", "points", "states"):
+        raise InvalidOptionError(f"argument 'basis': got {basis!r}, expected 'auto', 'points', 'states' or a PCAResult")
     if isinstance(n_trajectories, bool) or not isinstance(n_trajectories, (int, np.integer)) or n_trajectories < 0:
         raise InvalidOptionError(f"argument 'n_trajectories': got {n_trajectories!r}, expected an integer >= 0")
     S = mask = None
@@ -191,14 +199,17 @@ def fixed_points_figure(points, *, q=None, states=None, state_mask=None, labels=
         if H.ndim != 2 or H.shape[1] != N:
             raise ShapeError(f"argument 'highlight': got shape {H.shape}, expected (K, {N})")
 
-    use_states = S is not None and mask.sum() >= 2 and basis != "points"
-    fit = S[mask] if use_states else x
-    if fit.shape[0] < 2:
-        raise ShapeError(
-            f"argument 'points': {fit.shape[0]} finite point(s) and no trajectories; a PCA needs at least 2 states"
-        )
-    res = pca(fit, n_components=min(3, N))
-    K = res.components.shape[0]
+    use_states = S is not None and mask.sum() >= 2 and basis in ("auto", "states")
+    if fitted is None:
+        fit = S[mask] if use_states else x
+        if fit.shape[0] < 2:
+            raise ShapeError(
+                f"argument 'points': {fit.shape[0]} finite point(s) and no trajectories; a PCA needs at least 2 states"
+            )
+        res = pca(fit, n_components=min(3, N))
+    else:
+        res = fitted
+    K = min(3, res.components.shape[0])
     pairs = [(0, 1)] + ([(0, 2)] if K >= 3 else [])
     if K < 2:
         pairs = [(0, 0)]
@@ -245,7 +256,8 @@ def fixed_points_figure(points, *, q=None, states=None, state_mask=None, labels=
     if q is not None and norm is not None:
         cb = fig.colorbar(sc, ax=list(axes), shrink=0.85)
         cb.set_label("log10 q (speed)")
-    fig.suptitle(title or f"Points and trajectories on the principal components of the {'states' if use_states else 'points'}")
+    what = "the given PCA" if fitted is not None else "states" if use_states else "points"
+    fig.suptitle(title or f"Points and trajectories on the principal components ({what})")
     return fig
 
 

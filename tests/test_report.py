@@ -130,6 +130,20 @@ def test_fixed_points_figure_errors(rng, kwargs, error, text):
         rp.fixed_points_figure(x, **kwargs)
 
 
+def test_fixed_points_figure_on_a_given_pca(rng):
+    x, q = _plane_points(rng)
+    other = rng.standard_normal((50, 6)) * [4, 3, 2, 1, 1, 1]
+    res = fastfp.analysis.pca(other)
+    fig = rp.fixed_points_figure(x, q=q, basis=res)
+    np.testing.assert_allclose(_first_scatter(fig.axes[0]).get_offsets(), res.transform(x)[:, :2])
+    np.testing.assert_allclose(_first_scatter(fig.axes[1]).get_offsets(), res.transform(x)[:, [0, 2]])
+    assert "given PCA" in fig._suptitle.get_text()
+    with pytest.raises(ShapeError, match="'basis'"):
+        rp.fixed_points_figure(x, basis=fastfp.analysis.pca(other[:, :5]))
+    with pytest.raises(InvalidOptionError, match="'basis'"):
+        rp.fixed_points_figure(x, basis=3)
+
+
 def test_fixed_points_figure_needs_two_states():
     with pytest.raises(ShapeError, match="at least 2"):
         rp.fixed_points_figure(np.ones((1, 4)))
