@@ -710,7 +710,7 @@ def convert(weights, output, cell, layer, direction, key_prefix) -> None:
 
 @main.command()
 @click.option("--quick", "size", flag_value="quick", help="Smallest grid (one cell, one size; about a second).")
-@click.option("--full", "size", flag_value="full", help="Larger grid (four cells, H up to 512; a minute or more).")
+@click.option("--full", "size", flag_value="full", help="Larger grid (four cells, H up to 512; about half a minute).")
 @click.option("--repeats", type=click.IntRange(min=1), default=None, help="Timed repeats per case (default 3 / 5 / 7).")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True)
 @click.option("--reference", is_flag=True, help="Also time the NumPy reference backend (step, Jacobian).")
