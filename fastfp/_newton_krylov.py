@@ -78,7 +78,9 @@ def newton_krylov(step, params_arrays, cell, act, H0, X, bounds, opts, *, restar
             break
         if active.size == 0:
             break
-        if progress:
+        if callable(progress):  # a progress bar's hook: points finished in this chunk
+            progress(B - int(active.size))
+        elif progress:
             print(f"fastfp[{method}, matrix-free] iteration {it}: {int(active.size)}/{B} points active", file=sys.stderr)
         nit[active] += 1
         rn = xp.sqrt(xp.einsum("bi,bi->b", ra, ra))

@@ -15,6 +15,7 @@ import click
 from ._version import __version__
 
 DEFAULT_MODEL = "gru64_cat3.npz"
+DEFAULT_REPORT = "fastfp-report.html"
 TASKS = ("categorical", "ordered", "multilabel")
 
 
@@ -250,21 +251,103 @@ def _search_options(f):
     return f
 
 
+class _Bar:
+    """A minimal progress bar on stderr (no dependency): shown on a terminal or when forced.
+
+    Silent under --quiet; redraws at most every 0.1 s and always on completion.
+    """
+
+    def __init__(self, label, total, *, force=False):
+        ctx = click.get_current_context(silent=True)
+        quiet = bool(ctx is not None and (ctx.find_root().obj or {}).get("quiet"))
+        stream = click.get_text_stream("stderr")
+        self.enabled = not quiet and (force or stream.isatty())
+        self.label, self.total, self.done, self._last = label, max(int(total), 0), 0, -1.0
+
+    def __call__(self, n_done, n_total=None):
+        if n_total is not None:
+            self.total = int(n_total)
+        self.done = min(int(n_done), self.total)
+        now = time.perf_counter()
+        if self.enabled and (now - self._last >= 0.1 or self.done >= self.total):
+            self._last = now
+            width = 30
+            fill = width * self.done // self.total if self.total else width
+            click.echo(f"\r{self.label} [{'#' * fill}{'-' * (width - fill)}] {self.done}/{self.total}", err=True, nl=False)
+
+    def __enter__(self):
+        self(0)
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            click.echo("", err=True)
+        return False
+
+
+def _report_target(report, no_report):
+    """(path, explicit) of the report to write, or (None, False); checks matplotlib up front.
+
+    An explicit --report without matplotlib is an error; the implicit default report is skipped
+    with a note on stderr (printed even with --quiet: a missing report must not go unnoticed).
+    """
+    from .errors import MissingDependencyError
+
+    if report is not None and no_report:
+        raise click.UsageError("options '--report' and '--no-report' exclude each other")
+    if no_report:
+        return None, False
+    path, explicit = (report, True) if report is not None else (DEFAULT_REPORT, False)
+    import os
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        from .errors import InvalidOptionError
+
+        raise InvalidOptionError(f"option '--report': got {path}, but the folder {folder} does not exist")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        msg = "the HTML report needs matplotlib; install the extra: pip install 'fastfp-rnn[report]'"
+        if explicit:
+            raise MissingDependencyError(f"option '--report': {msg}") from None
+        click.echo(f"fastfp: note: no report written: {msg} (or pass --no-report)", err=True)
+        return None, False
+    return path, explicit
+
+
+def _report_options(f):
+    f = click.option("--no-report", is_flag=True, help="Do not write the HTML report.")(f)
+    f = click.option("--report", "report", type=click.Path(dir_okay=False), default=None,
+                     help=f"HTML report to write (default: {DEFAULT_REPORT} in the current folder; "
+                          "needs the 'report' extra).")(f)
+    return f
+
+
+_progress_option = click.option("--progress", "force_progress", is_flag=True,
+                                help="Show progress bars even when stderr is not a terminal.")
+
+
 # ============================================================================ commands
 @main.command()
 @click.argument("weights", required=False, type=click.Path(exists=True, dir_okay=False))
 @_data_options
 @_search_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, as_json) -> None:
+@_report_options
+@_progress_option
+def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, as_json, report, no_report,
+        force_progress) -> None:
     """Analyse a network: roots, slow manifold, dimension, word counts.
 
     WEIGHTS (optional) is any file fastfp.load reads (torch .pt, .safetensors, Flax msgpack, .npz);
     without it the shipped 3-class GRU classifier is analysed on its own task. Reports the exact
     fixed points, the slow manifold (slow-point mode) and its dimension, integration modes, the
-    word-count prediction of the dimension and the readout geometry.
+    word-count prediction of the dimension and the readout geometry, and writes them with figures
+    to a self-contained HTML report (--report PATH; --no-report to skip).
     """
     t0 = time.perf_counter()
+    report_path, _ = _report_target(report, no_report)
     import numpy as np
 
     import fastfp
@@ -275,15 +358,18 @@ def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, as_
     data = _task_data(model, task, classes, length, corpus, n_docs, seed)
     _log(f"model {name}: {params.cell} N={params.state_size}; data {data.name} n={data.n_docs} L={data.max_length}")
     xs = _input_sequences(model, data)
-    h0 = _initial_states(params, xs, data, states, noise, seed)
+    traj = fastfp.rollout(params, None, xs, lengths=data.lengths)
+    h0 = fastfp.sample_states(traj, states, noise=noise, mask=data.mask(), seed=seed)
     x = np.zeros(params.input_size)
 
     _log(f"solving for exact fixed points from {states} states ...")
-    exact = fastfp.find_fixed_points(params, h0, x)
+    with _Bar("exact fixed points", states, force=force_progress) as bar:
+        exact = fastfp.find_fixed_points(params, h0, x, progress=bar)
     roots = exact[exact.success].unique(1e-3)
     roots_d = roots.decompose(params)
     _log("solving in slow-point mode (slow_ratio 0.05, slow_speed 1e-3) ...")
-    slow = fastfp.find_fixed_points(params, h0, x, slow_ratio=0.05, slow_speed=1e-3)
+    with _Bar("slow points       ", states, force=force_progress) as bar:
+        slow = fastfp.find_fixed_points(params, h0, x, slow_ratio=0.05, slow_speed=1e-3, progress=bar)
     kept = slow[slow.success | slow.is_slow_point]
     if len(kept) >= 2:
         dim = analysis.manifold_dimension(kept)
@@ -327,8 +413,16 @@ def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, as_
         },
         "wordcount_prediction": {"dimension": wc.dimension, "participation_ratio": wc.participation_ratio},
         "readout": readout,
-        "wall_time_s": time.perf_counter() - t0,
+        "report": None,
+        "wall_time_s": time.perf_counter() - t0,  # the analysis; updated below to include the report
     }
+    if report_path is not None:
+        _log("drawing the figures of the report ...")
+        _write_run_report(report_path, summary, model=model, data=data, traj=traj, roots=roots, kept=kept_d,
+                          kept_all=kept)
+        summary["report"] = str(report_path)
+        _log(f"report written to {report_path}")
+    summary["wall_time_s"] = time.perf_counter() - t0
     if as_json:
         _echo_json(summary)
         return
@@ -347,8 +441,82 @@ def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, as_
     if readout is not None:
         angles = ", ".join(f"{a:.1f}" for a in readout["pairwise_angles"])
         lines.append(f"readout angles   {angles} deg (simplex {readout['simplex_angle']:.1f})")
+    if summary["report"] is not None:
+        lines.append(f"report           {summary['report']}")
     lines.append(f"wall time        {summary['wall_time_s']:.2f} s")
     click.echo("\n".join(lines))
+
+
+def _summary_rows(summary):
+    """The run summary as (label, value) rows of the HTML report's table."""
+    fp, sp, im, wc = summary["fixed_points"], summary["slow_points"], summary["integration_modes"], summary["wordcount_prediction"]
+    d = summary["data"]
+    rows = [
+        ("model", f"{summary['model']} ({summary['cell']}, N={summary['state_size']})"),
+        ("data", f"{d['name']}: {d['docs']} docs, length {d['length']}, {d['classes']} classes"),
+        ("initial states", summary["initial_states"]),
+        ("fixed points", f"{fp['found']} found, {fp['converged']} converged, {fp['distinct']} distinct, {fp['stable']} stable"),
+        ("solver status (exact)", ", ".join(f"{k} {v}" for k, v in fp["status"].items())),
+        ("slow points", f"{sp['kept']} kept ({sp['distinct']} distinct); status "
+                        + ", ".join(f"{k} {v}" for k, v in sp["status"].items())),
+        ("manifold participation ratio", sp["participation_ratio"]),
+        ("components for 90% / 95%", f"{sp['n90']} / {sp['n95']}"),
+        ("explained variance, top 4", ", ".join(f"{v:.3f}" for v in sp["top_variance"]) or None),
+        ("integration modes (median)", f"{im['median']} (two-sided {im['median_two_sided']}) at horizon {im['horizon']:g} steps"),
+        ("word-count prediction", f"dimension {wc['dimension']} (PR {wc['participation_ratio']:.2f})"),
+    ]
+    if summary["readout"] is not None:
+        r = summary["readout"]
+        rows.append(("readout angles", ", ".join(f"{a:.1f}" for a in r["pairwise_angles"])
+                     + f" deg (simplex {r['simplex_angle']:.1f}, max deviation {r['max_deviation']:.1f})"))
+    rows.append(("wall time of the analysis", f"{summary['wall_time_s']:.2f} s"))
+    return rows
+
+
+def _write_run_report(path, summary, *, model, data, traj, roots, kept, kept_all):
+    """The HTML report of `fastfp run`: summary table and the study's four figures."""
+    import numpy as np
+
+    from . import analysis, report as rp
+
+    horizon = summary["integration_modes"]["horizon"]
+    mask = data.mask()
+    states_pca = analysis.pca(traj[mask])  # one SVD for the PC figure and the variance figure
+    labels = data.labels if np.ndim(data.labels) == 1 else None
+    figures = []
+    if len(kept) >= 1:
+        figures.append((
+            "Slow points (colour: log10 q, the speed) and exact fixed points (stars) with test trajectories "
+            "(coloured by class) on the principal components of the hidden states; arrows: readout directions.",
+            rp.fixed_points_figure(kept, states=traj, state_mask=mask, labels=labels, readout=model.readout_weight,
+                                   highlight=roots.x, point_label="distinct slow points", basis=states_pca,
+                                   title=f"{summary['model']}: attractor in PC space"),
+        ))
+        figures.append((
+            "Eigenvalues of the Jacobian at each distinct slow point, with the unit circle; right: close-up at 1, "
+            "where the integrating (slow) modes lie.",
+            rp.eigenvalue_figure(kept),
+        ))
+        figures.append((
+            f"Time constants τ = 1/|ln|λ|| by rank at each slow point; modes above the horizon "
+            f"({horizon:g} steps, the median document length) integrate over a document.",
+            rp.time_constants_figure(kept, horizon=horizon),
+        ))
+    sets = {"hidden states": states_pca}
+    if len(kept_all) >= 2:  # all kept points, as in the summary's participation ratio
+        sets = {"slow points": kept_all.x, **sets}
+    figures.append(("Explained variance of the principal components (bars) and cumulative (lines).",
+                    rp.explained_variance_figure(sets)))
+    notes = [
+        "Exact fixed points solve F(h, 0) = h to 1e-10; slow points are where the solver stopped on the slow "
+        "manifold (slow_ratio 0.05, speed below 1e-3). q = |F(h) - h|^2 / 2 is the speed of a point.",
+        "Participation ratio PR = (sum v)^2 / sum v^2 of the explained-variance ratios v; the word-count "
+        "prediction is the dimension of the class-mean word-frequency matrix (Aitken et al., 2021).",
+    ]
+    if len(kept) == 0:
+        notes.append("No slow point was found: the eigenvalue and time-constant figures are left out.")
+    rp.write_html_report(path, title=f"fastfp run: {summary['model']}", summary_rows=_summary_rows(summary),
+                         figures=figures, notes=notes)
 
 
 @main.command()
@@ -366,8 +534,9 @@ def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, as_
 @click.option("--keep", type=click.Choice(["distinct", "all"]), default="distinct", show_default=True,
               help="Save the distinct points (unique 1e-3) or every point.")
 @_data_options
+@_progress_option
 def find(weights, output, input_spec, states, noise, seed, method, backend, atol, maxiter, dtype, slow_ratio,
-         keep, task, classes, corpus, n_docs, length) -> None:
+         keep, task, classes, corpus, n_docs, length, force_progress) -> None:
     """Find fixed points of WEIGHTS and save them (-o) as a .npz.
 
     WEIGHTS is any file fastfp.load reads. Initial states come from rollouts of task (or corpus)
@@ -385,8 +554,9 @@ def find(weights, output, input_spec, states, noise, seed, method, backend, atol
     x = _resolve_input(input_spec, model, data, xs)
     h0 = _initial_states(params, xs, data, states, noise, seed)
     _log(f"solving {states} states with {method} on {backend} ({dtype}) ...")
-    fp = fastfp.find_fixed_points(params, h0, x, method=method, backend=backend, atol=atol, maxiter=maxiter,
-                                  dtype=np.dtype(dtype), slow_ratio=slow_ratio)
+    with _Bar("fixed points", states, force=force_progress) as bar:
+        fp = fastfp.find_fixed_points(params, h0, x, method=method, backend=backend, atol=atol, maxiter=maxiter,
+                                      dtype=np.dtype(dtype), slow_ratio=slow_ratio, progress=bar)
     distinct = fp.unique(1e-3)
     out = distinct if keep == "distinct" else fp
     _log(f"eigen-decomposition of {len(out)} points ...")
@@ -407,8 +577,15 @@ def find(weights, output, input_spec, states, noise, seed, method, backend, atol
 @main.command()
 @click.argument("fixedpoints", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def analyze(fixedpoints, as_json) -> None:
-    """Eigen-analysis summary of a saved (decomposed) FixedPoints file."""
+@click.option("--report", type=click.Path(dir_okay=False), default=None,
+              help="Also write an HTML report with the figures (needs the 'report' extra).")
+@click.option("--horizon", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Steps a mode must last to integrate (e.g. the document length): counts integration "
+                   "modes and draws the line in the time-constant figure.")
+def analyze(fixedpoints, as_json, report, horizon) -> None:
+    """Eigen-analysis summary of a saved (decomposed) FixedPoints file; figures with --report."""
+    if report is not None:
+        _report_target(report, False)  # fails now, before any work, when matplotlib is missing
     import numpy as np
 
     import fastfp
@@ -430,18 +607,76 @@ def analyze(fixedpoints, as_json) -> None:
         "max_residual": float(np.max(fp.residual)) if len(fp) else None,
         "participation_ratio": pr.participation_ratio if pr else None,
         "n95": pr.n_components_95 if pr else None,
+        "integration_modes": None,
+        "report": None,
     }
+    if horizon is not None and len(fp):
+        modes = analysis.integration_modes(fp, horizon=horizon)
+        summary["integration_modes"] = {"horizon": horizon, "median": modes.median,
+                                        "counts": {int(k): int(v) for k, v in zip(*np.unique(modes.n_modes[modes.valid], return_counts=True))}}
+    if report is not None:
+        _write_analyze_report(report, summary, fp, horizon)
+        summary["report"] = str(report)
+        _log(f"report written to {report}")
     if as_json:
         _echo_json(summary)
         return
     t = summary["top_abs_eigenvalue"]
-    click.echo("\n".join([
+    im = summary["integration_modes"]
+    lines = [
         f"file             {fixedpoints}",
         f"points           {summary['n_points']} (N={summary['state_size']}), status {summary['status']}",
         f"stable           {summary['stable']}; unstable-eigenvalue counts {summary['unstable_counts']}",
         f"top |lambda|     " + (f"min {t['min']:.4f}, median {t['median']:.4f}, max {t['max']:.4f}" if t else "-"),
         f"points PR        " + (f"{pr.participation_ratio:.2f} (n95 {pr.n_components_95})" if pr else "-"),
-    ]))
+    ]
+    if im is not None:
+        lines.append(f"integration      median modes {im['median']} at horizon {horizon:g}")
+    if summary["report"] is not None:
+        lines.append(f"report           {summary['report']}")
+    click.echo("\n".join(lines))
+
+
+def _write_analyze_report(path, summary, fp, horizon):
+    """The HTML report of `fastfp analyze`: its summary and the figures a FixedPoints file supports."""
+    import numpy as np
+
+    from . import report as rp
+    from .errors import InvalidOptionError
+
+    finite = np.isfinite(fp.x).all(axis=1)
+    if finite.sum() < 2:
+        raise InvalidOptionError(
+            f"option '--report': the file has {int(finite.sum())} finite point(s); the figures need at least 2"
+        )
+    t, im = summary["top_abs_eigenvalue"], summary["integration_modes"]
+    rows = [
+        ("file", summary["file"]),
+        ("points", f"{summary['n_points']} (N={summary['state_size']})"),
+        ("solver status", ", ".join(f"{k} {v}" for k, v in summary["status"].items())),
+        ("method", fp.metadata.get("method")),
+        ("model", fp.metadata.get("model")),
+        ("stable points", summary["stable"]),
+        ("unstable-eigenvalue counts", ", ".join(f"{k}: {v}" for k, v in summary["unstable_counts"].items())),
+        ("top |λ| (min / median / max)", f"{t['min']:.4f} / {t['median']:.4f} / {t['max']:.4f}" if t else None),
+        ("max residual", summary["max_residual"]),
+        ("participation ratio of the points", summary["participation_ratio"]),
+        ("components for 95%", summary["n95"]),
+    ]
+    if im is not None:
+        rows.append(("integration modes (median)", f"{im['median']} at horizon {im['horizon']:g} steps"))
+    figures = [
+        ("Points on their principal components (colour: log10 q, the speed).",
+         rp.fixed_points_figure(fp[finite], title=f"{summary['file']}: points in PC space")),
+        ("Eigenvalues of the Jacobian at each point, with the unit circle; right: close-up at 1.",
+         rp.eigenvalue_figure(fp[finite])),
+        ("Time constants by rank at each point"
+         + (f"; the dashed line is the horizon ({horizon:g} steps)." if horizon else " (pass --horizon to draw the horizon)."),
+         rp.time_constants_figure(fp[finite], horizon=horizon)),
+        ("Explained variance of the points' principal components.",
+         rp.explained_variance_figure({"points": fp.x[finite]})),
+    ]
+    rp.write_html_report(path, title=f"fastfp analyze: {summary['file']}", summary_rows=rows, figures=figures)
 
 
 @main.command()
@@ -471,6 +706,61 @@ def convert(weights, output, cell, layer, direction, key_prefix) -> None:
         "readout": model.readout_weight is not None,
         "vocab": model.vocab is not None,
     })
+
+
+@main.command()
+@click.option("--quick", "size", flag_value="quick", help="Smallest grid (one cell, one size; about a second).")
+@click.option("--full", "size", flag_value="full", help="Larger grid (four cells, H up to 512; about half a minute).")
+@click.option("--repeats", type=click.IntRange(min=1), default=None, help="Timed repeats per case (default 3 / 5 / 7).")
+@click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True)
+@click.option("--reference", is_flag=True, help="Also time the NumPy reference backend (step, Jacobian).")
+@click.option("--json", "as_json", is_flag=True, help="Print the machine and the rows as JSON.")
+@_progress_option
+def bench(size, repeats, dtype, reference, as_json, force_progress) -> None:
+    """A quick timing table of step, Jacobian and solve on this machine.
+
+    Random layers (PyTorch's initialisation), B states with N = H (2H for the LSTM); every case is
+    warmed up once (Numba compiles or loads its cache there), then timed with time.perf_counter;
+    the median over the repeats is shown. The GPU is timed when there is one it can use.
+    """
+    import numpy as np
+
+    from . import _bench
+
+    size = size or "default"
+    backends = ("cpu", "numpy") if reference else ("cpu",)
+    gpu = _bench.gpu_status()
+    if gpu == "available":
+        backends = backends + ("gpu",)
+    grid = _bench.SIZES[size]
+    n = len(grid["cells"]) * len(grid["hidden"]) * (2 * len(backends) + 1)
+    with _Bar(f"bench ({size})", n, force=force_progress) as bar:
+        rows = _bench.run_bench(size, repeats=repeats, backends=backends, dtype=np.dtype(dtype), on_case=bar)
+    machine = _bench.machine_info()
+    if as_json:
+        _echo_json({"size": size, "dtype": dtype, "machine": machine, "gpu": gpu, "rows": [r.as_dict() for r in rows]})
+        return
+    head = (f"fastfp bench ({size}, {dtype}) on {machine['processor']}: {machine['cpu_count']} CPUs, numba threads "
+            f"{machine['numba_threads']}; median of {rows[0].repeats} repeats after a warm-up")
+    table = [("op", "cell", "backend", "H", "N", "B", "median", "per state", "note")]
+    for r in rows:
+        table.append((r.op, r.cell, r.backend, str(r.hidden_size), str(r.state_size), str(r.batch),
+                      _seconds(r.median_s), _seconds(r.per_state_us * 1e-6), r.note))
+    widths = [max(len(row[k]) for row in table) for k in range(len(table[0]) - 1)]
+    lines = [head, ""]
+    for row in table:
+        lines.append("  ".join(c.rjust(w) if 3 <= k <= 7 else c.ljust(w) for k, (c, w) in enumerate(zip(row, widths)))
+                     + ("  " + row[-1] if row[-1] else ""))
+    lines += ["", f"gpu: {gpu}"]
+    click.echo("\n".join(lines))
+
+
+def _seconds(t):
+    """A duration with a unit that keeps 3 significant digits readable."""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if t >= scale:
+            return f"{t / scale:.3g} {unit}"
+    return f"{t * 1e9:.3g} ns"
 
 
 @main.command()

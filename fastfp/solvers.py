@@ -193,8 +193,11 @@ def find_fixed_points(
         manifold mode and ``adam`` always use their own (dense / gradient) paths.
     gmres_restart : int
         Krylov dimension of the matrix-free path's GMRES(m).
-    progress : bool
-        Report iterations and active points on stderr.
+    progress : bool or callable
+        True: report iterations and active points on stderr. A callable is called as
+        ``progress(n_done, n_total)`` with the number of points finished so far (over all chunks)
+        after each iteration of the dense methods and after each chunk, last with
+        ``n_done == n_total`` (a progress bar's hook).
 
     Returns
     -------
@@ -230,6 +233,10 @@ def find_fixed_points(
         "adam_lr": _check_tol("adam_lr", adam_lr),
         "tol_dq": _check_tol("tol_dq", tol_dq, allow_zero=True),
     }
+    if not (isinstance(progress, (bool, np.bool_)) or callable(progress)):
+        raise InvalidOptionError(
+            f"argument 'progress': got {progress!r}, expected True, False or a callable progress(n_done, n_total)"
+        )
     if opts["atol"] == 0 and opts["rtol"] == 0:
         raise InvalidOptionError("arguments 'atol' and 'rtol': both are 0, expected at least one > 0")
     if opts["slow_ratio"] is not None and method not in ("lm", "hybrid"):
@@ -271,7 +278,10 @@ def find_fixed_points(
             hi = min(B, lo + chunk)
             Xc = X if X.shape[0] == 1 else X[lo:hi]
             solver = _adam if method == "adam" else (_matrix_free if mode == "matrix_free" else _dense)
-            parts.append(solver(kernels, params, H0[lo:hi], Xc, method, opts, progress, metadata))
+            report = _chunk_progress(progress, lo, B) if callable(progress) else progress
+            parts.append(solver(kernels, params, H0[lo:hi], Xc, method, opts, report, metadata))
+            if callable(progress):
+                progress(hi, B)
     result = concatenate(parts) if len(parts) > 1 else parts[0]
     result.metadata["wall_time_s"] = time.perf_counter() - t0
     return result
@@ -413,8 +423,15 @@ def _finish(kernels, params, H0, X, h, status, nit, opts, metadata):
     )
 
 
+def _chunk_progress(progress, lo, total):
+    """Per-chunk hook for _report: counts the chunks before this one as finished."""
+    return lambda n_done: progress(lo + n_done, total)
+
+
 def _report(progress, method, it, n_active, n_total):
-    if progress:
+    if callable(progress):
+        progress(n_total - n_active)
+    elif progress:
         print(f"fastfp[{method}] iteration {it}: {n_active}/{n_total} points active", file=sys.stderr)
 
 
@@ -673,7 +690,7 @@ def _adam(kernels, params, H0, X, method, opts, progress, metadata):
             if bad > 2:
                 lr *= 0.95
                 bad = 0
-        if progress and it % 100 == 0:
+        if progress and not callable(progress) and it % 100 == 0:
             print(f"fastfp[adam] iteration {it}: mean q {loss:.3e}, lr {lr:.3g}", file=sys.stderr)
     status = np.full(B, st.MAX_ITER, dtype=np.int64)
     nit = np.full(B, it, dtype=np.int64)

@@ -48,6 +48,12 @@ def _invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_cwd(tmp_path, monkeypatch):
+    """`fastfp run` writes its report into the current folder: keep it out of the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 def test_shipped_default_model_is_a_package_resource():
     from importlib.resources import as_file, files
 
@@ -62,10 +68,16 @@ def test_shipped_default_model_is_a_package_resource():
 
 
 @pytest.fixture(scope="module")
-def run_default():
-    result = _invoke("run", "--json")
+def run_default_with_report(tmp_path_factory):
+    report = tmp_path_factory.mktemp("report") / "run.html"
+    result = _invoke("run", "--json", "--report", report)
     assert result.exit_code == 0, result.output + result.stderr
-    return json.loads(result.stdout)
+    return json.loads(result.stdout), report, result.stderr
+
+
+@pytest.fixture(scope="module")
+def run_default(run_default_with_report):
+    return run_default_with_report[0]
 
 
 def test_run_on_the_shipped_model(run_default):
@@ -219,5 +231,168 @@ def test_usage_errors_exit_2(args):
 def test_help_lists_the_commands():
     r = _invoke("--help")
     assert r.exit_code == 0
-    for cmd in ("run", "find", "analyze", "convert", "info"):
+    for cmd in ("run", "find", "analyze", "convert", "bench", "info"):
         assert cmd in r.stdout
+
+
+# ----------------------------------------------------------------------------- the report
+def test_run_writes_the_html_report(run_default_with_report):
+    import base64
+    import re
+
+    summary, report, stderr = run_default_with_report
+    assert summary["report"] == str(report) and f"report written to {report}" in stderr
+    text = report.read_text(encoding="utf-8")
+    srcs = re.findall(r'<img[^>]*\ssrc="([^"]*)"', text)
+    assert len(srcs) == 4 and all(s.startswith("data:image/png;base64,") for s in srcs)
+    for s in srcs:
+        assert base64.b64decode(s.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:|//)", text) and "<script" not in text
+    fp, sp = summary["fixed_points"], summary["slow_points"]
+    assert f"{fp['found']} found, {fp['converged']} converged, {fp['distinct']} distinct, {fp['stable']} stable" in text
+    assert f"<td>{sp['participation_ratio']:.4g}</td>" in text
+    assert f"dimension {summary['wordcount_prediction']['dimension']}" in text
+    assert "fastfp:data/gru64_cat3.npz" in text and "attractor in PC space" not in text  # that is inside a PNG
+
+
+def test_run_report_default_path_no_report_and_text_line(tmp_path):
+    r = _invoke("run", *SMALL)
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "fastfp-report.html").is_file()
+    assert "report written to fastfp-report.html" in r.stderr and "report           fastfp-report.html" in r.stdout
+    (tmp_path / "fastfp-report.html").unlink()
+    r = _invoke("run", *SMALL, "--no-report", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["report"] is None
+    assert not (tmp_path / "fastfp-report.html").exists() and "report" not in r.stderr
+
+
+def test_run_report_errors(tmp_path):
+    r = _invoke("run", "--report", tmp_path / "r.html", "--no-report")
+    assert r.exit_code == 2 and "--no-report" in r.output
+    r = _invoke("run", "--report", tmp_path / "missing" / "r.html", *SMALL)
+    assert r.exit_code == 1 and "'--report'" in r.stderr and "does not exist" in r.stderr
+    assert "solving" not in r.stderr  # refused before any work
+
+
+def _hide_matplotlib(monkeypatch):
+    import sys
+
+    for name in list(sys.modules):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+
+
+def test_run_without_matplotlib(tmp_path, monkeypatch):
+    _hide_matplotlib(monkeypatch)
+    # The default report: the analysis still runs, and a note (even with --quiet) names the extra.
+    r = _invoke("-q", "run", *SMALL, "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["report"] is None and not (tmp_path / "fastfp-report.html").exists()
+    assert "no report written" in r.stderr and "fastfp-rnn[report]" in r.stderr and "--no-report" in r.stderr
+    # An explicit --report is an error, before any work.
+    r = _invoke("run", "--report", tmp_path / "r.html", *SMALL)
+    assert r.exit_code == 1 and "fastfp-rnn[report]" in r.stderr and "solving" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and r.stdout == ""
+    # --no-report: nothing to say.
+    r = _invoke("-q", "run", *SMALL, "--no-report")
+    assert r.exit_code == 0 and r.stderr == ""
+
+
+def test_analyze_report_and_horizon(tmp_path):
+    import re
+
+    out = tmp_path / "fp.npz"
+    r = _invoke("-q", "find", DATA / "gru64_cat3.npz", "-o", out, "--states", "48", "--docs", "16",
+                "--slow-ratio", "0.05", "--keep", "all")
+    assert r.exit_code == 0, r.output
+    report = tmp_path / "a <&> b.html"
+    a = _invoke("analyze", out, "--report", report, "--horizon", "20", "--json")
+    assert a.exit_code == 0, a.output + a.stderr
+    s = json.loads(a.stdout)
+    assert s["report"] == str(report) and s["integration_modes"]["horizon"] == 20
+    fp = fastfp.FixedPoints.load(out)
+    modes = fastfp.analysis.integration_modes(fp, horizon=20)
+    assert s["integration_modes"]["median"] == modes.median
+    assert sum(s["integration_modes"]["counts"].values()) == len(fp)
+    text = report.read_text(encoding="utf-8")
+    assert len(re.findall(r'<img[^>]*src="data:image/png;base64,', text)) == 4
+    assert "a &lt;&amp;&gt; b.html" not in text  # the report names the input file, not itself
+    assert f"<td>{len(fp)} (N=64)</td>" in text and "at horizon 20 steps" in text
+    t = _invoke("analyze", out, "--horizon", "20")
+    assert t.exit_code == 0 and "integration      median modes" in t.stdout and "\nreport " not in t.stdout
+
+
+def test_analyze_report_errors(tmp_path, monkeypatch):
+    out = tmp_path / "one.npz"
+    p = fastfp.load_params(DATA / "gru64_cat3.npz").params
+    one = fastfp.find_fixed_points(p, np.zeros((1, p.state_size)))
+    one.decompose(p).save(out)
+    r = _invoke("analyze", out, "--report", tmp_path / "r.html")
+    assert r.exit_code == 1 and "'--report'" in r.stderr and "at least 2" in r.stderr
+    assert _invoke("analyze", out, "--horizon", "0").exit_code == 2
+    _hide_matplotlib(monkeypatch)
+    r = _invoke("analyze", out, "--report", tmp_path / "r.html")
+    assert r.exit_code == 1 and "fastfp-rnn[report]" in r.stderr
+    assert _invoke("analyze", out).exit_code == 0  # no report asked: no matplotlib needed
+
+
+# ----------------------------------------------------------------------------- progress bars
+def test_progress_bars_forced_and_quiet(tmp_path):
+    r = _invoke("run", *SMALL, "--no-report", "--progress")
+    assert r.exit_code == 0, r.output
+    assert "exact fixed points [" in r.stderr and "slow points" in r.stderr and "48/48" in r.stderr
+    bar = r.stderr.split("exact fixed points [", 1)[1].split("\n")[0]  # redrawn with \r, ends full
+    assert bar.startswith("---") and bar.endswith("exact fixed points [" + "#" * 30 + "] 48/48")
+    r = _invoke("run", *SMALL, "--no-report")  # stderr is not a terminal here: no bar
+    assert r.exit_code == 0 and "[" not in r.stderr
+    r = _invoke("-q", "run", *SMALL, "--no-report", "--progress")  # --quiet wins
+    assert r.exit_code == 0 and r.stderr == ""
+    r = _invoke("find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--states", "16", "--docs", "8", "--progress")
+    assert r.exit_code == 0 and "fixed points [" in r.stderr and "16/16" in r.stderr
+
+
+# ----------------------------------------------------------------------------- bench
+def test_bench_quick_json():
+    r = _invoke("bench", "--quick", "--json", "--repeats", "1")
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)
+    assert s["size"] == "quick" and s["machine"]["cpu_count"] >= 1
+    assert [(row["op"], row["backend"]) for row in s["rows"]] == [("step", "cpu"), ("jacobian", "cpu"), ("solve", "cpu")]
+    for row in s["rows"]:
+        assert row["median_s"] > 0 and row["min_s"] <= row["median_s"] and row["repeats"] == 1 and row["calls"] >= 1
+        assert row["per_state_us"] == pytest.approx(row["median_s"] / row["batch"] * 1e6)
+    assert "converged" in s["rows"][2]["note"]
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        assert s["gpu"].startswith("no GPU") and "fastfp-rnn[gpu]" in s["gpu"]
+
+
+def test_bench_table_reference_and_float32():
+    r = _invoke("bench", "--quick", "--repeats", "1", "--reference", "--dtype", "float32")
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("fastfp bench (quick, float32)") and lines[2].split()[:3] == ["op", "cell", "backend"]
+    rows = [ln.split() for ln in lines[3:] if ln and not ln.startswith("gpu:")]
+    assert [(x[0], x[2]) for x in rows] == [("step", "cpu"), ("jacobian", "cpu"), ("step", "numpy"),
+                                            ("jacobian", "numpy"), ("solve", "cpu")]
+    assert lines[-1].startswith("gpu: ")
+
+
+@pytest.mark.parametrize("args", [["bench", "--repeats", "0"], ["bench", "--dtype", "float16"], ["bench", "--size"]])
+def test_bench_usage_errors(args):
+    assert _invoke(*args).exit_code == 2
+
+
+def test_bench_library_errors():
+    from fastfp import _bench
+
+    with pytest.raises(fastfp.InvalidOptionError, match="'size'"):
+        _bench.run_bench("huge")
+    with pytest.raises(fastfp.InvalidOptionError, match="'repeats'"):
+        _bench.run_bench("quick", repeats=0)
+    with pytest.raises(fastfp.InvalidOptionError, match="'min_time'"):
+        _bench.run_bench("quick", min_time=0)
+    with pytest.raises(fastfp.InvalidOptionError, match="'backend'"):
+        _bench.run_bench("quick", backends=("tpu",))

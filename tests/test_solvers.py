@@ -339,3 +339,24 @@ def test_trained_classifier_slow_manifold_is_two_dimensional(trained):
     pr = v.sum() ** 2 / (v ** 2).sum()
     assert 1.6 <= pr <= 2.5, (pr, v[:4])
     assert v[:2].sum() >= 0.9
+
+
+@pytest.mark.parametrize("method", ["hybrid", "adam"])
+def test_progress_callable_counts_finished_points(method):
+    """progress=callable gets (n_done, n_total): non-decreasing, over every chunk, ending full."""
+    params = fastfp.RNNParams.random("gru", hidden_size=6, input_size=2, seed=3)
+    h0 = 0.5 * np.random.default_rng(0).standard_normal((20, 6))
+    calls = []
+    fp = fastfp.find_fixed_points(params, h0, method=method, batch_size=7, maxiter=200 if method == "adam" else None,
+                                  progress=lambda done, total: calls.append((done, total)))
+    done = [d for d, _ in calls]
+    assert {t for _, t in calls} == {20} and done == sorted(done) and calls[-1] == (20, 20)
+    assert {7, 14} <= set(done)  # each chunk's end is reported
+    if method == "hybrid":
+        assert len(calls) > 3 and fp.success.all()  # per-iteration updates inside the chunks too
+
+
+def test_progress_must_be_bool_or_callable():
+    params = fastfp.RNNParams.random("gru", hidden_size=3, input_size=1, seed=0)
+    with pytest.raises(fastfp.InvalidOptionError, match="'progress'"):
+        fastfp.find_fixed_points(params, np.zeros((2, 3)), progress="yes")
