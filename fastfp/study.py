@@ -273,14 +273,20 @@ def battery(name: str) -> list[NetworkSpec]:
         # Stopping at 0.995 on 2000 held-out documents: a network stopped at its first evaluation
         # above ~0.98 (often step 100-200) has not formed its attractor yet.
         paper = dict(hidden_size=64, steps=6000, target_accuracy=0.995, eval_docs=2000)
+        # The vanilla RNN oscillates at the study's lr 0.1 (best held-out accuracy 0.948 in 6000 steps
+        # on N = 2); it trains at lr 0.01.
         specs = [
-            NetworkSpec("categorical", {"n_classes": n, "length": 50}, cell=cell, **paper)
-            for n in (2, 3, 4, 5)
+            NetworkSpec("categorical", {"n_classes": n, "length": 50}, cell=cell, **paper,
+                        **({"lr": 0.01} if cell == "vanilla" else {}))
+            for n in (3, 2, 4, 5)
             for cell in ("gru", "lstm", "ugrnn", "vanilla")
         ]
-        specs.append(NetworkSpec("ordered", {"n_classes": 5, "length": 50, "bank": "3word"}, cell="gru",
-                                 **{**paper, "steps": 8000}, l2=1e-2))
-        specs.append(NetworkSpec("multilabel", {"n_labels": 3, "length": 50}, cell="gru", **{**paper, "steps": 8000}))
+        # Ordered first after N = 3 (the claims with a single network each), then N = 2, 4, 5.
+        specs[4:4] = [
+            NetworkSpec("ordered", {"n_classes": 5, "length": 50, "bank": "3word"}, cell="gru",
+                        **{**paper, "steps": 8000}, l2=1e-2),
+            NetworkSpec("multilabel", {"n_labels": 3, "length": 50}, cell="gru", **{**paper, "steps": 8000}),
+        ]
         return specs
     raise InvalidOptionError(f"argument 'name': got {name!r}, expected one of {', '.join(map(repr, BATTERIES))}")
 

@@ -375,3 +375,18 @@ def test_import_does_not_need_torch_and_training_without_it_names_the_extra(tmp_
     out = subprocess.run([sys.executable, "-c", _NO_TORCH, str(tmp_path)], capture_output=True, text=True,
                          timeout=120, cwd=_repo_root())
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stdout + out.stderr
+
+
+# --------------------------------------------------------------------------- one network of the paper battery
+@pytest.mark.slow
+def test_paper_gru_3_classes_reproduces_the_claims(tmp_path):
+    """The 3-class GRU of the 'paper' battery (trains for minutes): the study's claims hold."""
+    pytest.importorskip("torch")
+    spec = next(s for s in study.battery("paper") if s.task == "categorical" and s.n_outputs == 3 and s.cell == "gru")
+    row = study.run_network(spec, tmp_path)
+    assert row["test_accuracy"] >= 0.97
+    assert abs(row["pr_fixed_points"] - 2) <= 0.35
+    assert row["modes_median_half"] == 2
+    assert row["wordcount_dimension"] == 2
+    assert row["readout_max_deviation"] <= 10
+    assert row["order_invariance"] >= 0.95
