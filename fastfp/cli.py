@@ -514,18 +514,22 @@ def info() -> None:
               help="Initial states of the fixed-point search per network.")
 @click.option("--input", "fp_input", type=click.Choice(["neutral", "zero", "mean"]), default="neutral",
               show_default=True, help="Input held fixed in the search (neutral: the word 'the').")
+@click.option("--slow-speed", type=click.FloatRange(min=0, min_open=True), default=1e-2, show_default=True,
+              help="Largest ||F(h) - h||_inf of a slow point.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of the table.")
-def study(battery_name, out_dir, states, fp_input, as_json) -> None:
+def study(battery_name, out_dir, states, fp_input, slow_speed, as_json) -> None:
     """Reproduce the study: train or load a battery of classifiers, find fixed points, measure.
 
     Prints a table of measured vs predicted dimension (the study's values beside fastfp's) and
     writes study.md, study.csv and study.json into --out. Training needs the torch extra; networks
-    whose model file is in --out are loaded, and networks with a row file are not run again.
+    whose model file is in --out are loaded, and networks with a row file measured with the same
+    options are not run again.
     """
     from fastfp import study as _study
 
     specs = _study.battery(battery_name)
-    result = _study.run_study(specs, out_dir, progress=_log, n_states=states, fp_input=fp_input)
+    result = _study.run_study(specs, out_dir, progress=_log, n_states=states, fp_input=fp_input,
+                              slow_speed=slow_speed)
     _log(f"{len(result.ran)} run, {len(result.skipped)} already done; tables: {result.tables['markdown']}")
     if as_json:
         _echo_json({"battery": battery_name, "out": result.out_dir, "ran": list(result.ran),

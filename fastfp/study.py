@@ -469,7 +469,7 @@ def run_network(
     fp_input: str = "neutral",
     compare_zero_input: bool = True,
     slow_ratio: float = 0.05,
-    slow_speed: float = 1e-3,
+    slow_speed: float = 1e-2,
     n_figure_states: int = 400,
     threads: int | None = 1,
     progress: bool | Callable[[str], None] = False,
@@ -494,7 +494,11 @@ def run_network(
     compare_zero_input : bool
         Also solve at x = 0 and report PR and integration modes there (``row['zero_input']``).
     slow_ratio, slow_speed : float
-        Slow-manifold mode of :func:`fastfp.find_fixed_points` (as ``fastfp run``).
+        Slow-manifold mode of :func:`fastfp.find_fixed_points` (as ``fastfp run``); a point counts
+        when it is a root or a slow point with ||F(h) - h||_inf <= slow_speed. The default 1e-2 is
+        below the study's tightest tolerance (mean q < 5e-4, i.e. ||F(h) - h||_2 ~ 0.03); ``fastfp
+        run`` uses 1e-3, which keeps only the slowest direction of a 2-D manifold whose second
+        eigenvalue is ~0.975 (see docs/reproduction.md).
     n_figure_states : int
         Trajectory states saved (projected on the PCs) for figures.
     threads : int or None
@@ -667,7 +671,10 @@ def run_network(
         wall_s=dict(load_or_train=load_or_train_s, measure=measure_s, solve=solve_s,
                     total=time.perf_counter() - t_start),
         files={k.split(".")[0]: p.name for k, p in paths.items()},
-        spec=spec.to_dict(), fastfp_version=__version__,
+        spec=spec.to_dict(), options=_measure_options(dict(
+            n_states=n_states, n_test=n_test, n_rollout=n_rollout, fp_input=fp_input,
+            compare_zero_input=bool(compare_zero_input), slow_ratio=slow_ratio, slow_speed=slow_speed,
+            n_figure_states=n_figure_states)), fastfp_version=__version__,
     )
     row = _clean(row)
     row["checks"] = checks(row)
@@ -676,6 +683,19 @@ def run_network(
         log(f"[{key}] acc {test_acc:.3f}, PR(fp) {row['pr_fixed_points']}, modes {row['modes_median']}, "
             f"word-count dim {wc.dimension} ({row['wall_s']['total']:.0f} s)")
     return row
+
+
+def _measure_defaults() -> dict:
+    import inspect
+
+    skip = {"spec", "out_dir", "threads", "progress"}
+    return {name: p.default for name, p in inspect.signature(run_network).parameters.items() if name not in skip}
+
+
+def _measure_options(given: dict) -> dict:
+    """The options that change a row's measurements, defaults filled in, as JSON values."""
+    opts = {**_MEASURE_DEFAULTS, **given}
+    return {k: (float(v) if k in ("slow_ratio", "slow_speed") else v) for k, v in sorted(opts.items())}
 
 
 def _subset(data, n):
@@ -717,6 +737,9 @@ def checks(row: dict) -> dict:
 
 
 # =========================================================================== the study
+_MEASURE_DEFAULTS = _measure_defaults()
+
+
 @dataclass(frozen=True)
 class StudyResult:
     """Rows of a study run.
@@ -755,7 +778,9 @@ def run_study(specs, out_dir, *, progress: bool | Callable[[str], None] = False,
     specs : sequence of NetworkSpec
     out_dir : str or os.PathLike
         Artifacts and tables (``study.md``, ``study.csv``, ``study.json``) go here. A network
-        whose ``<key>.row.json`` exists is not run again (its row is read back).
+        whose ``<key>.row.json`` exists and was measured with the same options is not run again
+        (its row is read back); measured with other options, it is measured again from its
+        saved model.
     progress : bool or callable
         Passed to :func:`run_network`; also reports each network's start.
     **options
@@ -787,15 +812,27 @@ def run_study(specs, out_dir, *, progress: bool | Callable[[str], None] = False,
         log = None
     else:
         raise InvalidOptionError(f"argument 'progress': got {progress!r}, expected a bool or a callable")
+    unknown = set(options) - set(_MEASURE_DEFAULTS) - {"threads"}
+    if unknown:
+        raise InvalidOptionError(
+            f"argument {sorted(unknown)[0]!r}: not an option of run_network; expected some of "
+            f"{', '.join(sorted(_MEASURE_DEFAULTS))}, threads"
+        )
+    wanted = _measure_options({k: v for k, v in options.items() if k != "threads"})
     out = _out_dir(out_dir)
     rows, ran, skipped = [], [], []
     for i, spec in enumerate(specs):
         row_path = out / f"{spec.key}.row.json"
+        row = None
         if row_path.exists():
             try:
                 row = json.loads(row_path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
                 raise FileFormatError(f"argument 'out_dir': {row_path} is not a readable row file ({exc}); remove it") from None
+            if not isinstance(row, dict) or row.get("options") != wanted:
+                # Measured with other options: measure again (from the saved model, no training).
+                row = None
+        if row is not None:
             skipped.append(spec.key)
             if log:
                 log(f"[{i + 1}/{len(specs)}] {spec.key}: done before, skipped")

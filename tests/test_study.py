@@ -148,8 +148,8 @@ def quick(tmp_path_factory):
     pytest.importorskip("torch")
     out = tmp_path_factory.mktemp("quick")
     lines = []
-    result = study.run_study(study.battery("quick"), out, progress=lines.append, n_states=64, n_test=300,
-                             n_rollout=64, n_figure_states=50)
+    # run_network's defaults except n_states (so that `fastfp study --states 64` finds the rows done)
+    result = study.run_study(study.battery("quick"), out, progress=lines.append, n_states=64)
     return out, result, lines
 
 
@@ -176,18 +176,18 @@ def test_quick_rows_match_independent_recomputation(quick):
         model = fastfp.load_params(out / f"{spec.key}.model.npz")
         assert model.metadata["study_key"] == spec.key
         # test accuracy: the documents of the test seed stream, NumPy reference rollouts
-        test = spec.make_task(300, np.random.default_rng([spec.seed, 3]))
+        test = spec.make_task(2000, np.random.default_rng([spec.seed, 3]))
         states = _numpy_states(model, test)
         pred = np.argmax(model.logits(states[:, -1]), axis=1)
         assert row["test_accuracy"] == pytest.approx(float((pred == test.labels).mean()), abs=1e-12)
         assert row["test_accuracy"] >= 0.9  # the tiny networks do learn their task
-        # PR of the visited states: eigenvalues of the covariance of the first 64 test documents
-        sub = states[:64][test.mask()[:64]]
+        # PR of the visited states: eigenvalues of the covariance of the first 256 test documents
+        sub = states[:256][test.mask()[:256]]
         ev = np.clip(np.linalg.eigvalsh(np.cov(sub.T)), 0, None)
         assert row["pr_states"] == pytest.approx(ev.sum() ** 2 / (ev ** 2).sum(), rel=1e-8)
         # integration modes from the saved eigenvalues: 1/|ln|lambda|| >= L (and L/2)
         fp = fastfp.FixedPoints.load(out / f"{spec.key}.fixed_points.npz")
-        assert len(fp) == row["n_distinct"] and np.all(fp.residual <= 1e-3 + 1e-12)
+        assert len(fp) == row["n_distinct"] and np.all(fp.residual <= row['options']['slow_speed'] + 1e-12)
         with np.errstate(divide="ignore"):
             tau = 1 / np.abs(np.log(np.abs(fp.eigvals)))
         assert row["modes_median"] == float(np.median((tau >= spec.length).sum(1)))
@@ -221,8 +221,8 @@ def test_figure_artifacts(quick):
         pcs = z["pca_components"]
         assert pcs.shape[0] <= 5 and pcs.shape[1] == row["state_size"]
         np.testing.assert_allclose(pcs @ pcs.T, np.eye(len(pcs)), atol=1e-10)
-        assert z["states_pc"].shape == (50, len(pcs)) and z["states_label"].shape == (50,)
-        assert z["final_pc"].shape == (64, len(pcs)) and z["fixed_points_pc"].shape == (row["n_distinct"], len(pcs))
+        assert z["states_pc"].shape == (400, len(pcs)) and z["states_label"].shape == (400,)
+        assert z["final_pc"].shape == (256, len(pcs)) and z["fixed_points_pc"].shape == (row["n_distinct"], len(pcs))
         assert z["readout_weight"].shape == (row["n_classes"], row["hidden"])
         np.testing.assert_allclose(z["pca_explained_variance_ratio"][:5], row["states_top_variance"])
 
@@ -232,7 +232,7 @@ def test_resume_skips_finished_networks_and_remeasures_from_the_saved_model(quic
     calls = []
     real = study.run_network
     monkeypatch.setattr(study, "run_network", lambda *a, **k: calls.append(a[0].key) or real(*a, **k))
-    opts = dict(n_states=64, n_test=300, n_rollout=64, n_figure_states=50)
+    opts = dict(n_states=64)
     again = study.run_study(study.battery("quick"), out, **opts)
     assert calls == [] and again.ran == () and again.skipped == first.ran
     assert list(again.rows) == list(first.rows)
@@ -252,6 +252,14 @@ def test_resume_skips_finished_networks_and_remeasures_from_the_saved_model(quic
     for field in ("test_accuracy", "pr_states", "pr_fixed_points", "modes_median", "modes_median_half",
                   "wordcount_dimension", "readout_angles", "order_invariance", "n_distinct", "train_steps"):
         assert new[field] == old[field], field
+    # Other measuring options: measured again from the saved models, still without training.
+    calls.clear()
+    fourth = study.run_study(study.battery("quick")[:1], out, **{**opts, "n_states": 48})
+    assert calls == [first.rows[0]["key"]] and fourth.rows[0]["n_states"] == 48
+    assert fourth.rows[0]["options"]["n_states"] == 48 and fourth.rows[0]["trained"] is False
+    assert fourth.rows[0]["test_accuracy"] == first.rows[0]["test_accuracy"]
+    (out / f"{first.rows[0]['key']}.row.json").write_text(json.dumps(first.rows[0]))  # restore for other tests
+    assert study.run_study(study.battery("quick"), out, **opts).ran == ()  # tables of the whole battery again
 
 
 def test_tables(quick):
@@ -274,11 +282,12 @@ def test_tables(quick):
 def test_cli_study_prints_the_table_and_json(quick):
     out, result, _ = quick
     runner = CliRunner()
-    res = runner.invoke(main, ["-q", "study", "--battery", "quick", "--out", str(out), "--states", "64"])
+    opts = ["--states", "64"]
+    res = runner.invoke(main, ["-q", "study", "--battery", "quick", "--out", str(out), *opts])
     assert res.exit_code == 0, res.output
     assert res.output == (out / "study.md").read_text()
     assert all(r["key"].split("-")[0] in res.output for r in result.rows)
-    res = runner.invoke(main, ["-q", "study", "--out", str(out), "--json"])
+    res = runner.invoke(main, ["-q", "study", "--out", str(out), "--json", *opts])
     assert res.exit_code == 0, res.output
     obj = json.loads(res.output)
     assert obj["ran"] == [] and obj["skipped"] == [r["key"] for r in result.rows]
@@ -339,6 +348,8 @@ def test_run_study_argument_errors(tmp_path):
         study.run_study([spec, spec], tmp_path)
     with pytest.raises(InvalidOptionError, match="argument 'progress'"):
         study.run_study([spec], tmp_path, progress=3)
+    with pytest.raises(InvalidOptionError, match="argument 'nstates': not an option of run_network"):
+        study.run_study([spec], tmp_path, nstates=3)
     (tmp_path / f"{spec.key}.row.json").write_text("{not json")
     with pytest.raises(FileFormatError, match="not a readable row file"):
         study.run_study([spec], tmp_path)
