@@ -436,16 +436,20 @@ def _fp_input(name: str, model, data) -> np.ndarray:
 
 
 def _solve(params, h0, x, slow_ratio, slow_speed):
-    """Exact roots and slow points (as `fastfp run`, but only points with ||F(h) - h||_inf <= slow_speed
-    count as slow points); returns (roots, kept, kept distinct decomposed)."""
+    """Slow-manifold search (as `fastfp run`'s slow-point pass); returns (roots, kept, distinct).
+
+    ``kept``: the exact roots and the slow points with ||F(h) - h||_inf <= slow_speed; ``roots``:
+    the distinct exact roots among them; ``distinct``: ``kept.unique(1e-3)``, decomposed. No separate
+    exact-root search (`fastfp run` runs one): on an LSTM-64 it costs ~30x the slow-manifold pass,
+    whose points settle before sliding to the roots.
+    """
     from .solvers import find_fixed_points
 
-    exact = find_fixed_points(params, h0, x)
-    roots = exact[exact.success].unique(1e-3)
     slow = find_fixed_points(params, h0, x, slow_ratio=slow_ratio, slow_speed=slow_speed)
     # A stationary point of q far from zero speed (a local minimum of q with a large residual) is
     # not on the slow manifold: keep only points whose speed is below slow_speed.
     kept = slow[(slow.success | slow.is_slow_point) & (slow.residual <= slow_speed)]
+    roots = kept[kept.success].unique(1e-3)
     distinct = kept.unique(1e-3).decompose(params) if len(kept) else kept
     return roots, kept, distinct
 
