@@ -401,3 +401,20 @@ def test_paper_gru_3_classes_reproduces_the_claims(tmp_path):
     assert row["wordcount_dimension"] == 2
     assert row["readout_max_deviation"] <= 10
     assert row["order_invariance"] >= 0.95
+
+
+def test_checks_state_the_claims():
+    spec = NetworkSpec("categorical", {"n_classes": 3})
+    row = dict(task="categorical", n_classes=3, expected=study.expectations(spec), test_accuracy=0.98,
+               pr_fixed_points=2.3, modes_median=1.0, modes_median_half=2.0, wordcount_dimension=2,
+               readout_max_deviation=9.0, order_invariance=0.96)
+    assert study.checks(row) == dict(accuracy=True, pr=True, modes=False, modes_half=True, wordcount=True,
+                                     readout=True, order=True)
+    row.update(test_accuracy=0.969, pr_fixed_points=2.36, readout_max_deviation=10.5, order_invariance=0.94)
+    c = study.checks(row)
+    assert not (c["accuracy"] or c["pr"] or c["readout"] or c["order"])
+    two = dict(row, n_classes=2, expected=study.expectations(NetworkSpec("categorical", {"n_classes": 2})))
+    assert study.checks(two)["readout"] is None  # the angle of a 2-class readout is unconstrained
+    ml = dict(row, task="multilabel", expected=study.expectations(NetworkSpec("multilabel", {"n_labels": 3})),
+              order_invariance=None, pr_fixed_points=None)
+    assert study.checks(ml)["order"] is None and study.checks(ml)["pr"] is None
