@@ -861,7 +861,7 @@ def run_study(specs, out_dir, *, progress: bool | Callable[[str], None] = False,
 # =========================================================================== tables
 _COLUMNS = [
     # (header, row -> value)
-    ("network", lambda r: f"{r['task']} {_variant(r)} {r['cell']}-{r['hidden']} s{r['seed']}"),
+    ("network", lambda r: f"{r['task']} {_variant(r)} {r['cell']}-{r['hidden']} s{r['seed']}{_training(r)}"),
     ("acc", lambda r: _f(r["test_accuracy"], 3)),
     ("expected dim", lambda r: r["expected"]["dimension"]),
     ("PR fixed points", lambda r: _f(r.get("pr_fixed_points"))),
@@ -886,6 +886,14 @@ def _variant(r):
     p = r["task_params"]
     n = p.get("n_labels", p.get("n_classes"))
     return f"{'K' if r['task'] != 'categorical' else 'N'}={n}" + (f" {p['bank']}" if "bank" in p else "")
+
+
+def _training(r):
+    """Training settings that differ from the study's defaults, for the network column."""
+    spec = r.get("spec") or {}
+    out = [f"{name} {spec[name]:g}" for name, default in (("l2", 5e-4), ("lr", 0.1))
+           if name in spec and spec[name] != default]
+    return (" (" + ", ".join(out) + ")") if out else ""
 
 
 def _f(v, nd=2):
