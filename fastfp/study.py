@@ -534,7 +534,6 @@ def run_network(
     t_start = time.perf_counter()
     if not isinstance(spec, NetworkSpec):
         raise ArgumentTypeError(f"argument 'spec': got {type(spec).__name__}, expected a fastfp.study.NetworkSpec")
-    out = _out_dir(out_dir)
     n_states = _int("n_states", n_states, 2)
     n_test = _int("n_test", n_test, 1)
     n_rollout = _int("n_rollout", n_rollout, 1)
@@ -553,6 +552,7 @@ def run_network(
         log = None
     else:
         raise InvalidOptionError(f"argument 'progress': got {progress!r}, expected a bool or a callable")
+    out = _out_dir(out_dir)  # after the checks: a bad argument creates no folder
 
     from .dynamics import rollout
     from .model import load_params, save_params

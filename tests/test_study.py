@@ -30,6 +30,15 @@ def test_spec_normalises_task_kwargs_and_round_trips():
     json.dumps(a.to_dict())  # serialisable
 
 
+def test_spec_and_run_network_pickle():
+    import pickle
+
+    spec = study.battery("paper")[0]
+    back = pickle.loads(pickle.dumps(spec))
+    assert back == spec and back.key == spec.key and back.task_params == spec.task_params
+    assert pickle.loads(pickle.dumps(study.run_network)) is study.run_network
+
+
 def test_keys_unique_safe_and_stable_across_processes():
     specs = study.battery("paper") + study.battery("quick")
     keys = [s.key for s in specs]
@@ -335,7 +344,9 @@ def test_run_network_argument_errors(tmp_path):
         study.run_network(spec, tmp_path, progress="yes")
     with pytest.raises(InvalidOptionError, match="argument 'compare_zero_input'"):
         study.run_network(spec, tmp_path, compare_zero_input="no")
-    assert list(tmp_path.iterdir()) == []  # nothing trained or written
+    with pytest.raises(InvalidOptionError, match="argument 'n_test'"):
+        study.run_network(spec, tmp_path / "new", n_test=0)
+    assert list(tmp_path.iterdir()) == []  # nothing trained or written, no folder created
 
 
 def test_run_study_argument_errors(tmp_path):
