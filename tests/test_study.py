@@ -121,6 +121,8 @@ def test_expectations():
     e = study.expectations(NetworkSpec("ordered", {"n_classes": 5, "bank": "3word"}))
     assert e["dimension"] == 2 and e["pr_range"] == [1.7, 2.3] and e["states_pr"] == 2.03
     assert study.expectations(NetworkSpec("multilabel", {"n_labels": 3}))["dimension"] == 3
+    short = study.expectations(NetworkSpec("categorical", {"n_classes": 3, "length": 12}))
+    assert short["states_pr"] is None and short["wordcount_pr"] is None and short["dimension"] == 2
     with pytest.raises(ArgumentTypeError, match="argument 'spec'"):
         study.expectations("categorical")
 
