@@ -344,11 +344,12 @@ def integration_modes(fixed_points, *, horizon: float, two_sided: bool = False) 
     horizon : float > 0
         The time scale, in steps, that a mode must last (e.g. the document length).
     two_sided : bool
-        False (default, the study's definition): count eigenvalues with tau = -1/ln|lambda| >= horizon,
-        i.e. exp(-1/horizon) <= |lambda| <= 1 (decaying no faster than the horizon; |lambda| = 1 has
+        False (default): count eigenvalues with tau = -1/ln|lambda| >= horizon, i.e.
+        exp(-1/horizon) <= |lambda| <= 1 (decaying no faster than the horizon; |lambda| = 1 has
         tau = inf). True: also count slowly *growing* modes, 1/|ln|lambda|| >= horizon, i.e.
-        exp(-1/horizon) <= |lambda| <= exp(1/horizon); useful at approximate (slow) points, whose
-        Jacobian often has a top eigenvalue just above 1.
+        exp(-1/horizon) <= |lambda| <= exp(1/horizon). The study's wording ("|lambda| ~ 1") is
+        symmetric, and at approximate (slow) points the top eigenvalue is often just above 1, so
+        :mod:`fastfp.study` counts two-sided (see docs/reproduction.md).
 
     Returns
     -------

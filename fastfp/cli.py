@@ -795,5 +795,38 @@ def info() -> None:
     )
 
 
+@main.command()
+@click.option("--battery", "battery_name", type=click.Choice(["quick", "paper"]), default="quick", show_default=True,
+              help="Networks to train and analyse (fastfp.study.battery).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for models, fixed points, figure data and the tables; finished networks are skipped.")
+@click.option("--states", type=click.IntRange(min=2), default=512, show_default=True,
+              help="Initial states of the fixed-point search per network.")
+@click.option("--input", "fp_input", type=click.Choice(["neutral", "zero", "mean"]), default="neutral",
+              show_default=True, help="Input held fixed in the search (neutral: the word 'the').")
+@click.option("--slow-speed", type=click.FloatRange(min=0, min_open=True), default=1e-2, show_default=True,
+              help="Largest ||F(h) - h||_inf of a slow point.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of the table.")
+def study(battery_name, out_dir, states, fp_input, slow_speed, as_json) -> None:
+    """Reproduce the study: train or load a battery of classifiers, find fixed points, measure.
+
+    Prints a table of measured vs predicted dimension (the study's values beside fastfp's) and
+    writes study.md, study.csv and study.json into --out. Training needs the torch extra; networks
+    whose model file is in --out are loaded, and networks with a row file measured with the same
+    options are not run again.
+    """
+    from fastfp import study as _study
+
+    specs = _study.battery(battery_name)
+    result = _study.run_study(specs, out_dir, progress=_log, n_states=states, fp_input=fp_input,
+                              slow_speed=slow_speed)
+    _log(f"{len(result.ran)} run, {len(result.skipped)} already done; tables: {result.tables['markdown']}")
+    if as_json:
+        _echo_json({"battery": battery_name, "out": result.out_dir, "ran": list(result.ran),
+                    "skipped": list(result.skipped), "tables": result.tables, "rows": list(result.rows)})
+        return
+    click.echo(result.table_markdown(), nl=False)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -34,3 +34,16 @@ def params(variant):
 @pytest.fixture(params=["cpu", "numpy"])
 def backend(request) -> str:
     return request.param
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="Also run tests marked slow.")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,433 @@
+"""fastfp.study: specs and keys, the quick battery end to end (rows checked against independent NumPy
+recomputations), resuming, tables, the `fastfp study` command and every error path."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import fastfp
+from fastfp import analysis, study
+from fastfp.cli import main
+from fastfp.errors import ArgumentTypeError, FileFormatError, InvalidOptionError
+from fastfp.study import NetworkSpec
+
+
+# --------------------------------------------------------------------------- specs and keys
+def test_spec_normalises_task_kwargs_and_round_trips():
+    a = NetworkSpec("categorical", {"n_classes": 3, "length": 20}, cell="lstm", hidden_size=8, seed=2)
+    b = NetworkSpec("categorical", (("length", 20), ("n_classes", 3)), cell="lstm", hidden_size=8, seed=2)
+    assert a == b and hash(a) == hash(b) and a.key == b.key
+    assert a.task_params == {"n_classes": 3, "length": 20}
+    assert a.n_outputs == 3 and a.length == 20
+    assert NetworkSpec.from_dict(a.to_dict()) == a
+    json.dumps(a.to_dict())  # serialisable
+
+
+def test_spec_and_run_network_pickle():
+    import pickle
+
+    spec = study.battery("paper")[0]
+    back = pickle.loads(pickle.dumps(spec))
+    assert back == spec and back.key == spec.key and back.task_params == spec.task_params
+    assert pickle.loads(pickle.dumps(study.run_network)) is study.run_network
+
+
+def test_keys_unique_safe_and_stable_across_processes():
+    specs = study.battery("paper") + study.battery("quick")
+    keys = [s.key for s in specs]
+    assert len(set(keys)) == len(keys)
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+    assert all(set(k) <= allowed and not k.startswith(".") for k in keys)
+    base = specs[0]
+    # every field is part of the key
+    variants = [
+        NetworkSpec(base.task, base.task_kwargs, cell="gru_reset_before", hidden_size=base.hidden_size),
+        NetworkSpec(base.task, base.task_kwargs, cell=base.cell, hidden_size=base.hidden_size + 1),
+        NetworkSpec(base.task, base.task_kwargs, cell=base.cell, hidden_size=base.hidden_size, seed=1),
+        NetworkSpec(base.task, base.task_kwargs, cell=base.cell, hidden_size=base.hidden_size, l2=1e-3),
+        NetworkSpec(base.task, base.task_kwargs, cell=base.cell, hidden_size=base.hidden_size, steps=7),
+        NetworkSpec(base.task, {**base.task_params, "sampler": "iid"}, cell=base.cell, hidden_size=base.hidden_size),
+    ]
+    assert len({v.key for v in variants} | {base.key}) == len(variants) + 1
+    code = ("from fastfp import study; import json; "
+            "print(json.dumps([s.key for s in study.battery('paper') + study.battery('quick')]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={"PYTHONHASHSEED": "123", "PATH": ""}, cwd=_repo_root())
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == keys
+
+
+def _repo_root():
+    import os
+
+    return os.path.dirname(os.path.dirname(os.path.abspath(study.__file__)))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(task="sentiment"), "argument 'task'"),
+        (dict(task="categorical", cell="transformer"), "argument 'cell'"),
+        (dict(task="categorical", task_kwargs={"n_labels": 3}), "not an argument of task 'categorical'"),
+        (dict(task="categorical", task_kwargs={"n_classes": 1}), "n_classes"),
+        (dict(task="ordered", task_kwargs={"bank": "7word"}), "bank"),
+        (dict(task="categorical", task_kwargs="n_classes=3"), "argument 'task_kwargs'"),
+        (dict(task="categorical", task_kwargs={"n_classes": np.int64(3)}), "argument 'task_kwargs'"),
+        (dict(task="categorical", hidden_size=0), "argument 'hidden_size'"),
+        (dict(task="categorical", seed=-1), "argument 'seed'"),
+        (dict(task="categorical", steps=2.5), "argument 'steps'"),
+        (dict(task="categorical", target_accuracy=1.5), "argument 'target_accuracy'"),
+        (dict(task="categorical", l2=-1.0), "argument 'l2'"),
+        (dict(task="categorical", lr="fast"), "argument 'lr'"),
+    ],
+)
+def test_spec_rejects_bad_fields(kwargs, match):
+    with pytest.raises(InvalidOptionError, match=match):
+        NetworkSpec(**kwargs)
+
+
+def test_from_dict_errors():
+    with pytest.raises(ArgumentTypeError, match="argument 'd'"):
+        NetworkSpec.from_dict(["categorical"])
+    with pytest.raises(InvalidOptionError, match="unknown NetworkSpec fields"):
+        NetworkSpec.from_dict({"task": "categorical", "units": 3})
+
+
+def test_batteries():
+    paper = study.battery("paper")
+    cat = [s for s in paper if s.task == "categorical"]
+    assert {(s.n_outputs, s.cell) for s in cat} == {(n, c) for n in (2, 3, 4, 5)
+                                                    for c in ("gru", "lstm", "ugrnn", "vanilla")}
+    assert all(64 <= s.hidden_size <= 128 for s in paper)
+    assert any(s.task == "ordered" and s.n_outputs == 5 and s.task_params["bank"] == "3word" for s in paper)
+    assert any(s.task == "multilabel" and s.n_outputs == 3 for s in paper)
+    assert 1 <= len(study.battery("quick")) <= 2
+    with pytest.raises(InvalidOptionError, match="argument 'name': got 'full'"):
+        study.battery("full")
+
+
+def test_expectations():
+    e = study.expectations(NetworkSpec("categorical", {"n_classes": 4}))
+    assert e["dimension"] == 3 and e["modes"] == 3 and e["pr_range"] == [2.65, 3.35]
+    assert e["readout_angle"] == pytest.approx(np.degrees(np.arccos(-1 / 3)))
+    assert study.expectations(NetworkSpec("categorical", {"n_classes": 3}))["states_pr"] == 2.11
+    e = study.expectations(NetworkSpec("ordered", {"n_classes": 5, "bank": "3word"}))
+    assert e["dimension"] == 2 and e["pr_range"] == [1.7, 2.3] and e["states_pr"] == 2.03
+    assert study.expectations(NetworkSpec("multilabel", {"n_labels": 3}))["dimension"] == 3
+    short = study.expectations(NetworkSpec("categorical", {"n_classes": 3, "length": 12}))
+    assert short["states_pr"] is None and short["wordcount_pr"] is None and short["dimension"] == 2
+    with pytest.raises(ArgumentTypeError, match="argument 'spec'"):
+        study.expectations("categorical")
+
+
+# --------------------------------------------------------------------------- integration modes, analytic
+def _diagonal_rnn(lams, seed=0):
+    """A vanilla tanh RNN with zero biases and W_hh = Q diag(lams) Q^T: h* = 0 is an exact fixed point
+    at zero input and its Jacobian is W_hh (tanh'(0) = 1), with eigenvalues exactly ``lams``."""
+    n = len(lams)
+    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(n, n)))
+    w = q @ np.diag(lams) @ q.T
+    return fastfp.RNNParams("vanilla", np.zeros((n, 2)), w, np.zeros(n), np.zeros(n))
+
+
+def test_integration_modes_two_sided_counts_slightly_unstable_modes():
+    lams = [1.01, 0.995, 0.97, 0.9, 0.5, 0.1]
+    p = _diagonal_rnn(lams)
+    fp = fastfp.find_fixed_points(p, np.full((3, 6), 0.01), None)
+    assert fp.success.all() and np.abs(fp.x).max() < 1e-8
+    fp = fp.unique(1e-3).decompose(p)
+    np.testing.assert_allclose(np.sort(np.abs(fp.eigvals[0]))[::-1], lams, atol=1e-10)
+    # tau = 1/|ln|lambda||: 1.01 -> 100.5, 0.995 -> 199.5, 0.97 -> 32.8, 0.9 -> 9.5
+    assert analysis.integration_modes(fp, horizon=50, two_sided=True).median == 2
+    assert analysis.integration_modes(fp, horizon=50).median == 1  # one-sided drops the growing mode
+    assert analysis.integration_modes(fp, horizon=25, two_sided=True).median == 3
+    assert analysis.integration_modes(fp, horizon=5, two_sided=True).median == 4
+    m = study._modes(fp, 50.0)
+    assert (m["median"], m["median_half"], m["median_one_sided"]) == (2, 3, 1)
+
+
+# --------------------------------------------------------------------------- the quick battery end to end
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    pytest.importorskip("torch")
+    out = tmp_path_factory.mktemp("quick")
+    lines = []
+    # run_network's defaults except n_states (so that `fastfp study --states 64` finds the rows done)
+    result = study.run_study(study.battery("quick"), out, progress=lines.append, n_states=64)
+    return out, result, lines
+
+
+def _numpy_states(model, data):
+    """Trajectories with fastfp's NumPy reference cells (independent of the compiled kernels)."""
+    E = np.asarray(model.embedding, dtype=np.float64)
+    xs = E[np.asarray(data.tokens)]
+    return fastfp.rollout(model.params.astype(np.float64), None, xs, lengths=data.lengths, backend="numpy")
+
+
+def test_quick_rows_match_independent_recomputation(quick):
+    out, result, lines = quick
+    specs = study.battery("quick")
+    assert [r["key"] for r in result.rows] == [s.key for s in specs]
+    assert result.ran == tuple(s.key for s in specs) and result.skipped == ()
+    assert any("training" in line for line in lines)
+    for spec, row in zip(specs, result.rows):
+        json.dumps(row)
+        assert row["trained"] is True and row["task"] == spec.task and row["cell"] == spec.cell
+        for kind in ("model.npz", "fixed_points.npz", "figures.npz", "row.json"):
+            assert (out / f"{spec.key}.{kind}").is_file()
+        assert not list(out.glob(".*tmp"))  # no temporary file left behind
+        assert json.loads((out / f"{spec.key}.row.json").read_text()) == row
+        model = fastfp.load_params(out / f"{spec.key}.model.npz")
+        assert model.metadata["study_key"] == spec.key
+        # test accuracy: the documents of the test seed stream, NumPy reference rollouts
+        test = spec.make_task(2000, np.random.default_rng([spec.seed, 3]))
+        states = _numpy_states(model, test)
+        pred = np.argmax(model.logits(states[:, -1]), axis=1)
+        assert row["test_accuracy"] == pytest.approx(float((pred == test.labels).mean()), abs=1e-12)
+        assert row["test_accuracy"] >= 0.9  # the tiny networks do learn their task
+        # PR of the visited states: eigenvalues of the covariance of the first 256 test documents
+        sub = states[:256][test.mask()[:256]]
+        ev = np.clip(np.linalg.eigvalsh(np.cov(sub.T)), 0, None)
+        assert row["pr_states"] == pytest.approx(ev.sum() ** 2 / (ev ** 2).sum(), rel=1e-8)
+        # integration modes from the saved eigenvalues: 1/|ln|lambda|| >= L (and L/2)
+        fp = fastfp.FixedPoints.load(out / f"{spec.key}.fixed_points.npz")
+        assert len(fp) == row["n_distinct"] and np.all(fp.residual <= row['options']['slow_speed'] + 1e-12)
+        with np.errstate(divide="ignore"):
+            tau = 1 / np.abs(np.log(np.abs(fp.eigvals)))
+        assert row["modes_median"] == float(np.median((tau >= spec.length).sum(1)))
+        assert row["modes_median_half"] == float(np.median((tau >= spec.length / 2).sum(1)))
+        # the fixed points are fixed points of F(., e_the)
+        the = np.eye(model.params.input_size)[list(model.vocab).index("the")]
+        f = fastfp.step(model.params.astype(np.float64), fp.x, np.tile(the, (len(fp), 1)), backend="numpy")
+        np.testing.assert_allclose(np.abs(f - fp.x).max(axis=1), fp.residual, rtol=1e-6, atol=1e-12)
+        # word-count prediction: rank of the centred class-mean frequency matrix
+        wc = spec.make_task(4000, np.random.default_rng([spec.seed, 4]))
+        freq = wc.counts() / spec.length
+        M = np.stack([freq[wc.labels == k].mean(0) for k in range(spec.n_outputs)]) - freq.mean(0)
+        s = np.linalg.svd(M, compute_uv=False)
+        assert row["wordcount_dimension"] == int((s > 0.05 * s[0]).sum()) == spec.n_outputs - 1
+        # readout angles
+        W = np.asarray(model.readout_weight, dtype=np.float64)
+        U = W / np.linalg.norm(W, axis=1, keepdims=True)
+        want = [np.degrees(np.arccos(np.clip(U[i] @ U[j], -1, 1)))
+                for i in range(len(W)) for j in range(i + 1, len(W))]
+        np.testing.assert_allclose(row["readout_angles"], want, atol=1e-9)
+        assert 0.0 <= row["order_invariance"] <= 1.0
+        assert row["expected"] == study.expectations(spec)
+        assert row["checks"]["wordcount"] is True
+        assert row["checks"]["accuracy"] == (row["test_accuracy"] >= 0.97)
+
+
+def test_figure_artifacts(quick):
+    out, result, _ = quick
+    row = result.rows[0]
+    with np.load(out / row["files"]["figures"], allow_pickle=False) as z:
+        pcs = z["pca_components"]
+        assert pcs.shape[0] <= 5 and pcs.shape[1] == row["state_size"]
+        np.testing.assert_allclose(pcs @ pcs.T, np.eye(len(pcs)), atol=1e-10)
+        assert z["states_pc"].shape == (400, len(pcs)) and z["states_label"].shape == (400,)
+        assert z["final_pc"].shape == (256, len(pcs)) and z["fixed_points_pc"].shape == (row["n_distinct"], len(pcs))
+        assert z["readout_weight"].shape == (row["n_classes"], row["hidden"])
+        np.testing.assert_allclose(z["pca_explained_variance_ratio"][:5], row["states_top_variance"])
+
+
+def test_resume_skips_finished_networks_and_remeasures_from_the_saved_model(quick, monkeypatch):
+    out, first, _ = quick
+    calls = []
+    real = study.run_network
+    monkeypatch.setattr(study, "run_network", lambda *a, **k: calls.append(a[0].key) or real(*a, **k))
+    opts = dict(n_states=64)
+    again = study.run_study(study.battery("quick"), out, **opts)
+    assert calls == [] and again.ran == () and again.skipped == first.ran
+    assert list(again.rows) == list(first.rows)
+    # A network whose row is missing is measured again from its saved model, without training.
+    import fastfp.train
+
+    def no_training(*a, **k):
+        raise AssertionError("trained although the model file exists")
+
+    monkeypatch.setattr(fastfp.train, "train_classifier", no_training)
+    key = first.rows[1]["key"]
+    (out / f"{key}.row.json").unlink()
+    third = study.run_study(study.battery("quick"), out, **opts)
+    assert calls == [key] and third.ran == (key,)
+    new, old = third.rows[1], first.rows[1]
+    assert new["trained"] is False
+    for field in ("test_accuracy", "pr_states", "pr_fixed_points", "modes_median", "modes_median_half",
+                  "wordcount_dimension", "readout_angles", "order_invariance", "n_distinct", "train_steps"):
+        assert new[field] == old[field], field
+    # Other measuring options: measured again from the saved models, still without training.
+    calls.clear()
+    fourth = study.run_study(study.battery("quick")[:1], out, **{**opts, "n_states": 48})
+    assert calls == [first.rows[0]["key"]] and fourth.rows[0]["n_states"] == 48
+    assert fourth.rows[0]["options"]["n_states"] == 48 and fourth.rows[0]["trained"] is False
+    assert fourth.rows[0]["test_accuracy"] == first.rows[0]["test_accuracy"]
+    (out / f"{first.rows[0]['key']}.row.json").write_text(json.dumps(first.rows[0]))  # restore for other tests
+    assert study.run_study(study.battery("quick"), out, **opts).ran == ()  # tables of the whole battery again
+
+
+def test_tables(quick):
+    out, result, _ = quick
+    # rows as they are on disk now (other tests may have re-measured one)
+    rows = [json.loads((out / f"{r['key']}.row.json").read_text()) for r in result.rows]
+    assert json.loads((out / "study.json").read_text()) == rows
+    md = (out / "study.md").read_text()
+    assert md == study.table_markdown(rows)
+    lines = md.strip().splitlines()
+    assert len(lines) == 2 + len(rows) and "PR fixed points" in lines[0] and "word-count dim" in lines[0]
+    assert "categorical N=2 gru-12 s0" in md
+    with open(out / "study.csv", newline="") as fh:
+        flat = list(csv.DictReader(fh))
+    assert [r["key"] for r in flat] == [r["key"] for r in rows]
+    assert float(flat[0]["pr_fixed_points"]) == pytest.approx(rows[0]["pr_fixed_points"])
+    assert flat[0]["expected_dimension"] == "1" and flat[1]["expected_dimension"] == "2"
+
+
+def test_cli_study_prints_the_table_and_json(quick):
+    out, result, _ = quick
+    runner = CliRunner()
+    opts = ["--states", "64"]
+    res = runner.invoke(main, ["-q", "study", "--battery", "quick", "--out", str(out), *opts])
+    assert res.exit_code == 0, res.output
+    assert res.output == (out / "study.md").read_text()
+    assert all(r["key"].split("-")[0] in res.output for r in result.rows)
+    res = runner.invoke(main, ["-q", "study", "--out", str(out), "--json", *opts])
+    assert res.exit_code == 0, res.output
+    obj = json.loads(res.output)
+    assert obj["ran"] == [] and obj["skipped"] == [r["key"] for r in result.rows]
+    assert [r["key"] for r in obj["rows"]] == obj["skipped"]
+
+
+def test_cli_study_errors(tmp_path):
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    res = CliRunner().invoke(main, ["study", "--out", str(f)])
+    assert res.exit_code in (1, 2)
+    assert "out" in res.output
+    res = CliRunner().invoke(main, ["study", "--battery", "huge", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "huge" in res.output
+    res = CliRunner().invoke(main, ["study"])
+    assert res.exit_code == 2 and "--out" in res.output
+
+
+# --------------------------------------------------------------------------- error paths
+def test_out_dir_errors(tmp_path):
+    spec = study.battery("quick")[0]
+    f = tmp_path / "a_file"
+    f.write_text("")
+    with pytest.raises(InvalidOptionError, match="argument 'out_dir': .* is not a directory"):
+        study.run_network(spec, f)
+    with pytest.raises(InvalidOptionError, match="argument 'out_dir': cannot create"):
+        study.run_study([spec], f / "sub")
+    with pytest.raises(ArgumentTypeError, match="argument 'out_dir'"):
+        study.run_network(spec, 42)
+    with pytest.raises(InvalidOptionError, match="argument 'out_dir'"):
+        study.write_table([], f)
+
+
+def test_run_network_argument_errors(tmp_path):
+    spec = study.battery("quick")[0]
+    with pytest.raises(ArgumentTypeError, match="argument 'spec'"):
+        study.run_network({"task": "categorical"}, tmp_path)
+    with pytest.raises(InvalidOptionError, match="argument 'fp_input'"):
+        study.run_network(spec, tmp_path, fp_input="the")
+    with pytest.raises(InvalidOptionError, match="argument 'n_states'"):
+        study.run_network(spec, tmp_path, n_states=1)
+    with pytest.raises(InvalidOptionError, match="argument 'slow_ratio'"):
+        study.run_network(spec, tmp_path, slow_ratio=0)
+    with pytest.raises(InvalidOptionError, match="argument 'progress'"):
+        study.run_network(spec, tmp_path, progress="yes")
+    with pytest.raises(InvalidOptionError, match="argument 'compare_zero_input'"):
+        study.run_network(spec, tmp_path, compare_zero_input="no")
+    with pytest.raises(InvalidOptionError, match="argument 'n_test'"):
+        study.run_network(spec, tmp_path / "new", n_test=0)
+    assert list(tmp_path.iterdir()) == []  # nothing trained or written, no folder created
+
+
+def test_run_study_argument_errors(tmp_path):
+    spec = study.battery("quick")[0]
+    with pytest.raises(ArgumentTypeError, match="argument 'specs': item 1"):
+        study.run_study([spec, "gru"], tmp_path)
+    with pytest.raises(ArgumentTypeError, match="argument 'specs'"):
+        study.run_study(3, tmp_path)
+    with pytest.raises(InvalidOptionError, match="appears twice"):
+        study.run_study([spec, spec], tmp_path)
+    with pytest.raises(InvalidOptionError, match="argument 'progress'"):
+        study.run_study([spec], tmp_path, progress=3)
+    with pytest.raises(InvalidOptionError, match="argument 'nstates': not an option of run_network"):
+        study.run_study([spec], tmp_path, nstates=3)
+    (tmp_path / f"{spec.key}.row.json").write_text("{not json")
+    with pytest.raises(FileFormatError, match="not a readable row file"):
+        study.run_study([spec], tmp_path)
+
+
+def test_model_file_of_another_network_is_refused(tmp_path):
+    a, b = study.battery("quick")
+    p = fastfp.RNNParams.random("gru", 12, 3, seed=0)
+    fastfp.save_params(tmp_path / f"{a.key}.model.npz",
+                       fastfp.Model(p, np.eye(3), np.ones((2, 12)), vocab=("w0", "w1", "the"),
+                                    metadata={"study_key": b.key}))
+    with pytest.raises(FileFormatError, match="belongs to network"):
+        study.run_network(a, tmp_path)
+
+
+_NO_TORCH = """
+import sys
+sys.modules['torch'] = None
+from fastfp import study
+from fastfp.errors import MissingDependencyError
+spec = study.battery('quick')[0]
+try:
+    study.run_network(spec, sys.argv[1])
+except MissingDependencyError as exc:
+    assert "fastfp-rnn[torch]" in str(exc), exc
+    print("ok")
+"""
+
+
+def test_import_does_not_need_torch_and_training_without_it_names_the_extra(tmp_path):
+    code = "import sys, fastfp.study; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=_repo_root())
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
+    out = subprocess.run([sys.executable, "-c", _NO_TORCH, str(tmp_path)], capture_output=True, text=True,
+                         timeout=120, cwd=_repo_root())
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stdout + out.stderr
+
+
+# --------------------------------------------------------------------------- one network of the paper battery
+@pytest.mark.slow
+def test_paper_gru_3_classes_reproduces_the_claims(tmp_path):
+    """The 3-class GRU of the 'paper' battery (trains for minutes): the study's claims hold."""
+    pytest.importorskip("torch")
+    spec = next(s for s in study.battery("paper") if s.task == "categorical" and s.n_outputs == 3 and s.cell == "gru")
+    row = study.run_network(spec, tmp_path)
+    assert row["test_accuracy"] >= 0.97
+    assert abs(row["pr_fixed_points"] - 2) <= 0.35
+    assert row["modes_median_half"] == 2
+    assert row["wordcount_dimension"] == 2
+    assert row["readout_max_deviation"] <= 10
+    assert row["order_invariance"] >= 0.95
+
+
+def test_checks_state_the_claims():
+    spec = NetworkSpec("categorical", {"n_classes": 3})
+    row = dict(task="categorical", n_classes=3, expected=study.expectations(spec), test_accuracy=0.98,
+               pr_fixed_points=2.3, modes_median=1.0, modes_median_half=2.0, wordcount_dimension=2,
+               readout_max_deviation=9.0, order_invariance=0.96)
+    assert study.checks(row) == dict(accuracy=True, pr=True, modes=False, modes_half=True, wordcount=True,
+                                     readout=True, order=True)
+    row.update(test_accuracy=0.969, pr_fixed_points=2.36, readout_max_deviation=10.5, order_invariance=0.94)
+    c = study.checks(row)
+    assert not (c["accuracy"] or c["pr"] or c["readout"] or c["order"])
+    two = dict(row, n_classes=2, expected=study.expectations(NetworkSpec("categorical", {"n_classes": 2})))
+    assert study.checks(two)["readout"] is None  # the angle of a 2-class readout is unconstrained
+    ml = dict(row, task="multilabel", expected=study.expectations(NetworkSpec("multilabel", {"n_labels": 3})),
+              order_invariance=None, pr_fixed_points=None)
+    assert study.checks(ml)["order"] is None and study.checks(ml)["pr"] is None
