@@ -816,8 +816,14 @@ def find_fixed_points_sharded(
                 f"argument 'x': got shape {X.shape}, expected ({params.input_size},) or ({B}, {params.input_size})"
             )
     # Every option is checked once here (a cheap maxiter=0 solve of one point) rather than failing
-    # in every task on the cluster.
-    probe = {**solver_options, "maxiter": 0}
+    # in every task on the cluster. The probe runs on the NumPy backend: the workers may have a GPU
+    # this process lacks, so only the backend's name is checked here.
+    from .backends import BACKENDS
+
+    backend = solver_options.get("backend", "cpu")
+    if backend not in BACKENDS:
+        raise InvalidOptionError(f"argument 'backend': got {backend!r}, expected one of {', '.join(map(repr, BACKENDS))}")
+    probe = {**solver_options, "maxiter": 0, "backend": "numpy"}
     find_fixed_points(params, np.array(H0[:1]), None if X is None else (X if X.ndim == 1 else X[:1]), **probe)
 
     h0_digest, h0_finite = _digest_array(H0)

@@ -464,6 +464,10 @@ def test_sharded_input_errors(gru_weights, tmp_path):
         fd.find_fixed_points_sharded(gru_weights, h0, tmp_path, tolerance=1e-3)
     with pytest.raises(InvalidOptionError, match="'method'"):  # values checked before any task is sent
         fd.find_fixed_points_sharded(gru_weights, h0, tmp_path, method="bogus")
+    with pytest.raises(InvalidOptionError, match="'atol'"):
+        fd.find_fixed_points_sharded(gru_weights, h0, tmp_path, atol=-1.0)
+    with pytest.raises(InvalidOptionError, match="'backend'"):
+        fd.find_fixed_points_sharded(gru_weights, h0, tmp_path, backend="tpu")
     with pytest.raises(InvalidOptionError, match="'unique_tol'"):
         fd.find_fixed_points_sharded(gru_weights, h0, tmp_path, unique_tol=0)
     with pytest.raises(ArgumentTypeError, match="'weights_path'.*save_params"):
