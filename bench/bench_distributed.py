@@ -16,6 +16,9 @@ Run::
     python bench/bench_distributed.py --tasks 16 --hidden 48
     python -m pytest bench/bench_distributed.py       # the same battery as pytest-benchmark entries
 
+Run from the repository root with the fastfp under test importable (installed, or
+``PYTHONPATH=.``): the worker processes import this file's task function and fastfp.
+
 On a machine whose cores are shared the ratio is indicative only.
 """
 
@@ -36,7 +39,11 @@ import numpy as np
 import fastfp
 from fastfp import distributed as fd
 
-N_TASKS, HIDDEN, STATES, INPUTS = 8, 64, 1024, 8
+# Defaults of the script and the sizes of the pytest entries (FASTFP_BENCH_DIST_TASKS, _HIDDEN, _STATES).
+N_TASKS = int(os.environ.get("FASTFP_BENCH_DIST_TASKS", 8))
+HIDDEN = int(os.environ.get("FASTFP_BENCH_DIST_HIDDEN", 64))
+STATES = int(os.environ.get("FASTFP_BENCH_DIST_STATES", 1024))
+INPUTS = 8
 
 
 @dataclass(frozen=True)

@@ -191,9 +191,8 @@ def _check_results_dir(results_dir) -> Path:
 
 
 def _check_scheduler(scheduler) -> str:
-    if not isinstance(scheduler, str) or not _SCHEDULER_RE.match(scheduler) or not (
-        0 < int(_SCHEDULER_RE.match(scheduler).group(2)) < 65536
-    ):
+    match = _SCHEDULER_RE.match(scheduler) if isinstance(scheduler, str) else None
+    if match is None or not 0 < int(match.group(2)) < 65536:
         raise InvalidOptionError(
             f"argument 'scheduler': got {scheduler!r}, expected an address 'tcp://HOST:PORT' with a port in "
             "1..65535 (e.g. 'tcp://10.0.0.5:8786'); for TLS or other setups pass client=distributed.Client(...)"
@@ -224,11 +223,15 @@ def _check_specs(specs) -> list:
                 f"argument 'specs': item {i} has key {key!r}, expected 1-200 characters from A-Z a-z 0-9 . _ + = - "
                 "not starting with '.', '_', '+', '=' or '-' (it names files)"
             )
-        if key in seen:
+        # Keys name files: two that differ only in case would collide on macOS or Windows.
+        if key.lower() in seen:
+            j = seen[key.lower()]
             raise InvalidOptionError(
-                f"argument 'specs': items {seen[key]} and {i} share the key {key!r}; keys must be unique"
+                f"argument 'specs': items {j} and {i} share the key {key!r}"
+                + ("" if specs[j].key == key else f" (up to case: {specs[j].key!r})")
+                + "; keys must be unique, ignoring case"
             )
-        seen[key] = i
+        seen[key.lower()] = i
         try:
             size = len(pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL))
         except Exception:  # unpicklable by pickle; cloudpickle may still manage (dask checks at submit)

@@ -418,6 +418,8 @@ def test_spec_errors(tmp_path):
             fd.run_tasks([CountSpec(bad, 1)], counted, tmp_path)
     with pytest.raises(InvalidOptionError, match="items 0 and 2 share the key 'a'"):
         fd.run_tasks([CountSpec("a", 1), CountSpec("b", 1), CountSpec("a", 2)], counted, tmp_path)
+    with pytest.raises(InvalidOptionError, match="items 0 and 1 share the key 'Net-1' \\(up to case: 'net-1'\\)"):
+        fd.run_tasks([CountSpec("net-1", 1), CountSpec("Net-1", 1)], counted, tmp_path)
     with pytest.raises(InvalidOptionError, match="MiB.*paths"):
         fd.run_tasks([BigSpec(np.zeros(200_000))], counted, tmp_path)
 
