@@ -421,7 +421,7 @@ def run_tasks(
     *,
     client=None,
     scheduler: str | None = None,
-    n_workers: int = 2,
+    n_workers: int | None = None,
     retries: int = 2,
     progress: bool = True,
     connect_timeout: float = 30.0,
@@ -446,8 +446,9 @@ def run_tasks(
         ``'tcp://HOST:PORT'`` of a running ``dask scheduler`` to connect to. Default (neither
         ``client`` nor ``scheduler``): a LocalCluster on 127.0.0.1 with ``n_workers`` processes of
         one thread, started only if there is something to compute and closed at the end.
-    n_workers : int
-        Worker processes of the default LocalCluster (>= 1).
+    n_workers : int, optional
+        Worker processes of the default LocalCluster (>= 1; default 2). Refused with ``client`` or
+        ``scheduler``, whose cluster has its own workers.
     retries : int
         Times a task that raised is run again (>= 0). A task whose worker died is rescheduled by
         Dask independently of this (see the module docs).
@@ -485,7 +486,12 @@ def run_tasks(
         raise ArgumentTypeError(f"argument 'client': got {type(client).__name__}, expected a distributed.Client")
     if scheduler is not None:
         _check_scheduler(scheduler)
-    n_workers = _check_int("n_workers", n_workers, 1)
+    if n_workers is not None and (client is not None or scheduler is not None):
+        raise InvalidOptionError(
+            f"argument 'n_workers': got {n_workers!r} with {'client' if client is not None else 'scheduler'}=, "
+            "expected None: it sizes the default LocalCluster only (an existing cluster has its own workers)"
+        )
+    n_workers = _check_int("n_workers", 2 if n_workers is None else n_workers, 1)
     retries = _check_int("retries", retries, 0)
     connect_timeout = float(connect_timeout)
     if not np.isfinite(connect_timeout) or connect_timeout <= 0:
@@ -707,7 +713,7 @@ def find_fixed_points_sharded(
     load_options: dict | None = None,
     client=None,
     scheduler: str | None = None,
-    n_workers: int = 2,
+    n_workers: int | None = None,
     retries: int = 2,
     progress: bool = True,
     connect_timeout: float = 30.0,

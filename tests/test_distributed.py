@@ -397,6 +397,10 @@ def test_option_errors(client, tmp_path):
     spec = [CountSpec("a", 1)]
     with pytest.raises(InvalidOptionError, match="'client' and 'scheduler'"):
         fd.run_tasks(spec, counted, tmp_path, client=client, scheduler="tcp://127.0.0.1:8786")
+    with pytest.raises(InvalidOptionError, match="'n_workers': got 3 with client="):
+        fd.run_tasks(spec, counted, tmp_path, client=client, n_workers=3)
+    with pytest.raises(InvalidOptionError, match="'n_workers': got 3 with scheduler="):
+        fd.run_tasks(spec, counted, tmp_path, scheduler="tcp://127.0.0.1:8786", n_workers=3)
     with pytest.raises(ArgumentTypeError, match="'client'.*distributed.Client"):
         fd.run_tasks(spec, counted, tmp_path, client="tcp://127.0.0.1:8786")
     for name, value in [("n_workers", 0), ("n_workers", 1.5), ("retries", -1), ("retries", True)]:
