@@ -328,14 +328,22 @@ class _Manifest:
             data = {"format": _MANIFEST_FORMAT, "version": _MANIFEST_VERSION, "fn": fn_name,
                     "created": _now(), "tasks": {}, "runs": []}
         self.data = data
+        self._saved_at = -np.inf
 
     @property
     def tasks(self) -> dict:
         return self.data["tasks"]
 
-    def save(self) -> None:
+    def save(self, *, at_most_every: float = 0.0) -> None:
+        # During a run the manifest is rewritten at most once a second: with thousands of tasks,
+        # rewriting it after every task would cost O(T^2). The rows/ files are the source of truth,
+        # so a manifest a second behind loses nothing.
+        now = time.monotonic()
+        if at_most_every and now - self._saved_at < at_most_every:
+            return
         self.data["updated"] = _now()
         _atomic_write_text(self.path, json.dumps(self.data, indent=1, default=_json_default))
+        self._saved_at = now
 
 
 # ============================================================================ clients
@@ -563,7 +571,7 @@ def run_tasks(
                     entry.update(status="failed", finished=_now(), error=text)
                     log(f"[{done}/{len(specs)}] {key} FAILED: {text}")
                 fut.release()
-                manifest.save()
+                manifest.save(at_most_every=1.0)
     run["finished"] = _now()
     manifest.save()
     wall = time.perf_counter() - t0
