@@ -614,8 +614,10 @@ def _describe_client(cl) -> str:
 
 
 def _check_visible(cl, results_dir: Path) -> None:
-    seen = cl.run(os.path.isdir, str(results_dir))
-    blind = sorted(addr for addr, ok in seen.items() if not ok)
+    # A worker that is restarting (or dies) meanwhile answers with an exception: it is not counted
+    # as blind; whether it sees the directory is checked when it writes its first result.
+    seen = cl.run(os.path.isdir, str(results_dir), on_error="return")
+    blind = sorted(addr for addr, ok in seen.items() if ok is False)
     if blind:
         raise InvalidOptionError(
             f"argument 'results_dir': {str(results_dir)!r} does not exist on the workers {', '.join(blind)}; "

@@ -430,12 +430,14 @@ def test_spec_errors(tmp_path):
 
 def test_results_dir_must_be_visible_to_workers(tmp_path):
     class Blind:  # a client whose workers do not see the directory (no shared filesystem)
-        def run(self, fn, path):
-            return {"tcp://10.0.0.7:4000": False, "tcp://10.0.0.8:4000": fn(path)}
+        def run(self, fn, path, on_error):
+            assert on_error == "return"
+            return {"tcp://10.0.0.7:4000": False, "tcp://10.0.0.8:4000": fn(path),
+                    "tcp://10.0.0.9:4000": OSError("worker restarting")}
 
     with pytest.raises(InvalidOptionError, match="does not exist on the workers tcp://10.0.0.7:4000;"):
         fd._check_visible(Blind(), tmp_path)
-    fd._check_visible(type("Sees", (), {"run": lambda self, fn, p: {"w": fn(p)}})(), tmp_path)
+    fd._check_visible(type("Sees", (), {"run": lambda self, fn, p, on_error: {"w": fn(p)}})(), tmp_path)
 
 
 @pytest.mark.parametrize("shard_size", [0, -3, 2.5, True, "8"])
