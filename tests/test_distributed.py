@@ -348,6 +348,28 @@ def test_sharded_resume_skips_finished_shards(client, gru_weights, tmp_path):
         fd.find_fixed_points_sharded(gru_weights, h0_path, res, shard_size=9, client=client, progress=False)
 
 
+def test_sharded_load_options_reach_the_workers(client, tmp_path):
+    """A plain state-dict .npz of a GRU needs cell= to load, on the client and on every worker."""
+    params = fastfp.RNNParams.random("gru", 5, 2, scale=2.0 / np.sqrt(5), seed=4)
+    path = tmp_path / "state_dict.npz"
+    np.savez(path, weight_ih_l0=params.w_ih, weight_hh_l0=params.w_hh, bias_ih_l0=params.b_ih,
+             bias_hh_l0=params.b_hh)
+    h0 = np.random.default_rng(2).uniform(-1, 1, size=(12, 5))
+    with pytest.raises(InvalidOptionError, match="cell"):
+        fd.find_fixed_points_sharded(path, h0, tmp_path / "a", shard_size=5, client=client, progress=False)
+    fp = fd.find_fixed_points_sharded(path, h0, tmp_path / "b", shard_size=5, client=client, progress=False,
+                                      load_options={"cell": "gru"}, unique_tol=None, maxiter=50)
+    serial = fastfp.find_fixed_points(params, h0, maxiter=50)
+    np.testing.assert_array_equal(fp.status, serial.status)
+    np.testing.assert_allclose(fp.x, serial.x, rtol=0, atol=1e-6)
+    assert fp.metadata["maxiter"] == 50
+    # Workers got paths and row ranges, never arrays.
+    for entry in _manifest(tmp_path / "b")["tasks"].values():
+        assert set(entry["spec"]) == {"type", "index", "lo", "hi", "weights_path", "h0_path", "x_path",
+                                      "solver_options", "load_options", "width"}
+        assert entry["spec"]["load_options"] == [["cell", "gru"]]
+
+
 # ---------------------------------------------------------------------------- error paths
 def test_results_dir_errors(gru_weights, tmp_path):
     afile = tmp_path / "file"
