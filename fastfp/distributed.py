@@ -790,7 +790,17 @@ def find_fixed_points_sharded(
         unique_tol = float(unique_tol)
         if not np.isfinite(unique_tol) or unique_tol <= 0:
             raise InvalidOptionError(f"argument 'unique_tol': got {unique_tol!r}, expected a number > 0 or None")
+    if load_options is not None and not isinstance(load_options, dict):
+        raise ArgumentTypeError(
+            f"argument 'load_options': got {type(load_options).__name__}, expected a dict of fastfp.load options"
+        )
     load_options = dict(load_options or {})
+    load_names = [n for n in inspect.signature(load).parameters if n != "source"]
+    unknown = sorted(set(load_options) - set(load_names))
+    if unknown:
+        raise InvalidOptionError(
+            f"argument 'load_options': {unknown[0]!r} is not an option of fastfp.load; expected some of {', '.join(load_names)}"
+        )
     allowed = _solver_option_names()
     unknown = sorted(set(solver_options) - set(allowed))
     if unknown:
@@ -798,7 +808,12 @@ def find_fixed_points_sharded(
             f"argument {unknown[0]!r}: not an option of fastfp.find_fixed_points; expected some of {', '.join(allowed)}"
         )
     if "dtype" in solver_options:
-        solver_options["dtype"] = np.dtype(solver_options["dtype"]).name  # a JSON-safe, comparable name
+        try:
+            solver_options["dtype"] = np.dtype(solver_options["dtype"]).name  # a JSON-safe, comparable name
+        except TypeError:
+            raise InvalidOptionError(
+                f"argument 'dtype': got {solver_options['dtype']!r}, expected float32 or float64"
+            ) from None
     results_dir = _check_results_dir(results_dir)
     weights_path = Path(weights_path).expanduser().resolve()
     model = load(weights_path, **load_options)
@@ -815,6 +830,7 @@ def find_fixed_points_sharded(
         except Exception as exc:
             raise FileFormatError(f"argument 'h0': {str(h0_path)!r} is not a readable .npy file ({exc})") from None
         if not isinstance(H0, np.ndarray):
+            H0.close()
             raise FileFormatError(f"argument 'h0': {str(h0_path)!r} is an .npz archive, expected one .npy array")
     else:
         h0_path = None

@@ -497,6 +497,14 @@ def test_sharded_input_errors(gru_weights, tmp_path):
         fd.find_fixed_points_sharded(gru_weights, h0, tmp_path, atol=-1.0)
     with pytest.raises(InvalidOptionError, match="'backend'"):
         fd.find_fixed_points_sharded(gru_weights, h0, tmp_path, backend="tpu")
+    with pytest.raises(InvalidOptionError, match="'dtype'"):
+        fd.find_fixed_points_sharded(gru_weights, h0, tmp_path, dtype="float16")
+    with pytest.raises(InvalidOptionError, match="'dtype'"):
+        fd.find_fixed_points_sharded(gru_weights, h0, tmp_path, dtype="no-such-type")
+    with pytest.raises(InvalidOptionError, match="'load_options': 'celll' is not an option of fastfp.load"):
+        fd.find_fixed_points_sharded(gru_weights, h0, tmp_path, load_options={"celll": "gru"})
+    with pytest.raises(ArgumentTypeError, match="'load_options'"):
+        fd.find_fixed_points_sharded(gru_weights, h0, tmp_path, load_options=["cell", "gru"])
     with pytest.raises(InvalidOptionError, match="'unique_tol'"):
         fd.find_fixed_points_sharded(gru_weights, h0, tmp_path, unique_tol=0)
     with pytest.raises(ArgumentTypeError, match="'weights_path'.*save_params"):
