@@ -8,7 +8,11 @@ cluster settings). Two timings per case:
 
 * ``battery``: ``run_tasks`` on a cluster already started and warmed up (every worker has imported
   fastfp and loaded the Numba kernels), i.e. the scaling of the tasks themselves;
-* ``end to end``: ``run_tasks(..., n_workers=k)`` from nothing, cluster start and warm-up included.
+* ``end to end``: ``run_tasks(..., n_workers=k)`` from nothing, cluster start and warm-up included;
+
+and a control: as many tasks that only sleep 0.5 s each, on the warm cluster. They need no core,
+so their ratio shows whether the workers really run tasks side by side, whatever else the machine
+is doing.
 
 Run::
 
@@ -44,6 +48,7 @@ N_TASKS = int(os.environ.get("FASTFP_BENCH_DIST_TASKS", 8))
 HIDDEN = int(os.environ.get("FASTFP_BENCH_DIST_HIDDEN", 64))
 STATES = int(os.environ.get("FASTFP_BENCH_DIST_STATES", 1024))
 INPUTS = 8
+SLEEP_S = 0.5  # the control battery: as many tasks that each sleep this long
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,22 @@ def bench_task(spec: BenchSpec, out_dir: Path) -> dict:
     # (batched LAPACK solves split across the cores the process may use) ran in parallel.
     return {"points": len(fp), "converged": int(fp.success.sum()), "distinct": len(distinct),
             "task_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
+
+
+@dataclass(frozen=True)
+class SleepSpec:
+    name: str
+    seconds: float
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+
+def sleep_task(spec: SleepSpec, out_dir: Path) -> dict:
+    """A task that waits without using a core: the control that shows Dask's own concurrency."""
+    time.sleep(spec.seconds)
+    return {"slept_s": spec.seconds}
 
 
 def make_battery(root: Path, n_tasks=N_TASKS, hidden=HIDDEN, states=STATES) -> list:
@@ -109,13 +130,17 @@ def time_battery(specs, n_workers: int, root: Path) -> dict:
         t0 = time.perf_counter()
         report = fd.run_tasks(specs, bench_task, root / f"warm-{n_workers}", client=client, progress=False)
         battery = time.perf_counter() - t0
+        naps = [SleepSpec(f"nap-{i}", SLEEP_S) for i in range(len(specs))]
+        t0 = time.perf_counter()
+        fd.run_tasks(naps, sleep_task, root / f"sleep-{n_workers}", client=client, progress=False)
+        sleep = time.perf_counter() - t0
     finally:
         client.close()
         cluster.close()
     t0 = time.perf_counter()
     fd.run_tasks(specs, bench_task, root / f"cold-{n_workers}", n_workers=n_workers, progress=False)
     cold = time.perf_counter() - t0
-    return {"workers": n_workers, "battery_s": battery, "end_to_end_s": cold,
+    return {"workers": n_workers, "battery_s": battery, "end_to_end_s": cold, "sleep_s": sleep,
             "task_s": sum(r["task_s"] for r in report.rows), "cpu_s": sum(r["cpu_s"] for r in report.rows),
             "rows": report.rows}
 
@@ -138,12 +163,15 @@ def main(argv=None) -> None:
           f"unique; {rows[0]['converged']}/{rows[0]['points']} converged and {rows[0]['distinct']} distinct in the "
           f"first task. fastfp {fastfp.__version__}, Python {platform.python_version()}, {os.cpu_count()} CPUs; "
           f"load average {load_before:.2f} before, {load_after:.2f} after.\n")
-    print("| workers | battery s (warm cluster) | sum of task wall s | sum of task CPU s | end to end s (cluster start included) |")
-    print("|---:|---:|---:|---:|---:|")
+    print("| workers | battery s (warm cluster) | sum of task wall s | sum of task CPU s | end to end s (cluster start included) "
+          f"| control: {args.tasks} x {SLEEP_S} s sleeps, s |")
+    print("|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        print(f"| {r['workers']} | {r['battery_s']:.2f} | {r['task_s']:.2f} | {r['cpu_s']:.2f} | {r['end_to_end_s']:.2f} |")
+        print(f"| {r['workers']} | {r['battery_s']:.2f} | {r['task_s']:.2f} | {r['cpu_s']:.2f} | {r['end_to_end_s']:.2f} "
+              f"| {r['sleep_s']:.2f} |")
     print(f"\nspeed-up of 2 workers over 1: {one['battery_s'] / two['battery_s']:.2f}x (warm battery), "
-          f"{one['end_to_end_s'] / two['end_to_end_s']:.2f}x (end to end)")
+          f"{one['end_to_end_s'] / two['end_to_end_s']:.2f}x (end to end), "
+          f"{one['sleep_s'] / two['sleep_s']:.2f}x (control: sleeping tasks, no core needed)")
     sys.stdout.flush()
 
 
