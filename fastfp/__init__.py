@@ -14,6 +14,7 @@ from .errors import (
     MissingDependencyError,
     NonFiniteError,
     ShapeError,
+    TaskFailedError,
 )
 from .fixed_points import FixedPoints, concatenate
 from . import analysis, corpus, train
@@ -72,6 +73,7 @@ __all__ = [
     "FileFormatError",
     "MemoryLimitError",
     "BackendUnavailableError",
+    "TaskFailedError",
     "tasks",
     "TaskData",
     "spectra",

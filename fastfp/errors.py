@@ -18,6 +18,7 @@ __all__ = [
     "FileFormatError",
     "MemoryLimitError",
     "BackendUnavailableError",
+    "TaskFailedError",
 ]
 
 
@@ -59,3 +60,14 @@ class FileFormatError(FastFPError, ValueError):
 
 class MemoryLimitError(FastFPError, MemoryError):
     """A request would need more memory than allowed; the message gives the estimate and a chunk size."""
+
+
+class TaskFailedError(FastFPError, RuntimeError):
+    """Tasks of a distributed run failed; ``.failures`` maps each task key to its error text.
+
+    The run's other tasks have finished and are saved: running again computes only the failed ones.
+    """
+
+    def __init__(self, message: str, failures: dict | None = None):
+        super().__init__(message)
+        self.failures = dict(failures or {})
