@@ -53,6 +53,12 @@ def main(ctx, debug: bool, quiet: bool) -> None:
 
 
 # ============================================================================ helpers
+def _quiet() -> bool:
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root() if ctx is not None else None
+    return bool(root is not None and (root.obj or {}).get("quiet"))
+
+
 def _log(msg: str) -> None:
     ctx = click.get_current_context(silent=True)
     root = ctx.find_root() if ctx is not None else None
@@ -334,10 +340,15 @@ _progress_option = click.option("--progress", "force_progress", is_flag=True,
 @_data_options
 @_search_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--input", "input_spec", default="auto", show_default=True,
+              help="Constant input of the search: auto (the neutral word 'the' when the vocabulary has it, "
+                   "else zero), zero, mean, word:<w> or FILE.npy.")
+@click.option("--slow-speed", type=click.FloatRange(min=0, min_open=True), default=1e-2, show_default=True,
+              help="Slow-point mode keeps points with ||F(h) - h||_inf below this.")
 @_report_options
 @_progress_option
-def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, as_json, report, no_report,
-        force_progress) -> None:
+def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, as_json, input_spec, slow_speed,
+        report, no_report, force_progress) -> None:
     """Analyse a network: roots, slow manifold, dimension, word counts.
 
     WEIGHTS (optional) is any file fastfp.load reads (torch .pt, .safetensors, Flax msgpack, .npz);
@@ -360,16 +371,23 @@ def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, as_
     xs = _input_sequences(model, data)
     traj = fastfp.rollout(params, None, xs, lengths=data.lengths)
     h0 = fastfp.sample_states(traj, states, noise=noise, mask=data.mask(), seed=seed)
-    x = np.zeros(params.input_size)
+    if input_spec == "auto":
+        # A one-hot classifier never sees x = 0; between evidence words it reads the neutral word,
+        # so its integrating dynamics are those of F(h, x_the) (see docs/reproduction.md).
+        vocab = model.vocab if model.vocab is not None else (data.vocab if model.embedding is None else None)
+        input_spec = "word:" + fastfp.tasks.NEUTRAL if vocab is not None and fastfp.tasks.NEUTRAL in vocab else "zero"
+    x = _resolve_input(input_spec, model, data, xs)
+    if x.ndim != 1:
+        raise click.BadParameter("expected one input vector for run", param_hint="'--input'")
 
     _log(f"solving for exact fixed points from {states} states ...")
     with _Bar("exact fixed points", states, force=force_progress) as bar:
         exact = fastfp.find_fixed_points(params, h0, x, progress=bar)
     roots = exact[exact.success].unique(1e-3)
     roots_d = roots.decompose(params)
-    _log("solving in slow-point mode (slow_ratio 0.05, slow_speed 1e-3) ...")
+    _log(f"solving in slow-point mode (slow_ratio 0.05, slow_speed {slow_speed:g}) at input {input_spec} ...")
     with _Bar("slow points       ", states, force=force_progress) as bar:
-        slow = fastfp.find_fixed_points(params, h0, x, slow_ratio=0.05, slow_speed=1e-3, progress=bar)
+        slow = fastfp.find_fixed_points(params, h0, x, slow_ratio=0.05, slow_speed=slow_speed, progress=bar)
     kept = slow[slow.success | slow.is_slow_point]
     if len(kept) >= 2:
         dim = analysis.manifold_dimension(kept)
@@ -382,6 +400,7 @@ def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, as_
     horizon = float(np.median(data.lengths))
     one = analysis.integration_modes(kept_d, horizon=horizon) if len(kept_d) else None
     two = analysis.integration_modes(kept_d, horizon=horizon, two_sided=True) if len(kept_d) else None
+    half = analysis.integration_modes(kept_d, horizon=horizon / 2, two_sided=True) if len(kept_d) else None
     wc = analysis.wordcount_prediction(data)
     readout = None
     if model.readout_weight is not None and model.readout_weight.shape[0] >= 2:
@@ -393,6 +412,7 @@ def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, as_
         "state_size": params.state_size,
         "data": {"name": data.name, "docs": data.n_docs, "length": data.max_length, "classes": data.n_classes},
         "initial_states": states,
+        "input": input_spec,
         "fixed_points": {
             "found": len(exact),
             "converged": int(exact.success.sum()),
@@ -410,6 +430,7 @@ def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, as_
             "horizon": horizon,
             "median": one.median if one else None,
             "median_two_sided": two.median if two else None,
+            "median_two_sided_half_horizon": half.median if half else None,
         },
         "wordcount_prediction": {"dimension": wc.dimension, "participation_ratio": wc.participation_ratio},
         "readout": readout,
@@ -431,11 +452,13 @@ def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, as_
     lines = [
         f"model            {name} ({params.cell}, N={params.state_size})",
         f"data             {data.name}: {data.n_docs} docs, length {data.max_length}, {data.n_classes} classes",
+        f"input            {summary['input']} (held fixed during the search)",
         f"fixed points     {fp['found']} found, {fp['converged']} converged, {fp['distinct']} distinct, "
         f"{fp['stable']} stable",
         f"slow points      {sp['kept']} kept ({sp['distinct']} distinct)",
         f"manifold         PR {pr:.2f}, n95 {sp['n95']}" if pr is not None else "manifold         (too few points)",
-        f"integration      median modes {im['median']} (two-sided {im['median_two_sided']}) at horizon {horizon:g}",
+        f"integration      median modes {im['median']} (two-sided {im['median_two_sided']}) at horizon {horizon:g}, "
+        f"{im['median_two_sided_half_horizon']} at {horizon / 2:g}",
         f"word-count pred  dimension {wc.dimension} (PR {wc.participation_ratio:.2f})",
     ]
     if readout is not None:
@@ -455,6 +478,7 @@ def _summary_rows(summary):
         ("model", f"{summary['model']} ({summary['cell']}, N={summary['state_size']})"),
         ("data", f"{d['name']}: {d['docs']} docs, length {d['length']}, {d['classes']} classes"),
         ("initial states", summary["initial_states"]),
+        ("input held fixed", summary.get("input", "zero")),
         ("fixed points", f"{fp['found']} found, {fp['converged']} converged, {fp['distinct']} distinct, {fp['stable']} stable"),
         ("solver status (exact)", ", ".join(f"{k} {v}" for k, v in fp["status"].items())),
         ("slow points", f"{sp['kept']} kept ({sp['distinct']} distinct); status "
@@ -462,7 +486,8 @@ def _summary_rows(summary):
         ("manifold participation ratio", sp["participation_ratio"]),
         ("components for 90% / 95%", f"{sp['n90']} / {sp['n95']}"),
         ("explained variance, top 4", ", ".join(f"{v:.3f}" for v in sp["top_variance"]) or None),
-        ("integration modes (median)", f"{im['median']} (two-sided {im['median_two_sided']}) at horizon {im['horizon']:g} steps"),
+        ("integration modes (median)", f"{im['median']} (two-sided {im['median_two_sided']}) at horizon {im['horizon']:g} steps, "
+                                       f"{im.get('median_two_sided_half_horizon')} at {im['horizon'] / 2:g}"),
         ("word-count prediction", f"dimension {wc['dimension']} (PR {wc['participation_ratio']:.2f})"),
     ]
     if summary["readout"] is not None:
@@ -526,7 +551,21 @@ def _write_run_report(path, summary, *, model, data, traj, roots, kept, kept_all
               help="Constant input: zero, mean, word:<w> or FILE.npy.")
 @_search_options
 @click.option("--method", type=click.Choice(["hybrid", "newton", "lm", "adam"]), default="hybrid", show_default=True)
-@click.option("--backend", type=click.Choice(["cpu", "numpy"]), default="cpu", show_default=True)
+@click.option("--backend", type=click.Choice(["cpu", "numpy", "gpu"]), default="cpu", show_default=True)
+@click.option("--jacobian", type=click.Choice(["auto", "dense", "matrix_free"]), default="auto", show_default=True,
+              help="Dense Newton or matrix-free Newton-Krylov (auto: matrix-free from N = 512 or when dense "
+                   "does not fit in memory).")
+@click.option("--eig-k", type=click.IntRange(min=1), default=None,
+              help="Keep only the k eigenvalues of largest |lambda| (matrix-free; default: all when N < 1024, "
+                   "else 8).")
+@click.option("--scheduler", type=str, default=None, metavar="tcp://HOST:PORT",
+              help="Solve in shards on this Dask scheduler (needs the 'dask' extra).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Solve in shards on a local Dask cluster of this many workers (needs the 'dask' extra).")
+@click.option("--shard-size", type=click.IntRange(min=1), default=4096, show_default=True,
+              help="Initial states per Dask task.")
+@click.option("--results-dir", type=click.Path(file_okay=False), default=None,
+              help="Where the Dask shards go (default: OUTPUT's name + '.shards'); a rerun resumes there.")
 @click.option("--atol", type=float, default=None, help="Convergence tolerance (default 1e-10 / 1e-5 in float32).")
 @click.option("--maxiter", type=click.IntRange(min=0), default=None, help="Iteration cap (default per method).")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True)
@@ -535,8 +574,9 @@ def _write_run_report(path, summary, *, model, data, traj, roots, kept, kept_all
               help="Save the distinct points (unique 1e-3) or every point.")
 @_data_options
 @_progress_option
-def find(weights, output, input_spec, states, noise, seed, method, backend, atol, maxiter, dtype, slow_ratio,
-         keep, task, classes, corpus, n_docs, length, force_progress) -> None:
+def find(weights, output, input_spec, states, noise, seed, method, backend, jacobian, eig_k, scheduler, workers,
+         shard_size, results_dir, atol, maxiter, dtype, slow_ratio, keep, task, classes, corpus, n_docs, length,
+         force_progress) -> None:
     """Find fixed points of WEIGHTS and save them (-o) as a .npz.
 
     WEIGHTS is any file fastfp.load reads. Initial states come from rollouts of task (or corpus)
@@ -553,14 +593,28 @@ def find(weights, output, input_spec, states, noise, seed, method, backend, atol
     xs = _input_sequences(model, data)
     x = _resolve_input(input_spec, model, data, xs)
     h0 = _initial_states(params, xs, data, states, noise, seed)
-    _log(f"solving {states} states with {method} on {backend} ({dtype}) ...")
-    with _Bar("fixed points", states, force=force_progress) as bar:
-        fp = fastfp.find_fixed_points(params, h0, x, method=method, backend=backend, atol=atol, maxiter=maxiter,
-                                      dtype=np.dtype(dtype), slow_ratio=slow_ratio, progress=bar)
+    if scheduler is not None and workers is not None:
+        raise click.UsageError("give --scheduler (an existing Dask cluster) or --workers (a local one), not both")
+    solver_options = dict(method=method, backend=backend, jacobian=jacobian, atol=atol, maxiter=maxiter,
+                          dtype=np.dtype(dtype), slow_ratio=slow_ratio)
+    if scheduler is not None or workers is not None:
+        from fastfp.distributed import find_fixed_points_sharded
+
+        shards = results_dir or (str(output) + ".shards")
+        _log(f"solving {states} states in shards of {shard_size} on Dask; shards in {shards} ...")
+        fp = find_fixed_points_sharded(weights, h0, shards, x=x, shard_size=shard_size, scheduler=scheduler,
+                                       n_workers=workers, progress=not _quiet(), unique_tol=None, **solver_options)
+    else:
+        _log(f"solving {states} states with {method} on {backend} ({dtype}) ...")
+        with _Bar("fixed points", states, force=force_progress) as bar:
+            fp = fastfp.find_fixed_points(params, h0, x, progress=bar, **solver_options)
     distinct = fp.unique(1e-3)
     out = distinct if keep == "distinct" else fp
-    _log(f"eigen-decomposition of {len(out)} points ...")
-    out = out.decompose(params.astype(np.dtype(dtype)), backend=backend)
+    k = eig_k if eig_k is not None else (None if params.state_size < 1024 else 8)
+    if k is not None and k >= params.state_size:
+        raise click.BadParameter(f"got {k}, expected fewer than N = {params.state_size}", param_hint="'--eig-k'")
+    _log(f"eigen-decomposition of {len(out)} points{'' if k is None else f' (top {k}, matrix-free)'} ...")
+    out = out.decompose(params.astype(np.dtype(dtype)), k=k, backend=backend)
     out.metadata.update(model=name, input=input_spec, seed=seed, noise=noise, kept=keep)
     out.save(output)
     _echo_json({
@@ -807,7 +861,11 @@ def info() -> None:
 @click.option("--slow-speed", type=click.FloatRange(min=0, min_open=True), default=1e-2, show_default=True,
               help="Largest ||F(h) - h||_inf of a slow point.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of the table.")
-def study(battery_name, out_dir, states, fp_input, slow_speed, as_json) -> None:
+@click.option("--scheduler", type=str, default=None, metavar="tcp://HOST:PORT",
+              help="Run the networks as tasks on this Dask scheduler (needs the 'dask' extra).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Run the networks on a local Dask cluster of this many workers (needs the 'dask' extra).")
+def study(battery_name, out_dir, states, fp_input, slow_speed, as_json, scheduler, workers) -> None:
     """Reproduce the study: train or load a battery of classifiers, find fixed points, measure.
 
     Prints a table of measured vs predicted dimension (the study's values beside fastfp's) and
@@ -818,6 +876,23 @@ def study(battery_name, out_dir, states, fp_input, slow_speed, as_json) -> None:
     from fastfp import study as _study
 
     specs = _study.battery(battery_name)
+    if scheduler is not None and workers is not None:
+        raise click.UsageError("give --scheduler (an existing Dask cluster) or --workers (a local one), not both")
+    if scheduler is not None or workers is not None:
+        import functools
+
+        from fastfp.distributed import run_tasks
+
+        fn = functools.partial(_study.run_network, n_states=states, fp_input=fp_input, slow_speed=slow_speed)
+        run = run_tasks(specs, fn, out_dir, scheduler=scheduler, n_workers=workers, progress=not _quiet())
+        rows = list(run.rows)
+        tables = _study.write_table(rows, out_dir)
+        _log(f"{len(rows)} networks; tables: {tables['markdown']}")
+        if as_json:
+            _echo_json({"battery": battery_name, "out": str(out_dir), "tables": tables, "rows": rows})
+        else:
+            click.echo(_study.table_markdown(rows), nl=False)
+        return
     result = _study.run_study(specs, out_dir, progress=_log, n_states=states, fp_input=fp_input,
                               slow_speed=slow_speed)
     _log(f"{len(result.ran)} run, {len(result.skipped)} already done; tables: {result.tables['markdown']}")

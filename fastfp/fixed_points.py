@@ -135,7 +135,7 @@ class FixedPoints:
         )
 
     # ------------------------------------------------------------------ analysis
-    def decompose(self, params, *, k: int | None = None, tol: float = 1e-10, backend: str = "cpu") -> "FixedPoints":
+    def decompose(self, params, *, k: int | None = None, tol: float = 1e-12, backend: str = "cpu") -> "FixedPoints":
         """Add Jacobians, sorted eigenvalues, right/left eigenvectors and input Jacobians.
 
         Parameters

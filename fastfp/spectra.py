@@ -55,7 +55,7 @@ class TopEigs:
             return -1.0 / np.log(np.abs(self.eigvals))
 
 
-def top_eigs(params, h, x=None, *, k: int = 8, ncv: int | None = None, tol: float = 1e-10,
+def top_eigs(params, h, x=None, *, k: int = 8, ncv: int | None = None, tol: float = 1e-12,
              maxiter: int | None = None, left: bool = False, backend: str = "cpu", seed: int = 0) -> TopEigs:
     """The k eigenvalues of largest magnitude of J = dF/dh at each state, without forming J.
 
@@ -69,9 +69,12 @@ def top_eigs(params, h, x=None, *, k: int = 8, ncv: int | None = None, tol: floa
     k : int
         Number of eigenvalues, 1 <= k < N.
     ncv : int, optional
-        Krylov dimension, k < ncv <= N (default max(2k + 1, k + 16)); memory B x ncv x N.
+        Krylov dimension, k < ncv <= N (default max(2k + 1, k + 32), at most N); memory B x ncv x N.
+        A larger space converges faster where the eigenvalues near |lambda_k| are clustered.
     tol : float
         Stop a point when every wanted pair has ||J r - lambda r|| <= tol * max(|lambda_1|, 1).
+        Eigenvalues in tight clusters (non-normal J) are accurate only to about sqrt(tol) times
+        their conditioning, so the default is strict.
     maxiter : int, optional
         J v products per point at most (default 200 * ncv).
     left : bool
@@ -100,7 +103,7 @@ def top_eigs(params, h, x=None, *, k: int = 8, ncv: int | None = None, tol: floa
     if not (isinstance(tol, (int, float, np.floating)) and np.isfinite(tol) and tol > 0):
         raise InvalidOptionError(f"argument 'tol': got {tol!r}, expected a finite number > 0")
     X = prepare_inputs("x", params, x, B, np.float64)
-    m = int(min(N, max(2 * k + 1, k + 16))) if ncv is None else int(ncv)
+    m = int(min(N, max(2 * k + 1, k + 32))) if ncv is None else int(ncv)
     if maxiter is None:
         maxiter = 200 * m
     if not isinstance(maxiter, (int, np.integer)) or isinstance(maxiter, bool) or maxiter < 1:

@@ -1,0 +1,79 @@
+"""CLI options of the large-N and scale-out paths: --jacobian, --eig-k, --backend gpu, and the Dask
+options of `find` and `study`."""
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import fastfp
+from fastfp.cli import main
+
+DATA = pathlib.Path(__file__).parent / "data"
+
+
+def _invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_find_matrix_free_with_top_k_eigs(tmp_path):
+    out = tmp_path / "fp.npz"
+    r = _invoke("-q", "find", DATA / "gru64_cat3.npz", "-o", out, "--states", "32", "--docs", "8",
+                "--jacobian", "matrix_free", "--eig-k", "4", "--method", "newton")
+    assert r.exit_code == 0, r.output
+    fp = fastfp.FixedPoints.load(out)
+    assert fp.metadata["jacobian"] == "matrix_free"
+    assert fp.eigvals.shape == (len(fp), 4) and fp.jacobian is None
+    # The saved eigenvalues are the 4 largest |lambda| of the dense Jacobian at each saved point.
+    model = fastfp.load_params(DATA / "gru64_cat3.npz")
+    J = fastfp.jacobian(model.params.astype(np.float64), fp.x, fp.inputs)
+    mags = -np.sort(-np.abs(np.linalg.eigvals(J)), axis=1)[:, :4]
+    np.testing.assert_allclose(-np.sort(-np.abs(fp.eigvals), axis=1), mags, atol=1e-8)
+    a = _invoke("analyze", out, "--json")
+    assert a.exit_code == 0, a.output
+
+
+def test_find_eig_k_too_large_is_a_usage_error(tmp_path):
+    r = _invoke("-q", "find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--states", "8", "--docs", "8",
+                "--eig-k", "64")
+    assert r.exit_code == 2 and "--eig-k" in r.output
+
+
+def test_find_gpu_without_cupy_is_a_one_line_error(tmp_path, monkeypatch):
+    import sys
+
+    import fastfp.backends as backends
+
+    monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy -> ImportError
+    monkeypatch.setattr(backends, "_cache", {})
+    r = _invoke("find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--states", "8", "--docs", "8",
+                "--backend", "gpu")
+    assert r.exit_code == 1
+    assert "fastfp-rnn[gpu]" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("command", ["find", "study"])
+def test_scheduler_and_workers_together_is_a_usage_error(tmp_path, command):
+    if command == "find":
+        args = ["find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--states", "8", "--docs", "8"]
+    else:
+        args = ["study", "--out", tmp_path / "s"]
+    r = _invoke(*args, "--scheduler", "tcp://127.0.0.1:1", "--workers", "2")
+    assert r.exit_code == 2 and "not both" in r.output
+
+
+def test_find_on_a_local_dask_cluster_equals_serial(tmp_path):
+    pytest.importorskip("distributed")
+    common = ["--states", "40", "--docs", "8", "--seed", "5", "--keep", "all"]
+    serial = _invoke("-q", "find", DATA / "gru64_cat3.npz", "-o", tmp_path / "serial.npz", *common)
+    assert serial.exit_code == 0, serial.output
+    dist = _invoke("-q", "find", DATA / "gru64_cat3.npz", "-o", tmp_path / "dist.npz", *common,
+                   "--workers", "2", "--shard-size", "16")
+    assert dist.exit_code == 0, dist.output
+    a, b = fastfp.FixedPoints.load(tmp_path / "serial.npz"), fastfp.FixedPoints.load(tmp_path / "dist.npz")
+    np.testing.assert_array_equal(a.status, b.status)
+    np.testing.assert_allclose(a.x, b.x, atol=1e-8)
+    assert (tmp_path / "dist.npz.shards").is_dir()
+    assert json.loads(dist.stdout)["points"] == 40
