@@ -553,7 +553,7 @@ def _write_run_report(path, summary, *, model, data, traj, roots, kept, kept_all
 @click.option("--method", type=click.Choice(["hybrid", "newton", "lm", "adam"]), default="hybrid", show_default=True)
 @click.option("--backend", type=click.Choice(["cpu", "numpy", "gpu"]), default="cpu", show_default=True)
 @click.option("--jacobian", type=click.Choice(["auto", "dense", "matrix_free"]), default="auto", show_default=True,
-              help="Dense Newton or matrix-free Newton-Krylov (auto: matrix-free from N = 512 or when dense "
+              help="Dense Newton or matrix-free Newton-Krylov (auto: matrix-free from N = 128 or when dense "
                    "does not fit in memory).")
 @click.option("--eig-k", type=click.IntRange(min=1), default=None,
               help="Keep only the k eigenvalues of largest |lambda| (matrix-free; default: all when N < 1024, "

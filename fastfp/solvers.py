@@ -46,8 +46,11 @@ __all__ = ["find_fixed_points", "sample_states", "METHODS"]
 
 METHODS = ("hybrid", "newton", "lm", "adam")
 JACOBIANS = ("auto", "dense", "matrix_free")
-# From N = 512 on, Newton-Krylov beats dense Newton on trained and random GRUs (bench_krylov.py).
-MATRIX_FREE_MIN_N = 512
+# From N = 128 on, Newton-Krylov beats dense Newton on the trained GRUs (1.7x at N = 128, 2.6x at
+# N = 256, 13x at N = 2048; bench/RESULTS-krylov.md). Up to DENSE_RETRY_MAX_N, 'auto' solves the
+# points it leaves unconverged again with the dense method.
+MATRIX_FREE_MIN_N = 128
+DENSE_RETRY_MAX_N = 1024
 _DEFAULT_MAXITER = {"hybrid": 100, "newton": 100, "lm": 200, "adam": 5000}
 _ARMIJO = 1e-4
 _MAX_HALVINGS = 30
@@ -188,8 +191,10 @@ def find_fixed_points(
         and factorises it; ``'matrix_free'`` runs Newton-Krylov: batched GMRES on J v products
         (memory O(gmres_restart * N) per point, each iteration one GEMM), with a steepest-descent
         step on q where Newton gives no decrease (it replaces hybrid's LM step). ``'auto'`` picks
-        matrix-free for N >= 512 (where it measures faster, see bench/RESULTS-krylov.md) or
-        when not even one dense point fits in ``memory_limit``; dense otherwise. ``lm``, slow-
+        matrix-free for N >= 128 (where it measures faster, see bench/RESULTS-krylov.md) or
+        when not even one dense point fits in ``memory_limit``, dense otherwise; with N <= 1024
+        the points matrix-free leaves unconverged (max iterations, diverged, singular) are
+        solved again with the dense method (``metadata['dense_retries']``). ``lm``, slow-
         manifold mode and ``adam`` always use their own (dense / gradient) paths.
     gmres_restart : int
         Krylov dimension of the matrix-free path's GMRES(m).
@@ -283,8 +288,38 @@ def find_fixed_points(
             if callable(progress):
                 progress(hi, B)
     result = concatenate(parts) if len(parts) > 1 else parts[0]
+    if jacobian == "auto" and mode == "matrix_free" and backend != "gpu" and N <= DENSE_RETRY_MAX_N:
+        result = _retry_dense(result, kernels, params, H0, X, method, opts, metadata, dtype, memory_limit)
     result.metadata["wall_time_s"] = time.perf_counter() - t0
     return result
+
+
+def _retry_dense(result, kernels, params, H0, X, method, opts, metadata, dtype, memory_limit):
+    """'auto': points the matrix-free path left at MAX_ITER / DIVERGED / SINGULAR are solved again
+    from their initial states with dense Newton / hybrid (LM), where N is small enough to afford
+    it; the matrix-free path is faster but its steepest-descent fallback is weaker than LM."""
+    failed = np.flatnonzero(np.isin(result.status, (st.MAX_ITER, st.DIVERGED, st.SINGULAR)))
+    result.metadata["dense_retries"] = int(len(failed))
+    if len(failed) == 0:
+        return result
+    chunk = _plan_chunks(method, len(failed), H0.shape[1], dtype, "auto", memory_limit)
+    meta = dict(metadata, jacobian="dense")
+    parts = []
+    for lo in range(0, len(failed), chunk):
+        idx = failed[lo:lo + chunk]
+        parts.append(_dense(kernels, params, H0[idx], _rows(X, idx), method, opts, False, meta))
+    redo = concatenate(parts) if len(parts) > 1 else parts[0]
+    better = redo.status == st.CONVERGED
+    if not better.any():
+        return result
+    take = failed[better]
+    fields = {name: getattr(result, name).copy() for name in ("x", "fx", "residual", "q", "grad_norm", "status", "nit")}
+    for name, arr in fields.items():
+        arr[take] = getattr(redo, name)[better]
+    fields["nit"][take] += result.nit[take]  # the iterations spent on both attempts
+    from dataclasses import replace
+
+    return replace(result, **fields, metadata=dict(result.metadata, dense_retries_converged=int(better.sum())))
 
 
 def _default_memory_limit(memory_limit, backend="cpu"):

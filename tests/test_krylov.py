@@ -256,3 +256,27 @@ def test_auto_picks_matrix_free_for_large_n():
     p = fastfp.RNNParams.random("vanilla", hidden_size=N, input_size=1, seed=0)
     fp = fastfp.find_fixed_points(p, np.zeros((1, N)), maxiter=3)
     assert fp.metadata["jacobian"] == "matrix_free"
+
+
+def test_auto_retries_matrix_free_failures_with_dense(monkeypatch):
+    import fastfp.solvers as solvers
+
+    # The trained LSTM (N = 64): matrix-free hybrid leaves a few points at max iterations; 'auto'
+    # (made to pick matrix-free at this N) must solve those again with dense hybrid (LM).
+    monkeypatch.setattr(solvers, "MATRIX_FREE_MIN_N", 64)
+    model = fastfp.load_params(__import__("pathlib").Path(__file__).parent / "data" / "lstm32_cat3.npz")
+    p = model.params.astype(np.float64)
+    data = fastfp.tasks.categorical(128, n_classes=3, seed=12345)
+    traj = fastfp.rollout(p, None, data.one_hot(np.float64), lengths=data.lengths)
+    h0 = fastfp.sample_states(traj, 1024, noise=0.5, seed=0)
+    mf = fastfp.find_fixed_points(p, h0, jacobian="matrix_free")
+    auto = fastfp.find_fixed_points(p, h0, jacobian="auto")
+    n_failed = int(np.isin(mf.status, (2, 3, 5)).sum())
+    assert n_failed > 0  # otherwise this test checks nothing
+    assert auto.metadata["jacobian"] == "matrix_free" and auto.metadata["dense_retries"] == n_failed
+    assert auto.success.sum() == mf.success.sum() + auto.metadata["dense_retries_converged"]
+    assert auto.success.sum() > mf.success.sum()
+    ok = mf.success
+    np.testing.assert_array_equal(auto.x[ok], mf.x[ok])  # converged points are left as they were
+    r = fastfp.step(p, auto.x[auto.success], np.zeros(p.input_size), backend="numpy") - auto.x[auto.success]
+    assert np.abs(r).max() <= 1e-10
