@@ -80,6 +80,9 @@ def batched_gmres(matvec, b, *, x0=None, rtol=1e-8, atol=0.0, restart=40, maxite
     rnorm = _norms(xp, r)
     m = max(1, min(int(restart), N))
     eps = np.finfo(dtype).eps
+    # On a GPU every "any point still going?" test is a device-to-host synchronisation; check every
+    # few iterations there (finished points are masked, so extra iterations change nothing).
+    sync_every = 1 if xp is np else 4
     while True:
         active = xp.flatnonzero((rnorm > target) & (nit < maxiter))
         Ba = int(active.size)
@@ -120,7 +123,7 @@ def batched_gmres(matvec, b, *, x0=None, rtol=1e-8, atol=0.0, restart=40, maxite
             stop = live & ((xp.abs(g[:, j + 1]) <= tgt) | (hnext <= eps * beta) | (budget <= j + 1))
             used = xp.where(stop, j + 1, used)
             live = live & ~stop
-            if not bool(live.any()):
+            if (j % sync_every == sync_every - 1 or j == m - 1) and not bool(live.any()):
                 break
         used = xp.minimum(used, j_end)
         # Least squares: R[:k, :k] y = g[:k] per point with k = used; columns past k are masked out
