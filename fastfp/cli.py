@@ -865,7 +865,9 @@ def info() -> None:
               help="Run the networks as tasks on this Dask scheduler (needs the 'dask' extra).")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Run the networks on a local Dask cluster of this many workers (needs the 'dask' extra).")
-def study(battery_name, out_dir, states, fp_input, slow_speed, as_json, scheduler, workers) -> None:
+@click.option("--report", "with_report", is_flag=True,
+              help="Also write OUT/study.html with each network's figures (needs the 'report' extra).")
+def study(battery_name, out_dir, states, fp_input, slow_speed, as_json, scheduler, workers, with_report) -> None:
     """Reproduce the study: train or load a battery of classifiers, find fixed points, measure.
 
     Prints a table of measured vs predicted dimension (the study's values beside fastfp's) and
@@ -876,6 +878,14 @@ def study(battery_name, out_dir, states, fp_input, slow_speed, as_json, schedule
     from fastfp import study as _study
 
     specs = _study.battery(battery_name)
+    if with_report:
+        try:  # fail now, before any training, when matplotlib is missing
+            import matplotlib  # noqa: F401
+        except ImportError:
+            from .errors import MissingDependencyError
+
+            raise MissingDependencyError("option '--report': the HTML report needs matplotlib; install the "
+                                         "extra: pip install 'fastfp-rnn[report]'") from None
     if scheduler is not None and workers is not None:
         raise click.UsageError("give --scheduler (an existing Dask cluster) or --workers (a local one), not both")
     if scheduler is not None or workers is not None:
@@ -888,6 +898,8 @@ def study(battery_name, out_dir, states, fp_input, slow_speed, as_json, schedule
         rows = list(run.rows)
         tables = _study.write_table(rows, out_dir)
         _log(f"{len(rows)} networks; tables: {tables['markdown']}")
+        if with_report:
+            _log(f"report: {_study.write_report(rows, out_dir)}")
         if as_json:
             _echo_json({"battery": battery_name, "out": str(out_dir), "tables": tables, "rows": rows})
         else:
@@ -896,6 +908,8 @@ def study(battery_name, out_dir, states, fp_input, slow_speed, as_json, schedule
     result = _study.run_study(specs, out_dir, progress=_log, n_states=states, fp_input=fp_input,
                               slow_speed=slow_speed)
     _log(f"{len(result.ran)} run, {len(result.skipped)} already done; tables: {result.tables['markdown']}")
+    if with_report:
+        _log(f"report: {_study.write_report(result.rows, result.out_dir)}")
     if as_json:
         _echo_json({"battery": battery_name, "out": result.out_dir, "ran": list(result.ran),
                     "skipped": list(result.skipped), "tables": result.tables, "rows": list(result.rows)})

@@ -956,6 +956,64 @@ def write_table(rows, out_dir) -> dict:
     return {k: str(v) for k, v in paths.items()}
 
 
+def write_report(rows, out_dir, *, path=None, dpi: int = 80) -> str:
+    """A self-contained HTML report of a battery: one summary line per network, then per network its
+    fixed points in the PC space of its states (coloured by log q, readout arrows, exact roots as
+    stars) and the eigenvalues at them against the unit circle. Needs the ``report`` extra.
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        Rows of :func:`run_network` / :func:`run_study` whose artifacts are in ``out_dir``.
+    out_dir : str or os.PathLike
+        The battery's folder (``<key>.figures.npz`` per network).
+    path : str or os.PathLike, optional
+        The HTML file (default ``out_dir/study.html``).
+
+    Returns
+    -------
+    str
+        The path written.
+    """
+    from . import report as rp
+    from .analysis import PCAResult
+
+    rows = [dict(r) for r in rows]
+    out = _out_dir(out_dir)
+    path = out / "study.html" if path is None else Path(path)
+    summary, figures = [], []
+    for r in rows:
+        label = _COLUMNS[0][1](r)
+        e = r["expected"]
+        summary.append((label, f"accuracy {_f(r['test_accuracy'], 3)}; PR of fixed points {_f(r.get('pr_fixed_points'))} "
+                               f"(expected dimension {e['dimension']}); n95 {r.get('n95_fixed_points')}; "
+                               f"modes L/2 {_f(r.get('modes_median_half'), 1)}; word-count dimension "
+                               f"{r.get('wordcount_dimension')}; claims held {_held(r)}"))
+        fig_path = out / f"{r['key']}.figures.npz"
+        if not fig_path.exists():
+            raise FileFormatError(f"argument 'out_dir': {fig_path} is missing; run the network again to make it")
+        with np.load(fig_path, allow_pickle=False) as d:
+            pts, resid = d["fixed_points_pc"], d["fixed_points_residual"]
+            K = pts.shape[1]
+            # Coordinates are already the states' principal components: project with the identity.
+            basis = PCAResult(components=np.eye(K), explained_variance=np.ones(K),
+                              explained_variance_ratio=d["pca_explained_variance_ratio"][:K], mean=np.zeros(K),
+                              participation_ratio=float("nan"), n_components_90=0, n_components_95=0,
+                              n_samples=len(pts))
+            if len(pts) >= 1 and K >= 2:
+                figures.append((f"{label}: fixed / slow points in the PCs of the states",
+                                rp.fixed_points_figure(pts, q=0.5 * resid ** 2, readout=d["readout_pc"],
+                                                       highlight=d["roots_pc"] if len(d["roots_pc"]) else None,
+                                                       basis=basis, point_label="slow points", title=label)))
+            if len(pts):
+                figures.append((f"{label}: top eigenvalues at the points", rp.eigenvalue_figure(d["fixed_points_eigvals"], title=label)))
+    notes = ["PR: participation ratio; n95: components for 95% of the variance; modes: median number of "
+             "eigenvalues with time constant longer than half the document length (two-sided); the "
+             "study's claims are listed in docs/reproduction.md."]
+    return rp.write_html_report(path, title=f"fastfp study: {len(rows)} networks", summary_rows=summary,
+                                figures=figures, notes=notes, dpi=dpi)
+
+
 if __name__ == "__main__":  # pragma: no cover - `python -m fastfp.study paper --out DIR`
     from .cli import main as _main
 

@@ -431,3 +431,41 @@ def test_checks_state_the_claims():
     ml = dict(row, task="multilabel", expected=study.expectations(NetworkSpec("multilabel", {"n_labels": 3})),
               order_invariance=None, pr_fixed_points=None)
     assert study.checks(ml)["order"] is None and study.checks(ml)["pr"] is None
+
+
+def test_battery_html_report(quick, tmp_path):
+    import base64
+    import re
+
+    pytest.importorskip("matplotlib")
+    out, result, _ = quick
+    path = study.write_report(result.rows, out, path=tmp_path / "study.html")
+    html = open(path, encoding="utf-8").read()
+    for row in result.rows:
+        assert study.table_markdown([row]).splitlines()[2].split("|")[1].strip() in html  # the network's label
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
+    # Per network: the points figure and the eigenvalue figure (when it has points).
+    n_with_points = sum(1 for r in result.rows
+                        if len(np.load(out / f"{r['key']}.figures.npz")["fixed_points_pc"]))
+    assert len(images) == 2 * n_with_points and n_with_points >= 1
+    assert all(base64.b64decode(b)[:8] == b"\x89PNG\r\n\x1a\n" for b in images)
+    assert "http://" not in html and "https://" not in html
+
+
+def test_battery_report_needs_the_artifacts(quick, tmp_path):
+    pytest.importorskip("matplotlib")
+    _, result, _ = quick
+    with pytest.raises(fastfp.FileFormatError, match="figures.npz"):
+        study.write_report(result.rows, tmp_path)  # an empty folder: no artifacts
+
+
+def test_cli_study_report(quick):
+    pytest.importorskip("matplotlib")
+    from click.testing import CliRunner
+
+    from fastfp.cli import main
+
+    out, _, _ = quick
+    r = CliRunner().invoke(main, ["-q", "study", "--out", str(out), "--states", "64", "--report"])
+    assert r.exit_code == 0, r.output
+    assert (out / "study.html").exists()
