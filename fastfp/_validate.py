@@ -12,8 +12,41 @@ from .errors import ArgumentTypeError, DTypeError, NonFiniteError, ShapeError
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+_DLPACK_CUDA = (2, 3, 13)  # kDLCUDA, kDLCUDAHost, kDLCUDAManaged
+
+
+def _device_array_to_host(name: str, value: Any):
+    """A CUDA array (CuPy, or a torch / JAX device array through DLPack) copied to the host; None
+    for anything else. fastfp's results are NumPy arrays, so device inputs come back once here."""
+    cuda = hasattr(value, "__cuda_array_interface__")
+    if not cuda and hasattr(value, "__dlpack_device__") and not isinstance(value, np.ndarray):
+        try:
+            cuda = int(value.__dlpack_device__()[0]) in _DLPACK_CUDA
+        except Exception:
+            cuda = False
+    if not cuda:
+        return None
+    try:
+        import cupy
+    except ImportError:
+        from .errors import MissingDependencyError
+
+        raise MissingDependencyError(
+            f"argument {name!r}: got a CUDA array ({type(value).__name__}); reading device arrays needs CuPy: "
+            "pip install 'fastfp-rnn[gpu]' (or move it to the host first, e.g. tensor.cpu())"
+        ) from None
+    dev = cupy.from_dlpack(value) if hasattr(value, "__dlpack__") else cupy.asarray(value)
+    return cupy.asnumpy(dev)
+
+
 def as_float_array(name: str, value: Any, dtype=None) -> np.ndarray:
-    """``value`` as a C-contiguous float32/float64 array (``dtype`` if given)."""
+    """``value`` as a C-contiguous float32/float64 array (``dtype`` if given).
+
+    Accepts anything NumPy converts, and CUDA arrays (CuPy, torch CUDA tensors, JAX GPU arrays via
+    DLPack; copied to the host, which needs CuPy)."""
+    host = _device_array_to_host(name, value)
+    if host is not None:
+        value = host
     try:
         arr = np.asarray(value)
     except Exception as exc:

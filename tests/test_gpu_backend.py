@@ -214,3 +214,52 @@ def test_gpu_newton_krylov_and_eigs():
     cpu = fastfp.spectra.top_eigs(p, fp.x[:4], k=4)
     dev = fastfp.spectra.top_eigs(p, fp.x[:4], k=4, backend="gpu")
     np.testing.assert_allclose(np.abs(dev.eigvals), np.abs(cpu.eigvals), atol=1e-9)
+
+
+# ------------------------------------------------------------------ device arrays as inputs
+class _FakeCudaArray:
+    """Stands for a torch CUDA tensor: DLPack device type 2 (kDLCUDA)."""
+
+    def __init__(self, a):
+        self.a = a
+
+    def __dlpack_device__(self):
+        return (2, 0)
+
+    def __dlpack__(self, **kw):
+        return self.a.__dlpack__(**kw)
+
+
+def test_cuda_inputs_need_cupy(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    p = fastfp.RNNParams.random("gru", hidden_size=4, input_size=2, seed=0)
+    with pytest.raises(fastfp.MissingDependencyError, match=r"'h'.*CUDA array.*fastfp-rnn\[gpu\]"):
+        fastfp.step(p, _FakeCudaArray(np.zeros((1, 4))))
+
+
+def test_cuda_inputs_are_read_through_dlpack(monkeypatch):
+    import sys
+    import types
+
+    # A stand-in for CuPy whose from_dlpack / asnumpy go through NumPy: checks the plumbing (the
+    # DLPack device test, from_dlpack, the copy to the host) without a GPU.
+    fake = types.ModuleType("cupy")
+    fake.from_dlpack = np.from_dlpack
+    fake.asnumpy = np.asarray
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    p = fastfp.RNNParams.random("gru", hidden_size=4, input_size=2, seed=0)
+    h = np.random.default_rng(0).standard_normal((3, 4))
+    np.testing.assert_array_equal(fastfp.step(p, _FakeCudaArray(h)), fastfp.step(p, h))
+    fp = fastfp.find_fixed_points(p, _FakeCudaArray(h))
+    assert fp.success.all()
+
+
+def test_torch_cpu_tensors_and_jax_arrays_are_accepted():
+    torch = pytest.importorskip("torch")
+    p = fastfp.RNNParams.random("gru", hidden_size=4, input_size=2, seed=0)
+    h = np.random.default_rng(0).standard_normal((3, 4))
+    np.testing.assert_array_equal(fastfp.step(p, torch.from_numpy(h)), fastfp.step(p, h))
+    jnp = pytest.importorskip("jax.numpy")
+    np.testing.assert_allclose(fastfp.step(p, jnp.asarray(h.astype(np.float32))), fastfp.step(p, h.astype(np.float32)))
