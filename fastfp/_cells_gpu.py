@@ -116,6 +116,10 @@ class CudaOps:
         self._module = cupy.RawModule(code=source, options=("-std=c++14", f"-I{src_dir}"))
 
     def _launch(self, name, ref, n, args):
+        if n == 0:  # a launch of zero blocks is an error in CUDA
+            return
+        if ref.dtype not in (np.float32, np.float64):
+            raise TypeError(f"fastfp CUDA kernels take float32 or float64, got {ref.dtype}")
         suffix = "f64" if ref.dtype == np.float64 else "f32"
         kernel = self._module.get_function(f"{name}_{suffix}")
         kernel(((n + _THREADS - 1) // _THREADS,), (_THREADS,), args)

@@ -108,7 +108,7 @@ def newton_krylov(step, params_arrays, cell, act, H0, X, bounds, opts, *, restar
             return sub.jvp(V) - V
 
         sol = batched_gmres(matvec, -ra, rtol=eta, restart=restart, maxiter=opts.get("krylov_maxiter", 10 * restart))
-        n_matvec[active] += sol.nit + 1
+        n_matvec[active] += sol.nit + 2
         delta = sol.x
         # Trust radius: a near-singular J - I gives huge steps into the saturated region.
         hn = xp.maximum(1.0, xp.abs(ha).max(axis=1))
@@ -116,7 +116,10 @@ def newton_krylov(step, params_arrays, cell, act, H0, X, bounds, opts, *, restar
         scale = xp.minimum(1.0, opts["max_step"] * hn / xp.maximum(dn, np.finfo(dtype).tiny))
         delta = delta * scale[:, None]
         qa = 0.5 * rn * rn
-        new_h, new_r, ok = _backtrack(xp, step, rows, active, ha, ra, qa, delta, lower, upper)
+        # Directional derivative of q along delta, r^T (J - I) delta: -2q for an exact Newton step,
+        # less in size for an inexact or trust-clipped one (one more J v product).
+        slope = xp.minimum(xp.einsum("bi,bi->b", ra, lin.jvp(delta) - delta), 0.0)
+        new_h, new_r, ok = _backtrack(xp, step, rows, active, ha, ra, qa, delta, slope, lower, upper)
         bad = xp.flatnonzero(~ok)
         if bad.size and method == "hybrid":
             # Steepest descent on q where Newton gave nothing, length min(1, ||r|| / ||g||).
@@ -124,7 +127,7 @@ def newton_krylov(step, params_arrays, cell, act, H0, X, bounds, opts, *, restar
             gn = xp.sqrt(xp.einsum("bi,bi->b", g, g))
             t = xp.minimum(1.0, rn[bad] / xp.maximum(gn, np.finfo(dtype).tiny))
             sd_h, sd_r, sd_ok = _backtrack(xp, step, rows, active[bad], ha[bad], ra[bad], qa[bad],
-                                           -t[:, None] * g, lower, upper)
+                                           -t[:, None] * g, -t * gn * gn, lower, upper)
             new_h[bad], new_r[bad] = sd_h, sd_r
             bad = bad[~sd_ok]
         if bad.size:
@@ -153,8 +156,9 @@ def _classify(xp, h, r, opts):
     return out
 
 
-def _backtrack(xp, step, rows, ids, h, r, q, delta, lower, upper):
-    """Per-point Armijo backtracking on q along delta, inside the root box."""
+def _backtrack(xp, step, rows, ids, h, r, q, delta, slope, lower, upper):
+    """Per-point Armijo backtracking on q along delta (directional derivative ``slope`` <= 0),
+    inside the root box: accept the first alpha = 1, 1/2, ... with q(h + alpha delta) <= q + c alpha slope."""
     new_h, new_r = h.copy(), r.copy()
     ok = xp.zeros(h.shape[0], dtype=bool)
     pending = xp.arange(h.shape[0])
@@ -165,7 +169,7 @@ def _backtrack(xp, step, rows, ids, h, r, q, delta, lower, upper):
         trial = xp.clip(h[pending] + alpha * delta[pending], lower, upper)
         r_trial = step(trial, rows(ids[pending])) - trial
         q_trial = 0.5 * xp.einsum("bi,bi->b", r_trial, r_trial)
-        accept = xp.isfinite(q_trial) & (q_trial <= (1 - 2 * _ARMIJO * alpha) * q[pending])
+        accept = xp.isfinite(q_trial) & (q_trial <= q[pending] + _ARMIJO * alpha * slope[pending])
         acc = pending[accept]
         new_h[acc], new_r[acc] = trial[accept], r_trial[accept]
         ok[acc] = True

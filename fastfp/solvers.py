@@ -299,6 +299,8 @@ def _retry_dense(result, kernels, params, H0, X, method, opts, metadata, dtype, 
     from their initial states with dense Newton / hybrid (LM), where N is small enough to afford
     it; the matrix-free path is faster but its steepest-descent fallback is weaker than LM."""
     failed = np.flatnonzero(np.isin(result.status, (st.MAX_ITER, st.DIVERGED, st.SINGULAR)))
+    if _dense_bytes_per_point(H0.shape[1], dtype.itemsize) > _default_memory_limit(memory_limit):
+        failed = failed[:0]  # auto chose matrix-free because dense does not fit: no retry
     result.metadata["dense_retries"] = int(len(failed))
     if len(failed) == 0:
         return result

@@ -32,11 +32,13 @@ class TopEigs:
         Unit right eigenvectors in columns: J r = lambda r.
     left : ndarray, complex, shape (B, N, k) or None
         Left eigenvectors in columns (l^T J = lambda l^T), scaled so that l_i^T r_i = 1
-        (``left=True`` only).
+        (``left=True`` only); NaN columns where no left pair matched (then ``converged`` is False).
     residual : ndarray, shape (B, k)
         ||J r - lambda r||_2 of each right pair (Krylov-Schur's estimate).
     converged : ndarray of bool, shape (B,)
-        Every wanted pair met ``tol`` (False: the values are the best found within maxiter).
+        Every wanted pair met ``tol`` (and, with ``left=True``, every left pair was found); False: the
+        values are the best found within maxiter. A Krylov method cannot prove that no larger
+        eigenvalue was missed; the default Krylov dimension makes that unlikely.
     nit : ndarray of int, shape (B,)
         J v products spent per point (twice that with ``left=True``).
     """
@@ -98,8 +100,12 @@ def top_eigs(params, h, x=None, *, k: int = 8, ncv: int | None = None, tol: floa
     B, N = H.shape
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or not 1 <= k < N:
         raise InvalidOptionError(f"argument 'k': got {k!r}, expected an integer with 1 <= k < N = {N}")
-    if ncv is not None and (not isinstance(ncv, (int, np.integer)) or isinstance(ncv, bool) or not k < ncv <= N):
-        raise InvalidOptionError(f"argument 'ncv': got {ncv!r}, expected an integer with k = {k} < ncv <= N = {N}")
+    low = min(N, 2 * k + 1)
+    if ncv is not None and (not isinstance(ncv, (int, np.integer)) or isinstance(ncv, bool) or not (low <= ncv <= N and ncv > k)):
+        # Fewer than 2k + 1 vectors can converge to k eigenvalues that are not the largest.
+        raise InvalidOptionError(
+            f"argument 'ncv': got {ncv!r}, expected an integer with min(N, 2k + 1) = {low} <= ncv <= N = {N}"
+        )
     if not (isinstance(tol, (int, float, np.floating)) and np.isfinite(tol) and tol > 0):
         raise InvalidOptionError(f"argument 'tol': got {tol!r}, expected a finite number > 0")
     X = prepare_inputs("x", params, x, B, np.float64)
@@ -122,13 +128,18 @@ def top_eigs(params, h, x=None, *, k: int = 8, ncv: int | None = None, tol: floa
     vec_r = _host(right.vectors)
     vec_l = None
     nit = right.nit
+    converged = right.converged
     if left:
-        lres = batched_eigs(_op(lin, transpose=True), B, N, k, dtype=np.float64, xp=xp, ncv=m, tol=tol,
+        # A few more left pairs than wanted: where |lambda_k| ~ |lambda_k+1| the two runs may settle on
+        # different members of the tie, and every right eigenvalue needs its partner.
+        kl = min(k + 2, m - 1, N - 1) if m > k + 2 else k
+        lres = batched_eigs(_op(lin, transpose=True), B, N, kl, dtype=np.float64, xp=xp, ncv=m, tol=tol,
                             maxiter=maxiter, seed=seed + 1)
-        vec_l = _pair_left(right.eigvals, lres.eigvals, _host(lres.vectors), vec_r)
+        vec_l, paired = _pair_left(right.eigvals, lres.eigvals, _host(lres.vectors), vec_r, tol)
+        converged = converged & lres.converged & paired
         nit = nit + lres.nit
     return TopEigs(eigvals=right.eigvals, right=vec_r, left=vec_l, residual=right.residual,
-                   converged=right.converged, nit=nit)
+                   converged=converged, nit=nit)
 
 
 def _op(lin, *, transpose):
@@ -149,21 +160,30 @@ def _op(lin, *, transpose):
     return matvec
 
 
-def _pair_left(lam_r, lam_l, vec_l, vec_r):
-    """Left vectors reordered to the right eigenvalues' order and scaled so that l^T r = 1."""
+def _pair_left(lam_r, lam_l, vec_l, vec_r, tol):
+    """Left vectors in the right eigenvalues' order, scaled so that l^T r = 1; NaN (and paired False)
+    where no left eigenvalue matches or l^T r ~ 0 (a defective or mismatched pair)."""
     B, k = lam_r.shape
-    out = np.zeros_like(vec_r)
+    out = np.full_like(vec_r, np.nan)
+    paired = np.ones(B, dtype=bool)
     for b in range(B):
-        used = np.zeros(k, bool)
+        used = np.zeros(lam_l.shape[1], bool)
+        scale = max(1.0, float(np.abs(lam_r[b]).max()))
         for i in range(k):
             d = np.abs(lam_l[b] - lam_r[b, i])
             d[used] = np.inf
             j = int(np.argmin(d))
+            if d[j] > max(1e-6, 1e3 * tol) * scale:
+                paired[b] = False
+                continue
             used[j] = True
             l = vec_l[b, :, j]
             s = l @ vec_r[b, :, i]
-            out[b, :, i] = l / s if s != 0 else np.nan
-    return out
+            if abs(s) <= 1e-8 * np.linalg.norm(l) * np.linalg.norm(vec_r[b, :, i]):
+                paired[b] = False
+                continue
+            out[b, :, i] = l / s
+    return out, paired
 
 
 def _host(a):

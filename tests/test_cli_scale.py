@@ -24,7 +24,7 @@ def test_find_matrix_free_with_top_k_eigs(tmp_path):
                 "--jacobian", "matrix_free", "--eig-k", "4", "--method", "newton")
     assert r.exit_code == 0, r.output
     fp = fastfp.FixedPoints.load(out)
-    assert fp.metadata["jacobian"] == "matrix_free"
+    assert len(fp) > 0 and fp.metadata["jacobian"] == "matrix_free"
     assert fp.eigvals.shape == (len(fp), 4) and fp.jacobian is None
     # The saved eigenvalues are the 4 largest |lambda| of the dense Jacobian at each saved point.
     model = fastfp.load_params(DATA / "gru64_cat3.npz")

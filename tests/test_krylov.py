@@ -280,3 +280,72 @@ def test_auto_retries_matrix_free_failures_with_dense(monkeypatch):
     np.testing.assert_array_equal(auto.x[ok], mf.x[ok])  # converged points are left as they were
     r = fastfp.step(p, auto.x[auto.success], np.zeros(p.input_size), backend="numpy") - auto.x[auto.success]
     assert np.abs(r).max() <= 1e-10
+
+
+def test_eigs_low_rank_jacobian_invariant_subspace():
+    # relu RNN with 5 of 64 units active at h = 0: J = diag(slope) W has rank 5 < ncv, so Arnoldi
+    # meets an invariant subspace; the method must restart with a fresh direction, not normalise noise.
+    N = 64
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((N, N)) / np.sqrt(N)
+    b = np.full(N, -1.0)
+    b[:5] = 1.0
+    p = fastfp.RNNParams("vanilla", np.zeros((N, 1)), W, b, np.zeros(N), nonlinearity="relu")
+    h = np.zeros((1, N))
+    te = top_eigs(p, h, k=6, left=True)
+    J = fastfp.jacobian(p, h)
+    _assert_top_eigenvalues(te.eigvals, np.linalg.eigvals(J), 1e-10)
+    assert np.abs(np.einsum("bij,bjk->bik", J, te.right) - te.right * te.eigvals[:, None, :]).max() < 1e-10
+    A = np.diag([2.0] * 10 + [1.0] * 10)[None]
+    res = batched_eigs(_matvec(A), 1, 20, 3, ncv=8)
+    np.testing.assert_allclose(res.eigvals, 2.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_left_vectors_with_a_magnitude_tie(seed):
+    # J = W with eigenvalues +-0.9 (a tie in |lambda|): the left run may settle on the other member;
+    # the left vectors must still be left eigenvectors of the right eigenvalues, scaled l^T r = 1.
+    N = 6
+    rng = np.random.default_rng(1)
+    Q = np.linalg.qr(rng.standard_normal((N, N)))[0]
+    W = Q @ np.diag([0.9, -0.9, 0.5, 0.3, 0.2, 0.1]) @ Q.T
+    p = fastfp.RNNParams("vanilla", np.zeros((N, 1)), W, np.full(N, 10.0), np.zeros(N), nonlinearity="relu")
+    h = np.ones((1, N))  # pre-activations W h + 10 > 0: every unit active, J = W
+    J = fastfp.jacobian(p, h)
+    np.testing.assert_allclose(J[0], W, atol=1e-15)
+    te = top_eigs(p, h, k=1, left=True, seed=seed)
+    L, lam = te.left, te.eigvals
+    assert abs(abs(lam[0, 0]) - 0.9) < 1e-10
+    if te.converged[0]:
+        assert np.abs(np.einsum("bji,bjk->bik", J, L) - L * lam[:, None, :]).max() < 1e-9
+        np.testing.assert_allclose(np.einsum("bnk,bnk->bk", L, te.right), 1.0, atol=1e-10)
+    else:
+        assert np.isnan(L).all()  # never a wrong vector
+
+
+def test_auto_does_not_retry_dense_when_dense_does_not_fit():
+    p = fastfp.RNNParams.random("gru", hidden_size=64, input_size=2, seed=0)
+    h0 = np.random.default_rng(0).uniform(-0.9, 0.9, (4, 64))
+    fp = fastfp.find_fixed_points(p, h0, memory_limit=4 * 64 * 64 * 8, maxiter=1, batch_size="auto")
+    assert fp.metadata["jacobian"] == "matrix_free" and fp.metadata["dense_retries"] == 0
+    assert (fp.status == fastfp.Status.MAX_ITER).any()
+
+
+def test_steepest_descent_backtracking_uses_its_own_slope():
+    from fastfp._newton_krylov import _backtrack
+
+    # r(h) = r0 - 1e-3 h: grad q = -1e-3 r is tiny next to r; a steepest-descent step decreases q by
+    # about 1e-6 q, which the Newton-step rule (1 - 2c alpha) q would reject.
+    r0 = np.array([[1.0, -0.5]])
+
+    def step(h, X):
+        return h + (r0 - 1e-3 * h)
+
+    h = np.zeros((1, 2))
+    r = step(h, None) - h
+    q = 0.5 * (r * r).sum(axis=1)
+    g = -1e-3 * r
+    gn = np.linalg.norm(g, axis=1)
+    _, r_new, ok = _backtrack(np, step, lambda i: None, np.arange(1), h, r, q, -g, -gn * gn,
+                              np.full(2, -np.inf), np.full(2, np.inf))
+    assert ok.all() and 0.5 * (r_new ** 2).sum() < q[0]
