@@ -372,8 +372,9 @@ def _plan_chunks(method, B, N, dtype, batch_size, memory_limit, *, mode="dense",
     if method == "adam":
         per_point = 16 * N * itemsize
     elif mode == "matrix_free":
-        # GMRES basis (restart + 1 vectors), the gate coefficients and ~16 work vectors.
-        per_point = (restart + 1 + 32) * N * itemsize
+        # GMRES basis (restart + 1 vectors), its rotated Hessenberg (restart^2), the gate
+        # coefficients and ~16 work vectors.
+        per_point = ((restart + 1 + 32) * N + restart * restart + 4 * restart) * itemsize
     else:
         per_point = _dense_bytes_per_point(N, itemsize)
     memory_limit = _default_memory_limit(memory_limit, backend)
