@@ -15,7 +15,7 @@ import numpy as np
 from ._linearize import linearize
 from ._validate import as_float_array, check_finite, check_params, prepare_inputs, state_size_text
 from .backends import get_kernels
-from .errors import InvalidOptionError, ShapeError
+from .errors import InvalidOptionError, MemoryLimitError, ShapeError
 
 __all__ = ["TopEigs", "top_eigs"]
 
@@ -58,7 +58,8 @@ class TopEigs:
 
 
 def top_eigs(params, h, x=None, *, k: int = 8, ncv: int | None = None, tol: float = 1e-12,
-             maxiter: int | None = None, left: bool = False, backend: str = "cpu", seed: int = 0) -> TopEigs:
+             maxiter: int | None = None, left: bool = False, backend: str = "cpu", seed: int = 0,
+             memory_limit: float | None = None) -> TopEigs:
     """The k eigenvalues of largest magnitude of J = dF/dh at each state, without forming J.
 
     Parameters
@@ -84,6 +85,9 @@ def top_eigs(params, h, x=None, *, k: int = 8, ncv: int | None = None, tol: floa
     backend : {'cpu', 'numpy', 'gpu'}
     seed : int
         Seed of the random Krylov start vectors.
+    memory_limit : float, optional
+        Bytes the method may use (default: half the available memory, or 80% of the free GPU
+        memory); the states are processed in chunks that fit.
 
     Returns
     -------
@@ -114,8 +118,32 @@ def top_eigs(params, h, x=None, *, k: int = 8, ncv: int | None = None, tol: floa
         maxiter = 200 * m
     if not isinstance(maxiter, (int, np.integer)) or isinstance(maxiter, bool) or maxiter < 1:
         raise InvalidOptionError(f"argument 'maxiter': got {maxiter!r}, expected a positive integer")
+
+    # Krylov basis (ncv + 1 vectors), k right and k + 2 left vectors (complex) and work vectors.
+    from .solvers import _default_memory_limit
+
+    per_point = ((m + 1) + 4 * (k + 2) + 16) * N * 8
+    limit = _default_memory_limit(memory_limit, backend)
+    chunk = int(limit // per_point)
+    if chunk < 1:
+        raise MemoryLimitError(
+            f"top_eigs needs about {per_point / 2**20:.1f} MiB per point (N = {N}, ncv = {m}) but memory_limit "
+            f"is {limit / 2**20:.1f} MiB; raise memory_limit or lower ncv"
+        )
+    parts = [_top_eigs_chunk(params, H[lo:lo + chunk], X if X.shape[0] == 1 else X[lo:lo + chunk], k, m, tol,
+                             maxiter, left, backend, seed)
+             for lo in range(0, B, chunk)] or [_top_eigs_chunk(params, H, X, k, m, tol, maxiter, left, backend, seed)]
+    if len(parts) == 1:
+        return parts[0]
+    cat = lambda name: np.concatenate([getattr(t, name) for t in parts], axis=0)  # noqa: E731
+    return TopEigs(eigvals=cat("eigvals"), right=cat("right"), left=cat("left") if left else None,
+                   residual=cat("residual"), converged=cat("converged"), nit=cat("nit"))
+
+
+def _top_eigs_chunk(params, H, X, k, m, tol, maxiter, left, backend, seed):
     from ._krylov import batched_eigs
 
+    B, N = H.shape
     xp, H_dev, X_dev, w = _on_backend(backend, H, X, params)
     if backend == "gpu":
         from ._cells_gpu import device_cells

@@ -349,3 +349,15 @@ def test_steepest_descent_backtracking_uses_its_own_slope():
     _, r_new, ok = _backtrack(np, step, lambda i: None, np.arange(1), h, r, q, -g, -gn * gn,
                               np.full(2, -np.inf), np.full(2, np.inf))
     assert ok.all() and 0.5 * (r_new ** 2).sum() < q[0]
+
+
+def test_top_eigs_in_chunks_equals_one_batch():
+    p = fastfp.RNNParams.random("gru", hidden_size=24, input_size=3, scale=2.5 / np.sqrt(24), seed=4)
+    h = np.random.default_rng(5).uniform(-0.8, 0.8, size=(7, 24))
+    whole = top_eigs(p, h, k=4, left=True)
+    per_point = ((24 + 1) + 4 * 6 + 16) * 24 * 8  # ncv = N = 24 here
+    chunked = top_eigs(p, h, k=4, left=True, memory_limit=3 * per_point)  # chunks of 3, 3, 1
+    np.testing.assert_allclose(chunked.eigvals, whole.eigvals, atol=1e-10)
+    assert chunked.right.shape == whole.right.shape and chunked.converged.all()
+    with pytest.raises(MemoryLimitError, match="top_eigs needs"):
+        top_eigs(p, h, k=4, memory_limit=100.0)
