@@ -149,6 +149,69 @@ def test_cuda_relu_element_math_on_host(harness):
     np.testing.assert_array_equal(got[1], (pre > 0).astype(float))
 
 
+# ------------------------------------------------------------------ the whole kernels on the host
+@pytest.fixture(scope="module")
+def kernel_harness(tmp_path_factory):
+    gxx = shutil.which("g++")
+    if gxx is None:
+        pytest.skip("g++ is not installed")
+    exe = tmp_path_factory.mktemp("cuda_kernels") / "kernel_harness"
+    subprocess.run([gxx, "-O1", "-std=c++17", "-DFASTFP_HOST", f"-I{kernel_source_dir()}",
+                    os.path.join(ROOT, "tests", "cuda_host", "kernel_harness.cpp"), "-o", str(exe)], check=True)
+    return str(exe)
+
+
+def _run_kernel(exe, name, prec, B, H, rows, extra, inputs, sizes):
+    data = np.concatenate([np.asarray(a, np.float64).ravel() for a in inputs]).tobytes()
+    out = subprocess.run([exe, name, prec, str(B), str(H), str(rows), str(extra)], input=data,
+                         capture_output=True, check=True).stdout
+    flat = np.frombuffer(out, dtype=np.float64)
+    assert flat.size == sum(sizes)
+    return np.split(flat, np.cumsum(sizes)[:-1])
+
+
+@pytest.mark.parametrize("prec", ["f64", "f32"])
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("kernel", ["vanilla_forward", "gru_forward", "ugrnn_forward", "lstm_forward", "gated_jvp"])
+def test_cuda_kernels_executed_on_the_host_match_their_numpy_twins(kernel_harness, kernel, shared, prec):
+    # The CUDA kernels themselves (thread index -> element, gate strides, the shared-input row, the
+    # LSTM coefficient layout), run as loops over blocks and threads, against HostOps.
+    rng = np.random.default_rng(7)
+    B, H = 5, 300  # more than one 256-thread block, and a partial last block
+    rows = 1 if shared else B
+    ops = HostOps()
+    tol = dict(rtol=1e-13, atol=1e-14) if prec == "f64" else dict(rtol=2e-5, atol=2e-6)
+    if kernel == "vanilla_forward":
+        ax, hh = rng.standard_normal((rows, H)), rng.standard_normal((B, H))
+        got = _run_kernel(kernel_harness, kernel, prec, B, H, rows, 0, [ax, hh], [B * H, B * H])
+        out, slope = np.empty((B, H)), np.empty((B, H))
+        ops.vanilla_forward(ax, hh, 0, out, slope)
+        want = [out, slope]
+    elif kernel in ("gru_forward", "ugrnn_forward"):
+        G = 3 if kernel == "gru_forward" else 2
+        ax, hh, h = rng.standard_normal((rows, G * H)) * 3, rng.standard_normal((B, G * H)), rng.standard_normal((B, H))
+        got = _run_kernel(kernel_harness, kernel, prec, B, H, rows, 0, [ax, hh, h], [B * H, B * G * H, B * H])
+        out, C, D = np.empty((B, H)), np.empty((B, G * H)), np.empty((B, H))
+        (ops.gru_forward if G == 3 else ops.ugrnn_forward)(ax, hh, h, out, C, D)
+        want = [out, C, D]
+    elif kernel == "lstm_forward":
+        ax, hh, hc = rng.standard_normal((rows, 4 * H)) * 3, rng.standard_normal((B, 4 * H)), rng.standard_normal((B, 2 * H))
+        got = _run_kernel(kernel_harness, kernel, prec, B, H, rows, 0, [ax, hh, hc], [2 * B * H, 6 * B * H])
+        out, coef = np.empty((B, 2 * H)), np.empty((6, B, H))
+        ops.lstm_forward(ax, hh, hc, out, coef)
+        want = [out, coef]
+    else:
+        G = 3
+        C, D, u, v = (rng.standard_normal((B, G * H)), rng.standard_normal((B, H)),
+                      rng.standard_normal((B, G * H)), rng.standard_normal((B, H)))
+        got = _run_kernel(kernel_harness, kernel, prec, B, H, 1, G, [C, D, u, v], [B * H])
+        out = np.empty((B, H))
+        ops.gated_jvp(C, D, u, v, G, out)
+        want = [out]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w.ravel(), **tol)
+
+
 # ------------------------------------------------------------------ the CUDA sources compile
 def test_cuda_sources_compile_with_nvcc(tmp_path):
     nvcc = shutil.which("nvcc")
