@@ -413,6 +413,7 @@ def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, as_
         "data": {"name": data.name, "docs": data.n_docs, "length": data.max_length, "classes": data.n_classes},
         "initial_states": states,
         "input": input_spec,
+        "slow_speed": slow_speed,
         "fixed_points": {
             "found": len(exact),
             "converged": int(exact.success.sum()),
@@ -533,8 +534,9 @@ def _write_run_report(path, summary, *, model, data, traj, roots, kept, kept_all
     figures.append(("Explained variance of the principal components (bars) and cumulative (lines).",
                     rp.explained_variance_figure(sets)))
     notes = [
-        "Exact fixed points solve F(h, 0) = h to 1e-10; slow points are where the solver stopped on the slow "
-        "manifold (slow_ratio 0.05, speed below 1e-3). q = |F(h) - h|^2 / 2 is the speed of a point.",
+        f"Exact fixed points solve F(h, x*) = h to 1e-10 with the input x* held at {summary.get('input', 'zero')}; "
+        f"slow points are where the solver stopped on the slow manifold (slow_ratio 0.05, "
+        f"|F(h) - h|_inf below {summary.get('slow_speed', 1e-3):g}). q = |F(h) - h|^2 / 2 is the speed of a point.",
         "Participation ratio PR = (sum v)^2 / sum v^2 of the explained-variance ratios v; the word-count "
         "prediction is the dimension of the class-mean word-frequency matrix (Aitken et al., 2021).",
     ]
@@ -764,7 +766,7 @@ def convert(weights, output, cell, layer, direction, key_prefix) -> None:
 
 @main.command()
 @click.option("--quick", "size", flag_value="quick", help="Smallest grid (one cell, one size; about a second).")
-@click.option("--full", "size", flag_value="full", help="Larger grid (four cells, H up to 512; about half a minute).")
+@click.option("--full", "size", flag_value="full", help="Larger grid (four cells, H up to 512; 10-20 s on 2 cores).")
 @click.option("--repeats", type=click.IntRange(min=1), default=None, help="Timed repeats per case (default 3 / 5 / 7).")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True)
 @click.option("--reference", is_flag=True, help="Also time the NumPy reference backend (step, Jacobian).")
