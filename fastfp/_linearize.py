@@ -39,6 +39,26 @@ class Linearization:
         """The linearisation at a subset of the states (rows ``idx``)."""
         return Linearization(self.cell, self.w_hh, {k: v[idx] for k, v in self.coef.items()})
 
+    def operator(self, *, transpose: bool = False, shift: float = 0.0):
+        """``matvec(idx, V)``: (J - shift I) V, or (J^T - shift I) V, for the rows ``idx``, as the
+        batched Krylov methods of ``fastfp._krylov`` call it. Their working set only shrinks, so
+        its size identifies the subset, whose linearisation is taken once per subset."""
+        cache = {}
+
+        def matvec(idx, V):
+            n = int(idx.shape[0])
+            if n == self.batch:
+                sub = self
+            else:
+                if n not in cache:
+                    cache.clear()
+                    cache[n] = self.take(idx)
+                sub = cache[n]
+            out = sub.vjp(V) if transpose else sub.jvp(V)
+            return out - shift * V if shift else out
+
+        return matvec
+
     def jvp(self, v):
         """J v: (B, N) -> (B, N)."""
         c, W, cell = self.coef, self.w_hh, self.cell

@@ -94,20 +94,7 @@ def newton_krylov(step, params_arrays, cell, act, H0, X, bounds, opts, *, restar
         eta = xp.maximum(eta, 8 * np.finfo(dtype).eps)
         rn_prev[active], eta_prev[active] = rn, eta
 
-        cache = {}
-
-        def matvec(idx, V, lin=lin):
-            key = int(idx.size)
-            if key == lin.batch:
-                sub = lin
-            else:
-                sub = cache.get(key)
-                if sub is None:
-                    cache.clear()
-                    sub = cache[key] = lin.take(idx)
-            return sub.jvp(V) - V
-
-        sol = batched_gmres(matvec, -ra, rtol=eta, restart=restart, maxiter=opts.get("krylov_maxiter", 10 * restart))
+        sol = batched_gmres(lin.operator(shift=1.0), -ra, rtol=eta, restart=restart, maxiter=opts.get("krylov_maxiter", 10 * restart))
         n_matvec[active] += sol.nit + 2
         delta = sol.x
         # Trust radius: a near-singular J - I gives huge steps into the saturated region.

@@ -111,3 +111,19 @@ def prepare_inputs(name: str, params, value: Any, batch: int | None, dtype) -> n
         )
     check_finite(name, x)
     return np.ascontiguousarray(x)
+
+
+def progress_logger(progress):
+    """``progress`` (True: print to stderr; a callable taking a message; False / None: silent) as a
+    callable or None; anything else is refused."""
+    if progress is True:
+        import sys
+
+        return lambda msg: print(msg, file=sys.stderr, flush=True)
+    if callable(progress):
+        return progress
+    if progress is False or progress is None:
+        return None
+    from .errors import InvalidOptionError
+
+    raise InvalidOptionError(f"argument 'progress': got {progress!r}, expected a bool or a callable")

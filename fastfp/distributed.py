@@ -48,7 +48,6 @@ import os
 import pickle
 import re
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,6 +55,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._atomic import TMP_MARK, atomic_path
 from ._version import __version__
 from .errors import (
     ArgumentTypeError,
@@ -82,7 +82,7 @@ _SCHEDULER_RE = re.compile(r"^tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]
 # A spec travels through the scheduler with every task: it must stay a description (paths, seeds,
 # sizes), never data.
 _MAX_SPEC_BYTES = 1 << 20
-_TMP_MARK = ".fastfp-tmp-"
+_TMP_MARK = TMP_MARK
 
 
 def _import_distributed():
@@ -97,25 +97,9 @@ def _import_distributed():
 
 
 # ============================================================================ atomic files
-def _tmp_path(path: Path) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}{_TMP_MARK}", dir=path.parent)
-    os.close(fd)
-    return Path(name)
-
-
-@contextmanager
 def _atomic(path):
-    """Yield a temporary path next to ``path``; on success fsync it and rename it onto ``path``."""
-    path = Path(path)
-    tmp = _tmp_path(path)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """A temporary path next to ``path``, fsynced and renamed onto it on success."""
+    return atomic_path(path, fsync=True)
 
 
 def _atomic_write_text(path, text: str) -> None:

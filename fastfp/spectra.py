@@ -151,7 +151,7 @@ def _top_eigs_chunk(params, H, X, k, m, tol, maxiter, left, backend, seed):
         lin = device_cells().linearize(params.cell_code, params.nonlinearity_code, H_dev, X_dev, *w)
     else:
         lin = linearize(params.cell_code, params.nonlinearity_code, H_dev, X_dev, *w)
-    right = batched_eigs(_op(lin, transpose=False), B, N, k, dtype=np.float64, xp=xp, ncv=m, tol=tol,
+    right = batched_eigs(lin.operator(), B, N, k, dtype=np.float64, xp=xp, ncv=m, tol=tol,
                          maxiter=maxiter, seed=seed)
     vec_r = _host(right.vectors)
     vec_l = None
@@ -161,31 +161,13 @@ def _top_eigs_chunk(params, H, X, k, m, tol, maxiter, left, backend, seed):
         # A few more left pairs than wanted: where |lambda_k| ~ |lambda_k+1| the two runs may settle on
         # different members of the tie, and every right eigenvalue needs its partner.
         kl = min(k + 2, m - 1, N - 1) if m > k + 2 else k
-        lres = batched_eigs(_op(lin, transpose=True), B, N, kl, dtype=np.float64, xp=xp, ncv=m, tol=tol,
+        lres = batched_eigs(lin.operator(transpose=True), B, N, kl, dtype=np.float64, xp=xp, ncv=m, tol=tol,
                             maxiter=maxiter, seed=seed + 1)
         vec_l, paired = _pair_left(right.eigvals, lres.eigvals, _host(lres.vectors), vec_r, tol)
         converged = converged & lres.converged & paired
         nit = nit + lres.nit
     return TopEigs(eigvals=right.eigvals, right=vec_r, left=vec_l, residual=right.residual,
                    converged=converged, nit=nit)
-
-
-def _op(lin, *, transpose):
-    cache = {}
-
-    def matvec(idx, V):
-        # The working set only shrinks, so its size identifies it.
-        n = int(idx.shape[0])
-        if n == lin.batch:
-            sub = lin
-        else:
-            if n not in cache:
-                cache.clear()
-                cache[n] = lin.take(idx)
-            sub = cache[n]
-        return sub.vjp(V) if transpose else sub.jvp(V)
-
-    return matvec
 
 
 def _pair_left(lam_r, lam_l, vec_l, vec_r, tol):

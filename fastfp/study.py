@@ -43,7 +43,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -52,6 +51,8 @@ from typing import Any, Callable
 import numpy as np
 
 from . import analysis
+from ._atomic import atomic_path
+from ._validate import progress_logger
 from . import tasks as _tasks
 from ._version import __version__
 from .errors import ArgumentTypeError, FileFormatError, InvalidOptionError
@@ -348,17 +349,8 @@ def expectations(spec: NetworkSpec) -> dict:
 # =========================================================================== atomic writes
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Write via ``write(tmp)`` to a temporary file in the same folder, then rename onto ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_path(path) as tmp:
+        write(tmp)
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -547,14 +539,7 @@ def run_network(
         raise InvalidOptionError(f"argument 'compare_zero_input': got {compare_zero_input!r}, expected True or False")
     slow_ratio = _float("slow_ratio", slow_ratio, 0.0, 1.0)
     slow_speed = _float("slow_speed", slow_speed, 0.0, 1.0)
-    if progress is True:
-        log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    elif callable(progress):
-        log = progress
-    elif progress is False or progress is None:
-        log = None
-    else:
-        raise InvalidOptionError(f"argument 'progress': got {progress!r}, expected a bool or a callable")
+    log = progress_logger(progress)
     out = _out_dir(out_dir)  # after the checks: a bad argument creates no folder
 
     from .dynamics import rollout
@@ -817,14 +802,7 @@ def run_study(specs, out_dir, *, progress: bool | Callable[[str], None] = False,
     if len(set(keys)) != len(keys):
         dup = sorted({k for k in keys if keys.count(k) > 1})
         raise InvalidOptionError(f"argument 'specs': the same network appears twice ({dup[0]})")
-    if progress is True:
-        log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    elif callable(progress):
-        log = progress
-    elif progress is False or progress is None:
-        log = None
-    else:
-        raise InvalidOptionError(f"argument 'progress': got {progress!r}, expected a bool or a callable")
+    log = progress_logger(progress)
     unknown = set(options) - set(_MEASURE_DEFAULTS) - {"threads"}
     if unknown:
         raise InvalidOptionError(

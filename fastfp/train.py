@@ -42,6 +42,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ._validate import progress_logger
 from ._version import __version__
 from .dynamics import rollout
 from .errors import ArgumentTypeError, InvalidOptionError, MissingDependencyError, ShapeError
@@ -593,15 +594,7 @@ def train_classifier(
             raise InvalidOptionError("argument 'target_accuracy': given without 'eval_data' to measure it on")
     if threads is not None:
         threads = _pos_int("threads", threads)
-    if progress is True:
-        import sys
-        log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    elif callable(progress):
-        log = progress
-    elif progress is False or progress is None:
-        log = None
-    else:
-        raise InvalidOptionError(f"argument 'progress': got {progress!r}, expected a bool or a callable")
+    log = progress_logger(progress)
 
     rng = np.random.default_rng(int(seed))
     if isinstance(task_data, TaskData):
