@@ -12,7 +12,9 @@ Design, from measurements on 2 cores:
 * Element-wise passes are serial on purpose: OpenBLAS worker threads keep spinning after a
   GEMM, and a Numba thread pool started right after them fights them for the cores (measured:
   +8 ms on a 256 x 64 step that takes 0.2 ms). Only the dense Jacobian assembly, which is
-  O(B N^2) and so long enough to amortise that, runs in parallel, and only for large batches.
+  O(B N^2) and so long enough to amortise that, runs in parallel, and only for large batches:
+  Python threads over row chunks of a ``nogil`` kernel (``_linalg.split_rows``), not an OpenMP
+  ``prange``, which measured 3-4x slower than serial with another process busy on one core.
 
 Kernels compile lazily per dtype (float32, float64) and are cached on disk.
 """
@@ -20,10 +22,10 @@ Kernels compile lazily per dtype (float32, float64) and are cached on disk.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._blas import single_threaded_blas
-from ._numba_util import serial_and_parallel
+from ._linalg import split_rows
 from .params import GRU, GRU_RESET_BEFORE, LSTM, RELU, UGRNN, VANILLA
 
 __all__ = ["step_cpu", "jacobian_cpu", "input_jacobian_cpu", "jvp_cpu", "vjp_cpu", "residual_grad_cpu"]
@@ -209,7 +211,7 @@ def step_cpu(cell, act, h, x, w_ih, w_hh, b_ih, b_hh):
 def _jacobian_body(cell, d, K, w_hh, wrt_state, scratch, out):
     """Assemble dF/dh (wrt_state, K = w_hh) or dF/dx (K = w_ih) from d into out (B, N, Q).
 
-    Compiled twice below, parallel and serial; ``scratch`` is (B, H, Q) for reset-before, else empty.
+    ``scratch`` is (B, H, Q) for reset-before, else empty.
     """
     B = d.shape[0]
     H = w_hh.shape[1]
@@ -217,7 +219,7 @@ def _jacobian_body(cell, d, K, w_hh, wrt_state, scratch, out):
     rb = cell == GRU_RESET_BEFORE
     Un = w_hh[2 * H:]
     Kr = K[:H]
-    for b in prange(B):
+    for b in range(B):
         if rb:
             # The reset path couples through U_n diag(h r (1 - r)) K_r: one GEMM per state.
             sc = scratch[b]
@@ -267,9 +269,8 @@ def _jacobian_body(cell, d, K, w_hh, wrt_state, scratch, out):
                     out[b, H + j, H + j] = d[b, 5, j]
 
 
-_jacobian_serial, _jacobian_parallel = serial_and_parallel(_jacobian_body)
-# Below this many output entries the parallel pool's start-up (and its contention with BLAS's
-# spinning threads) costs more than it saves.
+_jacobian_serial = njit(cache=True, nogil=True)(_jacobian_body)
+# Below this many output entries splitting the batch over threads costs more than it saves.
 PARALLEL_MIN_ENTRIES = 1 << 21
 
 
@@ -281,9 +282,15 @@ def _jacobian(cell, act, h, x, w_ih, w_hh, b_ih, b_hh, wrt_state, out=None):
         out = np.empty((B, N, Q), dtype=h.dtype)
     H = w_hh.shape[1]
     scratch = np.empty((B, H, K.shape[1]) if cell == GRU_RESET_BEFORE else (0, 0, 0), dtype=h.dtype)
-    kernel = _jacobian_parallel if out.size >= PARALLEL_MIN_ENTRIES else _jacobian_serial
-    with single_threaded_blas():  # the reset-before GEMMs run inside the parallel loop
-        kernel(cell, d, K, w_hh, wrt_state, scratch, out)
+    with single_threaded_blas():  # the reset-before GEMMs run inside the threads
+        if out.size >= PARALLEL_MIN_ENTRIES:
+            # Python threads over a nogil kernel, not a prange: chunks go to whichever thread is
+            # free, so a loaded machine does not stall the whole batch (see _linalg.split_rows).
+            rb = cell == GRU_RESET_BEFORE
+            split_rows(lambda lo, hi: _jacobian_serial(cell, d[lo:hi], K, w_hh, wrt_state,
+                                                       scratch[lo:hi] if rb else scratch, out[lo:hi]), B)
+        else:
+            _jacobian_serial(cell, d, K, w_hh, wrt_state, scratch, out)
     return out
 
 

@@ -163,6 +163,9 @@ class _FusedLinearization(Linearization):
     def take(self, idx):
         return _FusedLinearization(Linearization.take(self, idx), self._ops)
 
+    def astype(self, dtype):
+        return _FusedLinearization(Linearization.astype(self, dtype), self._ops)
+
     def jvp(self, v):
         if self.cell not in (GRU, UGRNN):
             return Linearization.jvp(self, v)

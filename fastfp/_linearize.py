@@ -35,6 +35,10 @@ class Linearization:
     def batch(self) -> int:
         return next(iter(self.coef.values())).shape[0]
 
+    def astype(self, dtype) -> "Linearization":
+        """The same linearisation with weights and coefficients cast to ``dtype``."""
+        return Linearization(self.cell, self.w_hh.astype(dtype), {k: v.astype(dtype) for k, v in self.coef.items()})
+
     def take(self, idx) -> "Linearization":
         """The linearisation at a subset of the states (rows ``idx``)."""
         return Linearization(self.cell, self.w_hh, {k: v[idx] for k, v in self.coef.items()})

@@ -28,6 +28,7 @@ __all__ = ["newton_krylov"]
 _ARMIJO = 1e-4
 _HALVINGS = 12
 _ETA_MAX = 0.1
+_ETA_MIN_MIXED = 1e-4
 _EW_GAMMA = 0.9
 
 
@@ -43,6 +44,7 @@ def newton_krylov(step, params_arrays, cell, act, H0, X, bounds, opts, *, restar
     xp = _xp(H0)
     B, N = H0.shape
     dtype = H0.dtype
+    mixed = bool(opts.get("mixed_precision")) and dtype == np.float64
     lower = xp.asarray(bounds[0], dtype=dtype)
     upper = xp.asarray(bounds[1], dtype=dtype)
     h = xp.clip(H0, lower, upper)
@@ -94,9 +96,21 @@ def newton_krylov(step, params_arrays, cell, act, H0, X, bounds, opts, *, restar
         eta = xp.maximum(eta, 8 * np.finfo(dtype).eps)
         rn_prev[active], eta_prev[active] = rn, eta
 
-        sol = batched_gmres(lin.operator(shift=1.0), -ra, rtol=eta, restart=restart, maxiter=opts.get("krylov_maxiter", 10 * restart))
+        if mixed:
+            # float32 GMRES for the correction, float64 residual: an inexact Newton step whose
+            # forcing term is kept above what float32 products can deliver.
+            eta32 = xp.maximum(eta, _ETA_MIN_MIXED)
+            lin32 = lin.astype(np.float32)
+            scale_r = xp.maximum(rn, np.finfo(dtype).tiny)[:, None]
+            rhs = (-ra / scale_r).astype(np.float32)
+            sol = batched_gmres(lin32.operator(shift=1.0), rhs, rtol=eta32.astype(np.float32), restart=restart,
+                                maxiter=opts.get("krylov_maxiter", 10 * restart))
+            delta = sol.x.astype(dtype) * scale_r
+        else:
+            sol = batched_gmres(lin.operator(shift=1.0), -ra, rtol=eta, restart=restart,
+                                maxiter=opts.get("krylov_maxiter", 10 * restart))
+            delta = sol.x
         n_matvec[active] += sol.nit + 2
-        delta = sol.x
         # Trust radius: a near-singular J - I gives huge steps into the saturated region.
         hn = xp.maximum(1.0, xp.abs(ha).max(axis=1))
         dn = xp.abs(delta).max(axis=1)

@@ -35,7 +35,7 @@ import numpy as np
 
 from . import status as st
 from ._blas import blas_threads
-from ._linalg import SPLIT_BELOW_N, batched_solve
+from ._linalg import SPLIT_BELOW_N, batched_solve, split_rows
 from ._validate import as_float_array, check_finite, check_params, prepare_inputs, state_size_text
 from ._version import __version__
 from .backends import get_kernels
@@ -53,8 +53,12 @@ MATRIX_FREE_MIN_N = 128
 DENSE_RETRY_MAX_N = 1024
 _DEFAULT_MAXITER = {"hybrid": 100, "newton": 100, "lm": 200, "adam": 5000}
 _ARMIJO = 1e-4
-_MAX_HALVINGS = 30
+_MAX_HALVINGS = 16
 _MU_MAX = 1e16
+# A chord step (the last factorisation of J - I reused) is kept only if it shrinks ||r||_2 by at
+# least this factor; otherwise the point takes a fresh Newton step in the same iteration.
+_CHORD_CONTRACTION = 0.5
+_CHORD_MAX_STEPS = 4
 
 
 def sample_states(trajectories, n, *, noise=0.0, mask=None, seed=None) -> np.ndarray:
@@ -141,6 +145,8 @@ def find_fixed_points(
     memory_limit: float | None = None,
     jacobian: str = "auto",
     gmres_restart: int = 40,
+    chord: bool | None = None,
+    mixed_precision: bool | None = None,
     progress: bool = False,
 ) -> FixedPoints:
     """Solve F(h, x) = h from B initial states.
@@ -198,6 +204,22 @@ def find_fixed_points(
         manifold mode and ``adam`` always use their own (dense / gradient) paths.
     gmres_restart : int
         Krylov dimension of the matrix-free path's GMRES(m).
+    chord : bool, optional
+        Dense path of ``newton`` / ``hybrid``: keep each point's LU factors of J - I and reuse
+        them (chord steps: one cell evaluation and two triangular solves) while they shrink
+        ||r||_2 by half per step, refactorising when they stop doing so or when that linear
+        rate would need more than a few steps to reach the tolerance. Default: True for
+        ``hybrid``, False for ``newton`` (exact Newton: a factorisation per step, quadratic
+        convergence). Not used by ``lm``, ``adam`` or the matrix-free path.
+    mixed_precision : bool, optional
+        In a float64 solve of ``newton`` / ``hybrid``, solve the linear systems for the steps in
+        float32: float32 LU factors on the dense path, float32 GMRES on the matrix-free path. The
+        residual stays float64, so a step is an inexact Newton step (relative error about
+        cond(J - I) * 6e-8 dense, at most 1e-4 matrix-free) and the iteration reaches the same
+        float64 tolerance (mixed-precision iterative refinement), with half the memory traffic
+        and about twice the LAPACK / GEMM speed. A dense point whose float32 step fails
+        (singular in float32, or no decrease) is stepped again at once from float64 factors and
+        keeps them. Default: True for ``hybrid``, False for ``newton``.
     progress : bool or callable
         True: report iterations and active points on stderr. A callable is called as
         ``progress(n_done, n_total)`` with the number of points finished so far (over all chunks)
@@ -238,6 +260,26 @@ def find_fixed_points(
         "adam_lr": _check_tol("adam_lr", adam_lr),
         "tol_dq": _check_tol("tol_dq", tol_dq, allow_zero=True),
     }
+    if chord is None:
+        chord = method == "hybrid"
+    elif not isinstance(chord, (bool, np.bool_)):
+        raise InvalidOptionError(f"argument 'chord': got {chord!r}, expected True, False or None")
+    elif chord and (method not in ("newton", "hybrid") or jacobian == "matrix_free"):
+        raise InvalidOptionError(
+            f"argument 'chord': chord steps reuse dense LU factors of newton/hybrid; got chord=True with "
+            f"method={method!r}, jacobian={jacobian!r}"
+        )
+    opts["chord"] = bool(chord)
+    if mixed_precision is None:
+        mixed_precision = method == "hybrid"
+    elif not isinstance(mixed_precision, (bool, np.bool_)):
+        raise InvalidOptionError(f"argument 'mixed_precision': got {mixed_precision!r}, expected True, False or None")
+    elif mixed_precision and method not in ("newton", "hybrid"):
+        raise InvalidOptionError(
+            f"argument 'mixed_precision': float32 linear solves are for newton/hybrid steps; got "
+            f"mixed_precision=True with method={method!r}"
+        )
+    opts["mixed_precision"] = bool(mixed_precision)
     if not (isinstance(progress, (bool, np.bool_)) or callable(progress)):
         raise InvalidOptionError(
             f"argument 'progress': got {progress!r}, expected True, False or a callable progress(n_done, n_total)"
@@ -338,8 +380,8 @@ def _default_memory_limit(memory_limit, backend="cpu"):
 
 
 def _dense_bytes_per_point(N, itemsize):
-    # J, A = J - I, A^T A and LAPACK's copy per point.
-    return (5 * N * N + 16 * N) * itemsize
+    # J, A = J - I, A^T A, LAPACK's copy and the LU factors kept for chord steps, per point.
+    return (6 * N * N + 16 * N) * itemsize
 
 
 def _plan_jacobian(method, jacobian, N, dtype, opts, memory_limit, backend="cpu"):
@@ -474,6 +516,126 @@ def _report(progress, method, it, n_active, n_total):
 
 
 # ------------------------------------------------------------------------------ dense methods
+def _lu_kernels(kernels):
+    from . import _batched_lu
+
+    suffix = "_ref" if kernels.name == "numpy" else "_cpu"
+    return getattr(_batched_lu, "lu_factor" + suffix), getattr(_batched_lu, "lu_solve" + suffix)
+
+
+class _Factors:
+    """LU factors of J - I kept per point, so that later iterations can take chord steps.
+
+    A Newton step factorises J - I at the current state; while the factors still shrink the
+    residual by _CHORD_CONTRACTION per step (they do near a root: the chord iteration converges
+    linearly at a rate proportional to the distance moved since the factorisation), a step costs
+    one cell evaluation and two triangular solves instead of a Jacobian and a factorisation.
+
+    With ``mixed`` in a float64 solve the factors are float32 (half the memory traffic; LAPACK's
+    sgetrf is about twice as fast): the residual stays float64, so a step from float32 factors is an inexact
+    Newton step whose relative error is about cond(J - I) * 6e-8, and the iteration still
+    reaches float64 accuracy (mixed-precision iterative refinement). A point where a float32 step
+    fails (singular in float32, or no decrease along it) is marked ``precise`` and refactorised in
+    float64 from then on, so an ill-conditioned J - I costs a retry, never a wrong status.
+    """
+
+    def __init__(self, kernels, B, N, dtype, *, mixed):
+        from ._batched_lu import PIVOT_DTYPE
+
+        self.factor, self.solve = _lu_kernels(kernels)
+        self.dtype = np.dtype(dtype)
+        self.mixed = mixed and self.dtype == np.float64
+        self.B, self.N = B, N
+        self.LU = np.empty((B, N, N), dtype=np.float32 if self.mixed else self.dtype)
+        self.LU_precise = None  # float64 factors, allocated when a point first needs them
+        self.piv = np.zeros((B, N), dtype=PIVOT_DTYPE)
+        self.valid = np.zeros(B, dtype=bool)
+        self.precise = np.zeros(B, dtype=bool)
+
+    def _store(self, precise):
+        if not precise:
+            return self.LU
+        if self.LU_precise is None:
+            self.LU_precise = np.empty((self.B, self.N, self.N), dtype=self.dtype)
+        return self.LU_precise
+
+    def _split(self, ids):
+        if not self.mixed:
+            return [(np.arange(len(ids)), False)]
+        p = self.precise[ids]
+        return [(np.flatnonzero(~p), False), (np.flatnonzero(p), True)]
+
+    def _solve(self, r, ids):
+        delta = np.empty_like(r)
+        for sel, precise in self._split(ids):
+            if len(sel) == 0:
+                continue
+            store, rows = self._store(precise), ids[sel]
+            d = np.ascontiguousarray(-r[sel], dtype=store.dtype)
+            split_rows(lambda lo, hi: self.solve(store, self.piv, rows[lo:hi], d[lo:hi]), len(rows))
+            delta[sel] = d
+        return delta
+
+    def newton_direction(self, A, r, ids):
+        """Factorise A (= J - I at points ids, left intact) into the store; delta = -A^-1 r."""
+        ids = np.ascontiguousarray(ids, dtype=np.intp)
+        info = np.zeros(len(ids), dtype=np.int32)
+        for sel, precise in self._split(ids):
+            if len(sel) == 0:
+                continue
+            store, rows = self._store(precise), ids[sel]
+            src = A if len(sel) == len(ids) else A[sel]
+            parts = split_rows(lambda lo, hi: self.factor(src[lo:hi], store, self.piv, rows[lo:hi]), len(rows))
+            info[sel] = np.concatenate(parts)
+        delta = self._solve(r, ids)
+        solved = (info == 0) & np.isfinite(delta).all(axis=1)
+        delta[~solved] = 0.0
+        self.valid[ids] = False  # valid again only where the full step is taken (_newton_step)
+        return delta, solved
+
+    def chord_direction(self, r, ids):
+        return self._solve(r, np.ascontiguousarray(ids, dtype=np.intp))
+
+    def retry_precise(self, ids, failed):
+        """Points whose float32 step failed (failed 1 or 2): marked precise, so their factors are
+        float64 from now on. Returns the mask of those points (to be stepped again)."""
+        if not self.mixed:
+            return np.zeros(len(ids), dtype=bool)
+        retry = ((failed == 1) | (failed == 2)) & ~self.precise[ids]
+        self.precise[ids[retry]] = True
+        return retry
+
+
+def _chord_steps(kernels, params, h, r, X, active, factors, bounds, nit, opts):
+    """Chord steps for the active points holding factors; returns the points still to step.
+
+    A step is kept where it shrinks ||r||_2 by _CHORD_CONTRACTION (and stays finite); the other
+    points drop their factors and take a fresh step in the same iteration.
+    """
+    has = factors.valid[active]
+    if not has.any():
+        return active
+    ids = active[has]
+    ha, ra = h[ids], r[ids]
+    delta = factors.chord_direction(ra, ids)
+    trial = _clip(ha + delta, bounds)
+    r_trial = _evaluate(kernels, params, trial, _rows(X, ids)) - trial
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        ratio = np.sqrt(np.einsum("bi,bi->b", r_trial, r_trial) / np.einsum("bi,bi->b", ra, ra))
+        good = np.isfinite(r_trial).all(axis=1) & (ratio <= _CHORD_CONTRACTION)
+        # Linear convergence at this ratio: steps still needed to reach the tolerance. Past
+        # _CHORD_MAX_STEPS a fresh factorisation (quadratic convergence again) is cheaper.
+        tol = opts["atol"] + opts["rtol"] * np.abs(trial).max(axis=1)
+        left = np.log(tol / np.abs(r_trial).max(axis=1)) / np.log(ratio)
+    kept = ids[good]
+    h[kept], r[kept] = trial[good], r_trial[good]
+    nit[kept] += 1
+    factors.valid[ids[~good]] = False
+    factors.valid[ids[good & (left > _CHORD_MAX_STEPS)]] = False
+    return np.concatenate([active[~has], ids[~good]])
+
+
+# ------------------------------------------------------------------------------ dense methods
 def _dense(kernels, params, H0, X, method, opts, progress, metadata):
     cell, act = params.cell_code, params.nonlinearity_code
     w = params.arrays(H0.dtype)
@@ -490,59 +652,69 @@ def _dense(kernels, params, H0, X, method, opts, progress, metadata):
     # with singular value s of J - I by the fraction s^2 / (s^2 + mu): fast directions settle,
     # slow ones (s << slow_ratio) barely move, and points stay spread along the manifold.
     mu_floor = opts["slow_ratio"] ** 2 if opts["slow_ratio"] is not None else 0.0
+    newton_steps = method == "newton" or (method == "hybrid" and opts["slow_ratio"] is None)
+    chord = newton_steps and opts["chord"]
+    factors = _Factors(kernels, B, N, H0.dtype, mixed=opts["mixed_precision"]) if newton_steps else None
     active = np.arange(B)
     J_buffer = np.empty((B, N, N), dtype=H0.dtype)  # reused: the active set only shrinks
     for it in range(opts["maxiter"] + 1):
         # 1. Checks on the residual alone, before any Jacobian is spent on a finished point.
-        ha, ra = h[active], r[active]
-        qa = 0.5 * np.einsum("bi,bi->b", ra, ra)
-        done = _classify_residual(ha, ra, qa, opts)
+        ra_all = r[active]
+        done = _classify_residual(h[active], ra_all, 0.5 * np.einsum("bi,bi->b", ra_all, ra_all), opts)
         if (done >= 0).any():
             status[active[done >= 0]] = done[done >= 0]
-            keep = done < 0
-            active, ha, ra, qa = active[keep], ha[keep], ra[keep], qa[keep]
+            active = active[done < 0]
         if len(active) == 0:
             break
-        # 2. A = J - I and grad q = A^T r on the remaining points; stationary ones stop.
-        Xa = _rows(X, active)
-        A = kernels.jacobian(cell, act, ha, Xa, *w, out=J_buffer[: len(active)])
+        # 2. Points holding factors try a chord step; those it serves are done for this iteration.
+        last = it == opts["maxiter"]
+        work = _chord_steps(kernels, params, h, r, X, active, factors, bounds, nit, opts) if chord and not last else active
+        if len(work) == 0:
+            _report(progress, method, it, len(active), B)
+            continue
+        # 3. A = J - I and grad q = A^T r on the remaining points; stationary ones stop.
+        ha, ra = h[work], r[work]
+        qa = 0.5 * np.einsum("bi,bi->b", ra, ra)
+        Xa = _rows(X, work)
+        A = kernels.jacobian(cell, act, ha, Xa, *w, out=J_buffer[: len(work)])
         A[:, diag, diag] -= 1.0
         g = np.matmul(ra[:, None, :], A)[:, 0, :]
         slow = _is_slow(ra, g, opts)
         if slow.any():
-            status[active[slow]] = st.SLOW_POINT
+            status[work[slow]] = st.SLOW_POINT
             keep = ~slow
-            active, ha, ra, qa, A, g = active[keep], ha[keep], ra[keep], qa[keep], A[keep], g[keep]
-            Xa = _rows(X, active)
-        if it == opts["maxiter"]:
-            status[active] = st.MAX_ITER
+            work, ha, ra, qa, A, g = work[keep], ha[keep], ra[keep], qa[keep], A[keep], g[keep]
+            Xa = _rows(X, work)
+        if last:
+            status[work] = st.MAX_ITER
             break
         _report(progress, method, it, len(active), B)
-        if len(active) == 0:
-            break
-        # 3. One step per point.
-        nit[active] += 1
+        if len(work) == 0:
+            active = active[status[active] == st.RUNNING]
+            continue
+        # 4. One step per point.
+        nit[work] += 1
         if method == "newton":
-            new_h, new_r, failed = _newton_step(kernels, params, ha, ra, Xa, A, qa, bounds)
-            status[active[failed == 1]] = st.SINGULAR
-            status[active[failed == 2]] = st.DIVERGED  # no decrease along the Newton direction
+            new_h, new_r, failed = _newton_step(kernels, params, ha, ra, Xa, A, qa, bounds, factors=factors, ids=work)
+            status[work[failed == 1]] = st.SINGULAR
+            status[work[failed == 2]] = st.DIVERGED  # no decrease along the Newton direction
         else:
             new_h, new_r = ha.copy(), ra.copy()
-            lm_rows = np.ones(len(active), bool)
-            if method == "hybrid" and opts["slow_ratio"] is None:
+            lm_rows = np.ones(len(work), bool)
+            if newton_steps:
                 # Newton with a short backtracking search where it is trustworthy; the rest
                 # (singular, too long, no decrease) take the LM step.
                 n_h, n_r, failed = _newton_step(kernels, params, ha, ra, Xa, A, qa, bounds,
-                                                max_step=opts["max_step"], max_halvings=4)
+                                                max_step=opts["max_step"], max_halvings=4, factors=factors, ids=work)
                 take = failed == 0
                 new_h[take], new_r[take] = n_h[take], n_r[take]
-                mu[active[take]] = mu[active[take]] / 3.0  # keep LM eager near roots
-                nu[active[take]] = 2.0
+                mu[work[take]] = mu[work[take]] / 3.0  # keep LM eager near roots
+                nu[work[take]] = 2.0
                 lm_rows = ~take
             if lm_rows.any():
                 sub = np.flatnonzero(lm_rows)
                 h_lm, r_lm, stuck, pinned = _lm_step(kernels, params, ha[sub], ra[sub], _rows(Xa, sub), A[sub],
-                                                     g[sub], qa[sub], mu, nu, active[sub], bounds,
+                                                     g[sub], qa[sub], mu, nu, work[sub], bounds,
                                                      opts["max_step"], mu_floor)
                 new_h[sub], new_r[sub] = h_lm, r_lm
                 # Damping blew up without progress: a slow point if q is numerically stationary
@@ -552,10 +724,14 @@ def _dense(kernels, params, H0, X, method, opts, progress, metadata):
                 stuck_ids = sub[stuck]
                 stationary = np.abs(g[stuck_ids]).max(axis=1) <= np.maximum(
                     opts["gtol"], 1e-6 * np.abs(ra[stuck_ids]).max(axis=1))
-                status[active[stuck_ids]] = np.where(stationary, st.SLOW_POINT, st.DIVERGED)
-        h[active], r[active] = new_h, new_r
+                status[work[stuck_ids]] = np.where(stationary, st.SLOW_POINT, st.DIVERGED)
+        h[work], r[work] = new_h, new_r
         active = active[status[active] == st.RUNNING]
     status[status == st.RUNNING] = st.MAX_ITER
+    if chord:
+        metadata = {**metadata, "chord_contraction": _CHORD_CONTRACTION, "chord_max_steps": _CHORD_MAX_STEPS}
+    if factors is not None and factors.mixed:
+        metadata = {**metadata, "precise_factors": int(factors.precise.sum())}
     return _finish(kernels, params, H0, X, h, status, nit, opts, metadata)
 
 
@@ -588,13 +764,20 @@ def _is_slow(r, g, opts):
     return slow
 
 
-def _newton_step(kernels, params, h, r, X, A, q, bounds, *, max_step=np.inf, max_halvings=_MAX_HALVINGS):
+def _newton_step(kernels, params, h, r, X, A, q, bounds, *, max_step=np.inf, max_halvings=_MAX_HALVINGS,
+                 factors=None, ids=None):
     """Newton direction with per-point backtracking on q.
 
+    With ``factors`` (a :class:`_Factors` and the points' ids), J - I is factorised into the
+    store and the factors stay valid for chord steps where the full step was taken.
     failed: 0 accepted, 1 singular, 2 no decrease within max_halvings, 3 step longer than
-    max_step * max(1, ||h||_inf) (only checked when max_step is finite).
+    max_step * max(1, ||h||_inf) (only checked when max_step is finite). A point whose step
+    from float32 factors fails (1 or 2) is stepped again at once from float64 factors (_Factors).
     """
-    delta, solved = batched_solve(A, -r)
+    if factors is None:
+        delta, solved = batched_solve(A, -r)
+    else:
+        delta, solved = factors.newton_direction(A, r, ids)
     failed = np.where(solved, 0, 1)
     if np.isfinite(max_step):
         wild = solved & (np.abs(delta).max(axis=1) > max_step * np.maximum(1.0, np.abs(h).max(axis=1)))
@@ -602,7 +785,7 @@ def _newton_step(kernels, params, h, r, X, A, q, bounds, *, max_step=np.inf, max
     new_h, new_r = h.copy(), r.copy()
     pending = np.flatnonzero(failed == 0)
     alpha = 1.0
-    for _ in range(max_halvings + 1):
+    for halving in range(max_halvings + 1):
         if len(pending) == 0:
             break
         trial = _clip(h[pending] + alpha * delta[pending], bounds)
@@ -611,9 +794,17 @@ def _newton_step(kernels, params, h, r, X, A, q, bounds, *, max_step=np.inf, max
         accept = np.isfinite(q_trial) & (q_trial <= (1 - 2 * _ARMIJO * alpha) * q[pending])
         idx = pending[accept]
         new_h[idx], new_r[idx] = trial[accept], r_trial[accept]
+        if factors is not None and halving == 0:
+            factors.valid[ids[idx]] = True  # a full step: near enough for the factors to serve again
         pending = pending[~accept]
         alpha *= 0.5
     failed[pending] = 2
+    if factors is not None:
+        retry = np.flatnonzero(factors.retry_precise(ids, failed))
+        if len(retry):  # the same step again at once, from float64 factors
+            h2, r2, f2 = _newton_step(kernels, params, h[retry], r[retry], _rows(X, retry), A[retry], q[retry], bounds,
+                                      max_step=max_step, max_halvings=max_halvings, factors=factors, ids=ids[retry])
+            new_h[retry], new_r[retry], failed[retry] = h2, r2, f2
     return new_h, new_r, failed
 
 

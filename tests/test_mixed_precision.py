@@ -1,0 +1,63 @@
+"""float32 linear solves inside float64 Newton (mixed_precision): the roots must be the float64
+roots, to float64 tolerance, re-evaluated by the float64 NumPy reference."""
+
+import pathlib
+
+import numpy as np
+import pytest
+
+import fastfp
+from fastfp import InvalidOptionError
+
+DATA = pathlib.Path(__file__).parent / "data"
+
+
+def _setup(name, n, seed):
+    params = fastfp.load_params(DATA / f"{name}.npz").params.astype(np.float64)
+    data = fastfp.tasks.categorical(32, n_classes=3, seed=seed)
+    traj = fastfp.rollout(params, None, data.one_hot(np.float64), lengths=data.lengths)
+    return params, fastfp.sample_states(traj, n, noise=0.5, seed=seed)
+
+
+def _reference_residual(params, x, inputs):
+    return np.abs(fastfp.step(params, x, inputs, backend="numpy") - x).max(axis=1)
+
+
+@pytest.mark.parametrize("name", ["gru64_cat3", "lstm32_cat3"])
+@pytest.mark.parametrize("method", ["hybrid", "newton"])
+def test_matrix_free_float32_gmres_reaches_float64_roots(name, method):
+    params, h0 = _setup(name, 64, seed=5)
+    mixed = fastfp.find_fixed_points(params, h0, method=method, jacobian="matrix_free", mixed_precision=True)
+    plain = fastfp.find_fixed_points(params, h0, method=method, jacobian="matrix_free", mixed_precision=False)
+    assert mixed.metadata["mixed_precision"] and not plain.metadata["mixed_precision"]
+    assert mixed.success.mean() >= plain.success.mean() - 0.03
+    ok = mixed.success
+    assert ok.mean() > 0.9
+    assert (_reference_residual(params, mixed.x[ok], mixed.inputs[ok]) <= 1e-10).all()
+    both = ok & plain.success
+    # Where both converge from the same start they found the same root (distinct roots are far apart).
+    assert np.abs(mixed.x[both] - plain.x[both]).max() < 1e-8
+
+
+def test_defaults_hybrid_mixed_newton_exact():
+    params, h0 = _setup("gru64_cat3", 8, seed=6)
+    assert fastfp.find_fixed_points(params, h0).metadata["mixed_precision"] is True
+    assert fastfp.find_fixed_points(params, h0, method="newton").metadata["mixed_precision"] is False
+
+
+def test_dense_float32_factors_without_chord_still_exact_roots():
+    params, h0 = _setup("gru64_cat3", 48, seed=7)
+    fp = fastfp.find_fixed_points(params, h0, method="newton", jacobian="dense", chord=False, mixed_precision=True)
+    assert fp.success.all() and "chord_contraction" not in fp.metadata
+    assert (_reference_residual(params, fp.x, fp.inputs) <= 1e-10).all()
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    (dict(mixed_precision=1), "'mixed_precision'"),
+    (dict(mixed_precision=True, method="lm"), "method='lm'"),
+    (dict(mixed_precision=True, method="adam"), "method='adam'"),
+])
+def test_bad_mixed_precision_option(kwargs, needle):
+    params = fastfp.RNNParams.random("gru", 4, 2, seed=0)
+    with pytest.raises(InvalidOptionError, match=needle):
+        fastfp.find_fixed_points(params, np.zeros((2, 4)), **kwargs)
