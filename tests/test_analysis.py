@@ -377,3 +377,33 @@ def test_fixture_slow_manifold_dimension_and_modes(gru_fixture):
     assert integration_modes(dec, horizon=50).median == 0
     assert integration_modes(dec, horizon=50, two_sided=True).median == 0
     assert integration_modes(dec, horizon=10, two_sided=True).median == 2
+
+
+def _direct_wordcount_spectrum(data):
+    """Singular values of M = [f_k - mu] from counts and labels, with plain NumPy loops."""
+    c = np.zeros((data.n_docs, data.vocab_size))
+    for b in range(data.n_docs):
+        for t in data.tokens[b, : data.lengths[b]]:
+            c[b, t] += 1
+    freq = c / data.lengths[:, None]
+    M = np.stack([freq[data.labels == k].mean(0) for k in np.unique(data.labels)]) - freq.mean(0)
+    return np.linalg.svd(M, compute_uv=False)
+
+
+def test_wordcount_prediction_correlated_classes_shrink_the_trailing_component():
+    # Correlated classes (pair (0, 1) mixed, class 2 alone): as the mixing grows, the within-pair
+    # difference of the class-mean frequencies shrinks relative to the pair-vs-class-2 one.
+    ratios, prs = [], []
+    for mixing in (0.0, 0.5, 0.9):
+        data = fastfp.tasks.correlated(6000, n_classes=3, mixing=mixing, length=30, seed=11)
+        res = wordcount_prediction(data)
+        s = _direct_wordcount_spectrum(data)
+        np.testing.assert_allclose(res.singular_values, s, rtol=1e-10, atol=1e-12)
+        assert res.dimension == 2  # still two non-negligible components: the label needs both
+        ratios.append(s[1] / s[0])
+        prs.append(res.participation_ratio)
+    # margins well above the sampling noise of 6000 documents (about 0.01 on the ratio)
+    # (at mixing 0 the ratio is just below 1: ties go to the lowest class, a slight asymmetry)
+    assert ratios[0] > 0.95 and ratios[0] - ratios[2] > 0.05
+    assert ratios[0] > ratios[1] > ratios[2]
+    assert prs[0] > prs[2]

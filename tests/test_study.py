@@ -40,7 +40,7 @@ def test_spec_and_run_network_pickle():
 
 
 def test_keys_unique_safe_and_stable_across_processes():
-    specs = study.battery("paper") + study.battery("quick")
+    specs = study.battery("paper") + study.battery("quick") + study.battery("extra")
     keys = [s.key for s in specs]
     assert len(set(keys)) == len(keys)
     allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
@@ -57,7 +57,7 @@ def test_keys_unique_safe_and_stable_across_processes():
     ]
     assert len({v.key for v in variants} | {base.key}) == len(variants) + 1
     code = ("from fastfp import study; import json; "
-            "print(json.dumps([s.key for s in study.battery('paper') + study.battery('quick')]))")
+            "print(json.dumps([s.key for s in study.battery('paper') + study.battery('quick') + study.battery('extra')]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={"PYTHONHASHSEED": "123", "PATH": ""}, cwd=_repo_root())
     assert out.returncode == 0, out.stderr
@@ -78,6 +78,8 @@ def _repo_root():
         (dict(task="categorical", task_kwargs={"n_labels": 3}), "not an argument of task 'categorical'"),
         (dict(task="categorical", task_kwargs={"n_classes": 1}), "n_classes"),
         (dict(task="ordered", task_kwargs={"bank": "7word"}), "bank"),
+        (dict(task="correlated", task_kwargs={"mixing": 1.5}), "argument 'mixing'"),
+        (dict(task="correlated", task_kwargs={"bank": "3word"}), "not an argument of task 'correlated'"),
         (dict(task="categorical", task_kwargs="n_classes=3"), "argument 'task_kwargs'"),
         (dict(task="categorical", task_kwargs={"n_classes": np.int64(3)}), "argument 'task_kwargs'"),
         (dict(task="categorical", hidden_size=0), "argument 'hidden_size'"),
@@ -109,6 +111,13 @@ def test_batteries():
     assert any(s.task == "ordered" and s.n_outputs == 5 and s.task_params["bank"] == "3word" for s in paper)
     assert any(s.task == "multilabel" and s.n_outputs == 3 for s in paper)
     assert 1 <= len(study.battery("quick")) <= 2
+    extra = study.battery("extra")
+    seeds = {(s.cell, s.seed) for s in extra if s.task == "categorical" and s.n_outputs == 3}
+    assert {("gru", 1), ("gru", 2), ("lstm", 1), ("lstm", 2)} <= seeds
+    assert any(s.task == "ordered" and s.task_params["bank"] == "5word" for s in extra)
+    assert any(s.task == "correlated" for s in extra)
+    # 'extra' holds no network of 'paper' (its saved models stay where they are)
+    assert not {s.key for s in extra} & {s.key for s in paper}
     with pytest.raises(InvalidOptionError, match="argument 'name': got 'full'"):
         study.battery("full")
 
@@ -121,6 +130,9 @@ def test_expectations():
     e = study.expectations(NetworkSpec("ordered", {"n_classes": 5, "bank": "3word"}))
     assert e["dimension"] == 2 and e["pr_range"] == [1.7, 2.3] and e["states_pr"] == 2.03
     assert study.expectations(NetworkSpec("multilabel", {"n_labels": 3}))["dimension"] == 3
+    e = study.expectations(NetworkSpec("correlated", {"n_classes": 4, "mixing": 0.75}))
+    assert e["dimension"] == 3 and e["pr_range"] is None and e["readout_angle"] is None
+    assert NetworkSpec("correlated").n_outputs == 4  # the task function's default
     short = study.expectations(NetworkSpec("categorical", {"n_classes": 3, "length": 12}))
     assert short["states_pr"] is None and short["wordcount_pr"] is None and short["dimension"] == 2
     with pytest.raises(ArgumentTypeError, match="argument 'spec'"):
