@@ -499,6 +499,7 @@ def run_network(
     slow_ratio: float = 0.05,
     slow_speed: float = 1e-2,
     n_figure_states: int = 400,
+    equalize_resolution: float = 0.1,
     threads: int | None = 1,
     progress: bool | Callable[[str], None] = False,
 ) -> dict:
@@ -529,6 +530,9 @@ def run_network(
         eigenvalue is ~0.975 (see docs/reproduction.md).
     n_figure_states : int
         Trajectory states saved (projected on the PCs) for figures.
+    equalize_resolution : float in (0, 1)
+        Spacing, as a fraction of the cloud's extent, of the density-equalised PR of the fixed points
+        (:func:`fastfp.analysis.equalized_dimension`), reported beside the raw PR.
     threads : int or None
         torch threads while training.
     progress : bool or callable
@@ -563,6 +567,9 @@ def run_network(
         raise InvalidOptionError(f"argument 'compare_zero_input': got {compare_zero_input!r}, expected True or False")
     slow_ratio = _float("slow_ratio", slow_ratio, 0.0, 1.0)
     slow_speed = _float("slow_speed", slow_speed, 0.0, 1.0)
+    equalize_resolution = _float("equalize_resolution", equalize_resolution, 0.0, 1.0)
+    if equalize_resolution == 1.0:
+        raise InvalidOptionError(f"argument 'equalize_resolution': got {equalize_resolution!r}, expected a number in (0, 1)")
     log = progress_logger(progress)
     out = _out_dir(out_dir)  # after the checks: a bad argument creates no folder
 
@@ -616,6 +623,9 @@ def run_network(
     x_star = _fp_input(fp_input, model, docs)
     roots, kept, distinct = _solve(params, h0, x_star, slow_ratio, slow_speed)
     fp_dim = analysis.manifold_dimension(kept) if len(kept) >= 2 else None
+    # The raw PR weighs each point equally, so it follows where the candidates crowd; the thinned
+    # cloud's PR follows the shape only (reported beside the raw PR, never instead of it).
+    fp_eq = analysis.equalized_dimension(kept, resolution=equalize_resolution) if len(kept) >= 2 else None
     modes = _modes(distinct, horizon)
     top = np.abs(distinct.eigvals[:, :4]) if len(distinct) else np.zeros((0, 4))
     zero = None
@@ -679,6 +689,9 @@ def run_network(
         n90_fixed_points=fp_dim.n_components_90 if fp_dim else None,
         n95_fixed_points=fp_dim.n_components_95 if fp_dim else None,
         fp_top_variance=fp_dim.explained_variance_ratio[:5] if fp_dim else [],
+        pr_fixed_points_equalized=fp_eq.participation_ratio if fp_eq else None,
+        n95_fixed_points_equalized=fp_eq.n_components_95 if fp_eq else None,
+        n_equalized=len(fp_eq.indices) if fp_eq else 0,
         pr_states=states_pca.participation_ratio, n90_states=states_pca.n_components_90,
         n95_states=states_pca.n_components_95, states_top_variance=states_pca.explained_variance_ratio[:5],
         horizon=horizon, modes_median=modes["median"], modes_median_half=modes["median_half"],
@@ -695,7 +708,7 @@ def run_network(
         spec=spec.to_dict(), options=_measure_options(dict(
             n_states=n_states, n_test=n_test, n_rollout=n_rollout, fp_input=fp_input,
             compare_zero_input=bool(compare_zero_input), slow_ratio=slow_ratio, slow_speed=slow_speed,
-            n_figure_states=n_figure_states)), fastfp_version=__version__,
+            n_figure_states=n_figure_states, equalize_resolution=equalize_resolution)), fastfp_version=__version__,
     )
     row = _clean(row)
     row["checks"] = checks(row)
@@ -716,7 +729,8 @@ def _measure_defaults() -> dict:
 def _measure_options(given: dict) -> dict:
     """The options that change a row's measurements, defaults filled in, as JSON values."""
     opts = {**_MEASURE_DEFAULTS, **given}
-    return {k: (float(v) if k in ("slow_ratio", "slow_speed") else v) for k, v in sorted(opts.items())}
+    return {k: (float(v) if k in ("slow_ratio", "slow_speed", "equalize_resolution") else v)
+            for k, v in sorted(opts.items())}
 
 
 def _subset(data, n):
@@ -873,6 +887,7 @@ _COLUMNS = [
     ("acc", lambda r: _f(r["test_accuracy"], 3)),
     ("expected dim", lambda r: r["expected"]["dimension"]),
     ("PR fixed points", lambda r: _f(r.get("pr_fixed_points"))),
+    ("PR fp equalised", lambda r: _f(r.get("pr_fixed_points_equalized"))),
     ("PR range", lambda r: "-" if not r["expected"]["pr_range"] else "%.2f-%.2f" % tuple(r["expected"]["pr_range"])),
     ("n95 fp", lambda r: r.get("n95_fixed_points")),
     ("PR states", lambda r: _f(r.get("pr_states"))),
@@ -932,7 +947,7 @@ def table_markdown(rows) -> str:
 
 _CSV_FIELDS = [
     "key", "task", "cell", "hidden", "seed", "n_classes", "length", "test_accuracy", "train_steps", "train_seconds",
-    "pr_fixed_points", "n90_fixed_points", "n95_fixed_points", "pr_states", "n90_states", "n95_states",
+    "pr_fixed_points", "n90_fixed_points", "n95_fixed_points", "pr_fixed_points_equalized", "n_equalized", "pr_states", "n90_states", "n95_states",
     "modes_median", "modes_median_half", "modes_median_one_sided", "wordcount_dimension", "wordcount_pr",
     "readout_max_deviation", "order_invariance", "n_roots", "n_distinct",
 ]

@@ -215,6 +215,11 @@ def test_quick_rows_match_independent_recomputation(quick):
             tau = 1 / np.abs(np.log(np.abs(fp.eigvals)))
         assert row["modes_median"] == float(np.median((tau >= spec.length).sum(1)))
         assert row["modes_median_half"] == float(np.median((tau >= spec.length / 2).sum(1)))
+        # density-equalised PR: the distinct points are the kept ones up to 1e-3, far below the
+        # spacing, so thinning them gives a PR close to the row's (computed on the kept points)
+        eq = fastfp.analysis.equalized_dimension(fp.x, resolution=row["options"]["equalize_resolution"])
+        assert row["pr_fixed_points_equalized"] == pytest.approx(eq.participation_ratio, abs=0.15)
+        assert 1 <= row["n95_fixed_points_equalized"] <= row["n_equalized"]
         # the fixed points are fixed points of F(., e_the)
         the = np.eye(model.params.input_size)[list(model.vocab).index("the")]
         f = fastfp.step(model.params.astype(np.float64), fp.x, np.tile(the, (len(fp), 1)), backend="numpy")
@@ -272,7 +277,7 @@ def test_resume_skips_finished_networks_and_remeasures_from_the_saved_model(quic
     assert calls == [key] and third.ran == (key,)
     new, old = third.rows[1], first.rows[1]
     assert new["trained"] is False
-    for field in ("test_accuracy", "pr_states", "pr_fixed_points", "modes_median", "modes_median_half",
+    for field in ("test_accuracy", "pr_states", "pr_fixed_points", "pr_fixed_points_equalized", "modes_median", "modes_median_half",
                   "wordcount_dimension", "readout_angles", "order_invariance", "n_distinct", "train_steps"):
         assert new[field] == old[field], field
     # Other measuring options: measured again from the saved models, still without training.
@@ -294,6 +299,7 @@ def test_tables(quick):
     assert md == study.table_markdown(rows)
     lines = md.strip().splitlines()
     assert len(lines) == 2 + len(rows) and "PR fixed points" in lines[0] and "word-count dim" in lines[0]
+    assert "PR fp equalised" in lines[0]
     assert "categorical N=2 gru-12 s0" in md
     with open(out / "study.csv", newline="") as fh:
         flat = list(csv.DictReader(fh))
@@ -352,6 +358,9 @@ def test_run_network_argument_errors(tmp_path):
         study.run_network(spec, tmp_path, fp_input="the")
     with pytest.raises(InvalidOptionError, match="argument 'n_states'"):
         study.run_network(spec, tmp_path, n_states=1)
+    for bad in (0.0, 1.0, "x"):
+        with pytest.raises(InvalidOptionError, match="argument 'equalize_resolution': got"):
+            study.run_network(spec, tmp_path, equalize_resolution=bad)
     with pytest.raises(InvalidOptionError, match="argument 'slow_ratio'"):
         study.run_network(spec, tmp_path, slow_ratio=0)
     with pytest.raises(InvalidOptionError, match="argument 'progress'"):
