@@ -83,6 +83,7 @@ _TASK_KWARGS = {
 }
 BATTERIES = ("quick", "paper", "extra")
 FP_INPUTS = ("neutral", "zero", "mean")
+_DEFAULT_LR_DECAY = 0.9997
 _KEY_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 # Seed streams: the random draws of a network come from np.random.default_rng([spec.seed, stream]);
@@ -136,6 +137,10 @@ class NetworkSpec:
         Fresh training documents generated per chunk (training never reuses a document).
     eval_docs : int
         Held-out documents of the stopping rule.
+    lr_decay : float in (0, 1]
+        The learning rate is ``lr * lr_decay ** step`` (the study's 0.9997 by default). Left out of
+        :meth:`to_dict` (and so of the key) at its default, which keeps the keys of specs written
+        before this field existed.
 
     Attributes
     ----------
@@ -157,6 +162,7 @@ class NetworkSpec:
     eval_every: int = 100
     train_docs: int = 2048
     eval_docs: int = 1000
+    lr_decay: float = 0.9997
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, str) or self.task not in TASKS:
@@ -200,6 +206,7 @@ class NetworkSpec:
         object.__setattr__(self, "target_accuracy", _float("target_accuracy", self.target_accuracy, 0.0, 1.0))
         object.__setattr__(self, "l2", _float("l2", self.l2, 0.0, 1.0, lo_open=False))
         object.__setattr__(self, "lr", _float("lr", self.lr, 0.0, 10.0))
+        object.__setattr__(self, "lr_decay", _float("lr_decay", self.lr_decay, 0.0, 1.0))
 
     # ------------------------------------------------------------------ derived
     @property
@@ -223,6 +230,8 @@ class NetworkSpec:
         """Every field, JSON-serialisable (``task_kwargs`` as a dict)."""
         d = {f: getattr(self, f) for f in self.__dataclass_fields__}
         d["task_kwargs"] = self.task_params
+        if d["lr_decay"] == _DEFAULT_LR_DECAY:
+            del d["lr_decay"]  # keys (a hash of this dict) stay those of specs made before the field
         return d
 
     @classmethod
@@ -270,7 +279,8 @@ def battery(name: str) -> list[NetworkSpec]:
     ``'extra'``
         With the settings of ``'paper'``: seeds 1 and 2 of the 3-class categorical GRU, LSTM and
         UGRNN; the ordered 5-class task with the 5-word bank (GRU, L2 5e-4); correlated classes
-        (:func:`fastfp.tasks.correlated`, mixing 0.75) with N = 3 and 4 (GRU).
+        (:func:`fastfp.tasks.correlated`, mixing 0.75) with N = 3 and 4 (GRU); the vanilla RNN at
+        N = 5, 3, 4 with 128 units, lr 0.01 decaying as 0.9999^step, up to 20000 steps.
     """
     if name == "quick":
         common = dict(hidden_size=12, steps=600, target_accuracy=0.95, eval_every=50, train_docs=1024, eval_docs=400)
@@ -312,6 +322,11 @@ def battery(name: str) -> list[NetworkSpec]:
         specs += [NetworkSpec("categorical", cat3, cell="ugrnn", seed=s, **paper) for s in (1, 2)]
         specs += [NetworkSpec("correlated", {"n_classes": n, "mixing": 0.75, "length": 50}, cell="gru", **paper)
                   for n in (3, 4)]
+        # The vanilla RNN with more room: 128 units and a slower decay of the learning rate
+        # (lr 0.01 * 0.9999^step: 0.0014 at step 20000, where 0.9997 leaves 2.5e-5).
+        specs += [NetworkSpec("categorical", {"n_classes": n, "length": 50}, cell="vanilla",
+                              **{**paper, "hidden_size": 128, "lr": 0.01, "lr_decay": 0.9999, "steps": 20000})
+                  for n in (5, 3, 4)]
         return specs
     raise InvalidOptionError(f"argument 'name': got {name!r}, expected one of {', '.join(map(repr, BATTERIES))}")
 
@@ -432,7 +447,7 @@ def _train(spec: NetworkSpec, threads, progress):
     result = train_classifier(
         lambda rng: spec.make_task(spec.train_docs, rng),
         cell=spec.cell, hidden_size=spec.hidden_size, steps=spec.steps, batch_size=spec.batch_size,
-        lr=spec.lr, l2=spec.l2, seed=spec.seed, eval_data=eval_data, eval_every=spec.eval_every,
+        lr=spec.lr, lr_decay=spec.lr_decay, l2=spec.l2, seed=spec.seed, eval_data=eval_data, eval_every=spec.eval_every,
         target_accuracy=spec.target_accuracy, keep_best=True, threads=threads,
         progress=(lambda msg: progress(f"[{spec.key}] {msg}")) if progress else False,
     )
@@ -475,7 +490,25 @@ def _solve(params, h0, x, slow_ratio, slow_speed):
     kept = slow[(slow.success | slow.is_slow_point) & (slow.residual <= slow_speed)]
     roots = kept[kept.success].unique(1e-3)
     distinct = kept.unique(1e-3).decompose(params) if len(kept) else kept
-    return roots, kept, distinct
+    return roots, kept, distinct, slow
+
+
+def _study_accepted(params, slow, x, q_tol):
+    """The search's end points that pass the study's own test, q(h) = 1/2 ||F(h, x) - h||_2^2 < q_tol.
+
+    Status-agnostic: a point where the solver stalled above ``slow_speed`` (a leaky stretch of the
+    manifold, say) counts when its q is small, as in the study (which thresholds q only).
+    Returns (points (k, N), q of all end points (B,)).
+    """
+    from .dynamics import step
+
+    X = np.asarray(slow.x, dtype=np.float64)
+    finite = np.isfinite(X).all(axis=1)
+    q = np.full(X.shape[0], np.inf)
+    if finite.any():
+        r = step(params, X[finite], x, backend="numpy") - X[finite]
+        q[finite] = 0.5 * (r ** 2).sum(axis=1)
+    return X[q < q_tol], q
 
 
 def _modes(distinct, horizon):
@@ -500,6 +533,7 @@ def run_network(
     slow_speed: float = 1e-2,
     n_figure_states: int = 400,
     equalize_resolution: float = 0.1,
+    study_q_tol: float = 5e-4,
     threads: int | None = 1,
     progress: bool | Callable[[str], None] = False,
 ) -> dict:
@@ -533,6 +567,10 @@ def run_network(
     equalize_resolution : float in (0, 1)
         Spacing, as a fraction of the cloud's extent, of the density-equalised PR of the fixed points
         (:func:`fastfp.analysis.equalized_dimension`), reported beside the raw PR.
+    study_q_tol : float in (0, 1]
+        The study's acceptance test, reported beside ours: the end points of the search with
+        q = 1/2 ||F(h) - h||_2^2 < study_q_tol whatever their status (the study's tightest, 5e-4,
+        i.e. ||F(h) - h||_2 < 0.032), their number and PR (``pr_fixed_points_study_q``).
     threads : int or None
         torch threads while training.
     progress : bool or callable
@@ -567,6 +605,7 @@ def run_network(
         raise InvalidOptionError(f"argument 'compare_zero_input': got {compare_zero_input!r}, expected True or False")
     slow_ratio = _float("slow_ratio", slow_ratio, 0.0, 1.0)
     slow_speed = _float("slow_speed", slow_speed, 0.0, 1.0)
+    study_q_tol = _float("study_q_tol", study_q_tol, 0.0, 1.0)
     equalize_resolution = _float("equalize_resolution", equalize_resolution, 0.0, 1.0)
     if equalize_resolution == 1.0:
         raise InvalidOptionError(f"argument 'equalize_resolution': got {equalize_resolution!r}, expected a number in (0, 1)")
@@ -621,16 +660,21 @@ def run_network(
     t0 = time.perf_counter()
     horizon = float(spec.length)
     x_star = _fp_input(fp_input, model, docs)
-    roots, kept, distinct = _solve(params, h0, x_star, slow_ratio, slow_speed)
+    roots, kept, distinct, ends = _solve(params, h0, x_star, slow_ratio, slow_speed)
     fp_dim = analysis.manifold_dimension(kept) if len(kept) >= 2 else None
     # The raw PR weighs each point equally, so it follows where the candidates crowd; the thinned
     # cloud's PR follows the shape only (reported beside the raw PR, never instead of it).
     fp_eq = analysis.equalized_dimension(kept, resolution=equalize_resolution) if len(kept) >= 2 else None
+    # The study's acceptance (q < study_q_tol, whatever the solver's status) beside ours: the
+    # solver stops near speed slow_speed, and where the manifold is leaky its points stall just
+    # above it and are dropped by ours, which can leave a whole corner of a simplex out.
+    q_points, _ = _study_accepted(params, ends, x_star, study_q_tol)
+    fp_q = analysis.manifold_dimension(q_points) if len(q_points) >= 2 else None
     modes = _modes(distinct, horizon)
     top = np.abs(distinct.eigvals[:, :4]) if len(distinct) else np.zeros((0, 4))
     zero = None
     if compare_zero_input and fp_input != "zero":
-        _, kept0, distinct0 = _solve(params, h0, np.zeros(params.input_size), slow_ratio, slow_speed)
+        _, kept0, distinct0, _ = _solve(params, h0, np.zeros(params.input_size), slow_ratio, slow_speed)
         dim0 = analysis.manifold_dimension(kept0) if len(kept0) >= 2 else None
         zero = dict(pr_fixed_points=dim0.participation_ratio if dim0 else None, n_points=len(distinct0),
                     **{f"modes_{k}": v for k, v in _modes(distinct0, horizon).items()},
@@ -692,6 +736,8 @@ def run_network(
         pr_fixed_points_equalized=fp_eq.participation_ratio if fp_eq else None,
         n95_fixed_points_equalized=fp_eq.n_components_95 if fp_eq else None,
         n_equalized=len(fp_eq.indices) if fp_eq else 0,
+        n_study_q=len(q_points), pr_fixed_points_study_q=fp_q.participation_ratio if fp_q else None,
+        n95_fixed_points_study_q=fp_q.n_components_95 if fp_q else None,
         pr_states=states_pca.participation_ratio, n90_states=states_pca.n_components_90,
         n95_states=states_pca.n_components_95, states_top_variance=states_pca.explained_variance_ratio[:5],
         horizon=horizon, modes_median=modes["median"], modes_median_half=modes["median_half"],
@@ -708,7 +754,8 @@ def run_network(
         spec=spec.to_dict(), options=_measure_options(dict(
             n_states=n_states, n_test=n_test, n_rollout=n_rollout, fp_input=fp_input,
             compare_zero_input=bool(compare_zero_input), slow_ratio=slow_ratio, slow_speed=slow_speed,
-            n_figure_states=n_figure_states, equalize_resolution=equalize_resolution)), fastfp_version=__version__,
+            n_figure_states=n_figure_states, equalize_resolution=equalize_resolution,
+            study_q_tol=study_q_tol)), fastfp_version=__version__,
     )
     row = _clean(row)
     row["checks"] = checks(row)
@@ -729,7 +776,7 @@ def _measure_defaults() -> dict:
 def _measure_options(given: dict) -> dict:
     """The options that change a row's measurements, defaults filled in, as JSON values."""
     opts = {**_MEASURE_DEFAULTS, **given}
-    return {k: (float(v) if k in ("slow_ratio", "slow_speed", "equalize_resolution") else v)
+    return {k: (float(v) if k in ("slow_ratio", "slow_speed", "equalize_resolution", "study_q_tol") else v)
             for k, v in sorted(opts.items())}
 
 
@@ -888,6 +935,8 @@ _COLUMNS = [
     ("expected dim", lambda r: r["expected"]["dimension"]),
     ("PR fixed points", lambda r: _f(r.get("pr_fixed_points"))),
     ("PR fp equalised", lambda r: _f(r.get("pr_fixed_points_equalized"))),
+    ("PR fp study-q (n)", lambda r: "-" if r.get("pr_fixed_points_study_q") is None else
+     f"{r['pr_fixed_points_study_q']:.2f} ({r['n_study_q']})"),
     ("PR range", lambda r: "-" if not r["expected"]["pr_range"] else "%.2f-%.2f" % tuple(r["expected"]["pr_range"])),
     ("n95 fp", lambda r: r.get("n95_fixed_points")),
     ("PR states", lambda r: _f(r.get("pr_states"))),
@@ -915,7 +964,7 @@ def _variant(r):
 def _training(r):
     """Training settings that differ from the study's defaults, for the network column."""
     spec = r.get("spec") or {}
-    out = [f"{name} {spec[name]:g}" for name, default in (("l2", 5e-4), ("lr", 0.1))
+    out = [f"{name} {spec[name]:g}" for name, default in (("l2", 5e-4), ("lr", 0.1), ("lr_decay", 0.9997))
            if name in spec and spec[name] != default]
     return (" (" + ", ".join(out) + ")") if out else ""
 
@@ -947,7 +996,8 @@ def table_markdown(rows) -> str:
 
 _CSV_FIELDS = [
     "key", "task", "cell", "hidden", "seed", "n_classes", "length", "test_accuracy", "train_steps", "train_seconds",
-    "pr_fixed_points", "n90_fixed_points", "n95_fixed_points", "pr_fixed_points_equalized", "n_equalized", "pr_states", "n90_states", "n95_states",
+    "pr_fixed_points", "n90_fixed_points", "n95_fixed_points", "pr_fixed_points_equalized", "n_equalized",
+    "pr_fixed_points_study_q", "n_study_q", "pr_states", "n90_states", "n95_states",
     "modes_median", "modes_median_half", "modes_median_one_sided", "wordcount_dimension", "wordcount_pr",
     "readout_max_deviation", "order_invariance", "n_roots", "n_distinct",
 ]

@@ -64,6 +64,19 @@ def test_keys_unique_safe_and_stable_across_processes():
     assert json.loads(out.stdout) == keys
 
 
+def test_keys_of_saved_batteries_do_not_change():
+    # Saved models are found by key: a new NetworkSpec field must not change the keys of the
+    # specs made before it (these are the keys of the models in runs/paper when lr_decay was added).
+    paper = study.battery("paper")
+    assert paper[0].key == "categorical-L50-n3-gru-h64-s0-e0368b9149"
+    assert paper[3].key == "categorical-L50-n3-vanilla-h64-s0-db1fd9d01c"
+    assert "lr_decay" not in paper[0].to_dict()
+    slower = NetworkSpec(paper[0].task, paper[0].task_kwargs, cell=paper[0].cell, hidden_size=64, lr_decay=0.9999)
+    assert slower.to_dict()["lr_decay"] == 0.9999 and slower.key != NetworkSpec(
+        paper[0].task, paper[0].task_kwargs, cell=paper[0].cell, hidden_size=64).key
+    assert NetworkSpec.from_dict(slower.to_dict()) == slower
+
+
 def _repo_root():
     import os
 
@@ -88,6 +101,8 @@ def _repo_root():
         (dict(task="categorical", target_accuracy=1.5), "argument 'target_accuracy'"),
         (dict(task="categorical", l2=-1.0), "argument 'l2'"),
         (dict(task="categorical", lr="fast"), "argument 'lr'"),
+        (dict(task="categorical", lr_decay=1.5), "argument 'lr_decay'"),
+        (dict(task="categorical", lr_decay=0.0), "argument 'lr_decay'"),
     ],
 )
 def test_spec_rejects_bad_fields(kwargs, match):
@@ -490,3 +505,25 @@ def test_cli_study_report(quick):
     r = CliRunner().invoke(main, ["-q", "study", "--out", str(out), "--states", "64", "--report"])
     assert r.exit_code == 0, r.output
     assert (out / "study.html").exists()
+
+
+def test_study_acceptance_is_q_by_hand():
+    # q(h) = 1/2 ||tanh(W x + U h + b) - h||^2 written out for a vanilla cell; points pass when
+    # q < tol whatever their solver status (here: a FixedPoints of arbitrary states).
+    rng = np.random.default_rng(0)
+    H, M = 6, 3
+    W, U, b = rng.normal(size=(H, M)), 0.4 * rng.normal(size=(H, H)), 0.1 * rng.normal(size=H)
+    params = fastfp.RNNParams("vanilla", W, U, b_ih=b)
+    x = rng.normal(size=M)
+    h = rng.normal(size=(40, H)) * np.geomspace(1e-3, 1, 40)[:, None]
+    h[3] = np.nan  # a diverged end point is never accepted
+    from types import SimpleNamespace
+
+    fp = SimpleNamespace(x=h)  # only the end points' states are read
+    q_hand = np.array([0.5 * ((np.tanh(W @ x + U @ v + b) - v) ** 2).sum() for v in h])
+    tol = float(np.nanmedian(q_hand))
+    pts, q = study._study_accepted(params, fp, x, tol)
+    np.testing.assert_allclose(q[np.isfinite(q_hand)], q_hand[np.isfinite(q_hand)], rtol=1e-12)
+    assert np.isinf(q[3])
+    np.testing.assert_array_equal(pts, h[np.nan_to_num(q_hand, nan=np.inf) < tol])
+    assert 0 < len(pts) < 40
