@@ -70,7 +70,7 @@ def test_keys_of_saved_batteries_do_not_change():
     paper = study.battery("paper")
     assert paper[0].key == "categorical-L50-n3-gru-h64-s0-e0368b9149"
     assert paper[3].key == "categorical-L50-n3-vanilla-h64-s0-db1fd9d01c"
-    assert "lr_decay" not in paper[0].to_dict()
+    assert "lr_decay" not in paper[0].to_dict() and "adam_eps" not in paper[0].to_dict()
     slower = NetworkSpec(paper[0].task, paper[0].task_kwargs, cell=paper[0].cell, hidden_size=64, lr_decay=0.9999)
     assert slower.to_dict()["lr_decay"] == 0.9999 and slower.key != NetworkSpec(
         paper[0].task, paper[0].task_kwargs, cell=paper[0].cell, hidden_size=64).key
@@ -103,6 +103,7 @@ def _repo_root():
         (dict(task="categorical", lr="fast"), "argument 'lr'"),
         (dict(task="categorical", lr_decay=1.5), "argument 'lr_decay'"),
         (dict(task="categorical", lr_decay=0.0), "argument 'lr_decay'"),
+        (dict(task="categorical", adam_eps=0.0), "argument 'adam_eps'"),
     ],
 )
 def test_spec_rejects_bad_fields(kwargs, match):
