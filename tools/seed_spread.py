@@ -4,7 +4,7 @@
 Reads the ``<key>.row.json`` files of the given study folders (default ``runs/paper`` and
 ``runs/extra``), groups the rows that differ only by seed, and prints a markdown table for the
 groups with at least two seeds: test accuracy, PR of the fixed points (raw, equalised, study-q),
-n95, median integration modes at L/2 and L, word-count dimension and the largest deviation of the
+n95, PR of the states, median integration modes at L/2 and L, word-count dimension and the largest deviation of the
 readout angles from the simplex angle.
 
     python tools/seed_spread.py [DIR ...]
@@ -27,6 +27,7 @@ FIELDS = [
     ("PR fp equalised", "pr_fixed_points_equalized", 2),
     ("PR fp study-q", "pr_fixed_points_study_q", 2),
     ("n95 fp", "n95_fixed_points", 1),
+    ("PR states", "pr_states", 2),
     ("modes (L/2)", "modes_median_half", 1),
     ("modes (L)", "modes_median", 1),
     ("word-count dim", "wordcount_dimension", 1),
