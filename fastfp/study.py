@@ -291,7 +291,8 @@ def battery(name: str) -> list[NetworkSpec]:
         (:func:`fastfp.tasks.correlated`, mixing 0.75) with N = 3 and 4 (GRU); the vanilla RNN at
         N = 5 with 128 units, lr 0.01 decaying as 0.9999^step, up to 20000 steps; the vanilla RNN at
         N = 5, 3, 4 with 64 units, Adam epsilon 1e-8, lr 1e-3 decaying as 0.9999^step, up to 20000 steps;
-        seeds 1 and 2 of the LSTM at N = 4 and 5.
+        seeds 1 and 2 of the LSTM at N = 4 and 5; the vanilla N = 5 of Adam epsilon 1e-8 again with
+        up to 40000 steps and lr decaying as 0.99995^step.
     """
     if name == "quick":
         common = dict(hidden_size=12, steps=600, target_accuracy=0.95, eval_every=50, train_docs=1024, eval_docs=400)
@@ -345,6 +346,10 @@ def battery(name: str) -> list[NetworkSpec]:
         # More seeds where the PR missed: the LSTM at N = 4, 5.
         specs += [NetworkSpec("categorical", {"n_classes": n, "length": 50}, cell="lstm", seed=s, **paper)
                   for n in (4, 5) for s in (1, 2)]
+        # The vanilla N = 5 of eps 1e-8 was still improving at step 20000 (held-out 0.9745 at 19900):
+        # twice the steps, with a slower decay so the rate does not vanish (1e-3 * 0.99995^40000 = 1.4e-4).
+        specs.append(NetworkSpec("categorical", {"n_classes": 5, "length": 50}, cell="vanilla",
+                                 **{**paper, "lr": 1e-3, "adam_eps": 1e-8, "lr_decay": 0.99995, "steps": 40000}))
         return specs
     raise InvalidOptionError(f"argument 'name': got {name!r}, expected one of {', '.join(map(repr, BATTERIES))}")
 
