@@ -292,7 +292,8 @@ def battery(name: str) -> list[NetworkSpec]:
         N = 5 with 128 units, lr 0.01 decaying as 0.9999^step, up to 20000 steps; the vanilla RNN at
         N = 5, 3, 4 with 64 units, Adam epsilon 1e-8, lr 1e-3 decaying as 0.9999^step, up to 20000 steps;
         seeds 1 and 2 of the LSTM at N = 4 and 5; the vanilla N = 5 of Adam epsilon 1e-8 again with
-        up to 40000 steps and lr decaying as 0.99995^step, and with 128 units (up to 30000 steps).
+        up to 40000 steps and lr decaying as 0.99995^step, with 128 units (up to 30000 steps), and with
+        batches of 256 at lr 2e-3 (up to 40000 steps).
     """
     if name == "quick":
         common = dict(hidden_size=12, steps=600, target_accuracy=0.95, eval_every=50, train_docs=1024, eval_docs=400)
@@ -354,6 +355,10 @@ def battery(name: str) -> list[NetworkSpec]:
         specs.append(NetworkSpec("categorical", {"n_classes": 5, "length": 50}, cell="vanilla",
                                  **{**paper, "hidden_size": 128, "lr": 1e-3, "adam_eps": 1e-8, "lr_decay": 0.99995,
                                     "steps": 30000}))
+        # ... and with batches of 256 at lr 2e-3.
+        specs.append(NetworkSpec("categorical", {"n_classes": 5, "length": 50}, cell="vanilla",
+                                 **{**paper, "lr": 2e-3, "adam_eps": 1e-8, "lr_decay": 0.99995, "steps": 40000,
+                                    "batch_size": 256}))
         return specs
     raise InvalidOptionError(f"argument 'name': got {name!r}, expected one of {', '.join(map(repr, BATTERIES))}")
 
