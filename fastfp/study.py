@@ -997,7 +997,7 @@ def _training(r):
     """Training settings that differ from the study's defaults, for the network column."""
     spec = r.get("spec") or {}
     out = [f"{name} {spec[name]:g}" for name, default in (("l2", 5e-4), ("lr", 0.1), ("lr_decay", 0.9997),
-                                                          ("adam_eps", 0.1))
+                                                          ("adam_eps", 0.1), ("batch_size", 128))
            if name in spec and spec[name] != default]
     return (" (" + ", ".join(out) + ")") if out else ""
 
