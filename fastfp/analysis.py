@@ -24,6 +24,8 @@ __all__ = [
     "participation_ratio",
     "ManifoldDimension",
     "manifold_dimension",
+    "EqualizedDimension",
+    "equalized_dimension",
     "IntegrationModes",
     "integration_modes",
     "ReadoutGeometry",
@@ -303,6 +305,117 @@ def manifold_dimension(points, *, variance: float = 0.95, mask=None) -> Manifold
         n_components_95=res.n_components_95,
         explained_variance_ratio=res.explained_variance_ratio,
         variance=variance,
+    )
+
+
+# --------------------------------------------------------------------------- density-equalised PR
+@dataclass(frozen=True, eq=False)
+class EqualizedDimension:
+    """Dimension of a point cloud after thinning it to a uniform spacing (see :func:`equalized_dimension`).
+
+    Attributes
+    ----------
+    participation_ratio : float
+        PR of the thinned points (the density-equalised PR).
+    n_components_90, n_components_95 : int
+        Components of the thinned points reaching 90% / 95% of their variance.
+    explained_variance_ratio : ndarray, shape (K,)
+        Of the thinned points.
+    indices : ndarray of int64, shape (k,)
+        Rows of the input (after dropping non-finite rows of a ``FixedPoints``: rows of the finite
+        ones) kept by the thinning, in the order farthest-point sampling picked them.
+    spacing : float
+        The distance d_min = resolution * extent: every input point lies within d_min of a kept point
+        and the kept points are pairwise more than d_min apart.
+    extent : float
+        Distance from the first kept point to the farthest input point (between half the diameter
+        of the cloud and the diameter).
+    n_points : int
+        Number of input points used.
+    resolution : float
+    """
+
+    participation_ratio: float
+    n_components_90: int
+    n_components_95: int
+    explained_variance_ratio: np.ndarray
+    indices: np.ndarray
+    spacing: float
+    extent: float
+    n_points: int
+    resolution: float
+
+
+def equalized_dimension(points, *, resolution: float = 0.05) -> EqualizedDimension:
+    """PR of a point cloud thinned by farthest-point sampling to a uniform spacing.
+
+    The PR of a cloud weighs every point equally, so it measures the sampling density as much as
+    the shape: fixed points found from states visited by documents pile up where trajectories
+    spend time (a corner, the middle of an edge), and a triangle sampled mostly along one edge has
+    a PR near 1. Thinning the cloud to an evenly spaced subset removes the density and keeps the
+    shape: an (N-1)-simplex, however it was sampled, gives a thinned PR near N - 1.
+
+    Parameters
+    ----------
+    points : array_like, shape (n, N), or FixedPoints
+        The points (for a ``FixedPoints``, its ``x``; non-finite rows are dropped). n >= 2.
+    resolution : float in (0, 1)
+        Spacing of the thinned set as a fraction of the cloud's extent.
+
+    Returns
+    -------
+    EqualizedDimension
+
+    Notes
+    -----
+    Farthest-point sampling (Gonzalez): start from the point farthest from the centroid; repeatedly
+    add the point farthest from those kept, and stop when that distance is at most
+    d_min = resolution * extent, with extent the largest distance from the first point. The kept
+    points are then a d_min-net: pairwise more than d_min apart, every input point within d_min of
+    one. A net of a manifold covers it at a uniform density whatever the input density, up to the
+    spacing: structure finer than d_min (or point clusters smaller than it) is not seen. The PR of
+    the net is that of :func:`participation_ratio` over its PCA spectrum. Cost O(n k N) for k kept
+    points. This is a geometric companion of the raw PR, not a replacement: report both.
+    """
+    from .fixed_points import FixedPoints
+
+    resolution = _fraction("resolution", resolution, allow_one=False)
+    if isinstance(points, FixedPoints):
+        x = np.asarray(points.x, dtype=np.float64)
+        x = x[np.isfinite(x).all(axis=1)]
+    else:
+        x = as_float_array("points", points, np.float64)
+        if x.ndim != 2:
+            raise ShapeError(f"argument 'points': got shape {x.shape}, expected (n, N)")
+        check_finite("points", x)
+    if x.shape[0] < 2:
+        raise ShapeError(f"argument 'points': got {x.shape[0]} finite point(s), expected at least 2")
+    first = int(np.argmax(((x - x.mean(axis=0)) ** 2).sum(axis=1)))
+    dist = np.sqrt(((x - x[first]) ** 2).sum(axis=1))
+    extent = float(dist.max())
+    spacing = resolution * extent
+    picked = [first]
+    while True:
+        j = int(np.argmax(dist))
+        if dist[j] <= spacing:
+            break
+        picked.append(j)
+        dist = np.minimum(dist, np.sqrt(((x - x[j]) ** 2).sum(axis=1)))
+    idx = np.asarray(picked, dtype=np.int64)
+    if idx.size < 2:  # every point within d_min of the first: no extent to measure
+        ratio = np.zeros(0)
+        return EqualizedDimension(0.0, 0, 0, ratio, idx, spacing, extent, x.shape[0], resolution)
+    res = pca(x[idx], center=True)
+    return EqualizedDimension(
+        participation_ratio=res.participation_ratio,
+        n_components_90=res.n_components_90,
+        n_components_95=res.n_components_95,
+        explained_variance_ratio=res.explained_variance_ratio,
+        indices=idx,
+        spacing=spacing,
+        extent=extent,
+        n_points=x.shape[0],
+        resolution=resolution,
     )
 
 

@@ -16,7 +16,7 @@ from ._version import __version__
 
 DEFAULT_MODEL = "gru64_cat3.npz"
 DEFAULT_REPORT = "fastfp-report.html"
-TASKS = ("categorical", "ordered", "multilabel")
+TASKS = ("categorical", "ordered", "multilabel", "correlated")
 
 
 class _Group(click.Group):
@@ -124,7 +124,8 @@ def _task_data(model, task, classes, length, corpus, n_docs, seed):
         length = int(meta.get("length", 50))
     make = getattr(fastfp.tasks, task)
     key = "n_labels" if task == "multilabel" else "n_classes"
-    return make(n_docs, **{key: classes, "length": length, "seed": seed})
+    extra = {"mixing": meta.get("mixing", 0.5)} if task == "correlated" else {}
+    return make(n_docs, **{key: classes, "length": length, "seed": seed}, **extra)
 
 
 def _token_ids(model, data):
@@ -852,7 +853,7 @@ def info() -> None:
 
 
 @main.command()
-@click.option("--battery", "battery_name", type=click.Choice(["quick", "paper"]), default="quick", show_default=True,
+@click.option("--battery", "battery_name", type=click.Choice(["quick", "paper", "extra"]), default="quick", show_default=True,
               help="Networks to train and analyse (fastfp.study.battery).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for models, fixed points, figure data and the tables; finished networks are skipped.")

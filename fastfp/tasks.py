@@ -1,6 +1,6 @@
 """Seeded synthetic text-classification tasks (the study's toy tasks), as NumPy arrays.
 
-Three families, each returning a :class:`TaskData`:
+Four families, each returning a :class:`TaskData`:
 
 :func:`categorical`
     N classes; N evidence words ``w0 .. w{N-1}`` (word i adds +1 to class i) and one neutral word
@@ -12,6 +12,11 @@ Three families, each returning a :class:`TaskData`:
 :func:`multilabel`
     K independent binary labels; words ``kinda_i`` (+1 to label i), ``bad_i`` (-1 to label i) and
     ``the``. Target y_i = [s_i >= 0].
+:func:`correlated`
+    N classes as :func:`categorical`, but the class scores of each pair of classes (0, 1), (2, 3), ...
+    are partly mixed before the argmax: word ``w{i}`` adds +1 to class i and ``mixing`` to its
+    partner. Correlated classes: the class-mean word frequencies of a pair draw together, which the
+    word-count prediction sees as a smaller trailing singular value (a lower dimension).
 
 Token ids index ``TaskData.vocab``. Documents shorter than ``tokens.shape[1]`` (only with
 ``min_length``) are padded with the neutral word ``the`` beyond ``lengths``; padding carries no
@@ -29,7 +34,7 @@ import numpy as np
 
 from .errors import InvalidOptionError
 
-__all__ = ["TaskData", "categorical", "ordered", "multilabel", "TASK_SAMPLERS", "ORDERED_BANKS"]
+__all__ = ["TaskData", "categorical", "ordered", "multilabel", "correlated", "correlated_evidence", "TASK_SAMPLERS", "ORDERED_BANKS"]
 
 TASK_SAMPLERS = ("uniform_score", "iid")
 ORDERED_BANKS = ("3word", "5word")
@@ -59,8 +64,9 @@ class TaskData:
         categorical (one-hot rows, zero for ``the``), C = 1 for ordered (the word's value),
         C = n_labels for multilabel (+1 / -1 in the word's label column).
         ``counts() @ evidence`` is the score vector of each document.
+        For :func:`correlated`, rows are e_i + mixing * e_partner(i) (see there).
     name : str
-        'categorical', 'ordered' or 'multilabel'.
+        'categorical', 'ordered', 'multilabel' or 'correlated'.
     params : dict
         The arguments that generated the data (``seed`` is None unless an int was given).
 
@@ -102,7 +108,7 @@ class TaskData:
 
     @property
     def n_classes(self) -> int:
-        """Number of classes (categorical, ordered) or of binary labels (multilabel)."""
+        """Number of classes (categorical, ordered, correlated) or of binary labels (multilabel)."""
         p = self.params
         return int(p.get("n_classes", p.get("n_labels", 0)))
 
@@ -222,6 +228,23 @@ def _docs_from_counts(rng, counts: np.ndarray, lengths: np.ndarray, fill: int, w
     return np.take_along_axis(docs, order, axis=1)
 
 
+def _draw_evidence_docs(rng, m: int, N: int, L: int, lmin: int | None, sampler: str):
+    """m documents over N evidence words (ids 0..N-1) and ``the`` (id N), by ``sampler``.
+
+    Returns (tokens (m, L) int32, lengths (m,) int64, counts (m, N) int64 of the evidence words).
+    """
+    lengths = _draw_lengths(rng, m, L, lmin)
+    if sampler == "uniform_score":
+        counts = _uniform_counts(rng, lengths, N)
+        tokens = _docs_from_counts(rng, counts, lengths, N, L)
+    else:
+        tokens = rng.integers(0, N + 1, size=(m, L)).astype(np.int32)
+        tokens[np.arange(L)[None, :] >= lengths[:, None]] = N
+        # padding is 'the' (id N), so it never adds to counts
+        counts = np.stack([(tokens == i).sum(axis=1) for i in range(N)], axis=1)
+    return tokens, lengths, counts
+
+
 def _argmax_label(counts: np.ndarray) -> np.ndarray:
     return np.argmax(counts, axis=1).astype(np.int64)  # np.argmax returns the first maximum
 
@@ -313,15 +336,7 @@ def categorical(
     evidence[np.arange(N), np.arange(N)] = 1.0
 
     def draw(m):
-        lengths = _draw_lengths(rng, m, L, lmin)
-        if sampler == "uniform_score":
-            counts = _uniform_counts(rng, lengths, N)
-            tokens = _docs_from_counts(rng, counts, lengths, N, L)
-        else:
-            tokens = rng.integers(0, V, size=(m, L)).astype(np.int32)
-            tokens[np.arange(L)[None, :] >= lengths[:, None]] = N
-            counts = np.stack([(tokens == i).sum(axis=1) for i in range(N)], axis=1)
-            # padding is 'the' (id N), so it never adds to counts
+        tokens, lengths, counts = _draw_evidence_docs(rng, m, N, L, lmin, sampler)
         return tokens, lengths, _argmax_label(counts)
 
     if balance:
@@ -456,3 +471,104 @@ def multilabel(n: int, *, n_labels: int = 3, length: int = 50, sampler: str = "u
     labels = (s >= 0).astype(np.int64)
     params = dict(n=n, n_labels=K, length=L, sampler=sampler, seed=seed_int)
     return TaskData(tokens, lengths, labels, vocab, evidence, "multilabel", params)
+
+
+def correlated_evidence(n_classes: int, mixing: float) -> np.ndarray:
+    """The (N + 1, N) evidence matrix of :func:`correlated`: row i = e_i + mixing * e_partner(i).
+
+    Classes are paired (0, 1), (2, 3), ...; with N odd the last class has no partner (its row is
+    e_{N-1}). The last row (the neutral word ``the``) is zero.
+    """
+    N = _int_arg("n_classes", n_classes, 2, "an integer >= 2")
+    rho = _mixing_arg(mixing)
+    E = np.zeros((N + 1, N))
+    E[np.arange(N), np.arange(N)] = 1.0
+    for i in range(0, N - 1, 2):
+        E[i, i + 1] = E[i + 1, i] = rho
+    return E
+
+
+def _mixing_arg(mixing: Any) -> float:
+    ok = isinstance(mixing, (int, float, np.integer, np.floating)) and not isinstance(mixing, (bool, np.bool_))
+    if not ok or not (0.0 <= float(mixing) < 1.0):
+        raise InvalidOptionError(f"argument 'mixing': got {mixing!r}, expected a number in [0, 1)")
+    return float(mixing)
+
+
+# Scores are sums of multiples of `mixing`; rounding them before the argmax makes ties that are
+# exact in real arithmetic (c_0 + rho c_1 == c_1 + rho c_0 when c_0 == c_1) ties in floating point too.
+_SCORE_DECIMALS = 9
+
+
+def correlated(
+    n: int,
+    *,
+    n_classes: int = 4,
+    mixing: float = 0.5,
+    length: int = 50,
+    sampler: str = "uniform_score",
+    min_length: int | None = None,
+    balance: bool = True,
+    seed=None,
+) -> TaskData:
+    """Correlated classes: the categorical task with the scores of paired classes partly mixed.
+
+    Definition: the documents are those of :func:`categorical` (N evidence words ``w0 .. w{N-1}``
+    and ``the``, same samplers). With c the evidence-word counts of a document, the class scores are
+    s = c @ E[:N] where E = :func:`correlated_evidence`: classes are paired (0, 1), (2, 3), ... and
+    for a pair (i, j)
+
+        s_i = c_i + mixing * c_j,    s_j = c_j + mixing * c_i
+
+    (with N odd the last class keeps s_{N-1} = c_{N-1}). Label = argmax_i s_i, ties to the lowest
+    index (the scores are rounded to 9 decimals first, so ties exact in real arithmetic are ties).
+    ``mixing = 0`` is exactly :func:`categorical` (same arrays for the same seed). As mixing grows,
+    a word of class i is more and more evidence for its partner too: documents of class i hold
+    many copies of the partner's word, the class-mean word frequencies of a pair draw together and
+    the word-count prediction (:func:`fastfp.analysis.wordcount_prediction`) has a smaller trailing
+    singular value (PR below N - 1). For mixing < 1 the map c -> s is invertible and the label
+    still depends on the within-pair difference (s_i - s_j = (1 - mixing)(c_i - c_j)), so an
+    exact classifier still needs N - 1 numbers; mixing = 1 (excluded) would make a pair's scores
+    equal and its second class unreachable.
+
+    Parameters
+    ----------
+    n : int
+        Number of documents.
+    n_classes : int, >= 2
+        N. Vocabulary ``("w0", ..., "w{N-1}", "the")``.
+    mixing : float in [0, 1)
+        How much each evidence word adds to its partner class.
+    length, sampler, min_length, balance, seed
+        As in :func:`categorical` (balancing by rejection sampling on the mixed-score labels).
+
+    Returns
+    -------
+    TaskData
+        ``name`` 'correlated'; ``labels`` of shape (n,); ``evidence`` (V, N) = E, so
+        ``scores()`` is s (padding excluded).
+    """
+    n = _int_arg("n", n, 1)
+    N = _int_arg("n_classes", n_classes, 2, "an integer >= 2")
+    rho = _mixing_arg(mixing)
+    L = _int_arg("length", length, 1)
+    sampler = _choice_arg("sampler", sampler, TASK_SAMPLERS)
+    lmin = _lengths_arg(L, min_length)
+    if not isinstance(balance, (bool, np.bool_)):
+        raise InvalidOptionError(f"argument 'balance': got {balance!r}, expected True or False")
+    rng, seed_int = _rng(seed)
+    vocab = tuple(f"w{i}" for i in range(N)) + (NEUTRAL,)
+    evidence = correlated_evidence(N, rho)
+
+    def draw(m):
+        tokens, lengths, counts = _draw_evidence_docs(rng, m, N, L, lmin, sampler)
+        scores = np.round(counts @ evidence[:N], _SCORE_DECIMALS)
+        return tokens, lengths, np.argmax(scores, axis=1).astype(np.int64)
+
+    if balance:
+        tokens, lengths, labels = _balanced(rng, n, N, draw, "correlated")
+    else:
+        tokens, lengths, labels = draw(n)
+    params = dict(n=n, n_classes=N, mixing=rho, length=L, sampler=sampler, min_length=lmin,
+                  balance=bool(balance), seed=seed_int)
+    return TaskData(tokens, lengths, labels, vocab, evidence, "correlated", params)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import fastfp
+from fastfp.errors import InvalidOptionError, ShapeError
 from fastfp.analysis import (
     integration_modes,
     manifold_dimension,
@@ -377,3 +378,99 @@ def test_fixture_slow_manifold_dimension_and_modes(gru_fixture):
     assert integration_modes(dec, horizon=50).median == 0
     assert integration_modes(dec, horizon=50, two_sided=True).median == 0
     assert integration_modes(dec, horizon=10, two_sided=True).median == 2
+
+
+def _direct_wordcount_spectrum(data):
+    """Singular values of M = [f_k - mu] from counts and labels, with plain NumPy loops."""
+    c = np.zeros((data.n_docs, data.vocab_size))
+    for b in range(data.n_docs):
+        for t in data.tokens[b, : data.lengths[b]]:
+            c[b, t] += 1
+    freq = c / data.lengths[:, None]
+    M = np.stack([freq[data.labels == k].mean(0) for k in np.unique(data.labels)]) - freq.mean(0)
+    return np.linalg.svd(M, compute_uv=False)
+
+
+def test_wordcount_prediction_correlated_classes_shrink_the_trailing_component():
+    # Correlated classes (pair (0, 1) mixed, class 2 alone): as the mixing grows, the within-pair
+    # difference of the class-mean frequencies shrinks relative to the pair-vs-class-2 one.
+    ratios, prs = [], []
+    for mixing in (0.0, 0.5, 0.9):
+        data = fastfp.tasks.correlated(6000, n_classes=3, mixing=mixing, length=30, seed=11)
+        res = wordcount_prediction(data)
+        s = _direct_wordcount_spectrum(data)
+        np.testing.assert_allclose(res.singular_values, s, rtol=1e-10, atol=1e-12)
+        assert res.dimension == 2  # still two non-negligible components: the label needs both
+        ratios.append(s[1] / s[0])
+        prs.append(res.participation_ratio)
+    # margins well above the sampling noise of 6000 documents (about 0.01 on the ratio)
+    # (at mixing 0 the ratio is just below 1: ties go to the lowest class, a slight asymmetry)
+    assert ratios[0] > 0.95 and ratios[0] - ratios[2] > 0.05
+    assert ratios[0] > ratios[1] > ratios[2]
+    assert prs[0] > prs[2]
+
+
+# --------------------------------------------------------------------------- density-equalised PR
+def _simplex_points(rng, n_vertices, weights, ambient=30):
+    """Points of a regular (n_vertices - 1)-simplex (barycentric weights, shape (m, n_vertices))
+    placed in R^ambient by a random isometry."""
+    Q, _ = np.linalg.qr(rng.normal(size=(ambient, n_vertices)))
+    return weights @ Q.T  # vertices e_i @ Q.T: pairwise distance sqrt(2), a regular simplex
+
+
+@pytest.mark.parametrize("N, tol", [(3, 0.1), (4, 0.1), (5, 0.2)])
+def test_equalized_pr_of_a_non_uniformly_sampled_simplex(N, tol):
+    # Uniform points of a regular simplex have an isotropic covariance in its hull (the symmetry
+    # group acts irreducibly there), so their PR is N - 1. Here 3000 uniform points cover the
+    # simplex and 12000 more crowd one corner: the raw PR falls far below N - 1 (1.4-1.7), the
+    # thinned one does not. (The thinning cannot add points where the sample is sparse: with only
+    # a few hundred uniform points in 4-D the net under-covers the far side; N = 5 gets more slack.)
+    from fastfp.analysis import equalized_dimension
+
+    rng = np.random.default_rng(N)
+    uniform = rng.dirichlet(np.ones(N), size=3000)
+    crowd = rng.dirichlet([8.0] + [0.5] * (N - 1), size=12000)
+    x = _simplex_points(rng, N, np.concatenate([uniform, crowd]))
+    raw = manifold_dimension(x).participation_ratio
+    eq = equalized_dimension(x, resolution=0.15)
+    assert raw < N - 1 - 0.5
+    assert abs(eq.participation_ratio - (N - 1)) < tol
+    assert eq.n_components_95 == N - 1
+    # uniform sampling alone: both near N - 1
+    y = _simplex_points(rng, N, rng.dirichlet(np.ones(N), size=3000))
+    assert abs(manifold_dimension(y).participation_ratio - (N - 1)) < 0.1
+    assert abs(equalized_dimension(y, resolution=0.15).participation_ratio - (N - 1)) < tol
+
+
+def test_equalized_dimension_is_a_net():
+    # the kept points are pairwise more than d_min apart and every point is within d_min of one,
+    # checked by brute force
+    from fastfp.analysis import equalized_dimension
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 5)) * [3, 1, 1, 0.2, 0.1]
+    eq = equalized_dimension(x, resolution=0.2)
+    k = x[eq.indices]
+    d_kk = np.sqrt(((k[:, None] - k[None]) ** 2).sum(-1))
+    assert (d_kk[~np.eye(len(k), dtype=bool)] > eq.spacing).all()
+    d_xk = np.sqrt(((x[:, None] - k[None]) ** 2).sum(-1))
+    assert (d_xk.min(axis=1) <= eq.spacing + 1e-12).all()
+    first = eq.indices[0]
+    assert first == np.argmax(((x - x.mean(0)) ** 2).sum(1))
+    assert eq.extent == pytest.approx(np.sqrt(((x - x[first]) ** 2).sum(1)).max())
+    assert eq.spacing == pytest.approx(0.2 * eq.extent) and eq.n_points == 300
+    # the PR of the net is the PCA PR of those points
+    assert eq.participation_ratio == pytest.approx(manifold_dimension(k).participation_ratio)
+
+
+def test_equalized_dimension_errors():
+    from fastfp.analysis import equalized_dimension
+
+    with pytest.raises(InvalidOptionError, match="argument 'resolution': got 1.5"):
+        equalized_dimension(np.zeros((3, 2)), resolution=1.5)
+    with pytest.raises(InvalidOptionError, match="argument 'resolution': got 1"):
+        equalized_dimension(np.zeros((3, 2)), resolution=1)
+    with pytest.raises(ShapeError, match="argument 'points': got shape"):
+        equalized_dimension(np.zeros(3))
+    with pytest.raises(ShapeError, match="argument 'points': got 1 finite point"):
+        equalized_dimension(np.zeros((1, 3)))

@@ -40,7 +40,7 @@ def test_spec_and_run_network_pickle():
 
 
 def test_keys_unique_safe_and_stable_across_processes():
-    specs = study.battery("paper") + study.battery("quick")
+    specs = study.battery("paper") + study.battery("quick") + study.battery("extra")
     keys = [s.key for s in specs]
     assert len(set(keys)) == len(keys)
     allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
@@ -57,11 +57,24 @@ def test_keys_unique_safe_and_stable_across_processes():
     ]
     assert len({v.key for v in variants} | {base.key}) == len(variants) + 1
     code = ("from fastfp import study; import json; "
-            "print(json.dumps([s.key for s in study.battery('paper') + study.battery('quick')]))")
+            "print(json.dumps([s.key for s in study.battery('paper') + study.battery('quick') + study.battery('extra')]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={"PYTHONHASHSEED": "123", "PATH": ""}, cwd=_repo_root())
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == keys
+
+
+def test_keys_of_saved_batteries_do_not_change():
+    # Saved models are found by key: a new NetworkSpec field must not change the keys of the
+    # specs made before it (these are the keys of the models in runs/paper when lr_decay was added).
+    paper = study.battery("paper")
+    assert paper[0].key == "categorical-L50-n3-gru-h64-s0-e0368b9149"
+    assert paper[3].key == "categorical-L50-n3-vanilla-h64-s0-db1fd9d01c"
+    assert "lr_decay" not in paper[0].to_dict() and "adam_eps" not in paper[0].to_dict()
+    slower = NetworkSpec(paper[0].task, paper[0].task_kwargs, cell=paper[0].cell, hidden_size=64, lr_decay=0.9999)
+    assert slower.to_dict()["lr_decay"] == 0.9999 and slower.key != NetworkSpec(
+        paper[0].task, paper[0].task_kwargs, cell=paper[0].cell, hidden_size=64).key
+    assert NetworkSpec.from_dict(slower.to_dict()) == slower
 
 
 def _repo_root():
@@ -78,6 +91,8 @@ def _repo_root():
         (dict(task="categorical", task_kwargs={"n_labels": 3}), "not an argument of task 'categorical'"),
         (dict(task="categorical", task_kwargs={"n_classes": 1}), "n_classes"),
         (dict(task="ordered", task_kwargs={"bank": "7word"}), "bank"),
+        (dict(task="correlated", task_kwargs={"mixing": 1.5}), "argument 'mixing'"),
+        (dict(task="correlated", task_kwargs={"bank": "3word"}), "not an argument of task 'correlated'"),
         (dict(task="categorical", task_kwargs="n_classes=3"), "argument 'task_kwargs'"),
         (dict(task="categorical", task_kwargs={"n_classes": np.int64(3)}), "argument 'task_kwargs'"),
         (dict(task="categorical", hidden_size=0), "argument 'hidden_size'"),
@@ -86,6 +101,9 @@ def _repo_root():
         (dict(task="categorical", target_accuracy=1.5), "argument 'target_accuracy'"),
         (dict(task="categorical", l2=-1.0), "argument 'l2'"),
         (dict(task="categorical", lr="fast"), "argument 'lr'"),
+        (dict(task="categorical", lr_decay=1.5), "argument 'lr_decay'"),
+        (dict(task="categorical", lr_decay=0.0), "argument 'lr_decay'"),
+        (dict(task="categorical", adam_eps=0.0), "argument 'adam_eps'"),
     ],
 )
 def test_spec_rejects_bad_fields(kwargs, match):
@@ -109,6 +127,13 @@ def test_batteries():
     assert any(s.task == "ordered" and s.n_outputs == 5 and s.task_params["bank"] == "3word" for s in paper)
     assert any(s.task == "multilabel" and s.n_outputs == 3 for s in paper)
     assert 1 <= len(study.battery("quick")) <= 2
+    extra = study.battery("extra")
+    seeds = {(s.cell, s.seed) for s in extra if s.task == "categorical" and s.n_outputs == 3}
+    assert {("gru", 1), ("gru", 2), ("lstm", 1), ("lstm", 2)} <= seeds
+    assert any(s.task == "ordered" and s.task_params["bank"] == "5word" for s in extra)
+    assert any(s.task == "correlated" for s in extra)
+    # 'extra' holds no network of 'paper' (its saved models stay where they are)
+    assert not {s.key for s in extra} & {s.key for s in paper}
     with pytest.raises(InvalidOptionError, match="argument 'name': got 'full'"):
         study.battery("full")
 
@@ -121,6 +146,9 @@ def test_expectations():
     e = study.expectations(NetworkSpec("ordered", {"n_classes": 5, "bank": "3word"}))
     assert e["dimension"] == 2 and e["pr_range"] == [1.7, 2.3] and e["states_pr"] == 2.03
     assert study.expectations(NetworkSpec("multilabel", {"n_labels": 3}))["dimension"] == 3
+    e = study.expectations(NetworkSpec("correlated", {"n_classes": 4, "mixing": 0.75}))
+    assert e["dimension"] == 3 and e["pr_range"] is None and e["readout_angle"] is None
+    assert NetworkSpec("correlated").n_outputs == 4  # the task function's default
     short = study.expectations(NetworkSpec("categorical", {"n_classes": 3, "length": 12}))
     assert short["states_pr"] is None and short["wordcount_pr"] is None and short["dimension"] == 2
     with pytest.raises(ArgumentTypeError, match="argument 'spec'"):
@@ -203,6 +231,11 @@ def test_quick_rows_match_independent_recomputation(quick):
             tau = 1 / np.abs(np.log(np.abs(fp.eigvals)))
         assert row["modes_median"] == float(np.median((tau >= spec.length).sum(1)))
         assert row["modes_median_half"] == float(np.median((tau >= spec.length / 2).sum(1)))
+        # density-equalised PR: the distinct points are the kept ones up to 1e-3, far below the
+        # spacing, so thinning them gives a PR close to the row's (computed on the kept points)
+        eq = fastfp.analysis.equalized_dimension(fp.x, resolution=row["options"]["equalize_resolution"])
+        assert row["pr_fixed_points_equalized"] == pytest.approx(eq.participation_ratio, abs=0.15)
+        assert 1 <= row["n95_fixed_points_equalized"] <= row["n_equalized"]
         # the fixed points are fixed points of F(., e_the)
         the = np.eye(model.params.input_size)[list(model.vocab).index("the")]
         f = fastfp.step(model.params.astype(np.float64), fp.x, np.tile(the, (len(fp), 1)), backend="numpy")
@@ -260,7 +293,7 @@ def test_resume_skips_finished_networks_and_remeasures_from_the_saved_model(quic
     assert calls == [key] and third.ran == (key,)
     new, old = third.rows[1], first.rows[1]
     assert new["trained"] is False
-    for field in ("test_accuracy", "pr_states", "pr_fixed_points", "modes_median", "modes_median_half",
+    for field in ("test_accuracy", "pr_states", "pr_fixed_points", "pr_fixed_points_equalized", "modes_median", "modes_median_half",
                   "wordcount_dimension", "readout_angles", "order_invariance", "n_distinct", "train_steps"):
         assert new[field] == old[field], field
     # Other measuring options: measured again from the saved models, still without training.
@@ -282,6 +315,7 @@ def test_tables(quick):
     assert md == study.table_markdown(rows)
     lines = md.strip().splitlines()
     assert len(lines) == 2 + len(rows) and "PR fixed points" in lines[0] and "word-count dim" in lines[0]
+    assert "PR fp equalised" in lines[0]
     assert "categorical N=2 gru-12 s0" in md
     with open(out / "study.csv", newline="") as fh:
         flat = list(csv.DictReader(fh))
@@ -340,6 +374,9 @@ def test_run_network_argument_errors(tmp_path):
         study.run_network(spec, tmp_path, fp_input="the")
     with pytest.raises(InvalidOptionError, match="argument 'n_states'"):
         study.run_network(spec, tmp_path, n_states=1)
+    for bad in (0.0, 1.0, "x"):
+        with pytest.raises(InvalidOptionError, match="argument 'equalize_resolution': got"):
+            study.run_network(spec, tmp_path, equalize_resolution=bad)
     with pytest.raises(InvalidOptionError, match="argument 'slow_ratio'"):
         study.run_network(spec, tmp_path, slow_ratio=0)
     with pytest.raises(InvalidOptionError, match="argument 'progress'"):
@@ -469,3 +506,25 @@ def test_cli_study_report(quick):
     r = CliRunner().invoke(main, ["-q", "study", "--out", str(out), "--states", "64", "--report"])
     assert r.exit_code == 0, r.output
     assert (out / "study.html").exists()
+
+
+def test_study_acceptance_is_q_by_hand():
+    # q(h) = 1/2 ||tanh(W x + U h + b) - h||^2 written out for a vanilla cell; points pass when
+    # q < tol whatever their solver status (here: a FixedPoints of arbitrary states).
+    rng = np.random.default_rng(0)
+    H, M = 6, 3
+    W, U, b = rng.normal(size=(H, M)), 0.4 * rng.normal(size=(H, H)), 0.1 * rng.normal(size=H)
+    params = fastfp.RNNParams("vanilla", W, U, b_ih=b)
+    x = rng.normal(size=M)
+    h = rng.normal(size=(40, H)) * np.geomspace(1e-3, 1, 40)[:, None]
+    h[3] = np.nan  # a diverged end point is never accepted
+    from types import SimpleNamespace
+
+    fp = SimpleNamespace(x=h)  # only the end points' states are read
+    q_hand = np.array([0.5 * ((np.tanh(W @ x + U @ v + b) - v) ** 2).sum() for v in h])
+    tol = float(np.nanmedian(q_hand))
+    pts, q = study._study_accepted(params, fp, x, tol)
+    np.testing.assert_allclose(q[np.isfinite(q_hand)], q_hand[np.isfinite(q_hand)], rtol=1e-12)
+    assert np.isinf(q[3])
+    np.testing.assert_array_equal(pts, h[np.nan_to_num(q_hand, nan=np.inf) < tol])
+    assert 0 < len(pts) < 40

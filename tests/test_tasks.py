@@ -1,4 +1,4 @@
-"""fastfp.tasks: the seeded synthetic datasets (categorical, ordered, multilabel)."""
+"""fastfp.tasks: the seeded synthetic datasets (categorical, ordered, multilabel, correlated)."""
 
 from __future__ import annotations
 
@@ -86,8 +86,9 @@ def test_exported():
         lambda seed: tasks.ordered(50, length=20, bank="5word", seed=seed),
         lambda seed: tasks.multilabel(50, length=20, seed=seed),
         lambda seed: tasks.multilabel(50, length=20, sampler="iid", seed=seed),
+        lambda seed: tasks.correlated(50, length=20, mixing=0.6, seed=seed),
     ],
-    ids=["cat-uniform", "cat-iid", "ordered3", "ordered5", "multilabel", "multilabel-iid"],
+    ids=["cat-uniform", "cat-iid", "ordered3", "ordered5", "multilabel", "multilabel-iid", "correlated"],
 )
 def test_seeding_reproducible(make):
     a, b, c = make(123), make(123), make(124)
@@ -288,6 +289,15 @@ BAD_CALLS = [
     (lambda: tasks.multilabel(10, n_labels=0), "n_labels", "0", "positive integer"),
     (lambda: tasks.multilabel(10, sampler=None), "sampler", "None", "'uniform_score'"),
     (lambda: tasks.categorical(3, seed=0).one_hot(np.int32), "dtype", "int32", "floating"),
+    (lambda: tasks.correlated(10, mixing=1.0), "mixing", "1.0", r"\[0, 1\)"),
+    (lambda: tasks.correlated(10, mixing=-0.1), "mixing", "-0.1", r"\[0, 1\)"),
+    (lambda: tasks.correlated(10, mixing="0.5"), "mixing", "'0.5'", r"\[0, 1\)"),
+    (lambda: tasks.correlated(10, mixing=True), "mixing", "True", r"\[0, 1\)"),
+    (lambda: tasks.correlated(10, n_classes=1), "n_classes", "1", ">= 2"),
+    (lambda: tasks.correlated(10, sampler="zipf"), "sampler", "'zipf'", "'uniform_score', 'iid'"),
+    (lambda: tasks.correlated(10, min_length=60), "min_length", "60", r"\[1, length = 50\]"),
+    (lambda: tasks.correlated(10, balance=1), "balance", "1", "True or False"),
+    (lambda: tasks.correlated(0), "n", "0", "positive integer"),
 ]
 
 
@@ -295,3 +305,56 @@ BAD_CALLS = [
 def test_bad_arguments(call, name, given, expected):
     with pytest.raises(InvalidOptionError, match=rf"argument '{name}': got {re.escape(given)}, expected.*{expected}"):
         call()
+
+
+# ----------------------------------------------------------------------------- correlated classes
+def test_correlated_vocab_and_evidence():
+    d = tasks.correlated(40, n_classes=5, mixing=0.3, length=20, seed=0)
+    assert d.name == "correlated" and d.vocab == ("w0", "w1", "w2", "w3", "w4", "the") and d.n_classes == 5
+    # pairs (0, 1), (2, 3); class 4 has no partner; 'the' adds nothing
+    want = np.array([[1, .3, 0, 0, 0], [.3, 1, 0, 0, 0], [0, 0, 1, .3, 0], [0, 0, .3, 1, 0], [0, 0, 0, 0, 1],
+                     [0, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(d.evidence, want)
+    np.testing.assert_array_equal(tasks.correlated_evidence(5, 0.3), want)
+    assert d.params["mixing"] == 0.3
+
+
+@pytest.mark.parametrize("sampler", ["uniform_score", "iid"])
+def test_correlated_mixing_zero_is_categorical(sampler):
+    a = tasks.categorical(300, n_classes=4, length=15, sampler=sampler, seed=5)
+    b = tasks.correlated(300, n_classes=4, length=15, sampler=sampler, mixing=0.0, seed=5)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    np.testing.assert_array_equal(a.labels, b.labels)
+
+
+@pytest.mark.parametrize("mixing, min_flips", [(0.5, 10), (0.3, 3), (0.9, 10)])
+def test_correlated_labels_by_hand(mixing, min_flips):
+    # short documents: ties and wins decided by the mixing are frequent (c = (2, 2, 3) at mixing 0.5: a
+    # three-way tie of the scores, class 0, where the plain argmax says 2). The label is recomputed with
+    # exact rational arithmetic from counts taken without TaskData, so float rounding is not trusted.
+    from fractions import Fraction
+
+    d = tasks.correlated(1000, n_classes=3, length=16, mixing=mixing, balance=False, seed=2)
+    c = independent_counts(d)[:, :3]
+    rho = Fraction(mixing).limit_denominator(1000)
+    flips = 0
+    for b in range(d.n_docs):
+        c0, c1, c2 = (int(v) for v in c[b])
+        s = [c0 + rho * c1, c1 + rho * c0, Fraction(c2)]
+        want = min(i for i in range(3) if s[i] == max(s))
+        assert d.labels[b] == want, (c[b], d.labels[b], want)
+        flips += want != min(i for i in range(3) if c[b, i] == c[b].max())
+    assert flips >= min_flips  # the mixing changed labels relative to the plain argmax of the counts
+
+
+def test_correlated_balance():
+    d = tasks.correlated(1001, n_classes=4, mixing=0.8, seed=3)
+    assert np.bincount(d.labels, minlength=4).tolist() == [251, 250, 250, 250]
+
+
+def test_correlated_unbalanced_unpaired_class_is_rarer():
+    # with N = 3 only class 2 has no partner: it must beat c_0 + rho c_1 and c_1 + rho c_0, so it is
+    # rarer as the mixing grows (sampler probabilities, not a fixed number)
+    f = [np.bincount(tasks.correlated(6000, n_classes=3, mixing=m, balance=False, seed=4).labels, minlength=3)[2] / 6000
+         for m in (0.0, 0.5, 0.9)]
+    assert f[0] > f[1] > f[2]
