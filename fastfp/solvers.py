@@ -304,6 +304,12 @@ def find_fixed_points(
         raise InvalidOptionError(f"argument 'gmres_restart': got {gmres_restart!r}, expected an integer >= 1")
     mode = _plan_jacobian(method, jacobian, N, dtype, opts, memory_limit, backend)
     opts["gmres_restart"] = int(gmres_restart)
+    # Metadata records what is used: no factors to reuse on the matrix-free path or without Newton
+    # steps (slow-manifold mode); nothing to mix in a float32 solve.
+    if mode == "matrix_free" or opts["slow_ratio"] is not None:
+        opts["chord"] = False
+    if dtype == np.float32 or opts["slow_ratio"] is not None:
+        opts["mixed_precision"] = False
     chunk = _plan_chunks(method, B, N, dtype, batch_size, memory_limit, mode=mode, restart=int(gmres_restart),
                          backend=backend)
     metadata = {
@@ -597,11 +603,13 @@ class _Factors:
         return self._solve(r, np.ascontiguousarray(ids, dtype=np.intp))
 
     def retry_precise(self, ids, failed):
-        """Points whose float32 step failed (failed 1 or 2): marked precise, so their factors are
+        """Points whose float32 step failed (failed 1, 2 or 3): marked precise, so their factors are
         float64 from now on. Returns the mask of those points (to be stepped again)."""
         if not self.mixed:
             return np.zeros(len(ids), dtype=bool)
-        retry = ((failed == 1) | (failed == 2)) & ~self.precise[ids]
+        # 3 too: an ill-conditioned J - I gives a float32 direction far too long (found in review:
+        # cond 1e8, hybrid ended at slow points where float64 converges in one step).
+        retry = ((failed == 1) | (failed == 2) | (failed == 3)) & ~self.precise[ids]
         self.precise[ids[retry]] = True
         return retry
 
@@ -772,7 +780,7 @@ def _newton_step(kernels, params, h, r, X, A, q, bounds, *, max_step=np.inf, max
     store and the factors stay valid for chord steps where the full step was taken.
     failed: 0 accepted, 1 singular, 2 no decrease within max_halvings, 3 step longer than
     max_step * max(1, ||h||_inf) (only checked when max_step is finite). A point whose step
-    from float32 factors fails (1 or 2) is stepped again at once from float64 factors (_Factors).
+    from float32 factors fails (1, 2 or 3) is stepped again at once from float64 factors (_Factors).
     """
     if factors is None:
         delta, solved = batched_solve(A, -r)

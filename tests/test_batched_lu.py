@@ -193,3 +193,24 @@ def test_chord_on_float32_solves_keeps_one_precision():
     assert fp.success.mean() >= 0.9
     assert (fp.residual[fp.success] <= 1e-5).all()
     assert fp[fp.success].x.dtype == np.float32 and not np.any(fp.status == Status.NONFINITE)
+
+
+@pytest.mark.parametrize("seed", [2, 6, 7, 8])
+def test_float32_step_too_long_is_retried_in_float64(seed):
+    # Review regression: at cond(J - I) ~ 1e8 and N = 30 the float32 direction is far too long
+    # (failed == 3); it must be retried from float64 factors, not handed to LM (which ended at
+    # slow points ~1 away from the root). Seeds where, without the retry, hybrid failed.
+    rng = np.random.default_rng(seed)
+    N = 30
+    U = rng.uniform(0.0, 1.0, (N, N))
+    U *= (1 - 1e-8) / np.max(np.abs(np.linalg.eigvals(U)))
+    b = rng.uniform(0.5, 1.0, N) * 1e-8
+    params = fastfp.RNNParams("vanilla", np.zeros((N, 1)), U, b, np.zeros(N), nonlinearity="relu")
+    root = np.linalg.solve(np.eye(N) - U, b)
+    h0 = rng.uniform(0.0, 1.0, (8, N)) * np.abs(root).max()
+    fp = fastfp.find_fixed_points(params, h0, method="hybrid", jacobian="dense")
+    assert fp.metadata["mixed_precision"] and fp.metadata["precise_factors"] >= 1
+    assert fp.success.all(), fp.status
+    assert (_reference_residual(params, fp.x, fp.inputs) <= 1e-10).all()
+    # A residual of 1e-10 pins x only to ~cond * 1e-10 = 1e-2 here (the old failure sat ~1 away).
+    assert np.abs(fp.x - root).max() < 1e-2 * np.abs(root).max()
