@@ -158,7 +158,7 @@ def _mixed_solve(xp, lin, ra, rn, eta, active, precise, restart, opts, dtype):
         stalled = lo[~sol.converged]
         if stalled.size:
             precise[active[stalled]] = True
-            short = xp.concatenate([short, stalled])
+            short = xp.sort(xp.concatenate([short, stalled]))  # sorted: all rows means the identity order
     if short.size:
         sub = lin if short.size == ra.shape[0] else lin.take(short)
         sol = batched_gmres(sub.operator(shift=1.0), -ra[short], x0=delta[short], rtol=eta[short], restart=restart,

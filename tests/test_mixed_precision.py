@@ -110,3 +110,26 @@ def test_metadata_records_the_options_used():
     assert f32.metadata["mixed_precision"] is False
     slow = fastfp.find_fixed_points(params, h0, slow_ratio=0.05, slow_speed=1e-2)
     assert slow.metadata["chord"] is False and slow.metadata["mixed_precision"] is False
+
+
+def test_mixed_solve_pairs_rows_with_their_linearisation_after_stalls():
+    # Some rows float64 from the start, all others stalling in float32 (restart 1, so one
+    # product): every row must still be solved with its own J. Oracle: dense numpy.linalg.solve.
+    from fastfp._linearize import linearize
+    from fastfp._newton_krylov import _mixed_solve
+
+    params = fastfp.RNNParams.random("gru", 12, 3, seed=11)
+    rng = np.random.default_rng(12)
+    h = rng.uniform(-0.5, 0.5, (5, 12))
+    x = rng.normal(size=(1, 3))
+    w = params.arrays(np.float64)
+    lin = linearize(params.cell_code, params.nonlinearity_code, h, x, *w)
+    r = rng.normal(size=(5, 12))
+    precise = np.array([False, True, False, False, True])
+    active = np.arange(5)
+    delta, spent = _mixed_solve(np, lin, r, np.linalg.norm(r, axis=1), np.full(5, 1e-10), active, precise,
+                                1, {"krylov_maxiter": 200}, np.float64)
+    assert precise.all()  # the float32 rows stalled and were handed over
+    A = fastfp.jacobian(params, h, x[0]) - np.eye(12)
+    exact = np.linalg.solve(A, -r[..., None])[..., 0]
+    np.testing.assert_allclose(delta, exact, atol=1e-7 * np.abs(exact).max())
