@@ -779,20 +779,17 @@ def _is_slow(r, g, opts):
     return slow
 
 
-def _newton_step(kernels, params, h, r, X, A, q, bounds, *, max_step=np.inf, max_halvings=_MAX_HALVINGS,
-                 factors=None, ids=None):
+def _newton_step(kernels, params, h, r, X, A, q, bounds, *, factors, ids, max_step=np.inf,
+                 max_halvings=_MAX_HALVINGS):
     """Newton direction with per-point backtracking on q.
 
-    With ``factors`` (a :class:`_Factors` and the points' ids), J - I is factorised into the
-    store and the factors stay valid for chord steps where the full step was taken.
+    J - I (``A``) is factorised into ``factors`` (a :class:`_Factors`) at the points ``ids``; the
+    factors stay valid for chord steps where the full step was taken.
     failed: 0 accepted, 1 singular, 2 no decrease within max_halvings, 3 step longer than
     max_step * max(1, ||h||_inf) (only checked when max_step is finite). A point whose step
     from float32 factors fails (1, 2 or 3) is stepped again at once from float64 factors (_Factors).
     """
-    if factors is None:
-        delta, solved = batched_solve(A, -r)
-    else:
-        delta, solved = factors.newton_direction(A, r, ids)
+    delta, solved = factors.newton_direction(A, r, ids)
     failed = np.where(solved, 0, 1)
     if np.isfinite(max_step):
         wild = solved & (np.abs(delta).max(axis=1) > max_step * np.maximum(1.0, np.abs(h).max(axis=1)))
@@ -809,17 +806,16 @@ def _newton_step(kernels, params, h, r, X, A, q, bounds, *, max_step=np.inf, max
         accept = np.isfinite(q_trial) & (q_trial <= (1 - 2 * _ARMIJO * alpha) * q[pending])
         idx = pending[accept]
         new_h[idx], new_r[idx] = trial[accept], r_trial[accept]
-        if factors is not None and halving == 0:
+        if halving == 0:
             factors.valid[ids[idx]] = True  # a full step: near enough for the factors to serve again
         pending = pending[~accept]
         alpha *= 0.5
     failed[pending] = 2
-    if factors is not None:
-        retry = np.flatnonzero(factors.retry_precise(ids, failed, A, r, delta))
-        if len(retry):  # the same step again at once, from float64 factors
-            h2, r2, f2 = _newton_step(kernels, params, h[retry], r[retry], _rows(X, retry), A[retry], q[retry], bounds,
-                                      max_step=max_step, max_halvings=max_halvings, factors=factors, ids=ids[retry])
-            new_h[retry], new_r[retry], failed[retry] = h2, r2, f2
+    retry = np.flatnonzero(factors.retry_precise(ids, failed, A, r, delta))
+    if len(retry):  # the same step again at once, from float64 factors
+        h2, r2, f2 = _newton_step(kernels, params, h[retry], r[retry], _rows(X, retry), A[retry], q[retry], bounds,
+                                  max_step=max_step, max_halvings=max_halvings, factors=factors, ids=ids[retry])
+        new_h[retry], new_r[retry], failed[retry] = h2, r2, f2
     return new_h, new_r, failed
 
 

@@ -81,3 +81,16 @@ def vanilla_preactivation(params, h, x):
 def relu_margin(params, h, x):
     """Smallest |pre-activation| of a vanilla relu cell (finite differences need it away from 0)."""
     return float(np.min(np.abs(vanilla_preactivation(params, h, x))))
+
+
+def near_singular_relu(N, gap, n_starts, seed=0):
+    """relu(U h + b) with U > 0 elementwise and spectral radius 1 - gap, so cond(J - I) ~ 1 / gap
+    at the root (I - U)^-1 b; b ~ gap keeps the root O(1). Returns (params, root, h0 (n_starts, N))."""
+    rng = np.random.default_rng(seed)
+    U = rng.uniform(0.0, 1.0, (N, N))
+    U *= (1 - gap) / np.max(np.abs(np.linalg.eigvals(U)))
+    b = rng.uniform(0.5, 1.0, N) * gap
+    params = RNNParams("vanilla", np.zeros((N, 1)), U, b, np.zeros(N), nonlinearity="relu")
+    root = np.linalg.solve(np.eye(N) - U, b)
+    h0 = rng.uniform(0.0, 1.0, (n_starts, N)) * np.abs(root).max()
+    return params, root, h0

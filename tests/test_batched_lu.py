@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import fastfp
+from support import near_singular_relu
 import fastfp.solvers as solvers
 from fastfp import InvalidOptionError, Status
 from fastfp._batched_lu import PIVOT_DTYPE, lu_factor_cpu, lu_factor_ref, lu_solve_cpu, lu_solve_ref
@@ -147,15 +148,8 @@ def test_float32_factors_fall_back_to_float64_when_ill_conditioned():
     # relu(U h + b) with U > 0 and spectral radius 1 - 1e-9: J - I = U - I has condition number
     # ~1e9, beyond float32 (a float32 step has relative error ~ cond * 6e-8 >> 1). The root is
     # the closed form (I - U)^-1 b; b tiny keeps it O(1).
-    rng = np.random.default_rng(0)
-    N = 6
-    U = rng.uniform(0.0, 1.0, (N, N))
-    U *= (1 - 1e-9) / np.max(np.abs(np.linalg.eigvals(U)))
-    b = rng.uniform(0.5, 1.0, N) * 1e-9
-    params = fastfp.RNNParams("vanilla", np.zeros((N, 1)), U, b, np.zeros(N), nonlinearity="relu")
-    root = np.linalg.solve(np.eye(N) - U, b)
+    params, root, h0 = near_singular_relu(6, 1e-9, 4)
     assert 1e-2 < np.abs(root).max() < 1e2 and (root > 0).all()
-    h0 = rng.uniform(0.0, 1.0, (4, N)) * np.abs(root).max()
     fp = fastfp.find_fixed_points(params, h0, method="hybrid", jacobian="dense", chord=True)
     assert fp.metadata["precise_factors"] >= 1
     assert fp.success.all(), fp.status
@@ -200,14 +194,7 @@ def test_float32_step_too_long_is_retried_in_float64(seed):
     # Review regression: at cond(J - I) ~ 1e8 and N = 30 the float32 direction is far too long
     # (failed == 3); it must be retried from float64 factors, not handed to LM (which ended at
     # slow points ~1 away from the root). Seeds where, without the retry, hybrid failed.
-    rng = np.random.default_rng(seed)
-    N = 30
-    U = rng.uniform(0.0, 1.0, (N, N))
-    U *= (1 - 1e-8) / np.max(np.abs(np.linalg.eigvals(U)))
-    b = rng.uniform(0.5, 1.0, N) * 1e-8
-    params = fastfp.RNNParams("vanilla", np.zeros((N, 1)), U, b, np.zeros(N), nonlinearity="relu")
-    root = np.linalg.solve(np.eye(N) - U, b)
-    h0 = rng.uniform(0.0, 1.0, (8, N)) * np.abs(root).max()
+    params, root, h0 = near_singular_relu(30, 1e-8, 8, seed=seed)
     fp = fastfp.find_fixed_points(params, h0, method="hybrid", jacobian="dense")
     assert fp.metadata["mixed_precision"] and fp.metadata["precise_factors"] >= 1
     assert fp.success.all(), fp.status

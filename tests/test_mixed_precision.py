@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import fastfp
+from support import near_singular_relu
 from fastfp import InvalidOptionError
 
 DATA = pathlib.Path(__file__).parent / "data"
@@ -87,14 +88,7 @@ def test_float32_gmres_that_stalls_hands_over_to_float64():
     # Review regression: at cond(J - I) ~ 1e4..1e6 float32 GMRES cannot reach its forcing term;
     # it used to spend its whole budget (400 products) every Newton step. Now one restart cycle,
     # then float64 for that point: products stay within a small factor of the float64 run.
-    rng = np.random.default_rng(0)
-    N = 160
-    U = rng.uniform(0.0, 1.0, (N, N))
-    U *= (1 - 1e-5) / np.max(np.abs(np.linalg.eigvals(U)))
-    b = rng.uniform(0.5, 1.0, N) * 1e-5
-    params = fastfp.RNNParams("vanilla", np.zeros((N, 1)), U, b, np.zeros(N), nonlinearity="relu")
-    root = np.linalg.solve(np.eye(N) - U, b)
-    h0 = rng.uniform(0.0, 1.0, (4, N)) * np.abs(root).max()
+    params, root, h0 = near_singular_relu(160, 1e-5, 4)
     mixed = fastfp.find_fixed_points(params, h0, method="hybrid", jacobian="matrix_free")
     plain = fastfp.find_fixed_points(params, h0, method="hybrid", jacobian="matrix_free", mixed_precision=False)
     assert mixed.success.all() and plain.success.all()
