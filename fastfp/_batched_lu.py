@@ -107,23 +107,29 @@ def _getrf_impl(a, ipiv):
     return impl
 
 
+@njit(cache=True, nogil=True)
+def factor_one(src, dst, piv):
+    """dst = LU factors of src (N, N) in dst's dtype, piv (N,) 0-based; returns getrf's info.
+    One matrix: the per-point Newton kernel (``_newton_points``) factorises in its own loop."""
+    n = dst.shape[0]
+    for r in range(n):
+        for c in range(n):
+            dst[r, c] = src[r, c]
+    if n == 0:
+        return 0
+    info = _getrf(dst, piv)
+    for j in range(n):
+        piv[j] -= 1
+    return info
+
+
 # Serial and nogil: callers split the rows over threads (_linalg.split_rows).
 @njit(cache=True, nogil=True)
 def lu_factor_cpu(A, LU, piv, rows):
     """Numba twin of :func:`lu_factor_ref` (same arguments and result)."""
     info = np.zeros(rows.shape[0], dtype=np.int32)
-    n = LU.shape[1]
     for k in range(rows.shape[0]):
-        i = rows[k]
-        dst = LU[i]
-        src = A[k]
-        for r in range(n):
-            for c in range(n):
-                dst[r, c] = src[r, c]
-        if n > 0:
-            info[k] = _getrf(dst, piv[i])
-            for j in range(n):
-                piv[i, j] -= 1
+        info[k] = factor_one(A[k], LU[rows[k]], piv[rows[k]])
     return info
 
 
@@ -131,29 +137,32 @@ def lu_factor_cpu(A, LU, piv, rows):
 # differ from the reference in the last bits, as any BLAS's would). error_model "numpy": a zero
 # pivot (singular factors) gives inf / nan, as LAPACK's getrs would, not a ZeroDivisionError.
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract", "nsz"})
+def solve_one(a, p, y):
+    """y = A^-1 y in place, with A's factors a (N, N) and pivots p (N,) from :func:`factor_one`."""
+    n = a.shape[0]
+    # U^T y' = b: row j of U^T is a[j, :j+1].
+    for j in range(n):
+        s = y[j]
+        for i in range(j):
+            s -= a[j, i] * y[i]
+        y[j] = s / a[j, j]
+    # L^T z = y': unit upper, row j is a[j, j+1:].
+    for j in range(n - 2, -1, -1):
+        s = y[j]
+        for i in range(j + 1, n):
+            s -= a[j, i] * y[i]
+        y[j] = s
+    # y = P^T z: undo the interchanges, last first.
+    for j in range(n - 1, -1, -1):
+        q = p[j]
+        if q != j:
+            t = y[j]
+            y[j] = y[q]
+            y[q] = t
+
+
+@njit(cache=True, nogil=True)
 def lu_solve_cpu(LU, piv, rows, b):
     """Numba twin of :func:`lu_solve_ref` (same arguments; b is overwritten)."""
-    n = LU.shape[1]
     for k in range(rows.shape[0]):
-        a = LU[rows[k]]
-        p = piv[rows[k]]
-        y = b[k]
-        # U^T y' = b: row j of U^T is a[j, :j+1].
-        for j in range(n):
-            s = y[j]
-            for i in range(j):
-                s -= a[j, i] * y[i]
-            y[j] = s / a[j, j]
-        # L^T z = y': unit upper, row j is a[j, j+1:].
-        for j in range(n - 2, -1, -1):
-            s = y[j]
-            for i in range(j + 1, n):
-                s -= a[j, i] * y[i]
-            y[j] = s
-        # y = P^T z: undo the interchanges, last first.
-        for j in range(n - 1, -1, -1):
-            q = p[j]
-            if q != j:
-                t = y[j]
-                y[j] = y[q]
-                y[q] = t
+        solve_one(LU[rows[k]], piv[rows[k]], b[k])

@@ -557,6 +557,7 @@ class _Factors:
         self.piv = np.zeros((B, N), dtype=PIVOT_DTYPE)
         self.valid = np.zeros(B, dtype=bool)
         self.precise = np.zeros(B, dtype=bool)
+        self.count = 0  # factorisations of J - I
 
     def _store(self, precise):
         if not precise:
@@ -585,6 +586,7 @@ class _Factors:
     def newton_direction(self, A, r, ids):
         """Factorise A (= J - I at points ids, left intact) into the store; delta = -A^-1 r."""
         ids = np.ascontiguousarray(ids, dtype=np.intp)
+        self.count += len(ids)
         info = np.zeros(len(ids), dtype=np.int32)
         for sel, precise in self._split(ids):
             if len(sel) == 0:
@@ -652,6 +654,8 @@ def _chord_steps(kernels, params, h, r, X, active, factors, bounds, nit, opts):
 
 # ------------------------------------------------------------------------------ dense methods
 def _dense(kernels, params, H0, X, method, opts, progress, metadata):
+    if kernels.name == "cpu" and (method == "newton" or (method == "hybrid" and opts["slow_ratio"] is None)):
+        return _dense_points(kernels, params, H0, X, method, opts, progress, metadata)
     cell, act = params.cell_code, params.nonlinearity_code
     w = params.arrays(H0.dtype)
     B, N = H0.shape
@@ -743,10 +747,64 @@ def _dense(kernels, params, H0, X, method, opts, progress, metadata):
         h[work], r[work] = new_h, new_r
         active = active[status[active] == st.RUNNING]
     status[status == st.RUNNING] = st.MAX_ITER
+    if factors is not None:
+        metadata = {**metadata, "n_factorizations": int(factors.count)}
     if chord:
         metadata = {**metadata, "chord_contraction": _CHORD_CONTRACTION, "chord_max_steps": _CHORD_MAX_STEPS}
     if factors is not None and factors.mixed:
         metadata = {**metadata, "precise_factors": int(factors.precise.sum())}
+    return _finish(kernels, params, H0, X, h, status, nit, opts, metadata)
+
+
+def _dense_points(kernels, params, H0, X, method, opts, progress, metadata):
+    """``_dense`` for newton / hybrid on the CPU backend: each point runs all of its iterations
+    (Newton, chord, hybrid's LM steps) inside one compiled kernel (``_newton_points``), the points
+    spread over threads. The algorithm is the vectorised loop of ``_dense``, which
+    ``backend='numpy'`` runs and the tests compare this one with."""
+    from ._newton_points import FLAGS, TOLS, newton_points_cpu
+
+    w_ih, w_hh, b_ih, b_hh = params.arrays(H0.dtype)
+    B = len(H0)
+    bounds = state_bounds(params)
+    lower, upper = (np.ascontiguousarray(b, dtype=H0.dtype) for b in bounds)
+    h = np.ascontiguousarray(_clip(H0, bounds))  # no root lies outside the box
+    r = np.ascontiguousarray(_evaluate(kernels, params, h, X) - h)
+    ax = np.ascontiguousarray(X @ w_ih.T + b_ih)
+    status = np.full(B, st.RUNNING, dtype=np.int64)
+    iters = np.zeros(B, dtype=np.int64)
+    nit = np.zeros(B, dtype=np.int64)
+    n_factor = np.zeros(B, dtype=np.int64)
+    precise = np.zeros(B, dtype=bool)
+    mu = np.full(B, np.nan)
+    nu = np.full(B, 2.0)
+    hybrid = method == "hybrid"
+    values = {
+        "atol": opts["atol"], "rtol": opts["rtol"], "tol_q": np.nan if opts["tol_q"] is None else opts["tol_q"],
+        "max_norm": opts["max_norm"], "gtol": opts["gtol"], "max_step": opts["max_step"] if hybrid else np.inf,
+        "armijo": _ARMIJO, "chord_contraction": _CHORD_CONTRACTION, "mu_max": _MU_MAX,
+        "maxiter": opts["maxiter"], "max_halvings": 4 if hybrid else _MAX_HALVINGS, "chord": opts["chord"],
+        "mixed": opts["mixed_precision"], "lm_fallback": hybrid, "chord_max_steps": _CHORD_MAX_STEPS,
+    }
+    tols = np.array([values[k] for k in TOLS], dtype=np.float64)
+    flags = np.array([values[k] for k in FLAGS], dtype=np.int64)
+    rows = np.arange(B)
+    cell, act = params.cell_code, params.nonlinearity_code
+    w_hh, b_hh = np.ascontiguousarray(w_hh), np.ascontiguousarray(b_hh)
+
+    # With progress, the points go in waves so that the main thread can report between them;
+    # without, in one (each wave ends on its slowest chunk).
+    wave = max(256, -(-B // 8)) if progress else max(B, 1)
+    for lo in range(0, B, wave):
+        part = rows[lo:lo + wave]
+        split_rows(lambda a, b: newton_points_cpu(cell, act, h, r, ax, w_hh, b_hh, lower, upper, part[a:b], iters,
+                                                  nit, n_factor, status, precise, mu, nu, tols, flags), len(part))
+        _report(progress, method, int(iters[part].max()), B - lo - len(part), B)
+    status[status == st.RUNNING] = st.MAX_ITER  # none: the kernel stops every point
+    metadata = {**metadata, "n_factorizations": int(n_factor.sum())}
+    if opts["chord"]:
+        metadata = {**metadata, "chord_contraction": _CHORD_CONTRACTION, "chord_max_steps": _CHORD_MAX_STEPS}
+    if opts["mixed_precision"] and H0.dtype == np.float64:
+        metadata = {**metadata, "precise_factors": int(precise.sum())}
     return _finish(kernels, params, H0, X, h, status, nit, opts, metadata)
 
 
