@@ -21,6 +21,10 @@ from ._cells_ref import _xp
 
 __all__ = ["GMRESResult", "batched_gmres", "EigsResult", "batched_eigs"]
 
+# GMRES finishes the points that have stopped, and drops them from the block, once no more than
+# this fraction of the block is still iterating.
+_COMPACT_BELOW = 0.5
+
 
 def _to_host(a):
     return a.get() if hasattr(a, "get") else np.asarray(a)
@@ -91,7 +95,9 @@ def batched_gmres(matvec, b, *, x0=None, rtol=1e-8, atol=0.0, restart=40, maxite
             break
         beta = rnorm[active]
         tgt = target[active]
-        V = xp.zeros((Ba, m + 1, N), dtype=dtype)
+        # The basis grows as needed (most cycles stop far below m) and is never read past column j+1.
+        cap = min(m, 8)
+        V = xp.empty((Ba, cap + 1, N), dtype=dtype)
         V[:, 0] = r[active] / beta[:, None]
         R = xp.zeros((Ba, m, m), dtype=dtype)  # the rotated Hessenberg matrix: upper triangular
         cs = xp.zeros((Ba, m), dtype=dtype)
@@ -108,6 +114,11 @@ def batched_gmres(matvec, b, *, x0=None, rtol=1e-8, atol=0.0, restart=40, maxite
             hnext = _norms(xp, w)
             # Happy breakdown (hnext ~ 0): the Krylov space is invariant and the solution exact.
             safe = xp.where(hnext > 0, hnext, 1.0)
+            if j + 1 > cap:
+                cap = min(m, 2 * cap)
+                grown = xp.empty((Ba, cap + 1, N), dtype=dtype)
+                grown[:, : j + 1] = V[:, : j + 1]
+                V = grown
             V[:, j + 1] = w / safe[:, None]
             for i in range(j):  # previous rotations, vectorised over the batch
                 a, c_ = hcol[:, i], hcol[:, i + 1]
@@ -124,24 +135,42 @@ def batched_gmres(matvec, b, *, x0=None, rtol=1e-8, atol=0.0, restart=40, maxite
             stop = live & ((xp.abs(g[:, j + 1]) <= tgt) | (hnext <= eps * beta) | (budget <= j + 1))
             used = xp.where(stop, j + 1, used)
             live = live & ~stop
-            if (j % sync_every == sync_every - 1 or j == m - 1) and not bool(live.any()):
-                break
-        used = xp.minimum(used, j_end)
-        # Least squares: R[:k, :k] y = g[:k] per point with k = used; columns past k are masked out
-        # by an identity block so that one batched triangular solve serves every point.
-        k = xp.arange(j_end)
-        keep = k[None, :] < used[:, None]  # (Ba, j_end)
-        Rk = R[:, :j_end, :j_end] * (keep[:, :, None] & keep[:, None, :])
-        diag = xp.where(keep, xp.einsum("bii->bi", Rk), 1.0)
-        diag = xp.where(diag == 0, eps, diag)  # a zero pivot only on exact breakdown of a singular A
-        Rk[:, k, k] = diag
-        y = _upper_solve(xp, Rk, xp.where(keep, g[:, :j_end], 0.0))
-        x[active] += xp.matmul(y[:, None, :], V[:, :j_end])[:, 0, :]
-        nit[active] += used
-        r_new = b[active] - matvec(active, x[active])
-        r[active] = r_new
-        rnorm[active] = _norms(xp, r_new)
+            if j % sync_every == sync_every - 1 or j == m - 1:
+                n_live = int(live.sum())
+                if n_live == 0:
+                    break
+                if n_live <= _COMPACT_BELOW * Ba and j < m - 1:
+                    # Most points are done: finish them now rather than carry them through the
+                    # slowest point's iterations (measured: 1.5x the products that count, before).
+                    done = xp.flatnonzero(~live)
+                    _gmres_update(xp, matvec, b, x, r, rnorm, nit, active[done], R[done, :j_end, :j_end],
+                                  g[done, : j_end + 1], V[done, :j_end], used[done], j_end, eps)
+                    keep = xp.flatnonzero(live)
+                    V = V[keep]
+                    active, R, cs, sn, g = active[keep], R[keep], cs[keep], sn[keep], g[keep]
+                    used, live, budget, beta, tgt = used[keep], live[keep], budget[keep], beta[keep], tgt[keep]
+                    Ba = n_live
+        _gmres_update(xp, matvec, b, x, r, rnorm, nit, active, R, g, V, xp.minimum(used, j_end), j_end, eps)
     return GMRESResult(x=x, converged=rnorm <= target, residual=rnorm, nit=nit)
+
+
+def _gmres_update(xp, matvec, b, x, r, rnorm, nit, rows, R, g, V, used, j_end, eps):
+    """End of a GMRES cycle for the points ``rows``: x += V y with y the least-squares solution
+    on the first ``used`` Krylov columns, and the true residual recomputed (in place)."""
+    # R[:k, :k] y = g[:k] per point with k = used; columns past k are masked out by an identity
+    # block so that one batched triangular solve serves every point.
+    k = xp.arange(j_end)
+    keep = k[None, :] < used[:, None]  # (Ba, j_end)
+    Rk = R[:, :j_end, :j_end] * (keep[:, :, None] & keep[:, None, :])
+    diag = xp.where(keep, xp.einsum("bii->bi", Rk), 1.0)
+    diag = xp.where(diag == 0, eps, diag)  # a zero pivot only on exact breakdown of a singular A
+    Rk[:, k, k] = diag
+    y = _upper_solve(xp, Rk, xp.where(keep, g[:, :j_end], 0.0))
+    x[rows] += xp.matmul(y[:, None, :], V[:, :j_end])[:, 0, :]
+    nit[rows] += used
+    r_new = b[rows] - matvec(rows, x[rows])
+    r[rows] = r_new
+    rnorm[rows] = _norms(xp, r_new)
 
 
 def _upper_solve(xp, R, g):

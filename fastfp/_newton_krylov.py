@@ -27,13 +27,15 @@ __all__ = ["newton_krylov"]
 
 _ARMIJO = 1e-4
 _HALVINGS = 12
-_ETA_MAX = 0.1
+# The first forcing term and the cap of later ones: 0.1 (Eisenstat-Walker's) cost one Newton
+# iteration more on the trained GRUs (measured: 6.0 against 5.1 per point, 12% of the time).
+_ETA_MAX = 0.01
 _ETA_MIN_MIXED = 1e-4
 _EW_GAMMA = 0.9
 
 
 def newton_krylov(step, params_arrays, cell, act, H0, X, bounds, opts, *, restart=40, progress=False, method="newton",
-                  linearize_fn=linearize):
+                  linearize_fn=linearize, preconditioner=None):
     """Solve F(h, x) = h from H0 (B, N) with inputs X (1 or B, M); arrays in one namespace.
 
     Returns (h, status, nit, n_matvec) with status per ``fastfp.status`` (no RUNNING left).
@@ -98,7 +100,8 @@ def newton_krylov(step, params_arrays, cell, act, H0, X, bounds, opts, *, restar
         rn_prev[active], eta_prev[active] = rn, eta
 
         if mixed:
-            delta, spent = _mixed_solve(xp, lin, ra, rn, eta, active, precise, restart, opts, dtype)
+            pre = None if preconditioner is None else preconditioner.assign(ha)
+            delta, spent = _mixed_solve(xp, lin, ra, rn, eta, active, precise, restart, opts, dtype, pre)
         else:
             sol = batched_gmres(lin.operator(shift=1.0), -ra, rtol=eta, restart=restart,
                                 maxiter=opts.get("krylov_maxiter", 10 * restart))
@@ -135,7 +138,7 @@ def newton_krylov(step, params_arrays, cell, act, H0, X, bounds, opts, *, restar
     return h, status, nit, n_matvec
 
 
-def _mixed_solve(xp, lin, ra, rn, eta, active, precise, restart, opts, dtype):
+def _mixed_solve(xp, lin, ra, rn, eta, active, precise, restart, opts, dtype, pre=None):
     """(J - I) delta = -r by float32 GMRES (rows not yet ``precise``), finished in float64 where it
     stalls. float32 products reach a relative residual of only ~ cond(J - I) * 6e-8; above the
     forcing term that GMRES would spend its whole budget (found in review: 400 products per solve
@@ -151,9 +154,18 @@ def _mixed_solve(xp, lin, ra, rn, eta, active, precise, restart, opts, dtype):
         scale = xp.maximum(rn[lo], np.finfo(dtype).tiny)[:, None]
         rhs = (-ra[lo] / scale).astype(np.float32)
         eta32 = xp.maximum(eta[lo], _ETA_MIN_MIXED).astype(np.float32)
-        sol = batched_gmres(sub.astype(np.float32).operator(shift=1.0), rhs, rtol=eta32, restart=restart,
-                            maxiter=min(maxiter, restart))
-        delta[lo] = sol.x.astype(dtype) * scale
+        op = sub.astype(np.float32).operator(shift=1.0)
+        if pre is not None:
+            apply, group = pre
+            g_lo = group[lo]
+            base = op
+
+            def op(idx, V):  # right preconditioning: GMRES on (J - I) M^-1, x = M^-1 u
+                return base(idx, apply(g_lo[idx], V))
+
+        sol = batched_gmres(op, rhs, rtol=eta32, restart=restart, maxiter=min(maxiter, restart))
+        x32 = sol.x if pre is None else pre[0](g_lo, sol.x)
+        delta[lo] = x32.astype(dtype) * scale
         spent[lo] = sol.nit
         stalled = lo[~sol.converged]
         if stalled.size:
@@ -203,3 +215,37 @@ def _backtrack(xp, step, rows, ids, h, r, q, delta, slope, lower, upper):
         pending = pending[~accept]
         alpha *= 0.5
     return new_h, new_r, ok
+
+
+class RootPreconditioner:
+    """Right preconditioner for the Newton systems from inverses of J - I at known roots.
+
+    Near a root h*, J(h) - I is close to J(h*) - I, so GMRES on (J(h) - I) M^-1 with
+    M = J(h*) - I converges in a few iterations where unpreconditioned GMRES needs one per slow
+    mode and more; a point farther than ``radius`` (inf-norm) from every root is left
+    unpreconditioned. Right preconditioning leaves GMRES's residual the true one, so the
+    Newton step is as accurate as without (only cheaper). Arrays in one namespace.
+    """
+
+    def __init__(self, roots, inverses, radius):
+        self.roots = roots  # (R, N)
+        self.inverses = inverses  # (R, N, N) float32: (J - I)^-1 at each root
+        self.radius = radius
+
+    def assign(self, h):
+        """(apply, group): group (B,) the root index of each state, -1 for none; apply(group, V)
+        the preconditioner on the rows V (len(group), N)."""
+        xp = _xp(h)
+        dist = xp.abs(h[:, None, :] - self.roots[None, :, :]).max(axis=2)
+        near = xp.argmin(dist, axis=1)
+        group = xp.where(dist[xp.arange(h.shape[0]), near] <= self.radius, near, -1)
+        return self.apply, group
+
+    def apply(self, group, V):
+        xp = _xp(V)
+        out = V.copy()
+        for c in range(self.roots.shape[0]):
+            sel = xp.flatnonzero(group == c)
+            if sel.size:
+                out[sel] = V[sel] @ self.inverses[c].T
+        return out

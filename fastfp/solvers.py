@@ -219,7 +219,12 @@ def find_fixed_points(
         float64 tolerance (mixed-precision iterative refinement), with half the memory traffic
         and about twice the LAPACK / GEMM speed. A dense point whose float32 step fails
         (singular in float32, or no decrease) is stepped again at once from float64 factors and
-        keeps them. Default: True for ``hybrid``, False for ``newton``.
+        keeps them. On the matrix-free path with one shared input and at least 128 points, a
+        pilot solve of 32 of the starts first finds roots, and float32 GMRES is right-
+        preconditioned by the inverse of J - I at the root nearest each point
+        (``metadata['preconditioner_roots']``): near a root that leaves a few GMRES iterations
+        per step, and GMRES's residual stays the true one. Default: True for ``hybrid``, False
+        for ``newton``.
     progress : bool or callable
         True: report iterations and active points on stderr. A callable is called as
         ``progress(n_done, n_total)`` with the number of points finished so far (over all chunks)
@@ -943,12 +948,51 @@ def _matrix_free(kernels, params, H0, X, method, opts, progress, metadata):
         def step(h, Xr):
             return kernels.step(cell, act, h, Xr, *w)
 
+        from ._linearize import linearize, linearize_cpu
+
+        lin_fn = linearize_cpu if kernels.name == "cpu" else linearize
+        pre = _root_preconditioner(kernels, params, H0, X, opts, step, w, lin_fn)
         h, status, nit, n_matvec = newton_krylov(
             step, w, cell, act, H0, X, state_bounds(params), opts,
             restart=opts["gmres_restart"], progress=progress, method=method,
+            linearize_fn=lin_fn, preconditioner=pre,
         )
+        metadata = dict(metadata, preconditioner_roots=0 if pre is None else len(pre.roots))
     metadata = dict(metadata, n_matvec=int(n_matvec.sum()))
     return _finish(kernels, params, H0, X, h, status, nit, opts, metadata)
+
+
+# Root preconditioner of the matrix-free hybrid: a pilot solve of this many starts finds roots;
+# measured on the trained GRU-256 (1024 starts): 62k J v products -> 23k, 0.94 -> 0.62 s. Nearest
+# root's inverse for every point, however far (a radius of 0.05 / 0.2 / 1 measured 35k / 29k / 24k
+# products): far from every root it is still a better preconditioner than none on these networks.
+PILOT_POINTS = 32
+PRECONDITION_RADIUS = np.inf
+
+
+def _root_preconditioner(kernels, params, H0, X, opts, step, w, lin_fn):
+    """A RootPreconditioner from a pilot solve of PILOT_POINTS of the starts (mixed-precision
+    matrix-free solves with one shared input and at least 4 x PILOT_POINTS points), or None."""
+    from ._newton_krylov import RootPreconditioner, newton_krylov
+
+    B, N = H0.shape
+    if not opts["mixed_precision"] or X.shape[0] != 1 or B < 4 * PILOT_POINTS:
+        return None
+    pick = np.linspace(0, B - 1, PILOT_POINTS).astype(int)
+    h, status, _, _ = newton_krylov(step, w, params.cell_code, params.nonlinearity_code, H0[pick], X,
+                                    state_bounds(params), opts, restart=opts["gmres_restart"], linearize_fn=lin_fn)
+    roots = h[status == st.CONVERGED]
+    if len(roots) == 0:
+        return None
+    distinct = []
+    for root in roots:  # at most PILOT_POINTS of them
+        if all(np.abs(root - other).max() > 1e-6 for other in distinct):
+            distinct.append(root)
+    roots = np.array(distinct)
+    A = kernels.jacobian(params.cell_code, params.nonlinearity_code, roots, X, *w)
+    A[:, np.arange(N), np.arange(N)] -= 1.0
+    inv = np.linalg.inv(A).astype(np.float32)
+    return RootPreconditioner(roots, inv, PRECONDITION_RADIUS)
 
 
 # ------------------------------------------------------------------------------ Adam

@@ -10,7 +10,7 @@ import pytest
 import fastfp
 from fastfp import _cells_ref as ref
 from fastfp._krylov import batched_eigs, batched_gmres
-from fastfp._linearize import linearize
+from fastfp._linearize import linearize, linearize_cpu
 from fastfp.errors import InvalidOptionError, MemoryLimitError, ShapeError
 from fastfp.spectra import top_eigs
 
@@ -32,9 +32,10 @@ def _assert_top_eigenvalues(found, dense, atol):
 
 
 # ----------------------------------------------------------------------------- linearisation
+@pytest.mark.parametrize("make", [linearize, linearize_cpu], ids=["ref", "cpu"])
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("shared_input", [True, False])
-def test_linearization_matches_reference_jvp_vjp(cell, shared_input):
+def test_linearization_matches_reference_jvp_vjp(cell, shared_input, make):
     rng = np.random.default_rng(3)
     p = fastfp.RNNParams.random(cell, hidden_size=9, input_size=4, seed=2, nonlinearity="tanh")
     w = p.arrays(np.float64)
@@ -42,7 +43,7 @@ def test_linearization_matches_reference_jvp_vjp(cell, shared_input):
     h = rng.standard_normal((B, N)) * 0.7
     x = rng.standard_normal((1 if shared_input else B, 4))
     v, u = rng.standard_normal((2, B, N))
-    lin = linearize(p.cell_code, p.nonlinearity_code, h, x, *w)
+    lin = make(p.cell_code, p.nonlinearity_code, h, x, *w)
     J = ref.jacobian_ref(p.cell_code, p.nonlinearity_code, h, x, *w)
     np.testing.assert_allclose(lin.jvp(v), np.einsum("bij,bj->bi", J, v), rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(lin.vjp(u), np.einsum("bi,bij->bj", u, J), rtol=1e-12, atol=1e-13)
@@ -50,12 +51,13 @@ def test_linearization_matches_reference_jvp_vjp(cell, shared_input):
     np.testing.assert_allclose(sub.jvp(v[[4, 1]]), np.einsum("bij,bj->bi", J[[4, 1]], v[[4, 1]]), atol=1e-13)
 
 
-def test_linearization_relu():
+@pytest.mark.parametrize("make", [linearize, linearize_cpu], ids=["ref", "cpu"])
+def test_linearization_relu(make):
     p = fastfp.RNNParams.random("vanilla", hidden_size=8, input_size=3, seed=1, nonlinearity="relu")
     w = p.arrays(np.float64)
     rng = np.random.default_rng(0)
     h, x, v = rng.standard_normal((4, 8)), rng.standard_normal((1, 3)), rng.standard_normal((4, 8))
-    lin = linearize(p.cell_code, p.nonlinearity_code, h, x, *w)
+    lin = make(p.cell_code, p.nonlinearity_code, h, x, *w)
     J = ref.jacobian_ref(p.cell_code, p.nonlinearity_code, h, x, *w)
     np.testing.assert_allclose(lin.jvp(v), np.einsum("bij,bj->bi", J, v), atol=1e-13)
 
