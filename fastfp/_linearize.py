@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from ._cells_ref import _blocks, _forward, _vanilla_slope, _xp
 from .params import GRU, GRU_RESET_BEFORE, LSTM, UGRNN, VANILLA
 
-__all__ = ["Linearization", "linearize", "linearize_cpu"]
+__all__ = ["Linearization", "linearize", "linearize_cpu", "forward_linearize_cpu"]
 
 
 @dataclass(frozen=True)
@@ -154,11 +154,16 @@ def linearize_cpu(cell, act, h, x, w_ih, w_hh, b_ih, b_hh) -> Linearization:
     """:func:`linearize` from the Numba forward pass (``_cells_cpu``), for NumPy states: the same
     coefficients (its derivative coefficients map one to one onto these), at a fraction of the
     reference's cost (measured: 0.15 of 1.1 s of a GRU-256 matrix-free solve went to it)."""
+    return forward_linearize_cpu(cell, act, h, x, w_ih, w_hh, b_ih, b_hh)[1]
+
+
+def forward_linearize_cpu(cell, act, h, x, w_ih, w_hh, b_ih, b_hh):
+    """F(h, x) (B, N) and :func:`linearize_cpu`'s Linearization, from one forward pass."""
     import numpy as np
 
     from ._cells_cpu import _forward as forward_cpu
 
-    _, d = forward_cpu(cell, act, h, x, w_ih, w_hh, b_ih, b_hh, True)
+    F, d = forward_cpu(cell, act, h, x, w_ih, w_hh, b_ih, b_hh, True)
     if cell == VANILLA:
         coef = {"slope": d[:, 0]}
     elif cell == GRU:  # d = [dF/dpre_r, dF/dpre_z, dF/dpre_n, z, r]
@@ -172,4 +177,4 @@ def linearize_cpu(cell, act, h, x, w_ih, w_hh, b_ih, b_hh) -> Linearization:
         coef = {"ci": d[:, 0], "cf": d[:, 1], "cg": d[:, 2], "f": d[:, 5], "co": d[:, 3], "e": d[:, 4]}
     else:
         raise ValueError(f"unknown cell code {cell}")
-    return Linearization(cell, w_hh, {k: np.ascontiguousarray(v) for k, v in coef.items()})
+    return F, Linearization(cell, w_hh, {k: np.ascontiguousarray(v) for k, v in coef.items()})

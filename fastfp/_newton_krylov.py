@@ -20,8 +20,8 @@ import numpy as np
 
 from . import status as st
 from ._cells_ref import _xp
-from ._krylov import batched_gmres
-from ._linearize import linearize
+from ._krylov import _to_host, batched_gmres
+from ._linearize import Linearization, linearize
 
 __all__ = ["newton_krylov"]
 
@@ -35,13 +35,15 @@ _EW_GAMMA = 0.9
 
 
 def newton_krylov(step, params_arrays, cell, act, H0, X, bounds, opts, *, restart=40, progress=False, method="newton",
-                  linearize_fn=linearize, preconditioner=None):
+                  linearize_fn=linearize, preconditioner=None, forward_fn=None):
     """Solve F(h, x) = h from H0 (B, N) with inputs X (1 or B, M); arrays in one namespace.
 
     Returns (h, status, nit, n_matvec) with status per ``fastfp.status`` (no RUNNING left).
     ``step(h, X)`` evaluates F; ``bounds`` is the (lower, upper) box holding every root;
     ``linearize_fn(cell, act, h, X, *params_arrays)`` gives the Linearization (the GPU backend
-    passes its fused one).
+    passes its fused one). With ``forward_fn(h, X) -> (F, Linearization)`` the line search's
+    evaluations also linearise, and the next iteration reuses the linearisation at the accepted
+    states instead of running the forward pass again there (one forward pass per iteration).
     """
     xp = _xp(H0)
     B, N = H0.shape
@@ -59,6 +61,7 @@ def newton_krylov(step, params_arrays, cell, act, H0, X, bounds, opts, *, restar
     rn_prev = xp.full(B, np.nan, dtype=dtype)
     eta_prev = xp.full(B, _ETA_MAX, dtype=dtype)
     active = xp.arange(B)
+    store, store_w = None, None  # with forward_fn: the linearisation at every point's current state
     for it in range(opts["maxiter"] + 1):
         ha, ra = h[active], r[active]
         done = _classify(xp, ha, ra, opts)
@@ -69,7 +72,10 @@ def newton_krylov(step, params_arrays, cell, act, H0, X, bounds, opts, *, restar
         if active.size == 0:
             break
         Xa = rows(active)
-        lin = linearize_fn(cell, act, ha, Xa, *params_arrays)
+        if store is not None and it > 0:
+            lin = Linearization(cell, store_w, {k: v[active] for k, v in store.items()})
+        else:
+            lin = linearize_fn(cell, act, ha, Xa, *params_arrays)
         grad = lin.vjp(ra) - ra  # grad q = (J - I)^T r
         slow = xp.abs(grad).max(axis=1) <= opts["gtol"]
         if bool(slow.any()):
@@ -100,8 +106,9 @@ def newton_krylov(step, params_arrays, cell, act, H0, X, bounds, opts, *, restar
         rn_prev[active], eta_prev[active] = rn, eta
 
         if mixed:
-            pre = None if preconditioner is None else preconditioner.assign(ha)
-            delta, spent = _mixed_solve(xp, lin, ra, rn, eta, active, precise, restart, opts, dtype, pre)
+            group = None if preconditioner is None else preconditioner.assign(ha)
+            delta, spent = _mixed_solve(xp, lin, ra, rn, eta, active, precise, restart, opts, dtype,
+                                        preconditioner, group)
         else:
             sol = batched_gmres(lin.operator(shift=1.0), -ra, rtol=eta, restart=restart,
                                 maxiter=opts.get("krylov_maxiter", 10 * restart))
@@ -116,16 +123,30 @@ def newton_krylov(step, params_arrays, cell, act, H0, X, bounds, opts, *, restar
         # Directional derivative of q along delta, r^T (J - I) delta: -2q for an exact Newton step,
         # less in size for an inexact or trust-clipped one (one more J v product).
         slope = xp.minimum(xp.einsum("bi,bi->b", ra, lin.jvp(delta) - delta), 0.0)
-        new_h, new_r, ok = _backtrack(xp, step, rows, active, ha, ra, qa, delta, slope, lower, upper)
+        new_h, new_r, ok, coef = _backtrack(xp, step, rows, active, ha, ra, qa, delta, slope, lower, upper,
+                                            forward_fn)
+        if forward_fn is not None:
+            if store is None:
+                store = {k: xp.empty((B,) + v.shape[1:], dtype=v.dtype) for k, v in lin.coef.items()}
+                store_w = lin.w_hh
+            acc = xp.flatnonzero(ok)
+            for k, v in store.items():
+                v[active] = lin.coef[k]  # where the state stays, its linearisation stays
+                if coef is not None:
+                    v[active[acc]] = coef[k][acc]
         bad = xp.flatnonzero(~ok)
         if bad.size and method == "hybrid":
             # Steepest descent on q where Newton gave nothing, length min(1, ||r|| / ||g||).
             g = grad[bad]
             gn = xp.sqrt(xp.einsum("bi,bi->b", g, g))
             t = xp.minimum(1.0, rn[bad] / xp.maximum(gn, np.finfo(dtype).tiny))
-            sd_h, sd_r, sd_ok = _backtrack(xp, step, rows, active[bad], ha[bad], ra[bad], qa[bad],
-                                           -t[:, None] * g, -t * gn * gn, lower, upper)
+            sd_h, sd_r, sd_ok, sd_coef = _backtrack(xp, step, rows, active[bad], ha[bad], ra[bad], qa[bad],
+                                                    -t[:, None] * g, -t * gn * gn, lower, upper, forward_fn)
             new_h[bad], new_r[bad] = sd_h, sd_r
+            if sd_coef is not None:
+                acc = xp.flatnonzero(sd_ok)
+                for k, v in store.items():
+                    v[active[bad[acc]]] = sd_coef[k][acc]
             bad = bad[~sd_ok]
         if bad.size:
             # No decrease at all (plain Newton: along the Newton direction, as the dense solver).
@@ -138,33 +159,38 @@ def newton_krylov(step, params_arrays, cell, act, H0, X, bounds, opts, *, restar
     return h, status, nit, n_matvec
 
 
-def _mixed_solve(xp, lin, ra, rn, eta, active, precise, restart, opts, dtype, pre=None):
+def _mixed_solve(xp, lin, ra, rn, eta, active, precise, restart, opts, dtype, pre=None, group=None):
     """(J - I) delta = -r by float32 GMRES (rows not yet ``precise``), finished in float64 where it
     stalls. float32 products reach a relative residual of only ~ cond(J - I) * 6e-8; above the
     forcing term that GMRES would spend its whole budget (found in review: 400 products per solve
     at cond 1e4), so float32 gets one restart cycle, and a point it leaves short is solved in
-    float64 from the float32 answer and stays float64. Returns (delta, products per point)."""
+    float64 from the float32 answer and stays float64. With ``pre`` (a RootPreconditioner) and
+    ``group`` (its assignment of the rows), float32 GMRES is right-preconditioned. Returns
+    (delta, products per point)."""
     maxiter = opts.get("krylov_maxiter", 10 * restart)
     delta = xp.zeros_like(ra)
     spent = xp.zeros(ra.shape[0], dtype=xp.int64)
     lo = xp.flatnonzero(~precise[active])
     short = xp.flatnonzero(precise[active])
     if lo.size:
-        sub = lin if lo.size == ra.shape[0] else lin.take(lo)
+        if pre is not None:
+            # Rows in order of their root, so that each root's rows stay one slice in every
+            # subset GMRES works on (its subsets keep the order).
+            lo = lo[xp.argsort(group[lo], kind="stable")]
+        sub = lin if (lo.size == ra.shape[0] and pre is None) else lin.take(lo)
         scale = xp.maximum(rn[lo], np.finfo(dtype).tiny)[:, None]
         rhs = (-ra[lo] / scale).astype(np.float32)
         eta32 = xp.maximum(eta[lo], _ETA_MIN_MIXED).astype(np.float32)
         op = sub.astype(np.float32).operator(shift=1.0)
         if pre is not None:
-            apply, group = pre
             g_lo = group[lo]
             base = op
 
             def op(idx, V):  # right preconditioning: GMRES on (J - I) M^-1, x = M^-1 u
-                return base(idx, apply(g_lo[idx], V))
+                return base(idx, pre.apply(g_lo[idx], V))
 
         sol = batched_gmres(op, rhs, rtol=eta32, restart=restart, maxiter=min(maxiter, restart))
-        x32 = sol.x if pre is None else pre[0](g_lo, sol.x)
+        x32 = sol.x if pre is None else pre.apply(g_lo, sol.x)
         delta[lo] = x32.astype(dtype) * scale
         spent[lo] = sol.nit
         stalled = lo[~sol.converged]
@@ -195,26 +221,39 @@ def _classify(xp, h, r, opts):
     return out
 
 
-def _backtrack(xp, step, rows, ids, h, r, q, delta, slope, lower, upper):
+def _backtrack(xp, step, rows, ids, h, r, q, delta, slope, lower, upper, forward=None):
     """Per-point Armijo backtracking on q along delta (directional derivative ``slope`` <= 0),
-    inside the root box: accept the first alpha = 1, 1/2, ... with q(h + alpha delta) <= q + c alpha slope."""
+    inside the root box: accept the first alpha = 1, 1/2, ... with q(h + alpha delta) <= q + c alpha slope.
+
+    Returns (new_h, new_r, ok, coef): with ``forward`` (see newton_krylov), coef holds the
+    linearisation coefficients at the accepted states (rows where ok), else None."""
     new_h, new_r = h.copy(), r.copy()
     ok = xp.zeros(h.shape[0], dtype=bool)
+    coef = None
     pending = xp.arange(h.shape[0])
     alpha = 1.0
     for _ in range(_HALVINGS + 1):
         if pending.size == 0:
             break
         trial = xp.clip(h[pending] + alpha * delta[pending], lower, upper)
-        r_trial = step(trial, rows(ids[pending])) - trial
+        if forward is None:
+            F = step(trial, rows(ids[pending]))
+        else:
+            F, lin = forward(trial, rows(ids[pending]))
+        r_trial = F - trial
         q_trial = 0.5 * xp.einsum("bi,bi->b", r_trial, r_trial)
         accept = xp.isfinite(q_trial) & (q_trial <= q[pending] + _ARMIJO * alpha * slope[pending])
         acc = pending[accept]
         new_h[acc], new_r[acc] = trial[accept], r_trial[accept]
+        if forward is not None:
+            if coef is None:
+                coef = {k: xp.empty((h.shape[0],) + v.shape[1:], dtype=v.dtype) for k, v in lin.coef.items()}
+            for k, v in lin.coef.items():
+                coef[k][acc] = v[accept]
         ok[acc] = True
         pending = pending[~accept]
         alpha *= 0.5
-    return new_h, new_r, ok
+    return new_h, new_r, ok, coef
 
 
 class RootPreconditioner:
@@ -222,7 +261,7 @@ class RootPreconditioner:
 
     Near a root h*, J(h) - I is close to J(h*) - I, so GMRES on (J(h) - I) M^-1 with
     M = J(h*) - I converges in a few iterations where unpreconditioned GMRES needs one per slow
-    mode and more; a point farther than ``radius`` (inf-norm) from every root is left
+    mode and more; a point farther than ``radius`` (2-norm) from every root is left
     unpreconditioned. Right preconditioning leaves GMRES's residual the true one, so the
     Newton step is as accurate as without (only cheaper). Arrays in one namespace.
     """
@@ -233,19 +272,25 @@ class RootPreconditioner:
         self.radius = radius
 
     def assign(self, h):
-        """(apply, group): group (B,) the root index of each state, -1 for none; apply(group, V)
-        the preconditioner on the rows V (len(group), N)."""
+        """The root index of each state (B,): the nearest root, -1 where none is within radius."""
         xp = _xp(h)
-        dist = xp.abs(h[:, None, :] - self.roots[None, :, :]).max(axis=2)
-        near = xp.argmin(dist, axis=1)
-        group = xp.where(dist[xp.arange(h.shape[0]), near] <= self.radius, near, -1)
-        return self.apply, group
+        # Squared distances through one product (B x N x R), not a (B, R, N) difference.
+        d2 = (h * h).sum(axis=1)[:, None] - 2.0 * (h @ self.roots.T) + (self.roots * self.roots).sum(axis=1)[None, :]
+        near = xp.argmin(d2, axis=1)
+        ok = d2[xp.arange(h.shape[0]), near] <= self.radius ** 2
+        return xp.where(ok, near, -1)
 
     def apply(self, group, V):
+        """M^-1 V per row: rows of V (len(group), N) whose ``group`` (non-decreasing, from
+        :meth:`assign` sorted) names a root are multiplied by its inverse, the others kept.
+        Sorted groups make each root's rows one slice: a product on a view, no gather."""
         xp = _xp(V)
-        out = V.copy()
-        for c in range(self.roots.shape[0]):
-            sel = xp.flatnonzero(group == c)
-            if sel.size:
-                out[sel] = V[sel] @ self.inverses[c].T
+        R = self.roots.shape[0]
+        ends = _to_host(xp.searchsorted(group, xp.arange(-1, R), side="right"))
+        out = xp.empty_like(V)
+        out[: ends[0]] = V[: ends[0]]
+        for c in range(R):
+            lo, hi = int(ends[c]), int(ends[c + 1])
+            if hi > lo:
+                out[lo:hi] = V[lo:hi] @ self.inverses[c].T
         return out

@@ -948,14 +948,15 @@ def _matrix_free(kernels, params, H0, X, method, opts, progress, metadata):
         def step(h, Xr):
             return kernels.step(cell, act, h, Xr, *w)
 
-        from ._linearize import linearize, linearize_cpu
+        from ._linearize import forward_linearize_cpu, linearize, linearize_cpu
 
         lin_fn = linearize_cpu if kernels.name == "cpu" else linearize
-        pre = _root_preconditioner(kernels, params, H0, X, opts, step, w, lin_fn)
+        forward = (lambda h, Xr: forward_linearize_cpu(cell, act, h, Xr, *w)) if kernels.name == "cpu" else None
+        pre = _root_preconditioner(kernels, params, H0, X, opts, step, w, lin_fn, forward)
         h, status, nit, n_matvec = newton_krylov(
             step, w, cell, act, H0, X, state_bounds(params), opts,
             restart=opts["gmres_restart"], progress=progress, method=method,
-            linearize_fn=lin_fn, preconditioner=pre,
+            linearize_fn=lin_fn, preconditioner=pre, forward_fn=forward,
         )
         metadata = dict(metadata, preconditioner_roots=0 if pre is None else len(pre.roots))
     metadata = dict(metadata, n_matvec=int(n_matvec.sum()))
@@ -970,7 +971,7 @@ PILOT_POINTS = 32
 PRECONDITION_RADIUS = np.inf
 
 
-def _root_preconditioner(kernels, params, H0, X, opts, step, w, lin_fn):
+def _root_preconditioner(kernels, params, H0, X, opts, step, w, lin_fn, forward):
     """A RootPreconditioner from a pilot solve of PILOT_POINTS of the starts (mixed-precision
     matrix-free solves with one shared input and at least 4 x PILOT_POINTS points), or None."""
     from ._newton_krylov import RootPreconditioner, newton_krylov
@@ -980,7 +981,8 @@ def _root_preconditioner(kernels, params, H0, X, opts, step, w, lin_fn):
         return None
     pick = np.linspace(0, B - 1, PILOT_POINTS).astype(int)
     h, status, _, _ = newton_krylov(step, w, params.cell_code, params.nonlinearity_code, H0[pick], X,
-                                    state_bounds(params), opts, restart=opts["gmres_restart"], linearize_fn=lin_fn)
+                                    state_bounds(params), opts, restart=opts["gmres_restart"], linearize_fn=lin_fn,
+                                    forward_fn=forward)
     roots = h[status == st.CONVERGED]
     if len(roots) == 0:
         return None

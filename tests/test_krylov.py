@@ -348,7 +348,7 @@ def test_steepest_descent_backtracking_uses_its_own_slope():
     q = 0.5 * (r * r).sum(axis=1)
     g = -1e-3 * r
     gn = np.linalg.norm(g, axis=1)
-    _, r_new, ok = _backtrack(np, step, lambda i: None, np.arange(1), h, r, q, -g, -gn * gn,
+    _, r_new, ok, _ = _backtrack(np, step, lambda i: None, np.arange(1), h, r, q, -g, -gn * gn,
                               np.full(2, -np.inf), np.full(2, np.inf))
     assert ok.all() and 0.5 * (r_new ** 2).sum() < q[0]
 

@@ -19,20 +19,23 @@ DATA = pathlib.Path(__file__).parent / "data"
 def test_assign_and_apply_match_explicit_products():
     rng = np.random.default_rng(0)
     R, N, B = 3, 5, 12
-    roots = rng.standard_normal((R, N))
+    roots = 3 * rng.standard_normal((R, N))
     inv = rng.standard_normal((R, N, N)).astype(np.float32)
-    pre = RootPreconditioner(roots, inv, radius=0.5)
+    pre = RootPreconditioner(roots, inv, radius=1.0)
     near = rng.integers(0, R, B)
     h = roots[near] + rng.uniform(-0.3, 0.3, (B, N))
-    h[-2:] += 5.0  # farther than the radius from every root: no preconditioning
-    apply, group = pre.assign(h)
-    np.testing.assert_array_equal(group[:-2], near[:-2])
+    h[-2:] += 10.0  # farther than the radius from every root: no preconditioning
+    dist = np.linalg.norm(h[:, None, :] - roots[None], axis=2)
+    expected_group = np.where(dist.min(axis=1) <= 1.0, dist.argmin(axis=1), -1)
+    group = pre.assign(h)
+    np.testing.assert_array_equal(group, expected_group)
     np.testing.assert_array_equal(group[-2:], [-1, -1])
+    order = np.argsort(group, kind="stable")
     V = rng.standard_normal((B, N)).astype(np.float32)
-    out = apply(group, V)
-    for b in range(B):
+    out = pre.apply(group[order], V[order])
+    for k, b in enumerate(order):
         expected = V[b] if group[b] < 0 else inv[group[b]] @ V[b]
-        np.testing.assert_allclose(out[b], expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(out[k], expected, rtol=1e-5, atol=1e-6)
 
 
 def _trained_starts(n):
