@@ -953,11 +953,22 @@ def _matrix_free(kernels, params, H0, X, method, opts, progress, metadata):
         lin_fn = linearize_cpu if kernels.name == "cpu" else linearize
         forward = (lambda h, Xr: forward_linearize_cpu(cell, act, h, Xr, *w)) if kernels.name == "cpu" else None
         pre = _root_preconditioner(kernels, params, H0, X, opts, step, w, lin_fn, forward)
-        h, status, nit, n_matvec = newton_krylov(
-            step, w, cell, act, H0, X, state_bounds(params), opts,
-            restart=opts["gmres_restart"], progress=progress, method=method,
-            linearize_fn=lin_fn, preconditioner=pre, forward_fn=forward,
-        )
+
+        def solve(lo, hi):
+            return newton_krylov(step, w, cell, act, H0[lo:hi], X if X.shape[0] == 1 else X[lo:hi],
+                                 state_bounds(params), opts, restart=opts["gmres_restart"], progress=progress,
+                                 method=method, linearize_fn=lin_fn, preconditioner=pre, forward_fn=forward)
+
+        if not progress and len(H0) >= 2 * _MF_MIN_PER_THREAD:
+            # One share of the points per thread, each with single-threaded BLAS: the GEMMs run
+            # as fast per core, and the element-wise passes and the Python between them, serial
+            # in one solve, overlap (measured GRU-256, 1024 points: 0.68 -> 0.53 s on 2 cores).
+            # The points are independent, so the result is the same as one solve's.
+            with blas_threads(1):
+                parts = split_rows(solve, len(H0), min_rows=_MF_MIN_PER_THREAD, chunks_per_thread=1)
+            h, status, nit, n_matvec = (np.concatenate([p[k] for p in parts]) for k in range(4))
+        else:
+            h, status, nit, n_matvec = solve(0, len(H0))
         metadata = dict(metadata, preconditioner_roots=0 if pre is None else len(pre.roots))
     metadata = dict(metadata, n_matvec=int(n_matvec.sum()))
     return _finish(kernels, params, H0, X, h, status, nit, opts, metadata)
@@ -968,6 +979,7 @@ def _matrix_free(kernels, params, H0, X, method, opts, progress, metadata):
 # root's inverse for every point, however far (a radius of 0.05 / 0.2 / 1 measured 35k / 29k / 24k
 # products): far from every root it is still a better preconditioner than none on these networks.
 PILOT_POINTS = 32
+_MF_MIN_PER_THREAD = 128
 PRECONDITION_RADIUS = np.inf
 
 
