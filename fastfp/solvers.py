@@ -978,18 +978,23 @@ def _matrix_free(kernels, params, H0, X, method, opts, progress, metadata):
 # measured on the trained GRU-256 (1024 starts): 62k J v products -> 23k, 0.94 -> 0.62 s. Nearest
 # root's inverse for every point, however far (a radius of 0.05 / 0.2 / 1 measured 35k / 29k / 24k
 # products): far from every root it is still a better preconditioner than none on these networks.
+# Each root costs a dense N x N inverse (float32) and its O(N^3) inversion: up to
+# PRECONDITION_MAX_ROOTS of them, and only up to PRECONDITION_MAX_N (4 MiB per root there).
 PILOT_POINTS = 32
-_MF_MIN_PER_THREAD = 128
 PRECONDITION_RADIUS = np.inf
+PRECONDITION_MAX_N = 1024
+PRECONDITION_MAX_ROOTS = 16
+_MF_MIN_PER_THREAD = 128
 
 
 def _root_preconditioner(kernels, params, H0, X, opts, step, w, lin_fn, forward):
     """A RootPreconditioner from a pilot solve of PILOT_POINTS of the starts (mixed-precision
-    matrix-free solves with one shared input and at least 4 x PILOT_POINTS points), or None."""
+    matrix-free solves with one shared input, at least 4 x PILOT_POINTS points and N <=
+    PRECONDITION_MAX_N), or None when it does not apply or the pilot finds no regular root."""
     from ._newton_krylov import RootPreconditioner, newton_krylov
 
     B, N = H0.shape
-    if not opts["mixed_precision"] or X.shape[0] != 1 or B < 4 * PILOT_POINTS:
+    if not opts["mixed_precision"] or X.shape[0] != 1 or B < 4 * PILOT_POINTS or N > PRECONDITION_MAX_N:
         return None
     pick = np.linspace(0, B - 1, PILOT_POINTS).astype(int)
     h, status, _, _ = newton_krylov(step, w, params.cell_code, params.nonlinearity_code, H0[pick], X,
@@ -1000,13 +1005,23 @@ def _root_preconditioner(kernels, params, H0, X, opts, step, w, lin_fn, forward)
         return None
     distinct = []
     for root in roots:  # at most PILOT_POINTS of them
-        if all(np.abs(root - other).max() > 1e-6 for other in distinct):
+        if len(distinct) < PRECONDITION_MAX_ROOTS and all(np.abs(root - o).max() > 1e-6 for o in distinct):
             distinct.append(root)
     roots = np.array(distinct)
     A = kernels.jacobian(params.cell_code, params.nonlinearity_code, roots, X, *w)
     A[:, np.arange(N), np.arange(N)] -= 1.0
-    inv = np.linalg.inv(A).astype(np.float32)
-    return RootPreconditioner(roots, inv, PRECONDITION_RADIUS)
+    keep, inverses = [], []
+    for k in range(len(roots)):  # a root where J - I is singular (a bifurcation) gives no preconditioner
+        try:
+            inv = np.linalg.inv(A[k])
+        except np.linalg.LinAlgError:
+            continue
+        if np.isfinite(inv).all():
+            keep.append(k)
+            inverses.append(inv.astype(np.float32))
+    if not keep:
+        return None
+    return RootPreconditioner(roots[keep], np.array(inverses), PRECONDITION_RADIUS)
 
 
 # ------------------------------------------------------------------------------ Adam

@@ -96,3 +96,10 @@ def test_matrix_free_solve_split_over_threads_equals_one_solve():
     same = np.abs(split.x - whole.x).max(axis=1) <= 1e-8
     assert same.mean() >= 0.98  # GEMMs sum in another order single-threaded: a start between basins may flip
     assert split.success.mean() >= 0.95
+
+
+def test_no_preconditioner_above_its_size_limit(monkeypatch):
+    params, h0 = _trained_starts(4 * solvers.PILOT_POINTS)
+    monkeypatch.setattr(solvers, "PRECONDITION_MAX_N", params.state_size - 1)
+    fp = fastfp.find_fixed_points(params, h0, np.zeros(params.input_size), jacobian="matrix_free")
+    assert fp.metadata["preconditioner_roots"] == 0 and fp.success.mean() >= 0.95
