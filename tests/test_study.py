@@ -179,6 +179,10 @@ def test_batteries():
     assert {("gru", 1), ("gru", 2), ("lstm", 1), ("lstm", 2)} <= seeds
     assert any(s.task == "ordered" and s.task_params["bank"] == "5word" for s in extra)
     assert any(s.task == "correlated" for s in extra)
+    orth = [s for s in extra if s.recurrent_init == "orthogonal"]
+    assert sorted((s.n_outputs, s.seed) for s in orth) == [(2, 0), (3, 0), (4, 0), (5, 0), (5, 1)]
+    assert {s.cell for s in orth} == {"vanilla"}
+    assert all(s.recurrent_init == "default" for s in paper)
     # 'extra' holds no network of 'paper' (its saved models stay where they are)
     assert not {s.key for s in extra} & {s.key for s in paper}
     with pytest.raises(InvalidOptionError, match="argument 'name': got 'full'"):
