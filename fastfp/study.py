@@ -57,6 +57,7 @@ from . import tasks as _tasks
 from ._version import __version__
 from .errors import ArgumentTypeError, FileFormatError, InvalidOptionError
 from .params import CELLS
+from .train import RECURRENT_INITS
 
 __all__ = [
     "NetworkSpec",
@@ -85,6 +86,8 @@ BATTERIES = ("quick", "paper", "extra")
 FP_INPUTS = ("neutral", "zero", "mean")
 _DEFAULT_LR_DECAY = 0.9997
 _DEFAULT_ADAM_EPS = 0.1
+_DEFAULT_RECURRENT_INIT = "default"
+_DEFAULT_RECURRENT_GAIN = 1.0
 _KEY_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 # Seed streams: the random draws of a network come from np.random.default_rng([spec.seed, stream]);
@@ -145,6 +148,13 @@ class NetworkSpec:
     adam_eps : float > 0
         Adam's epsilon (the study's 0.1 by default; 1e-8 is PyTorch's). Left out of
         :meth:`to_dict` at its default, as ``lr_decay``.
+    recurrent_init : {'default', 'identity', 'orthogonal'}
+        Initial recurrent weights (``train_classifier``'s ``recurrent_init``): PyTorch's init by
+        default, ``recurrent_gain * I`` or ``recurrent_gain`` times a random orthogonal matrix per
+        gate block. Left out of :meth:`to_dict` at its default, as ``lr_decay``.
+    recurrent_gain : float in (0, 10]
+        The scale of 'identity' / 'orthogonal' (1.0; must stay 1.0 with 'default'). Left out of
+        :meth:`to_dict` at its default.
 
     Attributes
     ----------
@@ -168,6 +178,8 @@ class NetworkSpec:
     eval_docs: int = 1000
     lr_decay: float = 0.9997
     adam_eps: float = 0.1
+    recurrent_init: str = "default"
+    recurrent_gain: float = 1.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, str) or self.task not in TASKS:
@@ -213,6 +225,15 @@ class NetworkSpec:
         object.__setattr__(self, "lr", _float("lr", self.lr, 0.0, 10.0))
         object.__setattr__(self, "lr_decay", _float("lr_decay", self.lr_decay, 0.0, 1.0))
         object.__setattr__(self, "adam_eps", _float("adam_eps", self.adam_eps, 0.0, 1.0))
+        if not isinstance(self.recurrent_init, str) or self.recurrent_init not in RECURRENT_INITS:
+            raise InvalidOptionError(f"argument 'recurrent_init': got {self.recurrent_init!r}, expected one of "
+                                     f"{', '.join(map(repr, RECURRENT_INITS))}")
+        object.__setattr__(self, "recurrent_gain", _float("recurrent_gain", self.recurrent_gain, 0.0, 10.0))
+        if self.recurrent_init == "default" and self.recurrent_gain != 1.0:
+            raise InvalidOptionError(
+                f"argument 'recurrent_gain': got {self.recurrent_gain!r} with recurrent_init 'default' (PyTorch's "
+                "init, which has no gain); expected 1.0, or choose recurrent_init 'identity' or 'orthogonal'"
+            )
 
     # ------------------------------------------------------------------ derived
     @property
@@ -238,7 +259,9 @@ class NetworkSpec:
         d["task_kwargs"] = self.task_params
         # Fields added after saved batteries existed are left out at their defaults, so the keys
         # (a hash of this dict) stay those of the specs made before them.
-        for name, default in (("lr_decay", _DEFAULT_LR_DECAY), ("adam_eps", _DEFAULT_ADAM_EPS)):
+        for name, default in (("lr_decay", _DEFAULT_LR_DECAY), ("adam_eps", _DEFAULT_ADAM_EPS),
+                              ("recurrent_init", _DEFAULT_RECURRENT_INIT),
+                              ("recurrent_gain", _DEFAULT_RECURRENT_GAIN)):
             if d[name] == default:
                 del d[name]
         return d
@@ -293,7 +316,10 @@ def battery(name: str) -> list[NetworkSpec]:
         N = 5, 3, 4 with 64 units, Adam epsilon 1e-8, lr 1e-3 decaying as 0.9999^step, up to 20000 steps;
         seeds 1 and 2 of the LSTM at N = 4 and 5; the vanilla N = 5 of Adam epsilon 1e-8 again with
         up to 40000 steps and lr decaying as 0.99995^step, with 128 units (up to 30000 steps), and with
-        batches of 256 at lr 2e-3 (up to 40000 steps).
+        batches of 256 at lr 2e-3 (up to 40000 steps); the vanilla RNN of Adam epsilon 1e-8 (lr 1e-3 *
+        0.9999^step, up to 20000 steps) with an orthogonal initial recurrent matrix
+        (``recurrent_init='orthogonal'``) at N = 5, 3, 4, 2, with the identity at N = 5, and seed 1 of the
+        orthogonal N = 5.
     """
     if name == "quick":
         common = dict(hidden_size=12, steps=600, target_accuracy=0.95, eval_every=50, train_docs=1024, eval_docs=400)
@@ -359,6 +385,17 @@ def battery(name: str) -> list[NetworkSpec]:
         specs.append(NetworkSpec("categorical", {"n_classes": 5, "length": 50}, cell="vanilla",
                                  **{**paper, "lr": 2e-3, "adam_eps": 1e-8, "lr_decay": 0.99995, "steps": 40000,
                                     "batch_size": 256}))
+        # The vanilla RNN of Adam eps 1e-8 (lr 1e-3 * 0.9999^step, up to 20000 steps) started from an
+        # orthogonal recurrent matrix instead of PyTorch's uniform init (Le et al. 2015: identity-like
+        # or orthogonal starts help a vanilla RNN integrate over long inputs), N = 5, 3, 4, 2; the
+        # N = 5 one started from the identity (IRNN); seed 1 of the orthogonal N = 5.
+        vanilla_init = {**paper, "lr": 1e-3, "adam_eps": 1e-8, "lr_decay": 0.9999, "steps": 20000}
+        specs += [NetworkSpec("categorical", {"n_classes": n, "length": 50}, cell="vanilla",
+                              **vanilla_init, recurrent_init="orthogonal") for n in (5, 3, 4, 2)]
+        specs.append(NetworkSpec("categorical", {"n_classes": 5, "length": 50}, cell="vanilla",
+                                 **vanilla_init, recurrent_init="identity"))
+        specs.append(NetworkSpec("categorical", {"n_classes": 5, "length": 50}, cell="vanilla", seed=1,
+                                 **vanilla_init, recurrent_init="orthogonal"))
         return specs
     raise InvalidOptionError(f"argument 'name': got {name!r}, expected one of {', '.join(map(repr, BATTERIES))}")
 
@@ -480,6 +517,7 @@ def _train(spec: NetworkSpec, threads, progress):
         lambda rng: spec.make_task(spec.train_docs, rng),
         cell=spec.cell, hidden_size=spec.hidden_size, steps=spec.steps, batch_size=spec.batch_size,
         lr=spec.lr, lr_decay=spec.lr_decay, eps=spec.adam_eps, l2=spec.l2, seed=spec.seed, eval_data=eval_data, eval_every=spec.eval_every,
+        recurrent_init=spec.recurrent_init, recurrent_gain=spec.recurrent_gain,
         target_accuracy=spec.target_accuracy, keep_best=True, threads=threads,
         progress=(lambda msg: progress(f"[{spec.key}] {msg}")) if progress else False,
     )
@@ -996,8 +1034,9 @@ def _variant(r):
 def _training(r):
     """Training settings that differ from the study's defaults, for the network column."""
     spec = r.get("spec") or {}
-    out = [f"{name} {spec[name]:g}" for name, default in (("l2", 5e-4), ("lr", 0.1), ("lr_decay", 0.9997),
-                                                          ("adam_eps", 0.1), ("batch_size", 128))
+    out = [f"{name} {spec[name]:g}" if not isinstance(spec[name], str) else f"{name} {spec[name]}"
+           for name, default in (("l2", 5e-4), ("lr", 0.1), ("lr_decay", 0.9997), ("adam_eps", 0.1),
+                                 ("batch_size", 128), ("recurrent_init", "default"), ("recurrent_gain", 1.0))
            if name in spec and spec[name] != default]
     return (" (" + ", ".join(out) + ")") if out else ""
 

@@ -27,6 +27,13 @@ Every cell module has tensors ``weight_ih`` (G*H, M), ``weight_hh`` (G*H, H), ``
 (one update, state (B, N) with N = 2H for the LSTM's [h, c]), ``forward(xs, lengths=None)`` (the
 state after the last valid input of each sequence), ``to_params()`` and ``load_params_(params)``.
 
+Recurrent-weight initialisation (``recurrent_init`` of :func:`make_cell` and :func:`train_classifier`):
+``'default'`` keeps PyTorch's (every tensor uniform in [-1/sqrt(H), 1/sqrt(H)]); ``'identity'`` sets
+every H x H gate block of ``weight_hh`` to ``g * I`` (Le, Jaitly & Hinton 2015, "IRNN"; scaled
+identity for tanh cells) and ``'orthogonal'`` to ``g`` times a random orthogonal matrix
+(``torch.nn.init.orthogonal_``), with ``g = recurrent_gain`` (1.0 by default). Only ``weight_hh``
+changes; the input weights and biases keep PyTorch's init.
+
 The optimiser defaults are the study's (``/work/shared/docs/paper-notes.md``, "Training used for
 the synthetic networks"): Adam (b1 0.9, b2 0.99, eps 0.1), lr 0.1 * 0.9997^step, clipping at
 global norm 10, L2 penalty 5e-4 * (sum of squares of all parameters) added to the loss, batch 128,
@@ -63,9 +70,11 @@ __all__ = [
     "GRUResetBeforeCell",
     "UGRNNCell",
     "LSTMCell",
+    "RECURRENT_INITS",
 ]
 
 _INSTALL = "pip install 'fastfp-rnn[torch]'"
+RECURRENT_INITS = ("default", "identity", "orthogonal")
 _TORCH_NAMES = ("TextClassifier", "VanillaCell", "GRUCell", "GRUResetBeforeCell", "UGRNNCell", "LSTMCell")
 
 
@@ -134,6 +143,24 @@ def _classes() -> dict:
                 target = getattr(self, {"w_ih": "weight_ih", "w_hh": "weight_hh",
                                         "b_ih": "bias_ih", "b_hh": "bias_hh"}[name])
                 target.copy_(torch.as_tensor(np.array(getattr(params, name)), dtype=target.dtype))
+            return self
+
+        @torch.no_grad()
+        def init_recurrent_(self, init: str = "default", gain: float = 1.0) -> "_Cell":
+            """Re-initialise ``weight_hh`` block by block (see the module docstring); 'default' leaves it."""
+            init, gain = _check_recurrent_init(init, gain)
+            if init == "default":
+                return self
+            H = self.hidden_size
+            W = self.weight_hh
+            for k in range(self.n_gates):
+                block = W[k * H:(k + 1) * H]
+                if init == "identity":
+                    block.copy_(gain * torch.eye(H, dtype=W.dtype))
+                else:
+                    q = torch.empty(H, H, dtype=W.dtype)
+                    nn.init.orthogonal_(q, gain=gain)
+                    block.copy_(q)
             return self
 
         def _check(self, xs, lengths):
@@ -287,13 +314,15 @@ def _classes() -> dict:
 
         def __init__(self, cell: str, vocab_size: int, hidden_size: int, n_outputs: int, *,
                      embedding_dim: int | None = None, readout_bias: bool = False,
-                     nonlinearity: str = "tanh", multilabel: bool = False):
+                     nonlinearity: str = "tanh", multilabel: bool = False,
+                     recurrent_init: str = "default", recurrent_gain: float = 1.0):
             super().__init__()
             self.vocab_size = int(vocab_size)
             self.multilabel = bool(multilabel)
             self.embedding = None if embedding_dim is None else nn.Embedding(vocab_size, embedding_dim)
             M = self.vocab_size if embedding_dim is None else int(embedding_dim)
-            self.rnn = make_cell(cell, M, hidden_size, nonlinearity=nonlinearity)
+            self.rnn = make_cell(cell, M, hidden_size, nonlinearity=nonlinearity,
+                                 recurrent_init=recurrent_init, recurrent_gain=recurrent_gain)
             self.readout = nn.Linear(hidden_size, n_outputs, bias=readout_bias)
 
         def inputs(self, tokens):
@@ -337,13 +366,15 @@ def _classes() -> dict:
             return Model(self.rnn.to_params(np.float32, source=source), emb, get(self.readout.weight), bias,
                          None if vocab is None else tuple(vocab), dict(metadata or {}))
 
-    def make_cell(cell: str, input_size: int, hidden_size: int, *, nonlinearity: str = "tanh"):
+    def make_cell(cell: str, input_size: int, hidden_size: int, *, nonlinearity: str = "tanh",
+                  recurrent_init: str = "default", recurrent_gain: float = 1.0):
         _check_cell(cell, nonlinearity)
         _pos_int("input_size", input_size)
         _pos_int("hidden_size", hidden_size)
+        recurrent_init, recurrent_gain = _check_recurrent_init(recurrent_init, recurrent_gain)
         cls = {"vanilla": VanillaCell, "gru": GRUCell, "gru_reset_before": GRUResetBeforeCell,
                "ugrnn": UGRNNCell, "lstm": LSTMCell}[cell]
-        return cls(int(input_size), int(hidden_size), nonlinearity)
+        return cls(int(input_size), int(hidden_size), nonlinearity).init_recurrent_(recurrent_init, recurrent_gain)
 
     _CLASSES = dict(
         TextClassifier=TextClassifier, VanillaCell=VanillaCell, GRUCell=GRUCell,
@@ -358,7 +389,8 @@ def __getattr__(name: str):  # PEP 562: the torch classes are created on first a
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def make_cell(cell: str, input_size: int, hidden_size: int, *, nonlinearity: str = "tanh"):
+def make_cell(cell: str, input_size: int, hidden_size: int, *, nonlinearity: str = "tanh",
+              recurrent_init: str = "default", recurrent_gain: float = 1.0):
     """A torch module computing fastfp cell ``cell`` (float32, PyTorch's default init).
 
     Parameters
@@ -368,8 +400,14 @@ def make_cell(cell: str, input_size: int, hidden_size: int, *, nonlinearity: str
         M and H.
     nonlinearity : {'tanh', 'relu'}
         'relu' only for the 'vanilla' cell.
+    recurrent_init : {'default', 'identity', 'orthogonal'}
+        Initialisation of ``weight_hh`` (G*H, H), per H x H gate block: PyTorch's uniform init, ``g * I``
+        or ``g`` times a random orthogonal matrix (torch's global RNG, as the default init).
+    recurrent_gain : float > 0
+        ``g``; must stay 1.0 with 'default'.
     """
-    return _classes()["make_cell"](cell, input_size, hidden_size, nonlinearity=nonlinearity)
+    return _classes()["make_cell"](cell, input_size, hidden_size, nonlinearity=nonlinearity,
+                                   recurrent_init=recurrent_init, recurrent_gain=recurrent_gain)
 
 
 def cell_from_params(params: RNNParams, dtype=None):
@@ -399,6 +437,20 @@ def _check_cell(cell: Any, nonlinearity: Any) -> None:
         raise InvalidOptionError(
             f"argument 'nonlinearity': got {nonlinearity!r} for cell {cell!r}; only the 'vanilla' cell takes 'relu'"
         )
+
+
+def _check_recurrent_init(init: Any, gain: Any) -> tuple[str, float]:
+    if not isinstance(init, str) or init not in RECURRENT_INITS:
+        raise InvalidOptionError(
+            f"argument 'recurrent_init': got {init!r}, expected one of {', '.join(map(repr, RECURRENT_INITS))}"
+        )
+    gain = _pos_float("recurrent_gain", gain)
+    if init == "default" and gain != 1.0:
+        raise InvalidOptionError(
+            f"argument 'recurrent_gain': got {gain!r} with recurrent_init 'default' (PyTorch's init, which "
+            "has no gain); expected 1.0, or choose recurrent_init 'identity' or 'orthogonal'"
+        )
+    return init, gain
 
 
 def _pos_float(name: str, value: Any, *, zero: bool = False, upper: float | None = None) -> float:
@@ -494,6 +546,8 @@ def train_classifier(
     eps: float = 0.1,
     clip_norm: float | None = 10.0,
     l2: float = 5e-4,
+    recurrent_init: str = "default",
+    recurrent_gain: float = 1.0,
     seed: int = 0,
     eval_data: TaskData | None = None,
     eval_every: int = 100,
@@ -535,6 +589,13 @@ def train_classifier(
         Clip the gradient at this global norm (None: no clipping).
     l2 : float
         ``l2 * sum of squared parameters`` (all of them: cell, readout, embedding) added to the loss.
+    recurrent_init : {'default', 'identity', 'orthogonal'}
+        Initial recurrent weights ``weight_hh``, per H x H gate block: PyTorch's uniform init
+        ('default'), ``recurrent_gain * I`` ('identity', Le et al. 2015's IRNN) or ``recurrent_gain``
+        times a random orthogonal matrix ('orthogonal'). Input weights and biases keep PyTorch's init.
+        'default' draws exactly the weights of earlier versions.
+    recurrent_gain : float > 0
+        The scale g of 'identity' and 'orthogonal'; must be 1.0 with 'default'.
     seed : int
         Seeds torch (initial weights) and the numpy generator drawing the batches. The same seed,
         arguments, torch version and ``threads`` give identical weights.
@@ -585,6 +646,7 @@ def train_classifier(
     if clip_norm is not None:
         clip_norm = _pos_float("clip_norm", clip_norm)
     l2 = _pos_float("l2", l2, zero=True)
+    recurrent_init, recurrent_gain = _check_recurrent_init(recurrent_init, recurrent_gain)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InvalidOptionError(f"argument 'seed': got {seed!r}, expected a non-negative integer")
     eval_every = _pos_int("eval_every", eval_every)
@@ -658,6 +720,7 @@ def train_classifier(
             net = classes["TextClassifier"](
                 cell, V, H, C, embedding_dim=embedding_dim, readout_bias=bool(readout_bias),
                 nonlinearity=nonlinearity, multilabel=multilabel,
+                recurrent_init=recurrent_init, recurrent_gain=recurrent_gain,
             )
             opt = torch.optim.Adam(net.parameters(), lr=lr, betas=(b1, b2), eps=eps)
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_decay ** s)
@@ -730,6 +793,8 @@ def train_classifier(
         loss="sigmoid binary cross-entropy per label" if multilabel else "softmax cross-entropy",
         optimizer=dict(name="Adam", lr=lr, lr_decay=lr_decay, schedule="lr * lr_decay ** step",
                        betas=[b1, b2], eps=eps, clip_norm=clip_norm, l2=l2, l2_on="all parameters"),
+        init=dict(recurrent=recurrent_init, recurrent_gain=recurrent_gain,
+                  other="PyTorch's default (cell input weights and biases, readout, embedding)"),
         batch_size=batch_size, max_steps=steps, steps=done, seed=int(seed), threads=threads,
         target_accuracy=target_accuracy, eval_accuracy=None if acc is None else round(float(acc), 6),
         eval_n=None if eval_data is None else eval_data.n_docs,

@@ -7,6 +7,7 @@ import csv
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -77,6 +78,47 @@ def test_keys_of_saved_batteries_do_not_change():
     assert NetworkSpec.from_dict(slower.to_dict()) == slower
 
 
+def test_recurrent_init_in_spec_and_key():
+    paper = study.battery("paper")
+    base = paper[3]  # the 3-class vanilla RNN
+    assert base.recurrent_init == "default" and base.recurrent_gain == 1.0
+    d = base.to_dict()
+    assert "recurrent_init" not in d and "recurrent_gain" not in d
+    # the default, given explicitly, is the same network with the same key
+    explicit = NetworkSpec(base.task, base.task_kwargs, cell=base.cell, hidden_size=base.hidden_size, steps=base.steps,
+                           target_accuracy=base.target_accuracy, lr=base.lr, eval_docs=base.eval_docs,
+                           recurrent_init="default", recurrent_gain=1.0)
+    assert explicit == base and explicit.key == base.key == "categorical-L50-n3-vanilla-h64-s0-db1fd9d01c"
+    ident = replace(base, recurrent_init="identity")
+    orth = replace(base, recurrent_init="orthogonal")
+    scaled = replace(base, recurrent_init="identity", recurrent_gain=0.9)
+    assert len({base.key, ident.key, orth.key, scaled.key}) == 4
+    assert ident.to_dict()["recurrent_init"] == "identity" and "recurrent_gain" not in ident.to_dict()
+    assert scaled.to_dict()["recurrent_gain"] == 0.9
+    for s in (ident, orth, scaled):
+        assert NetworkSpec.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+    # the network column names the init
+    assert "recurrent_init identity, recurrent_gain 0.9" in study._training({"spec": scaled.to_dict()})
+    assert "recurrent_init" not in study._training({"spec": base.to_dict()})
+
+
+def test_spec_recurrent_init_reaches_training(monkeypatch, tmp_path):
+    import fastfp.train
+
+    seen = {}
+
+    def fake_train(task_data, **kw):
+        seen.update(kw)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(fastfp.train, "train_classifier", fake_train)
+    spec = NetworkSpec("categorical", {"n_classes": 2, "length": 8}, cell="vanilla", hidden_size=4,
+                       recurrent_init="orthogonal", recurrent_gain=0.8)
+    with pytest.raises(RuntimeError, match="stop here"):
+        study._train(spec, 1, False)
+    assert seen["recurrent_init"] == "orthogonal" and seen["recurrent_gain"] == 0.8
+
+
 def _repo_root():
     import os
 
@@ -104,6 +146,11 @@ def _repo_root():
         (dict(task="categorical", lr_decay=1.5), "argument 'lr_decay'"),
         (dict(task="categorical", lr_decay=0.0), "argument 'lr_decay'"),
         (dict(task="categorical", adam_eps=0.0), "argument 'adam_eps'"),
+        (dict(task="categorical", recurrent_init="xavier"), "argument 'recurrent_init': got 'xavier', expected one of"),
+        (dict(task="categorical", recurrent_init=1), "argument 'recurrent_init': got 1"),
+        (dict(task="categorical", recurrent_init="identity", recurrent_gain=0.0), "argument 'recurrent_gain'"),
+        (dict(task="categorical", recurrent_init="identity", recurrent_gain=11.0), "argument 'recurrent_gain'"),
+        (dict(task="categorical", recurrent_gain=0.9), "argument 'recurrent_gain': got 0.9 with recurrent_init 'default'"),
     ],
 )
 def test_spec_rejects_bad_fields(kwargs, match):
@@ -132,6 +179,10 @@ def test_batteries():
     assert {("gru", 1), ("gru", 2), ("lstm", 1), ("lstm", 2)} <= seeds
     assert any(s.task == "ordered" and s.task_params["bank"] == "5word" for s in extra)
     assert any(s.task == "correlated" for s in extra)
+    orth = [s for s in extra if s.recurrent_init == "orthogonal"]
+    assert sorted((s.n_outputs, s.seed) for s in orth) == [(2, 0), (3, 0), (4, 0), (5, 0), (5, 1)]
+    assert {s.cell for s in orth} == {"vanilla"}
+    assert all(s.recurrent_init == "default" for s in paper)
     # 'extra' holds no network of 'paper' (its saved models stay where they are)
     assert not {s.key for s in extra} & {s.key for s in paper}
     with pytest.raises(InvalidOptionError, match="argument 'name': got 'full'"):

@@ -86,6 +86,102 @@ def test_make_cell_rejects_bad_arguments(torch):
         make_cell("lstm", 3, 4, nonlinearity="relu")
 
 
+# ----------------------------------------------------------------------------- recurrent init
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+@pytest.mark.parametrize("gain", [1.0, 0.9])
+def test_identity_recurrent_init_sets_each_gate_block(torch, variant, gain):
+    from fastfp.train import make_cell
+
+    cell, nl = variant
+    torch.manual_seed(0)
+    module = make_cell(cell, 3, 6, nonlinearity=nl, recurrent_init="identity", recurrent_gain=gain)
+    W = module.weight_hh.detach().numpy().astype(np.float64)
+    G = W.shape[0] // 6
+    assert W.shape == (G * 6, 6) and G == module.n_gates
+    for k in range(G):
+        np.testing.assert_array_equal(W[6 * k:6 * (k + 1)], np.float32(gain) * np.eye(6))
+    # only weight_hh changes: the other tensors are PyTorch's, drawn as with the default init
+    torch.manual_seed(0)
+    ref = make_cell(cell, 3, 6, nonlinearity=nl)
+    assert not np.array_equal(ref.weight_hh.detach().numpy(), W)
+    for name in ("weight_ih", "bias_ih", "bias_hh"):
+        np.testing.assert_array_equal(getattr(module, name).detach().numpy(), getattr(ref, name).detach().numpy())
+    # the fastfp params carry it: at h = 0 with zero input and biases the vanilla Jacobian is W_hh
+    assert np.array_equal(module.to_params().w_hh, W.astype(np.float32))
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+@pytest.mark.parametrize("gain", [1.0, 0.5])
+def test_orthogonal_recurrent_init_is_orthogonal_per_block(torch, variant, gain):
+    from fastfp.train import make_cell
+
+    cell, nl = variant
+    H = 7
+    module = make_cell(cell, 3, H, nonlinearity=nl, recurrent_init="orthogonal", recurrent_gain=gain)
+    W = module.weight_hh.detach().numpy().astype(np.float64)
+    for k in range(module.n_gates):
+        B = W[H * k:H * (k + 1)]
+        np.testing.assert_allclose(B @ B.T, gain ** 2 * np.eye(H), atol=1e-5)
+        np.testing.assert_allclose(B.T @ B, gain ** 2 * np.eye(H), atol=1e-5)
+        np.testing.assert_allclose(np.abs(np.linalg.eigvals(B)), gain, atol=1e-5)  # every |lambda| = g
+        assert np.abs(B - np.diag(np.diag(B))).max() > 0.05  # a random rotation, not the identity
+    if module.n_gates > 1:  # an independent draw per gate block
+        assert not np.allclose(W[:H], W[H:2 * H])
+
+
+def test_default_recurrent_init_is_pytorchs(torch):
+    from fastfp.train import make_cell
+
+    torch.manual_seed(5)
+    a = make_cell("vanilla", 3, 16, recurrent_init="default")
+    torch.manual_seed(5)
+    b = torch.nn.RNN(3, 16, nonlinearity="tanh", batch_first=True)
+    np.testing.assert_array_equal(a.weight_hh.detach().numpy(), b.weight_hh_l0.detach().numpy())
+    W = a.weight_hh.detach().numpy()
+    assert np.abs(W).max() <= 1 / 4 and np.abs(np.diag(W) - 1).min() > 0.5  # uniform +-1/sqrt(H), not I
+
+
+def test_train_classifier_recurrent_init(torch, data):
+    from fastfp.train import train_classifier
+
+    kw = dict(cell="vanilla", hidden_size=8, steps=1, batch_size=32, lr=1e-4, eps=1e-8, clip_norm=None, l2=0.0,
+              seed=3)
+    ident = train_classifier(data["train"], recurrent_init="identity", recurrent_gain=0.95, **kw)
+    # one Adam step of lr 1e-4 moves every weight by at most ~1e-4 from its initial value
+    np.testing.assert_allclose(ident.model.params.w_hh, 0.95 * np.eye(8), atol=2e-4)
+    orth = train_classifier(data["train"], recurrent_init="orthogonal", **kw).model.params.w_hh.astype(np.float64)
+    np.testing.assert_allclose(orth @ orth.T, np.eye(8), atol=5e-3)
+    default = train_classifier(data["train"], **kw).model
+    same = train_classifier(data["train"], recurrent_init="default", **kw).model
+    np.testing.assert_array_equal(default.params.w_hh, same.params.w_hh)
+    assert np.abs(np.diag(default.params.w_hh) - 1).min() > 0.5
+    # the input weights, biases and readout do not depend on the recurrent init
+    np.testing.assert_allclose(ident.model.params.w_ih, default.params.w_ih, atol=3e-4)
+    assert ident.model.metadata["init"]["recurrent"] == "identity"
+    assert ident.model.metadata["init"]["recurrent_gain"] == 0.95
+    assert (default.metadata["init"]["recurrent"], default.metadata["init"]["recurrent_gain"]) == ("default", 1.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(recurrent_init="xavier"), "argument 'recurrent_init': got 'xavier', expected one of 'default', "),
+        (dict(recurrent_init=None), "argument 'recurrent_init': got None"),
+        (dict(recurrent_init="identity", recurrent_gain=0.0), "argument 'recurrent_gain': got 0.0"),
+        (dict(recurrent_init="orthogonal", recurrent_gain=float("nan")), "argument 'recurrent_gain'"),
+        (dict(recurrent_init="identity", recurrent_gain="big"), "argument 'recurrent_gain'"),
+        (dict(recurrent_gain=0.9), "argument 'recurrent_gain': got 0.9 with recurrent_init 'default'"),
+    ],
+)
+def test_recurrent_init_rejects_bad_values(torch, data, kwargs, match):
+    from fastfp.train import make_cell, train_classifier
+
+    with pytest.raises(InvalidOptionError, match=match):
+        make_cell("vanilla", 3, 4, **kwargs)
+    with pytest.raises(InvalidOptionError, match=match):
+        train_classifier(data["val"], steps=1, **kwargs)
+
+
 # ----------------------------------------------------------------------------- training
 _TRAINED: dict = {}
 
