@@ -802,7 +802,8 @@ def _dense_points(kernels, params, H0, X, method, opts, progress, metadata):
     for lo in range(0, B, wave):
         part = rows[lo:lo + wave]
         split_rows(lambda a, b: newton_points_cpu(cell, act, h, r, ax, w_hh, b_hh, lower, upper, part[a:b], iters,
-                                                  nit, n_factor, status, precise, mu, nu, tols, flags), len(part))
+                                                  nit, n_factor, status, precise, mu, nu, tols, flags), len(part),
+                   chunks_per_thread=16)  # small chunks: points differ a lot in cost (LM phases)
         _report(progress, method, int(iters[part].max()), B - lo - len(part), B)
     status[status == st.RUNNING] = st.MAX_ITER  # none: the kernel stops every point
     metadata = {**metadata, "n_factorizations": int(n_factor.sum())}
