@@ -801,9 +801,13 @@ def _dense_points(kernels, params, H0, X, method, opts, progress, metadata):
     wave = max(256, -(-B // 8)) if progress else max(B, 1)
     for lo in range(0, B, wave):
         part = rows[lo:lo + wave]
-        split_rows(lambda a, b: newton_points_cpu(cell, act, h, r, ax, w_hh, b_hh, lower, upper, part[a:b], iters,
-                                                  nit, n_factor, status, precise, mu, nu, tols, flags), len(part),
-                   chunks_per_thread=16)  # small chunks: points differ a lot in cost (LM phases)
+        # The kernel's own BLAS calls (LM's A^T A, reset-before's Jacobian GEMM) must not start
+        # BLAS threads inside these threads (found in review: 2-10x slower at N >= 128).
+        with blas_threads(1):
+            split_rows(lambda a, b: newton_points_cpu(cell, act, h, r, ax, w_hh, b_hh, lower, upper, part[a:b],
+                                                      iters,
+                                                      nit, n_factor, status, precise, mu, nu, tols, flags),
+                       len(part), chunks_per_thread=16)  # small chunks: points differ in cost (LM phases)
         _report(progress, method, int(iters[part].max()), B - lo - len(part), B)
     status[status == st.RUNNING] = st.MAX_ITER  # none: the kernel stops every point
     metadata = {**metadata, "n_factorizations": int(n_factor.sum())}
@@ -953,7 +957,7 @@ def _matrix_free(kernels, params, H0, X, method, opts, progress, metadata):
 
         lin_fn = linearize_cpu if kernels.name == "cpu" else linearize
         forward = (lambda h, Xr: forward_linearize_cpu(cell, act, h, Xr, *w)) if kernels.name == "cpu" else None
-        pre = _root_preconditioner(kernels, params, H0, X, opts, step, w, lin_fn, forward)
+        pre, pilot_matvec = _root_preconditioner(kernels, params, H0, X, opts, step, w, lin_fn, forward)
 
         def solve(lo, hi):
             return newton_krylov(step, w, cell, act, H0[lo:hi], X if X.shape[0] == 1 else X[lo:hi],
@@ -970,59 +974,69 @@ def _matrix_free(kernels, params, H0, X, method, opts, progress, metadata):
             h, status, nit, n_matvec = (np.concatenate([p[k] for p in parts]) for k in range(4))
         else:
             h, status, nit, n_matvec = solve(0, len(H0))
-        metadata = dict(metadata, preconditioner_roots=0 if pre is None else len(pre.roots))
-    metadata = dict(metadata, n_matvec=int(n_matvec.sum()))
+        metadata = dict(metadata, preconditioner_roots=0 if pre is None else len(pre.roots),
+                        pilot_matvec=int(pilot_matvec))
+    # The pilot's products count too (the preconditioner's N x N products do not: they are not J v).
+    metadata = dict(metadata, n_matvec=int(n_matvec.sum()) + metadata.get("pilot_matvec", 0))
     return _finish(kernels, params, H0, X, h, status, nit, opts, metadata)
 
 
 # Root preconditioner of the matrix-free hybrid: a pilot solve of this many starts finds roots;
-# measured on the trained GRU-256 (1024 starts): 62k J v products -> 23k, 0.94 -> 0.62 s. Nearest
+# measured on the trained GRU-256 (1024 starts): 62k J v products -> 25k with the pilot's (plus
+# one N x N product with a root's inverse per GMRES iteration), 0.94 -> 0.62 s. Nearest
 # root's inverse for every point, however far (a radius of 0.05 / 0.2 / 1 measured 35k / 29k / 24k
 # products): far from every root it is still a better preconditioner than none on these networks.
-# Each root costs a dense N x N inverse (float32) and its O(N^3) inversion: up to
-# PRECONDITION_MAX_ROOTS of them, and only up to PRECONDITION_MAX_N (4 MiB per root there).
+# Each root costs a dense N x N Jacobian and inverse and its O(N^3) inversion: up to
+# PRECONDITION_MAX_ROOTS of them (fewer where memory is short), and only up to PRECONDITION_MAX_N.
 PILOT_POINTS = 32
 PRECONDITION_RADIUS = np.inf
 PRECONDITION_MAX_N = 1024
 PRECONDITION_MAX_ROOTS = 16
+PRECONDITION_MAX_COND = 1e6  # 1-norm condition number of J - I: float32 keeps ~10 correct bits there
 _MF_MIN_PER_THREAD = 128
 
 
 def _root_preconditioner(kernels, params, H0, X, opts, step, w, lin_fn, forward):
-    """A RootPreconditioner from a pilot solve of PILOT_POINTS of the starts (mixed-precision
-    matrix-free solves with one shared input, at least 4 x PILOT_POINTS points and N <=
-    PRECONDITION_MAX_N), or None when it does not apply or the pilot finds no regular root."""
+    """(RootPreconditioner or None, J v products of the pilot) from a pilot solve of PILOT_POINTS
+    of the starts: for mixed-precision matrix-free solves with one shared input, at least
+    4 x PILOT_POINTS points and N <= PRECONDITION_MAX_N; None when it does not apply or the pilot
+    finds no root where J - I is well conditioned enough for a float32 preconditioner."""
     from ._newton_krylov import RootPreconditioner, newton_krylov
 
     B, N = H0.shape
     if not opts["mixed_precision"] or X.shape[0] != 1 or B < 4 * PILOT_POINTS or N > PRECONDITION_MAX_N:
-        return None
+        return None, 0
+    # Roots cost a float64 Jacobian, its inverse and a float32 copy (20 N^2 bytes): at most a
+    # tenth of the memory the solver may use by default.
+    max_roots = min(PRECONDITION_MAX_ROOTS, int(0.1 * _default_memory_limit(None) // (20 * N * N)))
     pick = np.linspace(0, B - 1, PILOT_POINTS).astype(int)
-    h, status, _, _ = newton_krylov(step, w, params.cell_code, params.nonlinearity_code, H0[pick], X,
-                                    state_bounds(params), opts, restart=opts["gmres_restart"], linearize_fn=lin_fn,
-                                    forward_fn=forward)
-    roots = h[status == st.CONVERGED]
-    if len(roots) == 0:
-        return None
+    h, status, _, n_matvec = newton_krylov(step, w, params.cell_code, params.nonlinearity_code, H0[pick], X,
+                                           state_bounds(params), opts, restart=opts["gmres_restart"],
+                                           linearize_fn=lin_fn, forward_fn=forward)
+    spent = int(n_matvec.sum())
     distinct = []
-    for root in roots:  # at most PILOT_POINTS of them
-        if len(distinct) < PRECONDITION_MAX_ROOTS and all(np.abs(root - o).max() > 1e-6 for o in distinct):
+    for root in h[status == st.CONVERGED]:  # at most PILOT_POINTS of them
+        if len(distinct) < max_roots and all(np.abs(root - o).max() > 1e-6 for o in distinct):
             distinct.append(root)
+    if not distinct:
+        return None, spent
     roots = np.array(distinct)
     A = kernels.jacobian(params.cell_code, params.nonlinearity_code, roots, X, *w)
     A[:, np.arange(N), np.arange(N)] -= 1.0
     keep, inverses = [], []
-    for k in range(len(roots)):  # a root where J - I is singular (a bifurcation) gives no preconditioner
+    for k in range(len(roots)):
+        # Near-singular J - I (a root on the edge of a bifurcation) makes a float32 inverse mostly
+        # rounding; GMRES would stall on it and finish in float64 (found in review).
         try:
             inv = np.linalg.inv(A[k])
         except np.linalg.LinAlgError:
             continue
-        if np.isfinite(inv).all():
+        if np.isfinite(inv).all() and np.linalg.norm(A[k], 1) * np.linalg.norm(inv, 1) <= PRECONDITION_MAX_COND:
             keep.append(k)
             inverses.append(inv.astype(np.float32))
     if not keep:
-        return None
-    return RootPreconditioner(roots[keep], np.array(inverses), PRECONDITION_RADIUS)
+        return None, spent
+    return RootPreconditioner(roots[keep], np.array(inverses), PRECONDITION_RADIUS), spent
 
 
 # ------------------------------------------------------------------------------ Adam
