@@ -48,17 +48,24 @@ class Linearization:
         batched Krylov methods of ``fastfp._krylov`` call it. Their working set only shrinks, so
         the subset changes seldom, and its linearisation is taken once per subset (the last one
         is kept; a call on other rows, e.g. GMRES finishing the points it drops, takes its own)."""
-        cache = []  # [(idx, Linearization)] of the last subset
+        cache = []  # [(idx, Linearization)] of the last call
         xp = _xp(next(iter(self.coef.values())))
 
         def matvec(idx, V):
-            n = int(idx.shape[0])
-            if n == self.batch and bool((idx == xp.arange(n)).all()):
-                sub = self
-            else:
-                if not (cache and cache[0][0].shape == idx.shape and bool((cache[0][0] == idx).all())):
-                    cache[:] = [(idx.copy(), self.take(idx))]
+            # The same index array as the last call (GMRES passes one per cycle): no comparison,
+            # which on a GPU would be a host synchronisation per product. Callers never modify an
+            # index array they have passed.
+            if cache and cache[0][0] is idx:
                 sub = cache[0][1]
+            else:
+                n = int(idx.shape[0])
+                if n == self.batch and bool((idx == xp.arange(n)).all()):
+                    sub = self
+                elif cache and cache[0][0].shape == idx.shape and bool((cache[0][0] == idx).all()):
+                    sub = cache[0][1]
+                else:
+                    sub = self.take(idx)
+                cache[:] = [(idx, sub)]
             out = sub.vjp(V) if transpose else sub.jvp(V)
             return out - shift * V if shift else out
 

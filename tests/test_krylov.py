@@ -363,3 +363,22 @@ def test_top_eigs_in_chunks_equals_one_batch():
     assert chunked.right.shape == whole.right.shape and chunked.converged.all()
     with pytest.raises(MemoryLimitError, match="top_eigs needs"):
         top_eigs(p, h, k=4, memory_limit=100.0)
+
+
+def test_operator_takes_each_subset_even_of_equal_size():
+    # GMRES finishes the points it drops with products on their rows: a subset of the same size as
+    # the one before but other rows must get its own linearisation (a cache keyed on the size alone
+    # would apply the previous rows' J).
+    rng = np.random.default_rng(4)
+    p = fastfp.RNNParams.random("gru", hidden_size=7, input_size=2, seed=5)
+    w = p.arrays(np.float64)
+    B, N = 8, p.state_size
+    h, x = rng.standard_normal((B, N)) * 0.7, rng.standard_normal((1, 2))
+    J = ref.jacobian_ref(p.cell_code, p.nonlinearity_code, h, x, *w)
+    op = linearize(p.cell_code, p.nonlinearity_code, h, x, *w).operator(shift=1.0)
+    V = rng.standard_normal((3, N))
+    for idx in (np.array([0, 2, 5]), np.array([1, 3, 7]), np.array([1, 3, 7]), np.arange(B)[:3], np.arange(B)):
+        Vi = V if len(idx) == 3 else rng.standard_normal((B, N))
+        expected = np.einsum("bij,bj->bi", J[idx], Vi) - Vi
+        np.testing.assert_allclose(op(idx, Vi), expected, atol=1e-13)
+        np.testing.assert_allclose(op(idx, Vi), expected, atol=1e-13)  # the same index array again
