@@ -228,8 +228,10 @@ def find_fixed_points(
     progress : bool or callable
         True: report iterations and active points on stderr. A callable is called as
         ``progress(n_done, n_total)`` with the number of points finished so far (over all chunks)
-        after each iteration of the dense methods and after each chunk, last with
-        ``n_done == n_total`` (a progress bar's hook).
+        after each iteration of the batch-wide loops (``lm``, the matrix-free path, the numpy
+        backend), after each wave of at least 256 points of the CPU's per-point Newton kernel, and
+        after each chunk, last with ``n_done == n_total`` (a progress bar's hook). With progress
+        the matrix-free path solves its points in one thread.
 
     Returns
     -------
