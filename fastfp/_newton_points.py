@@ -25,7 +25,7 @@ from numba import njit
 from . import status as st
 from ._batched_lu import PIVOT_DTYPE, factor_one, solve_one
 from ._cells_cpu import _jacobian_serial
-from .params import GRU, GRU_RESET_BEFORE, LSTM, RELU, UGRNN, VANILLA
+from .params import GRU, GRU_RESET_BEFORE, RELU, UGRNN, VANILLA
 
 __all__ = ["newton_points_cpu", "forward_point", "TOLS", "FLAGS"]
 
