@@ -72,7 +72,7 @@ def newton_krylov(step, params_arrays, cell, act, H0, X, bounds, opts, *, restar
         if active.size == 0:
             break
         Xa = rows(active)
-        if store is not None and it > 0:
+        if store is not None:
             lin = Linearization(cell, store_w, {k: v[active] for k, v in store.items()})
         else:
             lin = linearize_fn(cell, act, ha, Xa, *params_arrays)
