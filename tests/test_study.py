@@ -41,7 +41,7 @@ def test_spec_and_run_network_pickle():
 
 
 def test_keys_unique_safe_and_stable_across_processes():
-    specs = study.battery("paper") + study.battery("quick") + study.battery("extra")
+    specs = study.battery("paper") + study.battery("quick") + study.battery("extra") + study.battery("low-l2")
     keys = [s.key for s in specs]
     assert len(set(keys)) == len(keys)
     allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
@@ -58,7 +58,8 @@ def test_keys_unique_safe_and_stable_across_processes():
     ]
     assert len({v.key for v in variants} | {base.key}) == len(variants) + 1
     code = ("from fastfp import study; import json; "
-            "print(json.dumps([s.key for s in study.battery('paper') + study.battery('quick') + study.battery('extra')]))")
+            "print(json.dumps([s.key for s in study.battery('paper') + study.battery('quick') + study.battery('extra')"
+            " + study.battery('low-l2')]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={"PYTHONHASHSEED": "123", "PATH": ""}, cwd=_repo_root())
     assert out.returncode == 0, out.stderr
@@ -185,6 +186,12 @@ def test_batteries():
     assert all(s.recurrent_init == "default" for s in paper)
     # 'extra' holds no network of 'paper' (its saved models stay where they are)
     assert not {s.key for s in extra} & {s.key for s in paper}
+    low = study.battery("low-l2")
+    assert {s.l2 for s in low} == {1e-4}
+    assert {(s.n_outputs, s.cell) for s in low if s.task == "categorical"} == {
+        (n, c) for n in (2, 3, 4, 5) for c in ("gru", "lstm", "ugrnn", "vanilla")}
+    assert all(s.recurrent_init == "orthogonal" for s in low if s.cell == "vanilla")
+    assert not {s.key for s in low} & ({s.key for s in extra} | {s.key for s in paper})
     with pytest.raises(InvalidOptionError, match="argument 'name': got 'full'"):
         study.battery("full")
 
