@@ -403,8 +403,8 @@ def battery(name: str) -> list[NetworkSpec]:
                                  **vanilla_init, recurrent_init="orthogonal"))
         return specs
     if name == "low-l2":
-        # At L2 5e-4 the outer part of each simplex leaks (|lambda| 0.96-0.97 there, tau ~30 < L):
-        # the median count at horizon L falls short of N - 1. A weaker penalty keeps it.
+        # At L2 5e-4 the outer part of the 3-class GRU's simplex leaks (|lambda| 0.96-0.97 there,
+        # tau ~30 < L): the median count at horizon L falls short of N - 1. A weaker penalty keeps it.
         paper = dict(hidden_size=64, steps=6000, target_accuracy=0.995, eval_docs=2000, l2=1e-4)
         specs = [NetworkSpec("categorical", {"n_classes": n, "length": 50}, cell=cell, **paper)
                  for n in (3, 2, 4, 5) for cell in ("gru", "lstm", "ugrnn")]

@@ -3,8 +3,9 @@
 
 For each network of the given study folders (``<key>.row.json`` with its ``<key>.fixed_points.npz``,
 the distinct points of the runner's search with their eigenvalues), splits the points into thirds by
-their distance from the centroid of the points and prints, per third, the median of the
-N - 1 largest |lambda| and the share of points with at least N - 1 modes of tau = 1/|ln|lambda|| >=
+their distance from the centroid of the points and prints, per third, the median of the d
+largest |lambda| (d: the row's expected dimension, N - 1 for N categorical classes) and the share
+of points with at least d modes of tau = 1/|ln|lambda|| >=
 L (the runner's two-sided count at horizon L); then the median count over all points at L and L/2
 (the table's "modes (L)" and "modes (L/2)", recomputed here from the eigenvalues as a check).
 
@@ -30,10 +31,17 @@ def _counts(eigvals: np.ndarray, horizon: float) -> np.ndarray:
 
 
 def _network(row: dict, folder: Path) -> str | None:
-    f = np.load(folder / row["files"]["fixed_points"])
-    if "eigvals" not in f.files or len(f["x"]) < 3:
+    path = folder / row["files"]["fixed_points"]
+    if not path.exists():  # the runner writes no file when no point was kept
         return None
-    X, ev = f["x"], f["eigvals"]
+    f = np.load(path)
+    if "eigvals" not in f.files:
+        return None
+    # integration_modes leaves points with non-finite eigenvalues out of its median: so does this
+    ok = np.isfinite(np.abs(f["eigvals"])).all(axis=1)
+    X, ev = f["x"][ok], f["eigvals"][ok]
+    if len(X) < 3:
+        return None
     d = int(row["expected"]["dimension"])
     L = float(row["horizon"])
     mag = -np.sort(-np.abs(ev), axis=1)[:, :d]
@@ -56,6 +64,9 @@ def main() -> None:
     ap.add_argument("folders", nargs="*", default=["runs/paper"])
     ap.add_argument("--all", action="store_true", help="also the ordered, multi-label and correlated networks")
     a = ap.parse_args()
+    for folder in map(Path, a.folders):
+        if not folder.is_dir():
+            raise SystemExit(f"{folder}: no such study folder (run `fastfp study --battery ... --out {folder}` first)")
     print("| network | L2 | points | inner third: top abs(lambda) (share >= N-1 modes at L) | middle third | outer third "
           "| modes (L) here | modes (L/2) here | modes (L) row | modes (L/2) row |")
     print("|---|---|---|---|---|---|---|---|---|---|")
