@@ -191,6 +191,7 @@ def test_batteries():
     assert {(s.n_outputs, s.cell) for s in low if s.task == "categorical"} == {
         (n, c) for n in (2, 3, 4, 5) for c in ("gru", "lstm", "ugrnn", "vanilla")}
     assert all(s.recurrent_init == "orthogonal" for s in low if s.cell == "vanilla")
+    assert {(s.n_outputs, s.cell) for s in low if s.seed == 1} == {(n, c) for n in (3, 4, 5) for c in ("gru", "lstm")}
     assert not {s.key for s in low} & ({s.key for s in extra} | {s.key for s in paper})
     with pytest.raises(InvalidOptionError, match="argument 'name': got 'full'"):
         study.battery("full")
