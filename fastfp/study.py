@@ -567,6 +567,35 @@ def _fp_input(name: str, model, data) -> np.ndarray:
     return E[list(vocab).index(_tasks.NEUTRAL)]
 
 
+def _candidates(spec: NetworkSpec, model, params, n_test: int, n_rollout: int, n_states: int):
+    """The runner's documents and the search's initial states, drawn from the spec's seed streams.
+
+    Returns (test, docs, traj, mask, h0): ``n_test`` fresh test documents, the first ``n_rollout``
+    of them (``docs``), their trajectories (D, L, N) under ``params`` and valid-step mask (D, L), and
+    ``n_states`` visited states sampled without noise (the study's candidates). The analysis tools
+    use it to rerun exactly the search a row measured.
+    """
+    from .dynamics import rollout
+    from .solvers import sample_states
+
+    test = spec.make_task(n_test, np.random.default_rng([spec.seed, _TEST]))
+    docs = test if n_rollout >= n_test else _subset(test, n_rollout)
+    E = np.asarray(model.embedding, dtype=np.float64)
+    mask = docs.mask()
+    traj = rollout(params, None, E[np.asarray(docs.tokens)] * mask[..., None], lengths=docs.lengths)
+    h0 = sample_states(traj, n_states, noise=0.0, mask=mask, seed=np.random.default_rng([spec.seed, _SAMPLE]))
+    return test, docs, traj, mask, h0
+
+
+def _kept_mask(slow, slow_speed) -> np.ndarray:
+    """The end points the runner keeps: roots and slow points with ||F(h) - h||_inf <= slow_speed.
+
+    A stationary point of q far from zero speed (a local minimum of q with a large residual) is
+    not on the slow manifold, hence the speed test on top of the status.
+    """
+    return np.asarray((slow.success | slow.is_slow_point) & (slow.residual <= slow_speed))
+
+
 def _solve(params, h0, x, slow_ratio, slow_speed):
     """Slow-manifold search (as `fastfp run`'s slow-point pass); returns (roots, kept, distinct).
 
@@ -578,9 +607,7 @@ def _solve(params, h0, x, slow_ratio, slow_speed):
     from .solvers import find_fixed_points
 
     slow = find_fixed_points(params, h0, x, slow_ratio=slow_ratio, slow_speed=slow_speed)
-    # A stationary point of q far from zero speed (a local minimum of q with a large residual) is
-    # not on the slow manifold: keep only points whose speed is below slow_speed.
-    kept = slow[(slow.success | slow.is_slow_point) & (slow.residual <= slow_speed)]
+    kept = slow[_kept_mask(slow, slow_speed)]
     roots = kept[kept.success].unique(1e-3)
     distinct = kept.unique(1e-3).decompose(params) if len(kept) else kept
     return roots, kept, distinct, slow
@@ -705,9 +732,7 @@ def run_network(
     log = progress_logger(progress)
     out = _out_dir(out_dir)  # after the checks: a bad argument creates no folder
 
-    from .dynamics import rollout
     from .model import load_params, save_params
-    from .solvers import sample_states
     from .train import accuracy
 
     key = spec.key
@@ -738,15 +763,9 @@ def run_network(
     # ------------------------------------------------------------ data, accuracy, trajectories
     t0 = time.perf_counter()
     params = model.params.astype(np.float64)
-    test = spec.make_task(n_test, np.random.default_rng([spec.seed, _TEST]))
+    test, docs, traj, mask, h0 = _candidates(spec, model, params, n_test, n_rollout, n_states)
     test_acc = accuracy(model, test)
-    docs = test if n_rollout >= n_test else _subset(test, n_rollout)
-    E = np.asarray(model.embedding, dtype=np.float64)
-    xs = E[np.asarray(docs.tokens)] * docs.mask()[..., None]
-    traj = rollout(params, None, xs, lengths=docs.lengths)  # (D, L, N)
-    mask = docs.mask()
     states_pca = analysis.pca(traj, mask=mask)
-    h0 = sample_states(traj, n_states, noise=0.0, mask=mask, seed=np.random.default_rng([spec.seed, _SAMPLE]))
     measure_s = time.perf_counter() - t0
 
     # ------------------------------------------------------------ fixed points

@@ -25,9 +25,9 @@ import numpy as np
 
 from fastfp import analysis
 from fastfp import study as S
-from fastfp.dynamics import rollout, step
+from fastfp.dynamics import step
 from fastfp.model import load_params
-from fastfp.solvers import find_fixed_points, sample_states
+from fastfp.solvers import find_fixed_points
 
 
 def probe(spec: S.NetworkSpec, out: Path) -> list[str]:
@@ -35,25 +35,17 @@ def probe(spec: S.NetworkSpec, out: Path) -> list[str]:
     opts = json.loads((out / f"{spec.key}.row.json").read_text())["options"]
     model = load_params(out / f"{spec.key}.model.npz")
     params = model.params.astype(np.float64)
-    test = spec.make_task(opts["n_test"], np.random.default_rng([spec.seed, S._TEST]))
-    docs = test if opts["n_rollout"] >= opts["n_test"] else S._subset(test, opts["n_rollout"])
-    E = np.asarray(model.embedding, dtype=np.float64)
-    xs = E[np.asarray(docs.tokens)] * docs.mask()[..., None]
-    traj = rollout(params, None, xs, lengths=docs.lengths)
-    h0 = sample_states(traj, opts["n_states"], noise=0.0, mask=docs.mask(),
-                       seed=np.random.default_rng([spec.seed, S._SAMPLE]))
+    _, docs, _, _, h0 = S._candidates(spec, model, params, opts["n_test"], opts["n_rollout"], opts["n_states"])
     x = S._fp_input(opts["fp_input"], model, docs)
     limit = opts["slow_speed"]
     ends = find_fixed_points(params, h0, x, slow_ratio=opts["slow_ratio"], slow_speed=limit)
     X = np.asarray(ends.x)
     ok = np.isfinite(X).all(axis=1)
     X = X[ok]
+    ours = S._kept_mask(ends, limit)[ok]
     H = params.hidden_size
     r = step(params, X, x, backend="numpy") - X
     speed_h, speed_c = np.abs(r[:, :H]).max(axis=1), np.abs(r[:, H:]).max(axis=1)
-    # as the runner: a root or a slow point, with ||F(s) - s||_inf over [h, c] within the limit
-    status_ok = (np.asarray(ends.success) | np.asarray(ends.is_slow_point))[ok]
-    ours = status_ok & (np.maximum(speed_h, speed_c) <= limit)
     spread_h, spread_c = h0[:, :H].std(axis=0).mean(), h0[:, H:].std(axis=0).mean()
     # status-agnostic, as the study's q test: the end point's speed with c in units of h's spread
     scaled = np.maximum(speed_h, speed_c * spread_h / spread_c) <= limit

@@ -26,9 +26,8 @@ import numpy as np
 
 from fastfp import analysis, study
 from fastfp import study as S
-from fastfp.dynamics import rollout
 from fastfp.model import load_params
-from fastfp.solvers import find_fixed_points, sample_states
+from fastfp.solvers import find_fixed_points
 
 
 def _curvature_r2(X: np.ndarray, d: int) -> float:
@@ -46,12 +45,7 @@ def _curvature_r2(X: np.ndarray, d: int) -> float:
 def probe(spec: study.NetworkSpec, out: str) -> list[str]:
     model = load_params(f"{out}/{spec.key}.model.npz")
     params = model.params.astype(np.float64)
-    test = spec.make_task(2000, np.random.default_rng([spec.seed, S._TEST]))
-    docs = S._subset(test, 256)
-    E = np.asarray(model.embedding, dtype=np.float64)
-    xs = E[np.asarray(docs.tokens)] * docs.mask()[..., None]
-    traj = rollout(params, None, xs, lengths=docs.lengths)
-    h0 = sample_states(traj, 512, noise=0.0, mask=docs.mask(), seed=np.random.default_rng([spec.seed, S._SAMPLE]))
+    _, docs, _, _, h0 = S._candidates(spec, model, params, 2000, 256, 512)
     x = S._fp_input("neutral", model, docs)
     ends = find_fixed_points(params, h0, x, slow_ratio=0.05, slow_speed=1e-2)
     res = np.asarray(ends.residual)
