@@ -25,7 +25,7 @@ from .io_torch import load_torch_rnn, read_torch_state_dict
 from .loading import load
 from .model import Model, load_params, save_params
 from .params import CELLS, GATE_ORDER, RNNParams
-from .solvers import METHODS, find_fixed_points, sample_states
+from .solvers import METHODS, find_fixed_points, part_speed_scale, sample_states
 from .status import Status
 from . import spectra, tasks
 from .spectra import TopEigs, top_eigs
@@ -59,6 +59,7 @@ __all__ = [
     "vjp",
     "find_fixed_points",
     "sample_states",
+    "part_speed_scale",
     "METHODS",
     "FixedPoints",
     "concatenate",

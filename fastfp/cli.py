@@ -346,10 +346,13 @@ _progress_option = click.option("--progress", "force_progress", is_flag=True,
                    "else zero), zero, mean, word:<w> or FILE.npy.")
 @click.option("--slow-speed", type=click.FloatRange(min=0, min_open=True), default=1e-2, show_default=True,
               help="Slow-point mode keeps points with ||F(h) - h||_inf below this.")
+@click.option("--speed-units", type=click.Choice(["state", "parts"]), default="state", show_default=True,
+              help="Units of the slow-speed test: the state's own, or each part of the state (an LSTM's h and c) "
+                   "in units of its spread over the visited states, h's as 1 (fastfp.part_speed_scale).")
 @_report_options
 @_progress_option
 def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, as_json, input_spec, slow_speed,
-        report, no_report, force_progress) -> None:
+        speed_units, report, no_report, force_progress) -> None:
     """Analyse a network: roots, slow manifold, dimension, word counts.
 
     WEIGHTS (optional) is any file fastfp.load reads (torch .pt, .safetensors, Flax msgpack, .npz);
@@ -386,9 +389,13 @@ def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, as_
         exact = fastfp.find_fixed_points(params, h0, x, progress=bar)
     roots = exact[exact.success].unique(1e-3)
     roots_d = roots.decompose(params)
-    _log(f"solving in slow-point mode (slow_ratio 0.05, slow_speed {slow_speed:g}) at input {input_spec} ...")
+    # The spread of the visited states, not of the noisy starts (the noise is the same on h and c).
+    speed_scale = fastfp.part_speed_scale(params, traj[data.mask()]) if speed_units == "parts" else None
+    _log(f"solving in slow-point mode (slow_ratio 0.05, slow_speed {slow_speed:g}, {speed_units} units) at input "
+         f"{input_spec} ...")
     with _Bar("slow points       ", states, force=force_progress) as bar:
-        slow = fastfp.find_fixed_points(params, h0, x, slow_ratio=0.05, slow_speed=slow_speed, progress=bar)
+        slow = fastfp.find_fixed_points(params, h0, x, slow_ratio=0.05, slow_speed=slow_speed,
+                                        speed_scale=speed_scale, progress=bar)
     kept = slow[slow.success | slow.is_slow_point]
     if len(kept) >= 2:
         dim = analysis.manifold_dimension(kept)
@@ -415,6 +422,10 @@ def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, as_
         "initial_states": states,
         "input": input_spec,
         "slow_speed": slow_speed,
+        "speed_units": speed_units,
+        # one unit per part of the state (h, then c for an LSTM)
+        "part_units": ([float(u) for u in speed_scale[::params.hidden_size]] if speed_scale is not None
+                       else [1.0] * (params.state_size // params.hidden_size)),
         "fixed_points": {
             "found": len(exact),
             "converged": int(exact.success.sum()),
@@ -537,7 +548,10 @@ def _write_run_report(path, summary, *, model, data, traj, roots, kept, kept_all
     notes = [
         f"Exact fixed points solve F(h, x*) = h to 1e-10 with the input x* held at {summary.get('input', 'zero')}; "
         f"slow points are where the solver stopped on the slow manifold (slow_ratio 0.05, "
-        f"|F(h) - h|_inf below {summary.get('slow_speed', 1e-3):g}). q = |F(h) - h|^2 / 2 is the speed of a point.",
+        f"|F(h) - h|_inf below {summary.get('slow_speed', 1e-3):g}"
+        + (f", each part of the state in units of its spread: {', '.join(f'{u:.2f}' for u in summary['part_units'])}"
+           if summary.get("speed_units") == "parts" else "")
+        + "). q = |F(h) - h|^2 / 2 is the speed of a point.",
         "Participation ratio PR = (sum v)^2 / sum v^2 of the explained-variance ratios v; the word-count "
         "prediction is the dimension of the class-mean word-frequency matrix (Aitken et al., 2021).",
     ]

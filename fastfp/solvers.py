@@ -122,6 +122,60 @@ def _check_tol(name, value, *, allow_zero=False, allow_none=False):
     return v
 
 
+def _check_speed_scale(speed_scale, N, slow_ratio):
+    if speed_scale is None:
+        return None
+    if slow_ratio is None:
+        raise InvalidOptionError(
+            "argument 'speed_scale': it scales the slow-speed test of slow-manifold mode; got a speed_scale "
+            "with slow_ratio=None (set slow_ratio, or drop speed_scale)"
+        )
+    scale = as_float_array("speed_scale", speed_scale, np.float64)
+    if scale.shape != (N,):
+        raise ShapeError(f"argument 'speed_scale': got shape {scale.shape}, expected ({N},), one unit per state coordinate")
+    if not (np.isfinite(scale).all() and (scale > 0).all()):
+        bad = scale[~(np.isfinite(scale) & (scale > 0))][0]
+        raise InvalidOptionError(f"argument 'speed_scale': holds {bad!r}, expected finite numbers > 0")
+    return scale
+
+
+def part_speed_scale(params, states) -> np.ndarray:
+    """Per-coordinate speed units for ``find_fixed_points(speed_scale=...)``: each part of the state
+    in units of the first part's spread.
+
+    An LSTM's state is [h, c]; its cell state c can spread over several times the range of h, so
+    one absolute speed limit is far stricter on c's geometry than on h's. Here the spread of a part
+    is the mean over its coordinates of the standard deviation over ``states``, and each part's
+    unit is its spread divided by h's (h: 1). Single-part cells (vanilla, GRU, UGRNN) get ones.
+
+    Parameters
+    ----------
+    params : RNNParams
+    states : array_like, shape (B, N)
+        States that show the spread, e.g. the candidates (:func:`sample_states`), B >= 2.
+
+    Returns
+    -------
+    ndarray, shape (N,)
+    """
+    check_params(params)
+    S = as_float_array("states", states, np.float64)
+    if S.ndim != 2 or S.shape[1] != params.state_size or S.shape[0] < 2:
+        raise ShapeError(f"argument 'states': got shape {np.shape(states)}, expected (B, N) with B >= 2 and "
+                         f"{state_size_text(params)}")
+    check_finite("states", S)
+    H = params.hidden_size
+    scale = np.ones(params.state_size)
+    spreads = [S[:, lo:lo + H].std(axis=0).mean() for lo in range(0, params.state_size, H)]
+    if spreads[0] <= 0:
+        raise InvalidOptionError("argument 'states': the hidden part h does not vary over these states, so it "
+                                 "cannot be the unit; pass states from different documents or time steps")
+    for k, spread in enumerate(spreads):
+        # A part that never moves keeps unit 1 (no scaling) rather than a zero unit.
+        scale[k * H:(k + 1) * H] = spread / spreads[0] if spread > 0 else 1.0
+    return scale
+
+
 def find_fixed_points(
     params,
     h0,
@@ -135,6 +189,7 @@ def find_fixed_points(
     tol_q: float | None = None,
     slow_ratio: float | None = None,
     slow_speed: float = 1e-3,
+    speed_scale=None,
     max_norm: float = 1e3,
     max_step: float = 2.0,
     adam_lr: float = 1.0,
@@ -175,6 +230,12 @@ def find_fixed_points(
         its speed lies along directions with |1 - lambda| <~ slow_ratio. The LM damping is kept
         >= slow_ratio^2 and no Newton steps are taken, so points settle onto the manifold near
         where they started instead of sliding along it to the few exact roots. Off by default.
+    speed_scale : array_like, shape (N,), optional
+        Slow-manifold mode: measure the speed in the slow-speed test per coordinate in these
+        units, ||(F(h) - h) / speed_scale||_inf <= slow_speed, for states whose parts have
+        different spreads (an LSTM's cell state c moves over a wider range than h; see
+        :func:`part_speed_scale`). Default: 1 for every coordinate. The convergence test
+        (``atol``), ``residual`` and ``q`` stay unscaled.
     max_norm : float
         Points with ||h||_inf above this are stopped as ``DIVERGED``.
     max_step : float
@@ -293,6 +354,7 @@ def find_fixed_points(
         )
     if opts["atol"] == 0 and opts["rtol"] == 0:
         raise InvalidOptionError("arguments 'atol' and 'rtol': both are 0, expected at least one > 0")
+    opts["speed_scale"] = _check_speed_scale(speed_scale, N, opts["slow_ratio"])
     if opts["slow_ratio"] is not None and method not in ("lm", "hybrid"):
         raise InvalidOptionError(
             f"argument 'slow_ratio': slow-manifold mode needs method 'lm' or 'hybrid', got method={method!r}"
@@ -323,6 +385,7 @@ def find_fixed_points(
         "method": method,
         "jacobian": mode,
         **opts,
+        "speed_scale": None if opts["speed_scale"] is None else [float(v) for v in opts["speed_scale"]],
         "dtype": dtype.name,
         "cell": params.cell,
         "backend": backend,
@@ -845,7 +908,8 @@ def _is_slow(r, g, opts):
     if opts["slow_ratio"] is not None:
         g2 = np.linalg.norm(g, axis=1)
         r2 = np.linalg.norm(r, axis=1)
-        slow |= (g2 <= opts["slow_ratio"] * r2) & (np.abs(r).max(axis=1) <= opts["slow_speed"])
+        speed = np.abs(r if opts["speed_scale"] is None else r / opts["speed_scale"]).max(axis=1)
+        slow |= (g2 <= opts["slow_ratio"] * r2) & (speed <= opts["slow_speed"])
     return slow
 
 

@@ -408,3 +408,30 @@ def test_bench_library_errors():
         _bench.run_bench("quick", min_time=0)
     with pytest.raises(fastfp.InvalidOptionError, match="'backend'"):
         _bench.run_bench("quick", backends=("tpu",))
+
+
+def test_run_speed_units_parts_scales_the_lstm_cell_state():
+    args = ("-q", "run", DATA / "lstm32_cat3.npz", "--task", "categorical", "--classes", "3", "--json", "--no-report",
+            *SMALL)
+    plain = json.loads(_invoke(*args).stdout)
+    r = _invoke(*args, "--speed-units", "parts")
+    assert r.exit_code == 0, r.output
+    parts = json.loads(r.stdout)
+    assert plain["speed_units"] == "state" and plain["part_units"] == [1.0, 1.0]
+    assert parts["speed_units"] == "parts" and parts["part_units"][0] == 1.0
+    # the unit of c is its spread over the visited states, in units of h's (computed here apart)
+    model = fastfp.load(DATA / "lstm32_cat3.npz")
+    length = model.metadata.get("task_params", {}).get("length", 50)
+    data = fastfp.tasks.categorical(24, n_classes=3, length=length, seed=0)
+    params = model.params.astype(np.float64)
+    E = np.asarray(model.embedding, np.float64)
+    traj = fastfp.rollout(params, None, E[np.asarray(data.tokens)] * data.mask()[..., None], lengths=data.lengths)
+    S, H = traj[data.mask()], params.hidden_size
+    assert parts["part_units"][1] == pytest.approx(S[:, H:].std(axis=0).mean() / S[:, :H].std(axis=0).mean())
+    assert parts["part_units"][1] > 1.5  # this LSTM's c does spread wider than h
+    assert parts["slow_points"]["kept"] >= plain["slow_points"]["kept"]  # c's unit > 1 loosens the test
+
+
+def test_run_speed_units_rejects_unknown():
+    r = _invoke("-q", "run", "--speed-units", "coords", *SMALL)
+    assert r.exit_code == 2 and "--speed-units" in r.output

@@ -360,3 +360,69 @@ def test_progress_must_be_bool_or_callable():
     params = fastfp.RNNParams.random("gru", hidden_size=3, input_size=1, seed=0)
     with pytest.raises(fastfp.InvalidOptionError, match="'progress'"):
         fastfp.find_fixed_points(params, np.zeros((2, 3)), progress="yes")
+
+
+# ------------------------------------------------------------------ speed units of the slow test
+def test_uniform_speed_scale_is_a_scaled_slow_speed():
+    params, v, P = _line_attractor(0.999)
+    h0 = np.random.default_rng(1).uniform(0.2, 1.0, (30, 6))
+    scaled = fastfp.find_fixed_points(params, h0, slow_ratio=0.05, slow_speed=3e-4, speed_scale=np.full(6, 4.0))
+    plain = fastfp.find_fixed_points(params, h0, slow_ratio=0.05, slow_speed=1.2e-3)
+    np.testing.assert_array_equal(scaled.status, plain.status)
+    np.testing.assert_allclose(scaled.x, plain.x, rtol=0, atol=1e-12)
+    assert scaled.metadata["speed_scale"] == [4.0] * 6 and plain.metadata["speed_scale"] is None
+
+
+def test_speed_scale_per_coordinate_decides_which_points_are_slow():
+    # On the slow line (lambda = 0.999) the remaining speed of a settled point h is
+    # (1 - 0.999) |(P h)_i| per coordinate, and slow-manifold mode barely moves h along the line,
+    # so a point is slow exactly when max_i 1e-3 |(P h0)_i| / s_i is below the limit.
+    params, v, P = _line_attractor(0.999)
+    h0 = np.random.default_rng(1).uniform(0.2, 1.0, (200, 6))
+    scale = np.array([1.0, 1.0, 1.0, 5.0, 5.0, 5.0])
+    limit = 6e-4
+    fp = fastfp.find_fixed_points(params, h0, slow_ratio=0.05, slow_speed=limit, speed_scale=scale)
+    expected = (1e-3 * np.abs(h0 @ P) / scale).max(axis=1)
+    slow = fp.status == Status.SLOW_POINT
+    clear_in, clear_out = expected < 0.9 * limit, expected > 1.1 * limit
+    assert clear_in.sum() > 20 and clear_out.sum() > 20  # the scale splits this set
+    assert slow[clear_in].all() and not slow[clear_out].any()
+    # the same limit without the scale: fewer slow points (the scale only loosens here)
+    unscaled = fastfp.find_fixed_points(params, h0, slow_ratio=0.05, slow_speed=limit)
+    assert (unscaled.status == Status.SLOW_POINT).sum() < slow.sum()
+    # residual stays the unscaled ||F(h) - h||_inf, re-evaluated by the reference
+    np.testing.assert_allclose(fp.residual, _reference_residual(params, fp.x, fp.inputs), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.ones(5), r"expected \(6,\)"),
+    (np.array([1, 1, 1, 0, 1, 1.0]), "finite numbers > 0"),
+    (np.array([1, 1, 1, np.inf, 1, 1.0]), "finite numbers > 0"),
+])
+def test_speed_scale_rejects_bad_units(bad, match):
+    params, _, _ = _line_attractor(0.999)
+    with pytest.raises(fastfp.FastFPError, match="speed_scale"):
+        fastfp.find_fixed_points(params, np.ones((2, 6)), slow_ratio=0.05, speed_scale=bad)
+    with pytest.raises(fastfp.FastFPError, match=match):
+        fastfp.find_fixed_points(params, np.ones((2, 6)), slow_ratio=0.05, speed_scale=bad)
+
+
+def test_speed_scale_needs_slow_manifold_mode():
+    params, _, _ = _line_attractor(0.999)
+    with pytest.raises(fastfp.InvalidOptionError, match="speed_scale.*slow_ratio"):
+        fastfp.find_fixed_points(params, np.ones((2, 6)), speed_scale=np.ones(6))
+
+
+def test_part_speed_scale_units_each_part_by_its_spread():
+    params = fastfp.RNNParams.random("lstm", 4, 2, seed=0)
+    rng = np.random.default_rng(0)
+    h = rng.normal(size=(500, 4)) * np.array([0.1, 0.2, 0.3, 0.4])
+    c = 3.0 * h[:, ::-1] + 7.0  # every coordinate of c spreads 3x a coordinate of h
+    scale = fastfp.part_speed_scale(params, np.concatenate([h, c], axis=1))
+    np.testing.assert_allclose(scale, [1, 1, 1, 1, 3, 3, 3, 3], rtol=1e-12)
+    gru = fastfp.RNNParams.random("gru", 4, 2, seed=0)
+    np.testing.assert_array_equal(fastfp.part_speed_scale(gru, h), np.ones(4))
+    with pytest.raises(fastfp.ShapeError, match="'states'.*8"):
+        fastfp.part_speed_scale(params, h)
+    with pytest.raises(fastfp.InvalidOptionError, match="'states'.*does not vary"):
+        fastfp.part_speed_scale(params, np.ones((5, 8)))

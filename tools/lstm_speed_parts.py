@@ -10,7 +10,10 @@ largest h speed of a dropped point; the spread (mean per-coordinate standard dev
 c over the candidates and the largest abs(c) among them; the PR of the kept points; and the PR of
 the end points whose speed, with c's speed measured in units of its spread (times spread(h) /
 spread(c); h unchanged), is within the same limit, whatever the solver's status (as the study's q
-test). A single-part cell (GRU, UGRNN, vanilla) would be unchanged by that rescaling.
+test). A single-part cell (GRU, UGRNN, vanilla) would be unchanged by that rescaling. Last, the
+search run again with that scale in the solver (``find_fixed_points(speed_scale=part_speed_scale(...))``,
+so points stop as slow once their part-scaled speed is within the limit): kept points, their PR and
+the median integration modes at horizon L and L/2 (two-sided, as the runner).
 
     python tools/lstm_speed_parts.py --battery low-l2 --out runs/low-l2
 """
@@ -27,7 +30,7 @@ from fastfp import analysis
 from fastfp import study as S
 from fastfp.dynamics import step
 from fastfp.model import load_params
-from fastfp.solvers import find_fixed_points
+from fastfp.solvers import find_fixed_points, part_speed_scale
 
 
 def probe(spec: S.NetworkSpec, out: Path) -> list[str]:
@@ -66,8 +69,18 @@ def probe(spec: S.NetworkSpec, out: Path) -> list[str]:
         return analysis.manifold_dimension(X[keep]).participation_ratio if keep.sum() > 1 else float("nan")
 
     top_h = f"{speed_h[dropped].max():.4f}" if dropped.any() else "-"
+    # the solver itself in part units: a point stops once its part-scaled speed is within the limit
+    scale = part_speed_scale(params, h0)
+    ends_p = find_fixed_points(params, h0, x, slow_ratio=opts["slow_ratio"], slow_speed=limit, speed_scale=scale)
+    speed_p = np.abs((ends_p.fx - ends_p.x) / scale).max(axis=1)
+    kept_p = ends_p[(ends_p.success | ends_p.is_slow_point) & (speed_p <= limit)]
+    pr_p = analysis.manifold_dimension(kept_p).participation_ratio if len(kept_p) > 1 else float("nan")
+    distinct_p = kept_p.unique(1e-3).decompose(params)
+    modes_p = [analysis.integration_modes(distinct_p, horizon=hz, two_sided=True).median
+               for hz in (spec.length, spec.length / 2)]
     line = (f"| {name} | {'; '.join(cells)} | {top_h} | {spread_h:.2f} / {spread_c:.2f} | "
-            f"{np.abs(h0[:, H:]).max():.1f} | {int(ours.sum())}: {pr(ours):.2f} | {int(scaled.sum())}: {pr(scaled):.2f} |")
+            f"{np.abs(h0[:, H:]).max():.1f} | {int(ours.sum())}: {pr(ours):.2f} | {int(scaled.sum())}: {pr(scaled):.2f} | "
+            f"{len(kept_p)}: {pr_p:.2f}, {modes_p[0]:g} / {modes_p[1]:g} |")
     return [line]
 
 
@@ -85,8 +98,8 @@ def main() -> None:
                          f"{a.battery} --out {out}` first)")
     print("| network | per class region: end points/kept, median speed of h and of c of the dropped ones "
           "| largest h speed of a dropped point | spread h / c | max abs(c) | ours: kept, PR "
-          "| c speed in units of its spread: kept, PR |")
-    print("|---|---|---|---|---|---|---|")
+          "| c speed in units of its spread: kept, PR | solver in part units: kept, PR, modes L / L/2 |")
+    print("|---|---|---|---|---|---|---|---|")
     for s in specs:
         for line in probe(s, out):
             print(line, flush=True)
