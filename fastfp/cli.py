@@ -345,7 +345,7 @@ _progress_option = click.option("--progress", "force_progress", is_flag=True,
               help="Constant input of the search: auto (the neutral word 'the' when the vocabulary has it, "
                    "else zero), zero, mean, word:<w> or FILE.npy.")
 @click.option("--slow-speed", type=click.FloatRange(min=0, min_open=True), default=1e-2, show_default=True,
-              help="Slow-point mode keeps points with ||F(h) - h||_inf below this.")
+              help="Slow-point mode keeps points with ||F(h) - h||_inf below this (in --speed-units).")
 @click.option("--speed-units", type=click.Choice(["state", "parts"]), default="state", show_default=True,
               help="Units of the slow-speed test: the state's own, or each part of the state (an LSTM's h and c) "
                    "in units of its spread over the visited states, h's as 1 (fastfp.part_speed_scale).")
@@ -389,8 +389,14 @@ def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, as_
         exact = fastfp.find_fixed_points(params, h0, x, progress=bar)
     roots = exact[exact.success].unique(1e-3)
     roots_d = roots.decompose(params)
-    # The spread of the visited states, not of the noisy starts (the noise is the same on h and c).
-    speed_scale = fastfp.part_speed_scale(params, traj[data.mask()]) if speed_units == "parts" else None
+    speed_scale = None
+    if speed_units == "parts":
+        # The spread of the visited states, not of the noisy starts (the noise is the same on h and c);
+        # a sample of them is enough for a mean std and bounds the copy on a large corpus.
+        visited = np.flatnonzero(data.mask().ravel())
+        if len(visited) > 100_000:
+            visited = np.sort(np.random.default_rng(seed).choice(visited, 100_000, replace=False))
+        speed_scale = fastfp.part_speed_scale(params, traj.reshape(-1, traj.shape[-1])[visited])
     _log(f"solving in slow-point mode (slow_ratio 0.05, slow_speed {slow_speed:g}, {speed_units} units) at input "
          f"{input_spec} ...")
     with _Bar("slow points       ", states, force=force_progress) as bar:
@@ -468,7 +474,8 @@ def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, as_
         f"input            {summary['input']} (held fixed during the search)",
         f"fixed points     {fp['found']} found, {fp['converged']} converged, {fp['distinct']} distinct, "
         f"{fp['stable']} stable",
-        f"slow points      {sp['kept']} kept ({sp['distinct']} distinct)",
+        f"slow points      {sp['kept']} kept ({sp['distinct']} distinct), speed below {summary['slow_speed']:g} "
+        f"in {_units_text(summary)}",
         f"manifold         PR {pr:.2f}, n95 {sp['n95']}" if pr is not None else "manifold         (too few points)",
         f"integration      median modes {im['median']} (two-sided {im['median_two_sided']}) at horizon {horizon:g}, "
         f"{im['median_two_sided_half_horizon']} at {horizon / 2:g}",
@@ -481,6 +488,13 @@ def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, as_
         lines.append(f"report           {summary['report']}")
     lines.append(f"wall time        {summary['wall_time_s']:.2f} s")
     click.echo("\n".join(lines))
+
+
+def _units_text(summary):
+    if summary.get("speed_units") != "parts":
+        return "state units"
+    return "part units " + " / ".join(f"{u:.2f}" for u in summary["part_units"]) + " (h / c)" * (
+        len(summary["part_units"]) == 2)
 
 
 def _summary_rows(summary):
@@ -496,6 +510,7 @@ def _summary_rows(summary):
         ("solver status (exact)", ", ".join(f"{k} {v}" for k, v in fp["status"].items())),
         ("slow points", f"{sp['kept']} kept ({sp['distinct']} distinct); status "
                         + ", ".join(f"{k} {v}" for k, v in sp["status"].items())),
+        ("slow-speed test", f"|F(h) - h|_inf below {summary.get('slow_speed', 1e-3):g} in {_units_text(summary)}"),
         ("manifold participation ratio", sp["participation_ratio"]),
         ("components for 90% / 95%", f"{sp['n90']} / {sp['n95']}"),
         ("explained variance, top 4", ", ".join(f"{v:.3f}" for v in sp["top_variance"]) or None),
@@ -549,7 +564,8 @@ def _write_run_report(path, summary, *, model, data, traj, roots, kept, kept_all
         f"Exact fixed points solve F(h, x*) = h to 1e-10 with the input x* held at {summary.get('input', 'zero')}; "
         f"slow points are where the solver stopped on the slow manifold (slow_ratio 0.05, "
         f"|F(h) - h|_inf below {summary.get('slow_speed', 1e-3):g}"
-        + (f", each part of the state in units of its spread: {', '.join(f'{u:.2f}' for u in summary['part_units'])}"
+        + ("; with --speed-units parts each part of the state (h, c) is measured in units of its spread over the "
+           "visited states, h's as 1: " + ", ".join(f"{u:.2f}" for u in summary["part_units"])
            if summary.get("speed_units") == "parts" else "")
         + "). q = |F(h) - h|^2 / 2 is the speed of a point.",
         "Participation ratio PR = (sum v)^2 / sum v^2 of the explained-variance ratios v; the word-count "

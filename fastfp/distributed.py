@@ -791,6 +791,9 @@ def find_fixed_points_sharded(
         raise InvalidOptionError(
             f"argument {unknown[0]!r}: not an option of fastfp.find_fixed_points; expected some of {', '.join(allowed)}"
         )
+    if solver_options.get("speed_scale") is not None:
+        # In full in the resume fingerprint (a long array would otherwise be summarised by its shape).
+        solver_options["speed_scale"] = [float(v) for v in np.ravel(np.asarray(solver_options["speed_scale"], float))]
     if "dtype" in solver_options:
         try:
             solver_options["dtype"] = np.dtype(solver_options["dtype"]).name  # a JSON-safe, comparable name

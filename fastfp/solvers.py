@@ -20,7 +20,8 @@ Methods
 Stopping is per point: a point leaves the working set (so it stops costing work) as soon as
 ||r||_inf <= atol + rtol ||h||_inf (``CONVERGED``), or q is stationary, ||grad q||_inf <= gtol
 (``SLOW_POINT``), or, in slow-manifold mode (``slow_ratio`` set), its remaining speed lies along
-slow directions: ||grad q||_2 <= slow_ratio ||r||_2 with ||r||_inf <= slow_speed (``SLOW_POINT``).
+slow directions: ||grad q||_2 <= slow_ratio ||r||_2 with ||r / speed_scale||_inf <= slow_speed
+(``SLOW_POINT``; ``speed_scale`` is 1 per coordinate unless given).
 With ``tol_q`` set, q <= tol_q also stops (``Q_TOLERANCE``, the study's rule).
 """
 
@@ -133,9 +134,10 @@ def _check_speed_scale(speed_scale, N, slow_ratio):
     scale = as_float_array("speed_scale", speed_scale, np.float64)
     if scale.shape != (N,):
         raise ShapeError(f"argument 'speed_scale': got shape {scale.shape}, expected ({N},), one unit per state coordinate")
-    if not (np.isfinite(scale).all() and (scale > 0).all()):
-        bad = scale[~(np.isfinite(scale) & (scale > 0))][0]
-        raise InvalidOptionError(f"argument 'speed_scale': holds {bad!r}, expected finite numbers > 0")
+    check_finite("speed_scale", scale)
+    if not (scale > 0).all():
+        i = int(np.flatnonzero(scale <= 0)[0])
+        raise InvalidOptionError(f"argument 'speed_scale': holds {float(scale[i])} at index {i}, expected units > 0")
     return scale
 
 
@@ -166,13 +168,18 @@ def part_speed_scale(params, states) -> np.ndarray:
     check_finite("states", S)
     H = params.hidden_size
     scale = np.ones(params.state_size)
-    spreads = [S[:, lo:lo + H].std(axis=0).mean() for lo in range(0, params.state_size, H)]
-    if spreads[0] <= 0:
-        raise InvalidOptionError("argument 'states': the hidden part h does not vary over these states, so it "
+    if params.state_size == H:
+        return scale  # one part: its own unit
+    parts = [S[:, lo:lo + H] for lo in range(0, params.state_size, H)]
+    # Constancy by range, not by std: the std of a constant float column is rounding noise (~1e-17).
+    moves = [bool((np.ptp(part, axis=0) > 0).any()) for part in parts]
+    if not moves[0]:
+        raise InvalidOptionError("argument 'states': the hidden part h is the same in every state, so its spread "
                                  "cannot be the unit; pass states from different documents or time steps")
-    for k, spread in enumerate(spreads):
+    unit = parts[0].std(axis=0).mean()
+    for k, part in enumerate(parts):
         # A part that never moves keeps unit 1 (no scaling) rather than a zero unit.
-        scale[k * H:(k + 1) * H] = spread / spreads[0] if spread > 0 else 1.0
+        scale[k * H:(k + 1) * H] = part.std(axis=0).mean() / unit if moves[k] else 1.0
     return scale
 
 
@@ -226,7 +233,8 @@ def find_fixed_points(
         ``adam`` the default is FixedPointFinder's 1e-12.
     slow_ratio, slow_speed : float
         Slow-manifold mode (lm/hybrid): stop a point as ``SLOW_POINT`` when
-        ||grad q||_2 <= slow_ratio * ||r||_2 and ||r||_inf <= slow_speed, i.e. what remains of
+        ||grad q||_2 <= slow_ratio * ||r||_2 and ||r / speed_scale||_inf <= slow_speed (see
+        ``speed_scale``; 1 per coordinate by default), i.e. what remains of
         its speed lies along directions with |1 - lambda| <~ slow_ratio. The LM damping is kept
         >= slow_ratio^2 and no Newton steps are taken, so points settle onto the manifold near
         where they started instead of sliding along it to the few exact roots. Off by default.

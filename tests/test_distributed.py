@@ -317,6 +317,24 @@ def test_sharded_matches_serial(request, multi_weights, tmp_path, per_point_inpu
     assert meta["n_shards"] == 6 and meta["computed_shards"] == 6 and meta["reused_shards"] == 0
 
 
+def test_sharded_resume_tells_long_speed_scales_apart(client, tmp_path):
+    # N = 80 > 64: the fingerprint must hold the units themselves, not a summary of the array.
+    weights = tmp_path / "lstm.npz"
+    params = fastfp.RNNParams.random("lstm", 40, 3, scale=1.0 / np.sqrt(40), seed=1)
+    fastfp.save_params(weights, params)
+    h0_path = tmp_path / "h0.npy"
+    np.save(h0_path, np.random.default_rng(0).uniform(-0.5, 0.5, size=(6, 80)))
+    res = tmp_path / "res"
+    units = np.ones(80)
+    first = fd.find_fixed_points_sharded(weights, h0_path, res, shard_size=3, client=client, progress=False,
+                                         unique_tol=None, slow_ratio=0.05, slow_speed=1e-2, speed_scale=units)
+    assert first.metadata["speed_scale"] == [1.0] * 80
+    units[-1] = 3.0
+    with pytest.raises(InvalidOptionError, match="another problem .*solver_options"):
+        fd.find_fixed_points_sharded(weights, h0_path, res, shard_size=3, client=client, progress=False,
+                                     unique_tol=None, slow_ratio=0.05, slow_speed=1e-2, speed_scale=units)
+
+
 def test_sharded_resume_skips_finished_shards(client, gru_weights, tmp_path):
     rng = np.random.default_rng(9)
     h0_path = tmp_path / "h0.npy"

@@ -396,8 +396,9 @@ def test_speed_scale_per_coordinate_decides_which_points_are_slow():
 
 @pytest.mark.parametrize("bad, match", [
     (np.ones(5), r"expected \(6,\)"),
-    (np.array([1, 1, 1, 0, 1, 1.0]), "finite numbers > 0"),
-    (np.array([1, 1, 1, np.inf, 1, 1.0]), "finite numbers > 0"),
+    (np.array([1, 1, 1, 0, 1, 1.0]), "0.0 at index 3, expected units > 0"),
+    (np.array([1, 1, 1, np.inf, 1, 1.0]), "NaN or Inf"),
+    (2.0, r"expected \(6,\)"),
 ])
 def test_speed_scale_rejects_bad_units(bad, match):
     params, _, _ = _line_attractor(0.999)
@@ -424,5 +425,13 @@ def test_part_speed_scale_units_each_part_by_its_spread():
     np.testing.assert_array_equal(fastfp.part_speed_scale(gru, h), np.ones(4))
     with pytest.raises(fastfp.ShapeError, match="'states'.*8"):
         fastfp.part_speed_scale(params, h)
-    with pytest.raises(fastfp.InvalidOptionError, match="'states'.*does not vary"):
-        fastfp.part_speed_scale(params, np.ones((5, 8)))
+    with pytest.raises(fastfp.InvalidOptionError, match="'states'.*the same in every state"):
+        fastfp.part_speed_scale(params, np.full((5, 8), 0.1))  # std of a constant column: ~1e-17, not 0
+    # a constant c keeps unit 1, not a unit made of rounding noise
+    np.testing.assert_array_equal(fastfp.part_speed_scale(params, np.concatenate([h, np.full((500, 4), 0.1)], 1)),
+                                  np.ones(8))
+    np.testing.assert_array_equal(fastfp.part_speed_scale(gru, np.full((5, 4), 0.1)), np.ones(4))
+    with pytest.raises(fastfp.ShapeError, match="B >= 2"):
+        fastfp.part_speed_scale(params, np.ones((1, 8)))
+    with pytest.raises(fastfp.NonFiniteError, match="'states'"):
+        fastfp.part_speed_scale(params, np.concatenate([h, c], axis=1) * np.array([np.nan] + [1.0] * 7))
