@@ -563,9 +563,8 @@ def _write_run_report(path, summary, *, model, data, traj, roots, kept, kept_all
     notes = [
         f"Exact fixed points solve F(h, x*) = h to 1e-10 with the input x* held at {summary.get('input', 'zero')}; "
         f"slow points are where the solver stopped on the slow manifold (slow_ratio 0.05, "
-        f"|F(h) - h|_inf below {summary.get('slow_speed', 1e-3):g}"
-        + ("; with --speed-units parts each part of the state (h, c) is measured in units of its spread over the "
-           "visited states, h's as 1: " + ", ".join(f"{u:.2f}" for u in summary["part_units"])
+        f"|F(h) - h|_inf below {summary.get('slow_speed', 1e-3):g} in {_units_text(summary)}"
+        + ("; part units: each part of the state in units of its spread over the visited states, h's as 1"
            if summary.get("speed_units") == "parts" else "")
         + "). q = |F(h) - h|^2 / 2 is the speed of a point.",
         "Participation ratio PR = (sum v)^2 / sum v^2 of the explained-variance ratios v; the word-count "

@@ -176,10 +176,10 @@ def part_speed_scale(params, states) -> np.ndarray:
     if not moves[0]:
         raise InvalidOptionError("argument 'states': the hidden part h is the same in every state, so its spread "
                                  "cannot be the unit; pass states from different documents or time steps")
-    unit = parts[0].std(axis=0).mean()
-    for k, part in enumerate(parts):
+    spreads = [part.std(axis=0).mean() for part in parts]
+    for k, (spread, moving) in enumerate(zip(spreads, moves)):
         # A part that never moves keeps unit 1 (no scaling) rather than a zero unit.
-        scale[k * H:(k + 1) * H] = part.std(axis=0).mean() / unit if moves[k] else 1.0
+        scale[k * H:(k + 1) * H] = spread / spreads[0] if moving else 1.0
     return scale
 
 

@@ -50,8 +50,9 @@ def probe(spec: S.NetworkSpec, out: Path) -> list[str]:
     r = step(params, X, x, backend="numpy") - X
     speed_h, speed_c = np.abs(r[:, :H]).max(axis=1), np.abs(r[:, H:]).max(axis=1)
     spread_h, spread_c = h0[:, :H].std(axis=0).mean(), h0[:, H:].std(axis=0).mean()
+    scale = part_speed_scale(params, h0)  # c's unit: spread_c / spread_h
     # status-agnostic, as the study's q test: the end point's speed with c in units of h's spread
-    scaled = np.maximum(speed_h, speed_c * spread_h / spread_c) <= limit
+    scaled = np.abs(r / scale).max(axis=1) <= limit
     K = model.readout_weight.shape[0]
     region = np.argmax(model.logits(X[:, :H]), axis=1)
     name = f"categorical N={spec.n_outputs} lstm-{spec.hidden_size} s{spec.seed} (l2 {spec.l2:g})"
@@ -70,7 +71,6 @@ def probe(spec: S.NetworkSpec, out: Path) -> list[str]:
 
     top_h = f"{speed_h[dropped].max():.4f}" if dropped.any() else "-"
     # the solver itself in part units: a point stops once its part-scaled speed is within the limit
-    scale = part_speed_scale(params, h0)
     ends_p = find_fixed_points(params, h0, x, slow_ratio=opts["slow_ratio"], slow_speed=limit, speed_scale=scale)
     speed_p = np.abs((ends_p.fx - ends_p.x) / scale).max(axis=1)
     kept_p = ends_p[(ends_p.success | ends_p.is_slow_point) & (speed_p <= limit)]
