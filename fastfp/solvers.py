@@ -16,6 +16,8 @@ Methods
 ``adam``
     Adam on the mean of q with FixedPointFinder's defaults (lr 1.0, plateau decay x0.95 with
     patience 2, tol_q 1e-12, tol_dq 1e-20, max_iters 5000), to reproduce published analyses.
+    ``adam_schedule='constant', adam_stop='mean'`` is renn's rule instead (the study's code):
+    constant learning rate, the batch stops once its mean q is below ``tol_q``.
 
 Stopping is per point: a point leaves the working set (so it stops costing work) as soon as
 ||r||_inf <= atol + rtol ||h||_inf (``CONVERGED``), or q is stationary, ||grad q||_inf <= gtol
@@ -47,6 +49,8 @@ __all__ = ["find_fixed_points", "sample_states", "METHODS"]
 
 METHODS = ("hybrid", "newton", "lm", "adam")
 JACOBIANS = ("auto", "dense", "matrix_free")
+ADAM_STOPS = ("all", "mean")
+ADAM_SCHEDULES = ("plateau", "constant")
 # From N = 128 on, Newton-Krylov beats dense Newton on the trained GRUs (1.7x at N = 128, 2.6x at
 # N = 256, 13x at N = 2048; bench/RESULTS-krylov.md). Up to DENSE_RETRY_MAX_N, 'auto' solves the
 # points it leaves unconverged again with the dense method.
@@ -106,6 +110,12 @@ def sample_states(trajectories, n, *, noise=0.0, mask=None, seed=None) -> np.nda
     if noise > 0:
         out += rng.normal(scale=noise, size=out.shape).astype(out.dtype)
     return out
+
+
+def _check_choice(name, value, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise InvalidOptionError(f"argument {name!r}: got {value!r}, expected one of {', '.join(map(repr, choices))}")
+    return value
 
 
 def _check_tol(name, value, *, allow_zero=False, allow_none=False):
@@ -201,6 +211,8 @@ def find_fixed_points(
     max_step: float = 2.0,
     adam_lr: float = 1.0,
     tol_dq: float = 1e-20,
+    adam_stop: str = "all",
+    adam_schedule: str = "plateau",
     dtype=np.float64,
     backend: str = "cpu",
     batch_size: int | str | None = None,
@@ -253,6 +265,16 @@ def find_fixed_points(
         the box that holds every root (:func:`state_bounds`).
     adam_lr, tol_dq : float
         Adam's initial learning rate and FixedPointFinder's |d mean q| stop tolerance.
+    adam_stop : {'all', 'mean'}
+        ``adam``: stop the batch when every point has q < tol_q (FixedPointFinder) or when the
+        mean q is below tol_q (renn and computation-thru-dynamics, hence the study). With
+        ``'mean'`` the points still above tol_q at that moment get status ``BATCH_STOPPED`` (as
+        do all points above it when the mean q stalls, the ``tol_dq`` rule, with either stop).
+        The batch is each chunk of ``batch_size`` points.
+    adam_schedule : {'plateau', 'constant'}
+        ``adam``: decay the learning rate x0.95 when the mean q has not improved for 3 steps
+        (FixedPointFinder-Torch's ReduceLROnPlateau) or keep it constant (renn with
+        ``optax.adam``).
     dtype : {float64, float32}
         Computation dtype (float64 is needed for residuals near 1e-10).
     backend : {'cpu', 'numpy', 'gpu'}
@@ -335,7 +357,14 @@ def find_fixed_points(
         "max_step": _check_tol("max_step", max_step),
         "adam_lr": _check_tol("adam_lr", adam_lr),
         "tol_dq": _check_tol("tol_dq", tol_dq, allow_zero=True),
+        "adam_stop": _check_choice("adam_stop", adam_stop, ADAM_STOPS),
+        "adam_schedule": _check_choice("adam_schedule", adam_schedule, ADAM_SCHEDULES),
     }
+    for name, default in (("adam_stop", "all"), ("adam_schedule", "plateau")):
+        if method != "adam" and opts[name] != default:
+            raise InvalidOptionError(
+                f"argument {name!r}: got {opts[name]!r} with method={method!r}; it is an option of method 'adam'"
+            )
     if chord is None:
         chord = method == "hybrid"
     elif not isinstance(chord, (bool, np.bool_)):
@@ -1127,13 +1156,16 @@ def _adam(kernels, params, H0, X, method, opts, progress, metadata):
     best, bad = np.inf, 0
     prev = None
     it = 0
+    stopped_early = False
     for it in range(1, opts["maxiter"] + 1):
         r, grad = kernels.residual_grad(cell, act, h, X, *w)
         q = 0.5 * np.einsum("bi,bi->b", r, r)
         loss = float(q.mean()) if B else 0.0
         if not np.isfinite(loss):
             break  # the per-point statuses below say which points went non-finite
-        if (q < opts["tol_q"]).all() or (prev is not None and abs(loss - prev) < opts["tol_dq"] * lr):
+        below = loss < opts["tol_q"] if opts["adam_stop"] == "mean" else (q < opts["tol_q"]).all()
+        if below or (prev is not None and abs(loss - prev) < opts["tol_dq"] * lr):
+            stopped_early = True
             it -= 1
             break
         prev = loss
@@ -1143,7 +1175,9 @@ def _adam(kernels, params, H0, X, method, opts, progress, metadata):
         mhat = m / (1 - beta1 ** it)
         vhat = v / (1 - beta2 ** it)
         h = h - lr * mhat / (np.sqrt(vhat) + eps)
-        if loss < best * (1 - 1e-4):
+        if opts["adam_schedule"] == "constant":
+            pass
+        elif loss < best * (1 - 1e-4):
             best, bad = loss, 0
         else:
             bad += 1
@@ -1158,6 +1192,8 @@ def _adam(kernels, params, H0, X, method, opts, progress, metadata):
     s = result.status
     hnorm = np.abs(result.x).max(axis=1)
     running = s == st.MAX_ITER
+    if stopped_early:
+        s[running] = st.BATCH_STOPPED  # overridden below where a point met a tolerance itself
     s[running & ~np.isfinite(result.q)] = st.NONFINITE
     s[running & (hnorm > opts["max_norm"])] = st.DIVERGED
     s[running & (result.q <= opts["tol_q"])] = st.Q_TOLERANCE

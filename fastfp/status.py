@@ -12,6 +12,7 @@ SINGULAR = 3
 NONFINITE = 4
 DIVERGED = 5
 Q_TOLERANCE = 6
+BATCH_STOPPED = 7
 RUNNING = -1  # never returned: marks points still in the working set
 
 _MESSAGES = {
@@ -24,6 +25,8 @@ _MESSAGES = {
     DIVERGED: "diverged: the state left the region |x| <= max_norm, is pressed against the box that holds "
     "every root with q decreasing outward, or no step decreased the residual",
     Q_TOLERANCE: "q below tol_q (the FixedPointFinder / study stop rule) but the residual is above atol",
+    BATCH_STOPPED: "adam stopped the whole batch (its mean q below tol_q, renn's rule, or the mean q "
+    "stalled: tol_dq) before this point met a tolerance itself",
 }
 
 
@@ -37,6 +40,7 @@ class Status(IntEnum):
     NONFINITE = NONFINITE
     DIVERGED = DIVERGED
     Q_TOLERANCE = Q_TOLERANCE
+    BATCH_STOPPED = BATCH_STOPPED
 
     @property
     def message(self) -> str:

@@ -69,6 +69,7 @@ __all__ = [
     "expectations",
     "run_network",
     "run_study",
+    "study_search",
     "write_table",
     "table_markdown",
 ]
@@ -631,6 +632,45 @@ def _study_accepted(params, slow, x, q_tol):
     return X[q < q_tol], q
 
 
+STUDY_ADAM_LR = 0.01
+STUDY_MAX_STEPS = 10_000
+STUDY_UNIQUE_TOL = 0.025
+
+
+def study_search(params, h0, x=None, *, q_tol: float = 5e-4):
+    """The study's fixed-point search, as its code ran it: the comparison for fastfp's own search.
+
+    Adam (lr 0.01, constant) on q(h) = 1/2 ||F(h, x) - h||^2 from ``h0``, the batch stopping once
+    its mean q is below ``q_tol`` (renn's rule) or after 10000 steps; the end points with
+    q < ``q_tol`` are kept, whatever their status, and merged within 0.025 (2-norm), as the study
+    deduplicated. Points stop where the batch does, so on a leaky slow manifold they lie near
+    where they started instead of on it: the study's "fixed points" are slow visited states.
+
+    Parameters
+    ----------
+    params : RNNParams
+    h0 : array_like, shape (B, N)
+    x : array_like, shape (M,), optional
+    q_tol : float
+        The study's tolerances were 5e-4 to 1e-2 depending on the task.
+
+    Returns
+    -------
+    FixedPoints
+        The kept, merged points (k <= B), not decomposed; ``metadata['nit_batch']`` holds the
+        steps the batch ran and ``metadata['n_below_q_tol']`` the end points kept before merging.
+    """
+    from .solvers import find_fixed_points
+
+    q_tol = _float("q_tol", q_tol, 0.0, 1.0)
+    ends = find_fixed_points(params, h0, x, method="adam", adam_lr=STUDY_ADAM_LR, adam_stop="mean",
+                             adam_schedule="constant", tol_q=q_tol, maxiter=STUDY_MAX_STEPS, batch_size=None)
+    below = ends[np.asarray(ends.q) < q_tol]
+    found = below.unique(STUDY_UNIQUE_TOL) if len(below) else below
+    found.metadata.update(nit_batch=int(ends.nit.max()) if len(ends) else 0, n_below_q_tol=len(below))
+    return found
+
+
 def _modes(distinct, horizon):
     if len(distinct) == 0:
         return dict(median=None, median_half=None, median_one_sided=None)
@@ -654,6 +694,7 @@ def run_network(
     n_figure_states: int = 400,
     equalize_resolution: float = 0.1,
     study_q_tol: float = 5e-4,
+    study_procedure: bool = True,
     threads: int | None = 1,
     progress: bool | Callable[[str], None] = False,
 ) -> dict:
@@ -691,6 +732,11 @@ def run_network(
         The study's acceptance test, reported beside ours: the end points of the search with
         q = 1/2 ||F(h) - h||_2^2 < study_q_tol whatever their status (the study's tightest, 5e-4,
         i.e. ||F(h) - h||_2 < 0.032), their number and PR (``pr_fixed_points_study_q``).
+    study_procedure : bool
+        Also run the study's own search from the same candidates (:func:`study_search`: Adam
+        lr 0.01 on q, the batch stopping when its mean q < study_q_tol, at most 10000 steps, points
+        with q < study_q_tol merged within 0.025) and report its points' number, PR, n95 and
+        median integration modes (``*_study_procedure``), beside ours.
     threads : int or None
         torch threads while training.
     progress : bool or callable
@@ -723,6 +769,8 @@ def run_network(
         raise InvalidOptionError(f"argument 'fp_input': got {fp_input!r}, expected one of {', '.join(map(repr, FP_INPUTS))}")
     if not isinstance(compare_zero_input, (bool, np.bool_)):
         raise InvalidOptionError(f"argument 'compare_zero_input': got {compare_zero_input!r}, expected True or False")
+    if not isinstance(study_procedure, (bool, np.bool_)):
+        raise InvalidOptionError(f"argument 'study_procedure': got {study_procedure!r}, expected True or False")
     slow_ratio = _float("slow_ratio", slow_ratio, 0.0, 1.0)
     slow_speed = _float("slow_speed", slow_speed, 0.0, 1.0)
     study_q_tol = _float("study_q_tol", study_q_tol, 0.0, 1.0)
@@ -792,6 +840,17 @@ def run_network(
                     **{f"modes_{k}": v for k, v in _modes(distinct0, horizon).items()},
                     top_abs_eig_median=np.median(np.abs(distinct0.eigvals[:, :4]), axis=0) if len(distinct0) else None)
     solve_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    proc = None
+    if study_procedure:
+        found = study_search(params, h0, x_star, q_tol=study_q_tol)
+        sp_dim = analysis.manifold_dimension(found) if len(found) >= 2 else None
+        proc = dict(n_points=len(found), nit=int(found.metadata["nit_batch"]),
+                    pr=sp_dim.participation_ratio if sp_dim else None,
+                    n95=sp_dim.n_components_95 if sp_dim else None,
+                    **{f"modes_{k}": v for k, v in _modes(found.decompose(params) if len(found) else found,
+                                                           horizon).items()})
+    study_procedure_s = time.perf_counter() - t0
 
     # ------------------------------------------------------------ the other measures
     t0 = time.perf_counter()
@@ -850,6 +909,11 @@ def run_network(
         n_equalized=len(fp_eq.indices) if fp_eq else 0,
         n_study_q=len(q_points), pr_fixed_points_study_q=fp_q.participation_ratio if fp_q else None,
         n95_fixed_points_study_q=fp_q.n_components_95 if fp_q else None,
+        n_study_procedure=proc and proc["n_points"], pr_fixed_points_study_procedure=proc and proc["pr"],
+        n95_fixed_points_study_procedure=proc and proc["n95"],
+        modes_median_study_procedure=proc and proc["modes_median"],
+        modes_median_half_study_procedure=proc and proc["modes_median_half"],
+        nit_study_procedure=proc and proc["nit"],
         pr_states=states_pca.participation_ratio, n90_states=states_pca.n_components_90,
         n95_states=states_pca.n_components_95, states_top_variance=states_pca.explained_variance_ratio[:5],
         horizon=horizon, modes_median=modes["median"], modes_median_half=modes["median_half"],
@@ -861,13 +925,13 @@ def run_network(
         readout_max_deviation=readout.max_deviation if readout else None,
         order_invariance=order, zero_input=zero, expected=expectations(spec),
         wall_s=dict(load_or_train=load_or_train_s, measure=measure_s, solve=solve_s,
-                    total=time.perf_counter() - t_start),
+                    study_procedure=study_procedure_s, total=time.perf_counter() - t_start),
         files={k.split(".")[0]: p.name for k, p in paths.items()},
         spec=spec.to_dict(), options=_measure_options(dict(
             n_states=n_states, n_test=n_test, n_rollout=n_rollout, fp_input=fp_input,
             compare_zero_input=bool(compare_zero_input), slow_ratio=slow_ratio, slow_speed=slow_speed,
             n_figure_states=n_figure_states, equalize_resolution=equalize_resolution,
-            study_q_tol=study_q_tol)), fastfp_version=__version__,
+            study_q_tol=study_q_tol, study_procedure=bool(study_procedure))), fastfp_version=__version__,
     )
     row = _clean(row)
     row["checks"] = checks(row)
@@ -1049,6 +1113,7 @@ _COLUMNS = [
     ("PR fp equalised", lambda r: _f(r.get("pr_fixed_points_equalized"))),
     ("PR fp study-q (n)", lambda r: "-" if r.get("pr_fixed_points_study_q") is None else
      f"{r['pr_fixed_points_study_q']:.2f} ({r['n_study_q']})"),
+    ("study's search: n, PR, modes (L, L/2)", lambda r: _study_search_cell(r)),
     ("PR range", lambda r: "-" if not r["expected"]["pr_range"] else "%.2f-%.2f" % tuple(r["expected"]["pr_range"])),
     ("n95 fp", lambda r: r.get("n95_fixed_points")),
     ("PR states", lambda r: _f(r.get("pr_states"))),
@@ -1064,6 +1129,13 @@ _COLUMNS = [
     ("order inv", lambda r: _f(r.get("order_invariance"), 3)),
     ("claims held", lambda r: _held(r)),
 ]
+
+
+def _study_search_cell(r):
+    if r.get("n_study_procedure") is None:
+        return "-"
+    return (f"{r['n_study_procedure']}, {_f(r.get('pr_fixed_points_study_procedure'))}, "
+            f"{_f(r.get('modes_median_study_procedure'), 1)} / {_f(r.get('modes_median_half_study_procedure'), 1)}")
 
 
 def _variant(r):
@@ -1111,7 +1183,8 @@ def table_markdown(rows) -> str:
 _CSV_FIELDS = [
     "key", "task", "cell", "hidden", "seed", "n_classes", "length", "test_accuracy", "train_steps", "train_seconds",
     "pr_fixed_points", "n90_fixed_points", "n95_fixed_points", "pr_fixed_points_equalized", "n_equalized",
-    "pr_fixed_points_study_q", "n_study_q", "pr_states", "n90_states", "n95_states",
+    "pr_fixed_points_study_q", "n_study_q", "pr_fixed_points_study_procedure", "n_study_procedure",
+    "modes_median_study_procedure", "modes_median_half_study_procedure", "pr_states", "n90_states", "n95_states",
     "modes_median", "modes_median_half", "modes_median_one_sided", "wordcount_dimension", "wordcount_pr",
     "readout_max_deviation", "order_invariance", "n_roots", "n_distinct",
 ]

@@ -203,6 +203,79 @@ def test_adam_reaches_q_tolerance_on_a_contracting_map():
     np.testing.assert_allclose(fp.x, np.broadcast_to(h_star, fp.x.shape), atol=1e-5)
 
 
+def _textbook_adam(U, b, h0, lr, steps):
+    """Adam (beta 0.9 / 0.999, eps 1e-8, bias-corrected, constant lr) on the mean over points of
+    q(h) = 1/2 ||(U - I) h + b||^2, the map relu(U h + b) on the positive orthant."""
+    A = U - np.eye(len(b))
+    h = np.array(h0, float)
+    m = np.zeros_like(h)
+    v = np.zeros_like(h)
+    for t in range(1, steps + 1):
+        g = ((h @ A.T + b) @ A) / len(h)
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g * g
+        h = h - lr * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
+    return h
+
+
+def test_adam_constant_schedule_is_textbook_adam():
+    params, U, b = _linear_relu(4, 0.5, seed=1)
+    h0 = np.random.default_rng(3).uniform(1.0, 2.0, (6, 4))
+    fp = fastfp.find_fixed_points(params, h0, method="adam", adam_lr=0.01, adam_schedule="constant",
+                                  adam_stop="mean", tol_q=1e-30, maxiter=60)
+    expected = _textbook_adam(U, b, h0, 0.01, 60)
+    assert (expected > 0).all()  # still on the orthant where the map is linear
+    np.testing.assert_allclose(fp.x, expected, rtol=0, atol=1e-12)
+    assert (fp.status == Status.MAX_ITER).all() and (fp.nit == 60).all()
+
+
+def test_adam_mean_stop_rule():
+    params, U, b = _linear_relu(4, 0.5, seed=1)
+    h_star = np.linalg.solve(np.eye(4) - U, b)
+    h0 = np.vstack([np.tile(h_star, (4, 1)), h_star + np.outer([0.01, 0.02, 0.2, 0.4], np.ones(4))])
+    q0 = 0.5 * (((h0 @ (U - np.eye(4)).T) + b) ** 2).sum(axis=1)
+    tol = 1.01 * q0.mean()  # the batch's mean is below it at the start, two of its points are not
+    assert (q0 > tol).sum() == 2 and (q0[4:] < tol).sum() == 2
+    fp = fastfp.find_fixed_points(params, h0, method="adam", adam_lr=0.01, adam_stop="mean", tol_q=tol)
+    assert (fp.nit == 0).all()
+    np.testing.assert_array_equal(fp.x, h0)
+    expected = np.where(q0 > tol, Status.BATCH_STOPPED, Status.Q_TOLERANCE)
+    expected[:4] = Status.CONVERGED
+    np.testing.assert_array_equal(fp.status, expected)
+    assert not fp.is_slow_point[q0 > tol].any()
+    # FixedPointFinder's rule waits for every point, so the same call runs on
+    fp_all = fastfp.find_fixed_points(params, h0, method="adam", adam_lr=0.01, tol_q=tol, maxiter=200)
+    assert (fp_all.nit > 0).all()
+
+
+def test_adam_mean_stop_after_iterations():
+    params, U, b = _linear_relu(4, 0.5, seed=1)
+    h_star = np.linalg.solve(np.eye(4) - U, b)
+    h0 = h_star + np.random.default_rng(0).uniform(0.05, 0.6, (16, 4))
+    fp = fastfp.find_fixed_points(params, h0, method="adam", adam_lr=0.01, adam_stop="mean",
+                                  adam_schedule="constant", tol_q=1e-4, maxiter=5000)
+    q = 0.5 * (((fp.x @ (U - np.eye(4)).T) + b) ** 2).sum(axis=1)
+    n = int(fp.nit[0])
+    assert 0 < n < 5000 and q.mean() < 1e-4
+    # one step fewer and the mean was still above the tolerance
+    before = _textbook_adam(U, b, h0, 0.01, n - 1)
+    assert (0.5 * (((before @ (U - np.eye(4)).T) + b) ** 2).sum(axis=1)).mean() >= 1e-4
+    np.testing.assert_array_equal(fp.status == Status.BATCH_STOPPED, q > 1e-4)
+    assert (fp.status[q <= 1e-4] == Status.Q_TOLERANCE).all()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(method="adam", adam_stop="any"), "argument 'adam_stop': got 'any', expected one of 'all', 'mean'"),
+    (dict(method="adam", adam_schedule=0.95), "argument 'adam_schedule': got 0.95, expected one of"),
+    (dict(method="hybrid", adam_stop="mean"), "argument 'adam_stop': got 'mean' with method='hybrid'"),
+    (dict(method="lm", adam_schedule="constant"), "argument 'adam_schedule': got 'constant' with method='lm'"),
+])
+def test_adam_option_errors(kwargs, match):
+    params, _, _ = _linear_relu(4, 0.5, seed=1)
+    with pytest.raises(fastfp.InvalidOptionError, match=match):
+        fastfp.find_fixed_points(params, np.ones((2, 4)), **kwargs)
+
+
 def test_study_q_tolerance_rule():
     params = fastfp.RNNParams.random("gru", 16, 3, seed=3)
     fp = fastfp.find_fixed_points(params, np.full((3, 16), 0.5), tol_q=1e-4, method="lm")

@@ -315,6 +315,10 @@ def test_quick_rows_match_independent_recomputation(quick):
         assert row["expected"] == study.expectations(spec)
         assert row["checks"]["wordcount"] is True
         assert row["checks"]["accuracy"] == (row["test_accuracy"] >= 0.97)
+        # the study's own search ran beside ours from the same candidates
+        assert 1 <= row["n_study_procedure"] <= row["n_states"]
+        assert 0 <= row["nit_study_procedure"] <= study.STUDY_MAX_STEPS
+        assert row["options"]["study_procedure"] is True
 
 
 def test_figure_artifacts(quick):
@@ -442,6 +446,8 @@ def test_run_network_argument_errors(tmp_path):
         study.run_network(spec, tmp_path, progress="yes")
     with pytest.raises(InvalidOptionError, match="argument 'compare_zero_input'"):
         study.run_network(spec, tmp_path, compare_zero_input="no")
+    with pytest.raises(InvalidOptionError, match="argument 'study_procedure': got 'no', expected True or False"):
+        study.run_network(spec, tmp_path, study_procedure="no")
     with pytest.raises(InvalidOptionError, match="argument 'n_test'"):
         study.run_network(spec, tmp_path / "new", n_test=0)
     assert list(tmp_path.iterdir()) == []  # nothing trained or written, no folder created
@@ -587,3 +593,29 @@ def test_study_acceptance_is_q_by_hand():
     assert np.isinf(q[3])
     np.testing.assert_array_equal(pts, h[np.nan_to_num(q_hand, nan=np.inf) < tol])
     assert 0 < len(pts) < 40
+
+
+def test_study_search_keeps_points_below_q_tol_and_merges_them():
+    # relu(U h + b) with U, b > 0 is linear on the positive orthant: q is known in closed form.
+    rng = np.random.default_rng(4)
+    N = 5
+    U = rng.uniform(0, 1, (N, N))
+    U *= 0.5 / np.max(np.abs(np.linalg.eigvals(U)))
+    b = rng.uniform(0.5, 1.0, N)
+    params = fastfp.RNNParams("vanilla", np.zeros((N, 1)), U, b, np.zeros(N), nonlinearity="relu")
+    h_star = np.linalg.solve(np.eye(N) - U, b)
+    near = h_star + 0.004 * rng.uniform(-1, 1, (6, N))  # pairwise closer than 0.025
+    far = h_star + np.array([[0.3] * N, [0.6] * N])
+    h0 = np.vstack([near, far])
+    q0 = 0.5 * ((h0 @ (U - np.eye(N)).T + b) ** 2).sum(axis=1)
+    tol = 1.01 * q0.mean()  # the batch's mean is below tol at once: no Adam step is taken
+    assert (q0[:6] < tol).all() and (q0[6:] > tol).all()
+    found = study.study_search(params, h0, q_tol=tol)
+    assert found.metadata["nit_batch"] == 0 and found.metadata["n_below_q_tol"] == 6
+    assert len(found) == 1  # the six near points merged (within 0.025), the far two dropped
+    np.testing.assert_array_equal(found.x[0], near[np.argmin(q0[:6])])  # the lowest-q member is kept
+    assert found.metadata["method"] == "adam" and found.metadata["adam_lr"] == 0.01
+    assert found.metadata["adam_stop"] == "mean" and found.metadata["adam_schedule"] == "constant"
+    assert found.metadata["maxiter"] == 10_000
+    with pytest.raises(InvalidOptionError, match="argument 'q_tol'"):
+        study.study_search(params, h0, q_tol=0)
