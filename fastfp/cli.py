@@ -602,13 +602,23 @@ def _write_run_report(path, summary, *, model, data, traj, roots, kept, kept_all
 @click.option("--maxiter", type=click.IntRange(min=0), default=None, help="Iteration cap (default per method).")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True)
 @click.option("--slow-ratio", type=float, default=None, help="Slow-manifold mode (lm/hybrid), e.g. 0.05.")
+@click.option("--tol-q", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Also stop points with q = ||F(h) - h||^2 / 2 below this (the study's rule; adam's "
+                   "default 1e-12).")
+@click.option("--adam-lr", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="adam: initial learning rate (the study's code: 0.01).")
+@click.option("--adam-stop", type=click.Choice(["all", "mean"]), default="all", show_default=True,
+              help="adam: stop when every point's q is below --tol-q (FixedPointFinder) or their mean "
+                   "is (renn, the study's code).")
+@click.option("--adam-schedule", type=click.Choice(["plateau", "constant"]), default="plateau", show_default=True,
+              help="adam: learning rate x0.95 on plateaus (FixedPointFinder-Torch) or constant (renn).")
 @click.option("--keep", type=click.Choice(["distinct", "all"]), default="distinct", show_default=True,
               help="Save the distinct points (unique 1e-3) or every point.")
 @_data_options
 @_progress_option
 def find(weights, output, input_spec, states, noise, seed, method, backend, jacobian, eig_k, scheduler, workers,
-         shard_size, results_dir, atol, maxiter, dtype, slow_ratio, keep, task, classes, corpus, n_docs, length,
-         force_progress) -> None:
+         shard_size, results_dir, atol, maxiter, dtype, slow_ratio, tol_q, adam_lr, adam_stop, adam_schedule, keep,
+         task, classes, corpus, n_docs, length, force_progress) -> None:
     """Find fixed points of WEIGHTS and save them (-o) as a .npz.
 
     WEIGHTS is any file fastfp.load reads. Initial states come from rollouts of task (or corpus)
@@ -628,7 +638,11 @@ def find(weights, output, input_spec, states, noise, seed, method, backend, jaco
     if scheduler is not None and workers is not None:
         raise click.UsageError("give --scheduler (an existing Dask cluster) or --workers (a local one), not both")
     solver_options = dict(method=method, backend=backend, jacobian=jacobian, atol=atol, maxiter=maxiter,
-                          dtype=np.dtype(dtype), slow_ratio=slow_ratio)
+                          dtype=np.dtype(dtype), slow_ratio=slow_ratio, tol_q=tol_q)
+    if method == "adam":
+        solver_options.update(adam_lr=adam_lr, adam_stop=adam_stop, adam_schedule=adam_schedule)
+    elif (adam_lr, adam_stop, adam_schedule) != (1.0, "all", "plateau"):
+        raise click.UsageError(f"--adam-lr, --adam-stop and --adam-schedule are options of --method adam, got --method {method}")
     if scheduler is not None or workers is not None:
         from fastfp.distributed import find_fixed_points_sharded
 

@@ -166,6 +166,22 @@ def test_find_options(tmp_path, extra):
     assert fastfp.FixedPoints.load(out).eigvals is not None
 
 
+def test_find_adam_with_the_study_rules(tmp_path):
+    out = tmp_path / "fp.npz"
+    r = _invoke("-q", "find", DATA / "gru64_cat3.npz", "-o", out, "--states", "16", "--docs", "8", "--method", "adam",
+                "--adam-lr", "0.01", "--adam-stop", "mean", "--adam-schedule", "constant", "--tol-q", "5e-4",
+                "--keep", "all")
+    assert r.exit_code == 0, r.output + r.stderr
+    fp = fastfp.FixedPoints.load(out)
+    meta = fp.metadata
+    assert (meta["adam_lr"], meta["adam_stop"], meta["adam_schedule"], meta["tol_q"]) == (0.01, "mean", "constant", 5e-4)
+    # renn's rule: the batch stopped on its mean, so the points above tol_q are 'batch stopped'
+    assert fp.q.mean() < 5e-4 and set(json.loads(r.stdout)["status"]) <= {"converged", "q_tolerance", "batch_stopped"}
+    np.testing.assert_array_equal(fp.status == fastfp.Status.BATCH_STOPPED, fp.q > 5e-4)
+    bad = _invoke("find", DATA / "gru64_cat3.npz", "-o", out, "--states", "8", "--adam-stop", "mean")
+    assert bad.exit_code == 2 and "--adam-stop" in bad.stderr and "--method adam" in bad.stderr
+
+
 def test_find_input_from_npy(tmp_path):
     x = tmp_path / "x.npy"
     np.save(x, np.array([0.0, 1.0, 0.0, 0.0]))
