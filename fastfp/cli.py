@@ -727,8 +727,8 @@ def analyze(fixedpoints, as_json, report, horizon) -> None:
         f"file             {fixedpoints}",
         f"points           {summary['n_points']} (N={summary['state_size']}), status {summary['status']}",
         f"stable           {summary['stable']}; unstable-eigenvalue counts {summary['unstable_counts']}",
-        f"top |lambda|     " + (f"min {t['min']:.4f}, median {t['median']:.4f}, max {t['max']:.4f}" if t else "-"),
-        f"points PR        " + (f"{pr.participation_ratio:.2f} (n95 {pr.n_components_95})" if pr else "-"),
+        "top |lambda|     " + (f"min {t['min']:.4f}, median {t['median']:.4f}, max {t['max']:.4f}" if t else "-"),
+        "points PR        " + (f"{pr.participation_ratio:.2f} (n95 {pr.n_components_95})" if pr else "-"),
     ]
     if im is not None:
         lines.append(f"integration      median modes {im['median']} at horizon {horizon:g}")
