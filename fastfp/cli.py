@@ -609,7 +609,8 @@ def _write_run_report(path, summary, *, model, data, traj, roots, kept, kept_all
               help="adam: initial learning rate (the study's code: 0.01).")
 @click.option("--adam-stop", type=click.Choice(["all", "mean"]), default="all", show_default=True,
               help="adam: stop when every point's q is below --tol-q (FixedPointFinder) or their mean "
-                   "is (renn, the study's code).")
+                   "is (renn, the study's code; the study's whole search, with --maxiter 10000 and its "
+                   "0.025 merge, is fastfp.study.study_search).")
 @click.option("--adam-schedule", type=click.Choice(["plateau", "constant"]), default="plateau", show_default=True,
               help="adam: learning rate x0.95 on plateaus (FixedPointFinder-Torch) or constant (renn).")
 @click.option("--keep", type=click.Choice(["distinct", "all"]), default="distinct", show_default=True,
@@ -641,8 +642,13 @@ def find(weights, output, input_spec, states, noise, seed, method, backend, jaco
                           dtype=np.dtype(dtype), slow_ratio=slow_ratio, tol_q=tol_q)
     if method == "adam":
         solver_options.update(adam_lr=adam_lr, adam_stop=adam_stop, adam_schedule=adam_schedule)
-    elif (adam_lr, adam_stop, adam_schedule) != (1.0, "all", "plateau"):
-        raise click.UsageError(f"--adam-lr, --adam-stop and --adam-schedule are options of --method adam, got --method {method}")
+    else:
+        ctx = click.get_current_context()
+        given = [f"--{n.replace('_', '-')} {v}" for n, v in (("adam_lr", adam_lr), ("adam_stop", adam_stop),
+                                                               ("adam_schedule", adam_schedule))
+                 if ctx.get_parameter_source(n) != click.core.ParameterSource.DEFAULT]
+        if given:
+            raise click.UsageError(f"got {', '.join(given)} with --method {method}; these are options of --method adam")
     if scheduler is not None or workers is not None:
         from fastfp.distributed import find_fixed_points_sharded
 

@@ -878,6 +878,11 @@ def find_fixed_points_sharded(
             ) from None
         differ = [k for k in ("weights", "h0", "x", "shard_size", "solver_options", "load_options")
                   if _comparable(k, old.get(k)) != _comparable(k, config[k])]
+        if "solver_options" in differ:
+            a, b = _comparable("solver_options", old.get("solver_options")), _comparable("solver_options", config["solver_options"])
+            a, b = (a if isinstance(a, dict) else {}), b
+            keys = sorted(k for k in set(a) | set(b) if a.get(k, "<default>") != b.get(k, "<default>"))
+            differ[differ.index("solver_options")] = f"solver_options: {', '.join(keys)}"
         if differ:
             raise InvalidOptionError(
                 f"argument 'results_dir': {str(results_dir)!r} holds shards of another problem (different "
@@ -933,8 +938,25 @@ def find_fixed_points_sharded(
     return distinct
 
 
+def _solver_defaults_json() -> dict:
+    from .solvers import find_fixed_points
+
+    out = {}
+    for name, p in inspect.signature(find_fixed_points).parameters.items():
+        if name in ("params", "h0", "x", "progress"):
+            continue
+        d = np.dtype(p.default).name if name == "dtype" else p.default
+        out[name] = json.loads(json.dumps(d, default=_json_default))
+    return out
+
+
 def _comparable(name, value):
-    """A fingerprint entry without where the file lies (moving a file does not change a problem)."""
+    """A fingerprint entry without where the file lies (moving a file does not change a problem)
+    and, for the solver options, without those at find_fixed_points' defaults (passing a default
+    explicitly, or a run written before an option existed, is the same problem)."""
     if isinstance(value, dict) and name in ("weights", "h0"):
         return {k: v for k, v in value.items() if k != "path"}
+    if isinstance(value, dict) and name == "solver_options":
+        defaults = _solver_defaults_json()
+        return {k: v for k, v in value.items() if k not in defaults or defaults[k] != v}
     return value

@@ -266,15 +266,17 @@ def find_fixed_points(
     adam_lr, tol_dq : float
         Adam's initial learning rate and FixedPointFinder's |d mean q| stop tolerance.
     adam_stop : {'all', 'mean'}
-        ``adam``: stop the batch when every point has q < tol_q (FixedPointFinder) or when the
-        mean q is below tol_q (renn and computation-thru-dynamics, hence the study). With
-        ``'mean'`` the points still above tol_q at that moment get status ``BATCH_STOPPED`` (as
-        do all points above it when the mean q stalls, the ``tol_dq`` rule, with either stop).
-        The batch is each chunk of ``batch_size`` points.
+        ``adam``: stop the batch when every point has q < tol_q (FixedPointFinder, tested
+        before a step) or when the mean q is at most tol_q (renn's ``optimize``, hence the
+        study: the mean of the states before a step is tested after the step is taken, and the
+        stepped states are returned, so at least one step is taken). The points above tol_q when
+        the batch stops early get status ``BATCH_STOPPED`` (with either rule also when the mean
+        q stalls, ``tol_dq``, or goes non-finite). The batch is each chunk of ``batch_size``
+        points (each shard in :func:`fastfp.distributed.find_fixed_points_sharded`).
     adam_schedule : {'plateau', 'constant'}
         ``adam``: decay the learning rate x0.95 when the mean q has not improved for 3 steps
-        (FixedPointFinder-Torch's ReduceLROnPlateau) or keep it constant (renn with
-        ``optax.adam``).
+        (FixedPointFinder-Torch's ReduceLROnPlateau) or keep it constant (renn, with
+        ``jax.experimental.optimizers.adam``).
     dtype : {float64, float32}
         Computation dtype (float64 is needed for residuals near 1e-10).
     backend : {'cpu', 'numpy', 'gpu'}
@@ -1144,7 +1146,9 @@ def _root_preconditioner(kernels, params, H0, X, opts, step, w, lin_fn, forward)
 
 # ------------------------------------------------------------------------------ Adam
 def _adam(kernels, params, H0, X, method, opts, progress, metadata):
-    """Adam on mean q with FixedPointFinder-Torch's schedule (ReduceLROnPlateau x0.95, patience 2)."""
+    """Adam on mean q: FixedPointFinder-Torch's schedule (ReduceLROnPlateau x0.95, patience 2) and
+    stop rule (every q < tol_q, tested before each step), or renn's (constant rate; mean q <= tol_q,
+    tested after the step, which is kept)."""
     cell, act = params.cell_code, params.nonlinearity_code
     w = params.arrays(H0.dtype)
     B = len(H0)
@@ -1157,14 +1161,18 @@ def _adam(kernels, params, H0, X, method, opts, progress, metadata):
     prev = None
     it = 0
     stopped_early = False
+    renn = opts["adam_stop"] == "mean"
     for it in range(1, opts["maxiter"] + 1):
         r, grad = kernels.residual_grad(cell, act, h, X, *w)
-        q = 0.5 * np.einsum("bi,bi->b", r, r)
+        # q in float64 whatever the dtype: the stop rules below and _finish's statuses must agree.
+        q = 0.5 * np.einsum("bi,bi->b", r, r, dtype=np.float64)
         loss = float(q.mean()) if B else 0.0
         if not np.isfinite(loss):
+            stopped_early = True
+            it -= 1
             break  # the per-point statuses below say which points went non-finite
-        below = loss < opts["tol_q"] if opts["adam_stop"] == "mean" else (q < opts["tol_q"]).all()
-        if below or (prev is not None and abs(loss - prev) < opts["tol_dq"] * lr):
+        # FixedPointFinder tests before the step; renn (adam_stop='mean') after it, below.
+        if (not renn and (q < opts["tol_q"]).all()) or (prev is not None and abs(loss - prev) < opts["tol_dq"] * lr):
             stopped_early = True
             it -= 1
             break
@@ -1175,11 +1183,14 @@ def _adam(kernels, params, H0, X, method, opts, progress, metadata):
         mhat = m / (1 - beta1 ** it)
         vhat = v / (1 - beta2 ** it)
         h = h - lr * mhat / (np.sqrt(vhat) + eps)
-        if opts["adam_schedule"] == "constant":
-            pass
-        elif loss < best * (1 - 1e-4):
+        if renn and loss <= opts["tol_q"]:
+            # renn's optimize: the loss of the state before this step is tested after the step
+            # is taken, and the stepped state is returned.
+            stopped_early = True
+            break
+        if opts["adam_schedule"] == "plateau" and loss < best * (1 - 1e-4):
             best, bad = loss, 0
-        else:
+        elif opts["adam_schedule"] == "plateau":
             bad += 1
             if bad > 2:
                 lr *= 0.95

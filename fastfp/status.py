@@ -25,8 +25,8 @@ _MESSAGES = {
     DIVERGED: "diverged: the state left the region |x| <= max_norm, is pressed against the box that holds "
     "every root with q decreasing outward, or no step decreased the residual",
     Q_TOLERANCE: "q below tol_q (the FixedPointFinder / study stop rule) but the residual is above atol",
-    BATCH_STOPPED: "adam stopped the whole batch (its mean q below tol_q, renn's rule, or the mean q "
-    "stalled: tol_dq) before this point met a tolerance itself",
+    BATCH_STOPPED: "adam stopped the whole batch (its mean q below tol_q, renn's rule; the mean q "
+    "stalled, tol_dq; or it went non-finite) before this point met a tolerance itself",
 }
 
 

@@ -635,15 +635,20 @@ def _study_accepted(params, slow, x, q_tol):
 STUDY_ADAM_LR = 0.01
 STUDY_MAX_STEPS = 10_000
 STUDY_UNIQUE_TOL = 0.025
+# Recorded in each row's options, so that a row measured with another definition is measured again.
+_STUDY_SEARCH = {"method": "adam", "adam_lr": STUDY_ADAM_LR, "adam_schedule": "constant",
+                 "adam_stop": "mean (renn: tested after the step)", "maxiter": STUDY_MAX_STEPS,
+                 "merge_tol": STUDY_UNIQUE_TOL}
 
 
 def study_search(params, h0, x=None, *, q_tol: float = 5e-4):
     """The study's fixed-point search, as its code ran it: the comparison for fastfp's own search.
 
     Adam (lr 0.01, constant) on q(h) = 1/2 ||F(h, x) - h||^2 from ``h0``, the batch stopping once
-    its mean q is below ``q_tol`` (renn's rule) or after 10000 steps; the end points with
-    q < ``q_tol`` are kept, whatever their status, and merged within 0.025 (2-norm), as the study
-    deduplicated. Points stop where the batch does, so on a leaky slow manifold they lie near
+    its mean q is at most ``q_tol`` (renn's ``optimize``: tested after each step, the stepped
+    states returned) or after 10000 steps; the end points with q < ``q_tol`` are kept, whatever
+    their status, and merged within 0.025 (2-norm, the lowest-q member kept; the paper-notes'
+    deduplication). Points stop where the batch does, so on a leaky slow manifold they lie near
     where they started instead of on it: the study's "fixed points" are slow visited states.
 
     Parameters
@@ -664,7 +669,8 @@ def study_search(params, h0, x=None, *, q_tol: float = 5e-4):
 
     q_tol = _float("q_tol", q_tol, 0.0, 1.0)
     ends = find_fixed_points(params, h0, x, method="adam", adam_lr=STUDY_ADAM_LR, adam_stop="mean",
-                             adam_schedule="constant", tol_q=q_tol, maxiter=STUDY_MAX_STEPS, batch_size=None)
+                             adam_schedule="constant", tol_q=q_tol, tol_dq=0.0, maxiter=STUDY_MAX_STEPS,
+                             batch_size=None)
     below = ends[np.asarray(ends.q) < q_tol]
     found = below.unique(STUDY_UNIQUE_TOL) if len(below) else below
     found.metadata.update(nit_batch=int(ends.nit.max()) if len(ends) else 0, n_below_q_tol=len(below))
@@ -952,6 +958,8 @@ def _measure_defaults() -> dict:
 def _measure_options(given: dict) -> dict:
     """The options that change a row's measurements, defaults filled in, as JSON values."""
     opts = {**_MEASURE_DEFAULTS, **given}
+    if opts.get("study_procedure") is True:
+        opts["study_procedure"] = dict(_STUDY_SEARCH)  # the definition, not just "on"
     return {k: (float(v) if k in ("slow_ratio", "slow_speed", "equalize_resolution", "study_q_tol") else v)
             for k, v in sorted(opts.items())}
 
@@ -1184,7 +1192,8 @@ _CSV_FIELDS = [
     "key", "task", "cell", "hidden", "seed", "n_classes", "length", "test_accuracy", "train_steps", "train_seconds",
     "pr_fixed_points", "n90_fixed_points", "n95_fixed_points", "pr_fixed_points_equalized", "n_equalized",
     "pr_fixed_points_study_q", "n_study_q", "pr_fixed_points_study_procedure", "n_study_procedure",
-    "modes_median_study_procedure", "modes_median_half_study_procedure", "pr_states", "n90_states", "n95_states",
+    "n95_fixed_points_study_procedure", "modes_median_study_procedure", "modes_median_half_study_procedure",
+    "nit_study_procedure", "pr_states", "n90_states", "n95_states",
     "modes_median", "modes_median_half", "modes_median_one_sided", "wordcount_dimension", "wordcount_pr",
     "readout_max_deviation", "order_invariance", "n_roots", "n_distinct",
 ]

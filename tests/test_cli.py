@@ -179,7 +179,9 @@ def test_find_adam_with_the_study_rules(tmp_path):
     assert fp.q.mean() < 5e-4 and set(json.loads(r.stdout)["status"]) <= {"converged", "q_tolerance", "batch_stopped"}
     np.testing.assert_array_equal(fp.status == fastfp.Status.BATCH_STOPPED, fp.q > 5e-4)
     bad = _invoke("find", DATA / "gru64_cat3.npz", "-o", out, "--states", "8", "--adam-stop", "mean")
-    assert bad.exit_code == 2 and "--adam-stop" in bad.stderr and "--method adam" in bad.stderr
+    assert bad.exit_code == 2 and "got --adam-stop mean with --method hybrid" in bad.stderr
+    bad = _invoke("find", DATA / "gru64_cat3.npz", "-o", out, "--states", "8", "--method", "lm", "--adam-lr", "1.0")
+    assert bad.exit_code == 2 and "got --adam-lr 1.0 with --method lm" in bad.stderr
 
 
 def test_find_input_from_npy(tmp_path):

@@ -359,9 +359,18 @@ def test_sharded_resume_skips_finished_shards(client, gru_weights, tmp_path):
     np.save(other, rng.uniform(-1, 1, size=(30, 6)))
     with pytest.raises(InvalidOptionError, match="another problem .*h0"):
         fd.find_fixed_points_sharded(gru_weights, other, res, shard_size=8, client=client, progress=False)
-    with pytest.raises(InvalidOptionError, match="another problem .*solver_options"):
+    with pytest.raises(InvalidOptionError, match="another problem .*solver_options: maxiter"):
         fd.find_fixed_points_sharded(gru_weights, h0_path, res, shard_size=8, client=client, progress=False,
                                      maxiter=7)
+    # Options at find_fixed_points' defaults, given explicitly (as the CLI does) or not, and an
+    # options file written before an option existed are the same problem: the run resumes.
+    config = json.loads((res / "shards.json").read_text())
+    config["solver_options"].pop("adam_stop", None)
+    (res / "shards.json").write_text(json.dumps(config))
+    same = fd.find_fixed_points_sharded(gru_weights, h0_path, res, shard_size=8, client=client, progress=False,
+                                        unique_tol=None, tol_q=None, method="hybrid", adam_stop="all")
+    assert same.metadata["sharded"]["computed_shards"] == 0
+    np.testing.assert_array_equal(same.x, first.x)
     with pytest.raises(InvalidOptionError, match="another problem .*shard_size"):
         fd.find_fixed_points_sharded(gru_weights, h0_path, res, shard_size=9, client=client, progress=False)
 

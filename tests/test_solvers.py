@@ -218,34 +218,47 @@ def _textbook_adam(U, b, h0, lr, steps):
     return h
 
 
+def _q_linear(U, b, h):
+    return 0.5 * ((h @ (U - np.eye(len(b))).T + b) ** 2).sum(axis=1)
+
+
 def test_adam_constant_schedule_is_textbook_adam():
     params, U, b = _linear_relu(4, 0.5, seed=1)
     h0 = np.random.default_rng(3).uniform(1.0, 2.0, (6, 4))
-    fp = fastfp.find_fixed_points(params, h0, method="adam", adam_lr=0.01, adam_schedule="constant",
-                                  adam_stop="mean", tol_q=1e-30, maxiter=60)
-    expected = _textbook_adam(U, b, h0, 0.01, 60)
+    # lr 1.0: large enough steps for the plateau rule to fire, which the constant schedule must not do
+    kw = dict(method="adam", adam_lr=1.0, tol_q=1e-30, maxiter=100)
+    fp = fastfp.find_fixed_points(params, h0, adam_schedule="constant", **kw)
+    expected = _textbook_adam(U, b, h0, 1.0, 100)
     assert (expected > 0).all()  # still on the orthant where the map is linear
     np.testing.assert_allclose(fp.x, expected, rtol=0, atol=1e-12)
-    assert (fp.status == Status.MAX_ITER).all() and (fp.nit == 60).all()
+    assert (fp.status == Status.MAX_ITER).all() and (fp.nit == 100).all()
+    plateau = fastfp.find_fixed_points(params, h0, adam_schedule="plateau", **kw)
+    assert np.abs(plateau.x - expected).max() > 1e-4
 
 
-def test_adam_mean_stop_rule():
+def test_adam_mean_stop_rule_takes_the_step_then_stops():
+    # renn's optimize: the mean q of the states before a step is tested after the step is taken,
+    # and the stepped states are returned; so a batch already below the tolerance takes one step.
     params, U, b = _linear_relu(4, 0.5, seed=1)
     h_star = np.linalg.solve(np.eye(4) - U, b)
     h0 = np.vstack([np.tile(h_star, (4, 1)), h_star + np.outer([0.01, 0.02, 0.2, 0.4], np.ones(4))])
-    q0 = 0.5 * (((h0 @ (U - np.eye(4)).T) + b) ** 2).sum(axis=1)
-    tol = 1.01 * q0.mean()  # the batch's mean is below it at the start, two of its points are not
-    assert (q0 > tol).sum() == 2 and (q0[4:] < tol).sum() == 2
+    tol = 1.01 * _q_linear(U, b, h0).mean()
     fp = fastfp.find_fixed_points(params, h0, method="adam", adam_lr=0.01, adam_stop="mean", tol_q=tol)
-    assert (fp.nit == 0).all()
-    np.testing.assert_array_equal(fp.x, h0)
-    expected = np.where(q0 > tol, Status.BATCH_STOPPED, Status.Q_TOLERANCE)
+    assert (fp.nit == 1).all()
+    x1 = _textbook_adam(U, b, h0, 0.01, 1)
+    # at the roots Adam's first step is lr * g / (|g| + 1e-8) of a rounding-level g: ~1e-10 either way
+    np.testing.assert_allclose(fp.x, x1, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(fp.x[4:], x1[4:], rtol=0, atol=1e-14)
+    np.testing.assert_allclose(fp.x[:4], h0[:4], rtol=0, atol=1e-9)  # gradient ~1e-16: the roots barely move
+    q1 = _q_linear(U, b, x1)
+    expected = np.where(q1 > tol, Status.BATCH_STOPPED, Status.Q_TOLERANCE)
     expected[:4] = Status.CONVERGED
     np.testing.assert_array_equal(fp.status, expected)
-    assert not fp.is_slow_point[q0 > tol].any()
+    assert (expected == Status.BATCH_STOPPED).sum() == 2 and (expected == Status.Q_TOLERANCE).sum() == 2
+    assert not fp.is_slow_point[q1 > tol].any()
     # FixedPointFinder's rule waits for every point, so the same call runs on
     fp_all = fastfp.find_fixed_points(params, h0, method="adam", adam_lr=0.01, tol_q=tol, maxiter=200)
-    assert (fp_all.nit > 0).all()
+    assert (fp_all.nit > 1).all()
 
 
 def test_adam_mean_stop_after_iterations():
@@ -253,15 +266,42 @@ def test_adam_mean_stop_after_iterations():
     h_star = np.linalg.solve(np.eye(4) - U, b)
     h0 = h_star + np.random.default_rng(0).uniform(0.05, 0.6, (16, 4))
     fp = fastfp.find_fixed_points(params, h0, method="adam", adam_lr=0.01, adam_stop="mean",
-                                  adam_schedule="constant", tol_q=1e-4, maxiter=5000)
-    q = 0.5 * (((fp.x @ (U - np.eye(4)).T) + b) ** 2).sum(axis=1)
+                                  adam_schedule="constant", tol_q=1e-4, tol_dq=0.0, maxiter=5000)
     n = int(fp.nit[0])
-    assert 0 < n < 5000 and q.mean() < 1e-4
-    # one step fewer and the mean was still above the tolerance
-    before = _textbook_adam(U, b, h0, 0.01, n - 1)
-    assert (0.5 * (((before @ (U - np.eye(4)).T) + b) ** 2).sum(axis=1)).mean() >= 1e-4
+    assert 1 < n < 5000
+    # the n-th step was taken from states whose mean q was at most the tolerance; the step before not
+    assert _q_linear(U, b, _textbook_adam(U, b, h0, 0.01, n - 1)).mean() <= 1e-4
+    assert _q_linear(U, b, _textbook_adam(U, b, h0, 0.01, n - 2)).mean() > 1e-4
+    expected = _textbook_adam(U, b, h0, 0.01, n)
+    np.testing.assert_allclose(fp.x, expected, rtol=0, atol=1e-12)
+    q = _q_linear(U, b, expected)
     np.testing.assert_array_equal(fp.status == Status.BATCH_STOPPED, q > 1e-4)
     assert (fp.status[q <= 1e-4] == Status.Q_TOLERANCE).all()
+
+
+def test_adam_mean_stop_per_chunk_and_empty_batch():
+    params, U, b = _linear_relu(4, 0.5, seed=1)
+    h_star = np.linalg.solve(np.eye(4) - U, b)
+    h0 = h_star + np.random.default_rng(1).uniform(0.05, 0.6, (9, 4))
+    kw = dict(method="adam", adam_lr=0.01, adam_stop="mean", adam_schedule="constant", tol_q=1e-4, tol_dq=0.0)
+    fp = fastfp.find_fixed_points(params, h0, batch_size=4, **kw)
+    for lo in (0, 4, 8):  # each chunk is a batch of its own
+        alone = fastfp.find_fixed_points(params, h0[lo:lo + 4], **kw)
+        np.testing.assert_array_equal(fp.x[lo:lo + 4], alone.x)
+        np.testing.assert_array_equal(fp.nit[lo:lo + 4], alone.nit)
+    assert len(set(fp.nit.tolist())) > 1
+    empty = fastfp.find_fixed_points(params, np.zeros((0, 4)), **kw)
+    assert len(empty) == 0
+
+
+def test_adam_stall_is_batch_stopped_not_max_iter():
+    # The tol_dq rule (FixedPointFinder's |d mean q| < tol_dq * lr) stops the batch early: the points
+    # that met no tolerance are 'batch stopped', not 'max iterations'.
+    params, U, b = _linear_relu(4, 0.5, seed=1)
+    h0 = np.random.default_rng(3).uniform(1.0, 2.0, (6, 4))
+    fp = fastfp.find_fixed_points(params, h0, method="adam", adam_lr=1e-6, tol_dq=1.0, maxiter=1000)
+    assert (fp.nit < 1000).all() and (fp.status == Status.BATCH_STOPPED).all()
+    assert (_q_linear(U, b, fp.x) > 1e-12).all()
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -318,7 +318,7 @@ def test_quick_rows_match_independent_recomputation(quick):
         # the study's own search ran beside ours from the same candidates
         assert 1 <= row["n_study_procedure"] <= row["n_states"]
         assert 0 <= row["nit_study_procedure"] <= study.STUDY_MAX_STEPS
-        assert row["options"]["study_procedure"] is True
+        assert row["options"]["study_procedure"]["adam_lr"] == 0.01
 
 
 def test_figure_artifacts(quick):
@@ -595,27 +595,61 @@ def test_study_acceptance_is_q_by_hand():
     assert 0 < len(pts) < 40
 
 
-def test_study_search_keeps_points_below_q_tol_and_merges_them():
+def _textbook_adam_linear(A, b, h0, lr, steps):
+    """Adam (0.9 / 0.999 / 1e-8, constant lr) on the mean over points of 1/2 ||A h + b||^2."""
+    h, m, v = np.array(h0, float), np.zeros_like(h0), np.zeros_like(h0)
+    for t in range(1, steps + 1):
+        g = ((h @ A.T + b) @ A) / len(h)
+        m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+        h = h - lr * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
+    return h
+
+
+def _linear_relu_vanilla(N, seed):
     # relu(U h + b) with U, b > 0 is linear on the positive orthant: q is known in closed form.
-    rng = np.random.default_rng(4)
-    N = 5
+    rng = np.random.default_rng(seed)
     U = rng.uniform(0, 1, (N, N))
     U *= 0.5 / np.max(np.abs(np.linalg.eigvals(U)))
     b = rng.uniform(0.5, 1.0, N)
     params = fastfp.RNNParams("vanilla", np.zeros((N, 1)), U, b, np.zeros(N), nonlinearity="relu")
-    h_star = np.linalg.solve(np.eye(N) - U, b)
-    near = h_star + 0.004 * rng.uniform(-1, 1, (6, N))  # pairwise closer than 0.025
-    far = h_star + np.array([[0.3] * N, [0.6] * N])
+    return params, U - np.eye(N), b, np.linalg.solve(np.eye(N) - U, b)
+
+
+def test_study_search_keeps_points_below_q_tol_and_merges_them():
+    params, A, b, h_star = _linear_relu_vanilla(5, 4)
+    q = lambda h: 0.5 * ((h @ A.T + b) ** 2).sum(axis=1)  # noqa: E731
+    # six points displaced alike (their gradients share signs, so Adam's first step, lr * sign(g)
+    # per coordinate, moves them alike and they stay within 0.025), two far ones
+    near = h_star + 0.003 + 1e-4 * np.random.default_rng(0).uniform(-1, 1, (6, 5))
+    far = h_star + np.array([[0.3] * 5, [0.6] * 5])
     h0 = np.vstack([near, far])
-    q0 = 0.5 * ((h0 @ (U - np.eye(N)).T + b) ** 2).sum(axis=1)
-    tol = 1.01 * q0.mean()  # the batch's mean is below tol at once: no Adam step is taken
-    assert (q0[:6] < tol).all() and (q0[6:] > tol).all()
+    tol = 1.01 * q(h0).mean()  # below at once: renn takes one step and stops
     found = study.study_search(params, h0, q_tol=tol)
-    assert found.metadata["nit_batch"] == 0 and found.metadata["n_below_q_tol"] == 6
+    x1 = _textbook_adam_linear(A, b, h0, 0.01, 1)
+    q1 = q(x1)
+    assert (q1[:6] < tol).all() and (q1[6:] > tol).all()
+    assert np.abs(x1[:6, None] - x1[None, :6]).max() < 0.025 / np.sqrt(5)
+    assert found.metadata["nit_batch"] == 1 and found.metadata["n_below_q_tol"] == 6
     assert len(found) == 1  # the six near points merged (within 0.025), the far two dropped
-    np.testing.assert_array_equal(found.x[0], near[np.argmin(q0[:6])])  # the lowest-q member is kept
-    assert found.metadata["method"] == "adam" and found.metadata["adam_lr"] == 0.01
-    assert found.metadata["adam_stop"] == "mean" and found.metadata["adam_schedule"] == "constant"
-    assert found.metadata["maxiter"] == 10_000
+    np.testing.assert_allclose(found.x[0], x1[np.argmin(q1[:6])], rtol=0, atol=1e-12)  # lowest q kept
     with pytest.raises(InvalidOptionError, match="argument 'q_tol'"):
         study.study_search(params, h0, q_tol=0)
+
+
+def test_study_search_after_steps_is_renns_adam():
+    params, A, b, h_star = _linear_relu_vanilla(5, 5)
+    q = lambda h: 0.5 * ((h @ A.T + b) ** 2).sum(axis=1)  # noqa: E731
+    h0 = h_star + np.random.default_rng(2).uniform(0.05, 0.5, (40, 5))
+    found = study.study_search(params, h0, q_tol=2e-4)
+    n = found.metadata["nit_batch"]
+    # renn's optimize: step k is taken from states whose mean q is tested after it; stop at the first <= tol
+    means = [q(_textbook_adam_linear(A, b, h0, 0.01, k)).mean() for k in (n - 2, n - 1)]
+    assert 1 < n < study.STUDY_MAX_STEPS and means[0] > 2e-4 >= means[1]
+    ends = _textbook_adam_linear(A, b, h0, 0.01, n)
+    below = ends[q(ends) < 2e-4]
+    assert found.metadata["n_below_q_tol"] == len(below) > 0
+    # every kept point is one of the end points below the tolerance, and every one of those lies
+    # within 0.025 of a kept point
+    d = np.linalg.norm(found.x[:, None] - below[None], axis=2)
+    assert (d.min(axis=1) < 1e-9).all() and (d.min(axis=0) <= 0.025 + 1e-12).all()
+    assert len(found) < len(below)

@@ -28,14 +28,17 @@ def _passes(pr, modes, modes_half, exp):
     lo_hi = exp["pr_range"]
     dim = exp["dimension"]
     marks = []
-    if lo_hi is not None and pr is not None:
-        marks.append("pr" if lo_hi[0] <= pr <= lo_hi[1] else "~~pr~~")
+    if lo_hi is not None:
+        marks.append("pr" if pr is not None and lo_hi[0] <= pr <= lo_hi[1] else "~~pr~~")
     marks.append("L" if modes == dim else "~~L~~")
     marks.append("L/2" if modes_half == dim else "~~L/2~~")
     return " ".join(marks)
 
 
 def main(dirs: list[str]) -> None:
+    for d in dirs:
+        if not Path(d).is_dir():
+            sys.exit(f"{d}: no such folder (give the --out folders of `fastfp study`)")
     print("| network | acc | PR range | fastfp: kept, PR, n95, modes L / L/2 | checks | "
           "study's search: steps, points, PR, n95, modes L / L/2 | checks |")
     print("|---|---|---|---|---|---|---|")
@@ -49,10 +52,10 @@ def main(dirs: list[str]) -> None:
             exp = r["expected"]
             name = study._COLUMNS[0][1](r)
             rng = "-" if not exp["pr_range"] else "%.2f-%.2f" % tuple(exp["pr_range"])
-            ours = (f"{r['n_kept']}, {_f(r['pr_fixed_points'])}, {r['n95_fixed_points']}, "
+            ours = (f"{r['n_kept']}, {_f(r['pr_fixed_points'])}, {_f(r['n95_fixed_points'])}, "
                     f"{_f(r['modes_median'], 1)} / {_f(r['modes_median_half'], 1)}")
             theirs = (f"{r['nit_study_procedure']}, {r['n_study_procedure']}, {_f(r['pr_fixed_points_study_procedure'])}, "
-                      f"{r['n95_fixed_points_study_procedure']}, {_f(r['modes_median_study_procedure'], 1)} / "
+                      f"{_f(r['n95_fixed_points_study_procedure'])}, {_f(r['modes_median_study_procedure'], 1)} / "
                       f"{_f(r['modes_median_half_study_procedure'], 1)}")
             print(f"| {name} | {_f(r['test_accuracy'], 3)} | {rng} | {ours} | "
                   f"{_passes(r['pr_fixed_points'], r['modes_median'], r['modes_median_half'], exp)} | {theirs} | "
