@@ -17,7 +17,8 @@ Methods
     Adam on the mean of q with FixedPointFinder's defaults (lr 1.0, plateau decay x0.95 with
     patience 2, tol_q 1e-12, tol_dq 1e-20, max_iters 5000), to reproduce published analyses.
     ``adam_schedule='constant', adam_stop='mean'`` is renn's rule instead (the study's code):
-    constant learning rate, the batch stops once its mean q is below ``tol_q``.
+    constant learning rate, the batch stops once its mean q is at most ``tol_q`` (tested after
+    each step).
 
 Stopping is per point: a point leaves the working set (so it stops costing work) as soon as
 ||r||_inf <= atol + rtol ||h||_inf (``CONVERGED``), or q is stationary, ||grad q||_inf <= gtol
