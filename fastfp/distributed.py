@@ -879,9 +879,10 @@ def find_fixed_points_sharded(
         differ = [k for k in ("weights", "h0", "x", "shard_size", "solver_options", "load_options")
                   if _comparable(k, old.get(k)) != _comparable(k, config[k])]
         if "solver_options" in differ:
-            a, b = _comparable("solver_options", old.get("solver_options")), _comparable("solver_options", config["solver_options"])
-            a, b = (a if isinstance(a, dict) else {}), b
-            keys = sorted(k for k in set(a) | set(b) if a.get(k, "<default>") != b.get(k, "<default>"))
+            before = _comparable("solver_options", old.get("solver_options"))
+            before = before if isinstance(before, dict) else {}
+            now = _comparable("solver_options", config["solver_options"])
+            keys = sorted(k for k in set(before) | set(now) if before.get(k, "<default>") != now.get(k, "<default>"))
             differ[differ.index("solver_options")] = f"solver_options: {', '.join(keys)}"
         if differ:
             raise InvalidOptionError(

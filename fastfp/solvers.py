@@ -1189,13 +1189,14 @@ def _adam(kernels, params, H0, X, method, opts, progress, metadata):
             # is taken, and the stepped state is returned.
             stopped_early = True
             break
-        if opts["adam_schedule"] == "plateau" and loss < best * (1 - 1e-4):
-            best, bad = loss, 0
-        elif opts["adam_schedule"] == "plateau":
-            bad += 1
-            if bad > 2:
-                lr *= 0.95
-                bad = 0
+        if opts["adam_schedule"] == "plateau":
+            if loss < best * (1 - 1e-4):
+                best, bad = loss, 0
+            else:
+                bad += 1
+                if bad > 2:
+                    lr *= 0.95
+                    bad = 0
         if progress and not callable(progress) and it % 100 == 0:
             print(f"fastfp[adam] iteration {it}: mean q {loss:.3e}, lr {lr:.3g}", file=sys.stderr)
     status = np.full(B, st.MAX_ITER, dtype=np.int64)

@@ -94,3 +94,34 @@ def near_singular_relu(N, gap, n_starts, seed=0):
     root = np.linalg.solve(np.eye(N) - U, b)
     h0 = rng.uniform(0.0, 1.0, (n_starts, N)) * np.abs(root).max()
     return params, root, h0
+
+
+def linear_relu(N, rho, seed, b_scale=1.0):
+    """relu(U h + b) with U > 0 elementwise, b > 0: linear on the positive orthant, where
+    q(h) = 1/2 ||(U - I) h + b||^2 in closed form. Returns (params, U, b)."""
+    rng = np.random.default_rng(seed)
+    U = rng.uniform(0.0, 1.0, (N, N))
+    U *= rho / np.max(np.abs(np.linalg.eigvals(U)))
+    b = rng.uniform(0.5, 1.0, N) * b_scale
+    params = fastfp.RNNParams("vanilla", np.zeros((N, 1)), U, b, np.zeros(N), nonlinearity="relu")
+    return params, U, b
+
+
+def q_linear(U, b, h):
+    """q(h) = 1/2 ||(U - I) h + b||^2 per row of h: the speed of :func:`linear_relu` on its orthant."""
+    return 0.5 * ((h @ (U - np.eye(len(b))).T + b) ** 2).sum(axis=1)
+
+
+def textbook_adam(U, b, h0, lr, steps):
+    """Adam (beta 0.9 / 0.999, eps 1e-8, bias-corrected, constant lr) on the mean over points of
+    q(h) = 1/2 ||(U - I) h + b||^2, the map relu(U h + b) on the positive orthant."""
+    A = U - np.eye(len(b))
+    h = np.array(h0, float)
+    m = np.zeros_like(h)
+    v = np.zeros_like(h)
+    for t in range(1, steps + 1):
+        g = ((h @ A.T + b) @ A) / len(h)
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g * g
+        h = h - lr * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
+    return h

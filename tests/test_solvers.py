@@ -7,6 +7,7 @@ from scipy.optimize import brentq, minimize_scalar
 
 import fastfp
 from fastfp import Status
+from support import linear_relu, q_linear, textbook_adam
 
 DENSE = ("hybrid", "newton", "lm")
 
@@ -18,20 +19,10 @@ def _reference_residual(params, x, inputs):
     return np.abs(F - x).max(axis=1)
 
 
-def _linear_relu(N, rho, seed, b_scale=1.0):
-    """relu(U h + b) with U > 0 elementwise, b > 0: linear on the positive orthant."""
-    rng = np.random.default_rng(seed)
-    U = rng.uniform(0.0, 1.0, (N, N))
-    U *= rho / np.max(np.abs(np.linalg.eigvals(U)))
-    b = rng.uniform(0.5, 1.0, N) * b_scale
-    params = fastfp.RNNParams("vanilla", np.zeros((N, 1)), U, b, np.zeros(N), nonlinearity="relu")
-    return params, U, b
-
-
 @pytest.mark.parametrize("method", DENSE)
 @pytest.mark.parametrize("backend", ["cpu", "numpy"])
 def test_linear_rnn_closed_form(method, backend):
-    params, U, b = _linear_relu(8, 0.8, seed=1)
+    params, U, b = linear_relu(8, 0.8, seed=1)
     h_star = np.linalg.solve(np.eye(8) - U, b)
     assert (h_star > 0).all()  # the construction really is linear at the root
     h0 = np.random.default_rng(2).uniform(0.1, 2.0, (16, 8))
@@ -45,7 +36,7 @@ def test_linear_rnn_closed_form(method, backend):
 
 
 def test_linear_rnn_with_input_per_point():
-    params, U, b = _linear_relu(5, 0.6, seed=3)
+    params, U, b = linear_relu(5, 0.6, seed=3)
     W = np.random.default_rng(4).uniform(0, 1, (5, 2))
     params = fastfp.RNNParams("vanilla", W, U, b, np.zeros(5), nonlinearity="relu")
     X = np.random.default_rng(5).uniform(0, 1, (7, 2))
@@ -195,7 +186,7 @@ def test_max_iter_status_and_nit():
 
 
 def test_adam_reaches_q_tolerance_on_a_contracting_map():
-    params, U, b = _linear_relu(4, 0.5, seed=1)
+    params, U, b = linear_relu(4, 0.5, seed=1)
     fp = fastfp.find_fixed_points(params, np.ones((8, 4)), method="adam", maxiter=3000)
     assert np.isin(fp.status, [Status.CONVERGED, Status.Q_TOLERANCE]).all()
     assert (fp.q <= 1e-12).all()
@@ -203,32 +194,13 @@ def test_adam_reaches_q_tolerance_on_a_contracting_map():
     np.testing.assert_allclose(fp.x, np.broadcast_to(h_star, fp.x.shape), atol=1e-5)
 
 
-def _textbook_adam(U, b, h0, lr, steps):
-    """Adam (beta 0.9 / 0.999, eps 1e-8, bias-corrected, constant lr) on the mean over points of
-    q(h) = 1/2 ||(U - I) h + b||^2, the map relu(U h + b) on the positive orthant."""
-    A = U - np.eye(len(b))
-    h = np.array(h0, float)
-    m = np.zeros_like(h)
-    v = np.zeros_like(h)
-    for t in range(1, steps + 1):
-        g = ((h @ A.T + b) @ A) / len(h)
-        m = 0.9 * m + 0.1 * g
-        v = 0.999 * v + 0.001 * g * g
-        h = h - lr * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
-    return h
-
-
-def _q_linear(U, b, h):
-    return 0.5 * ((h @ (U - np.eye(len(b))).T + b) ** 2).sum(axis=1)
-
-
-def test_adam_constant_schedule_is_textbook_adam():
-    params, U, b = _linear_relu(4, 0.5, seed=1)
+def test_adam_constant_schedule_istextbook_adam():
+    params, U, b = linear_relu(4, 0.5, seed=1)
     h0 = np.random.default_rng(3).uniform(1.0, 2.0, (6, 4))
     # lr 1.0: large enough steps for the plateau rule to fire, which the constant schedule must not do
     kw = dict(method="adam", adam_lr=1.0, tol_q=1e-30, maxiter=100)
     fp = fastfp.find_fixed_points(params, h0, adam_schedule="constant", **kw)
-    expected = _textbook_adam(U, b, h0, 1.0, 100)
+    expected = textbook_adam(U, b, h0, 1.0, 100)
     assert (expected > 0).all()  # still on the orthant where the map is linear
     np.testing.assert_allclose(fp.x, expected, rtol=0, atol=1e-12)
     assert (fp.status == Status.MAX_ITER).all() and (fp.nit == 100).all()
@@ -239,18 +211,18 @@ def test_adam_constant_schedule_is_textbook_adam():
 def test_adam_mean_stop_rule_takes_the_step_then_stops():
     # renn's optimize: the mean q of the states before a step is tested after the step is taken,
     # and the stepped states are returned; so a batch already below the tolerance takes one step.
-    params, U, b = _linear_relu(4, 0.5, seed=1)
+    params, U, b = linear_relu(4, 0.5, seed=1)
     h_star = np.linalg.solve(np.eye(4) - U, b)
     h0 = np.vstack([np.tile(h_star, (4, 1)), h_star + np.outer([0.01, 0.02, 0.2, 0.4], np.ones(4))])
-    tol = 1.01 * _q_linear(U, b, h0).mean()
+    tol = 1.01 * q_linear(U, b, h0).mean()
     fp = fastfp.find_fixed_points(params, h0, method="adam", adam_lr=0.01, adam_stop="mean", tol_q=tol)
     assert (fp.nit == 1).all()
-    x1 = _textbook_adam(U, b, h0, 0.01, 1)
+    x1 = textbook_adam(U, b, h0, 0.01, 1)
     # at the roots Adam's first step is lr * g / (|g| + 1e-8) of a rounding-level g: ~1e-10 either way
     np.testing.assert_allclose(fp.x, x1, rtol=0, atol=1e-9)
     np.testing.assert_allclose(fp.x[4:], x1[4:], rtol=0, atol=1e-14)
     np.testing.assert_allclose(fp.x[:4], h0[:4], rtol=0, atol=1e-9)  # gradient ~1e-16: the roots barely move
-    q1 = _q_linear(U, b, x1)
+    q1 = q_linear(U, b, x1)
     expected = np.where(q1 > tol, Status.BATCH_STOPPED, Status.Q_TOLERANCE)
     expected[:4] = Status.CONVERGED
     np.testing.assert_array_equal(fp.status, expected)
@@ -262,7 +234,7 @@ def test_adam_mean_stop_rule_takes_the_step_then_stops():
 
 
 def test_adam_mean_stop_after_iterations():
-    params, U, b = _linear_relu(4, 0.5, seed=1)
+    params, U, b = linear_relu(4, 0.5, seed=1)
     h_star = np.linalg.solve(np.eye(4) - U, b)
     h0 = h_star + np.random.default_rng(0).uniform(0.05, 0.6, (16, 4))
     fp = fastfp.find_fixed_points(params, h0, method="adam", adam_lr=0.01, adam_stop="mean",
@@ -270,17 +242,17 @@ def test_adam_mean_stop_after_iterations():
     n = int(fp.nit[0])
     assert 1 < n < 5000
     # the n-th step was taken from states whose mean q was at most the tolerance; the step before not
-    assert _q_linear(U, b, _textbook_adam(U, b, h0, 0.01, n - 1)).mean() <= 1e-4
-    assert _q_linear(U, b, _textbook_adam(U, b, h0, 0.01, n - 2)).mean() > 1e-4
-    expected = _textbook_adam(U, b, h0, 0.01, n)
+    assert q_linear(U, b, textbook_adam(U, b, h0, 0.01, n - 1)).mean() <= 1e-4
+    assert q_linear(U, b, textbook_adam(U, b, h0, 0.01, n - 2)).mean() > 1e-4
+    expected = textbook_adam(U, b, h0, 0.01, n)
     np.testing.assert_allclose(fp.x, expected, rtol=0, atol=1e-12)
-    q = _q_linear(U, b, expected)
+    q = q_linear(U, b, expected)
     np.testing.assert_array_equal(fp.status == Status.BATCH_STOPPED, q > 1e-4)
     assert (fp.status[q <= 1e-4] == Status.Q_TOLERANCE).all()
 
 
 def test_adam_mean_stop_per_chunk_and_empty_batch():
-    params, U, b = _linear_relu(4, 0.5, seed=1)
+    params, U, b = linear_relu(4, 0.5, seed=1)
     h_star = np.linalg.solve(np.eye(4) - U, b)
     h0 = h_star + np.random.default_rng(1).uniform(0.05, 0.6, (9, 4))
     kw = dict(method="adam", adam_lr=0.01, adam_stop="mean", adam_schedule="constant", tol_q=1e-4, tol_dq=0.0)
@@ -297,11 +269,11 @@ def test_adam_mean_stop_per_chunk_and_empty_batch():
 def test_adam_stall_is_batch_stopped_not_max_iter():
     # The tol_dq rule (FixedPointFinder's |d mean q| < tol_dq * lr) stops the batch early: the points
     # that met no tolerance are 'batch stopped', not 'max iterations'.
-    params, U, b = _linear_relu(4, 0.5, seed=1)
+    params, U, b = linear_relu(4, 0.5, seed=1)
     h0 = np.random.default_rng(3).uniform(1.0, 2.0, (6, 4))
     fp = fastfp.find_fixed_points(params, h0, method="adam", adam_lr=1e-6, tol_dq=1.0, maxiter=1000)
     assert (fp.nit < 1000).all() and (fp.status == Status.BATCH_STOPPED).all()
-    assert (_q_linear(U, b, fp.x) > 1e-12).all()
+    assert (q_linear(U, b, fp.x) > 1e-12).all()
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -311,7 +283,7 @@ def test_adam_stall_is_batch_stopped_not_max_iter():
     (dict(method="lm", adam_schedule="constant"), "argument 'adam_schedule': got 'constant' with method='lm'"),
 ])
 def test_adam_option_errors(kwargs, match):
-    params, _, _ = _linear_relu(4, 0.5, seed=1)
+    params, _, _ = linear_relu(4, 0.5, seed=1)
     with pytest.raises(fastfp.InvalidOptionError, match=match):
         fastfp.find_fixed_points(params, np.ones((2, 4)), **kwargs)
 

@@ -18,6 +18,7 @@ from fastfp import analysis, study
 from fastfp.cli import main
 from fastfp.errors import ArgumentTypeError, FileFormatError, InvalidOptionError
 from fastfp.study import NetworkSpec
+from support import linear_relu, q_linear, textbook_adam
 
 
 # --------------------------------------------------------------------------- specs and keys
@@ -595,38 +596,18 @@ def test_study_acceptance_is_q_by_hand():
     assert 0 < len(pts) < 40
 
 
-def _textbook_adam_linear(A, b, h0, lr, steps):
-    """Adam (0.9 / 0.999 / 1e-8, constant lr) on the mean over points of 1/2 ||A h + b||^2."""
-    h, m, v = np.array(h0, float), np.zeros_like(h0), np.zeros_like(h0)
-    for t in range(1, steps + 1):
-        g = ((h @ A.T + b) @ A) / len(h)
-        m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
-        h = h - lr * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
-    return h
-
-
-def _linear_relu_vanilla(N, seed):
-    # relu(U h + b) with U, b > 0 is linear on the positive orthant: q is known in closed form.
-    rng = np.random.default_rng(seed)
-    U = rng.uniform(0, 1, (N, N))
-    U *= 0.5 / np.max(np.abs(np.linalg.eigvals(U)))
-    b = rng.uniform(0.5, 1.0, N)
-    params = fastfp.RNNParams("vanilla", np.zeros((N, 1)), U, b, np.zeros(N), nonlinearity="relu")
-    return params, U - np.eye(N), b, np.linalg.solve(np.eye(N) - U, b)
-
-
 def test_study_search_keeps_points_below_q_tol_and_merges_them():
-    params, A, b, h_star = _linear_relu_vanilla(5, 4)
-    q = lambda h: 0.5 * ((h @ A.T + b) ** 2).sum(axis=1)  # noqa: E731
+    params, U, b = linear_relu(5, 0.5, seed=4)
+    h_star = np.linalg.solve(np.eye(5) - U, b)
     # six points displaced alike (their gradients share signs, so Adam's first step, lr * sign(g)
     # per coordinate, moves them alike and they stay within 0.025), two far ones
     near = h_star + 0.003 + 1e-4 * np.random.default_rng(0).uniform(-1, 1, (6, 5))
     far = h_star + np.array([[0.3] * 5, [0.6] * 5])
     h0 = np.vstack([near, far])
-    tol = 1.01 * q(h0).mean()  # below at once: renn takes one step and stops
+    tol = 1.01 * q_linear(U, b, h0).mean()  # below at once: renn takes one step and stops
     found = study.study_search(params, h0, q_tol=tol)
-    x1 = _textbook_adam_linear(A, b, h0, 0.01, 1)
-    q1 = q(x1)
+    x1 = textbook_adam(U, b, h0, 0.01, 1)
+    q1 = q_linear(U, b, x1)
     assert (q1[:6] < tol).all() and (q1[6:] > tol).all()
     assert np.abs(x1[:6, None] - x1[None, :6]).max() < 0.025 / np.sqrt(5)
     assert found.metadata["nit_batch"] == 1 and found.metadata["n_below_q_tol"] == 6
@@ -637,16 +618,16 @@ def test_study_search_keeps_points_below_q_tol_and_merges_them():
 
 
 def test_study_search_after_steps_is_renns_adam():
-    params, A, b, h_star = _linear_relu_vanilla(5, 5)
-    q = lambda h: 0.5 * ((h @ A.T + b) ** 2).sum(axis=1)  # noqa: E731
+    params, U, b = linear_relu(5, 0.5, seed=5)
+    h_star = np.linalg.solve(np.eye(5) - U, b)
     h0 = h_star + np.random.default_rng(2).uniform(0.05, 0.5, (40, 5))
     found = study.study_search(params, h0, q_tol=2e-4)
     n = found.metadata["nit_batch"]
     # renn's optimize: step k is taken from states whose mean q is tested after it; stop at the first <= tol
-    means = [q(_textbook_adam_linear(A, b, h0, 0.01, k)).mean() for k in (n - 2, n - 1)]
+    means = [q_linear(U, b, textbook_adam(U, b, h0, 0.01, k)).mean() for k in (n - 2, n - 1)]
     assert 1 < n < study.STUDY_MAX_STEPS and means[0] > 2e-4 >= means[1]
-    ends = _textbook_adam_linear(A, b, h0, 0.01, n)
-    below = ends[q(ends) < 2e-4]
+    ends = textbook_adam(U, b, h0, 0.01, n)
+    below = ends[q_linear(U, b, ends) < 2e-4]
     assert found.metadata["n_below_q_tol"] == len(below) > 0
     # every kept point is one of the end points below the tolerance, and every one of those lies
     # within 0.025 of a kept point
