@@ -149,12 +149,12 @@ class NetworkSpec:
     adam_eps : float > 0
         Adam's epsilon (the study's 0.1 by default; 1e-8 is PyTorch's). Left out of
         :meth:`to_dict` at its default, as ``lr_decay``.
-    recurrent_init : {'default', 'identity', 'orthogonal'}
+    recurrent_init : {'default', 'identity', 'orthogonal', 'normal'}
         Initial recurrent weights (``train_classifier``'s ``recurrent_init``): PyTorch's init by
-        default, ``recurrent_gain * I`` or ``recurrent_gain`` times a random orthogonal matrix per
-        gate block. Left out of :meth:`to_dict` at its default, as ``lr_decay``.
+        default, ``recurrent_gain * I``, ``recurrent_gain`` times a random orthogonal matrix or
+        i.i.d. N(0, recurrent_gain^2 / H) entries per gate block. Left out of :meth:`to_dict` at its default, as ``lr_decay``.
     recurrent_gain : float in (0, 10]
-        The scale of 'identity' / 'orthogonal' (1.0; must stay 1.0 with 'default'). Left out of
+        The scale of 'identity' / 'orthogonal' / 'normal' (1.0; must stay 1.0 with 'default'). Left out of
         :meth:`to_dict` at its default.
 
     Attributes
@@ -233,7 +233,7 @@ class NetworkSpec:
         if self.recurrent_init == "default" and self.recurrent_gain != 1.0:
             raise InvalidOptionError(
                 f"argument 'recurrent_gain': got {self.recurrent_gain!r} with recurrent_init 'default' (PyTorch's "
-                "init, which has no gain); expected 1.0, or choose recurrent_init 'identity' or 'orthogonal'"
+                "init, which has no gain); expected 1.0, or choose recurrent_init 'identity', 'orthogonal' or 'normal'"
             )
 
     # ------------------------------------------------------------------ derived

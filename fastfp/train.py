@@ -31,8 +31,10 @@ Recurrent-weight initialisation (``recurrent_init`` of :func:`make_cell` and :fu
 ``'default'`` keeps PyTorch's (every tensor uniform in [-1/sqrt(H), 1/sqrt(H)]); ``'identity'`` sets
 every H x H gate block of ``weight_hh`` to ``g * I`` (Le, Jaitly & Hinton 2015, "IRNN"; scaled
 identity for tanh cells) and ``'orthogonal'`` to ``g`` times a random orthogonal matrix
-(``torch.nn.init.orthogonal_``), with ``g = recurrent_gain`` (1.0 by default). Only ``weight_hh``
-changes; the input weights and biases keep PyTorch's init.
+(``torch.nn.init.orthogonal_``), and ``'normal'`` to i.i.d. N(0, g^2 / H) entries (the fan-in normal
+init of renn, the study's JAX library: spectral radius about g, eigenvalues filling the disc), with
+``g = recurrent_gain`` (1.0 by default). Only ``weight_hh`` changes; the input weights and biases
+keep PyTorch's init.
 
 The optimiser defaults are the study's (``/work/shared/docs/paper-notes.md``, "Training used for
 the synthetic networks"): Adam (b1 0.9, b2 0.99, eps 0.1), lr 0.1 * 0.9997^step, clipping at
@@ -74,7 +76,7 @@ __all__ = [
 ]
 
 _INSTALL = "pip install 'fastfp-rnn[torch]'"
-RECURRENT_INITS = ("default", "identity", "orthogonal")
+RECURRENT_INITS = ("default", "identity", "orthogonal", "normal")
 _TORCH_NAMES = ("TextClassifier", "VanillaCell", "GRUCell", "GRUResetBeforeCell", "UGRNNCell", "LSTMCell")
 
 
@@ -157,6 +159,8 @@ def _classes() -> dict:
                 block = W[k * H:(k + 1) * H]
                 if init == "identity":
                     block.copy_(gain * torch.eye(H, dtype=W.dtype))
+                elif init == "normal":
+                    nn.init.normal_(block, mean=0.0, std=gain / math.sqrt(H))
                 else:
                     q = torch.empty(H, H, dtype=W.dtype)
                     nn.init.orthogonal_(q, gain=gain)
@@ -400,9 +404,10 @@ def make_cell(cell: str, input_size: int, hidden_size: int, *, nonlinearity: str
         M and H.
     nonlinearity : {'tanh', 'relu'}
         'relu' only for the 'vanilla' cell.
-    recurrent_init : {'default', 'identity', 'orthogonal'}
-        Initialisation of ``weight_hh`` (G*H, H), per H x H gate block: PyTorch's uniform init, ``g * I``
-        or ``g`` times a random orthogonal matrix (torch's global RNG, as the default init).
+    recurrent_init : {'default', 'identity', 'orthogonal', 'normal'}
+        Initialisation of ``weight_hh`` (G*H, H), per H x H gate block: PyTorch's uniform init, ``g * I``,
+        ``g`` times a random orthogonal matrix or i.i.d. N(0, g^2 / H) entries (torch's global RNG, as
+        the default init).
     recurrent_gain : float > 0
         ``g``; must stay 1.0 with 'default'.
     """
@@ -448,7 +453,7 @@ def _check_recurrent_init(init: Any, gain: Any) -> tuple[str, float]:
     if init == "default" and gain != 1.0:
         raise InvalidOptionError(
             f"argument 'recurrent_gain': got {gain!r} with recurrent_init 'default' (PyTorch's init, which "
-            "has no gain); expected 1.0, or choose recurrent_init 'identity' or 'orthogonal'"
+            "has no gain); expected 1.0, or choose recurrent_init 'identity', 'orthogonal' or 'normal'"
         )
     return init, gain
 
@@ -589,13 +594,14 @@ def train_classifier(
         Clip the gradient at this global norm (None: no clipping).
     l2 : float
         ``l2 * sum of squared parameters`` (all of them: cell, readout, embedding) added to the loss.
-    recurrent_init : {'default', 'identity', 'orthogonal'}
+    recurrent_init : {'default', 'identity', 'orthogonal', 'normal'}
         Initial recurrent weights ``weight_hh``, per H x H gate block: PyTorch's uniform init
-        ('default'), ``recurrent_gain * I`` ('identity', Le et al. 2015's IRNN) or ``recurrent_gain``
-        times a random orthogonal matrix ('orthogonal'). Input weights and biases keep PyTorch's init.
+        ('default'), ``recurrent_gain * I`` ('identity', Le et al. 2015's IRNN), ``recurrent_gain``
+        times a random orthogonal matrix ('orthogonal') or i.i.d. N(0, recurrent_gain^2 / H)
+        entries ('normal', renn's fan-in normal). Input weights and biases keep PyTorch's init.
         'default' draws exactly the weights of earlier versions.
     recurrent_gain : float > 0
-        The scale g of 'identity' and 'orthogonal'; must be 1.0 with 'default'.
+        The scale g of 'identity', 'orthogonal' and 'normal'; must be 1.0 with 'default'.
     seed : int
         Seeds torch (initial weights) and the numpy generator drawing the batches. The same seed,
         arguments, torch version and ``threads`` give identical weights.

@@ -94,10 +94,11 @@ def test_recurrent_init_in_spec_and_key():
     ident = replace(base, recurrent_init="identity")
     orth = replace(base, recurrent_init="orthogonal")
     scaled = replace(base, recurrent_init="identity", recurrent_gain=0.9)
-    assert len({base.key, ident.key, orth.key, scaled.key}) == 4
+    normal = replace(base, recurrent_init="normal")
+    assert len({base.key, ident.key, orth.key, scaled.key, normal.key}) == 5
     assert ident.to_dict()["recurrent_init"] == "identity" and "recurrent_gain" not in ident.to_dict()
     assert scaled.to_dict()["recurrent_gain"] == 0.9
-    for s in (ident, orth, scaled):
+    for s in (ident, orth, scaled, normal):
         assert NetworkSpec.from_dict(json.loads(json.dumps(s.to_dict()))) == s
     # the network column names the init
     assert "recurrent_init identity, recurrent_gain 0.9" in study._training({"spec": scaled.to_dict()})

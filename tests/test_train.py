@@ -129,6 +129,32 @@ def test_orthogonal_recurrent_init_is_orthogonal_per_block(torch, variant, gain)
         assert not np.allclose(W[:H], W[H:2 * H])
 
 
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+@pytest.mark.parametrize("gain", [1.0, 0.7])
+def test_normal_recurrent_init_draws_fan_in_gaussian_blocks(torch, variant, gain):
+    from fastfp.train import make_cell
+
+    cell, nl = variant
+    H = 160
+    torch.manual_seed(1)
+    module = make_cell(cell, 3, H, nonlinearity=nl, recurrent_init="normal", recurrent_gain=gain)
+    W = module.weight_hh.detach().numpy().astype(np.float64)
+    for k in range(module.n_gates):
+        B = W[H * k:H * (k + 1)]
+        # H^2 = 25600 draws: the sample mean and std are within 1-2% of N(0, g^2/H) (5 sd: 3%)
+        assert abs(B.mean()) < 0.03 * gain / np.sqrt(H)
+        np.testing.assert_allclose(B.std(), gain / np.sqrt(H), rtol=0.03)
+        # circular law: the spectral radius is about g, far from PyTorch's uniform init (g / sqrt(3))
+        np.testing.assert_allclose(np.abs(np.linalg.eigvals(B)).max(), gain, rtol=0.12)
+        assert abs(np.mean(B ** 4) / np.mean(B ** 2) ** 2 - 3.0) < 0.15  # Gaussian kurtosis, uniform's is 1.8
+    if module.n_gates > 1:
+        assert not np.allclose(W[:H], W[H:2 * H])
+    torch.manual_seed(1)
+    ref = make_cell(cell, 3, H, nonlinearity=nl)
+    for name in ("weight_ih", "bias_ih", "bias_hh"):
+        np.testing.assert_array_equal(getattr(module, name).detach().numpy(), getattr(ref, name).detach().numpy())
+
+
 def test_default_recurrent_init_is_pytorchs(torch):
     from fastfp.train import make_cell
 
