@@ -902,7 +902,7 @@ def info() -> None:
 
 
 @main.command()
-@click.option("--battery", "battery_name", type=click.Choice(["quick", "paper", "extra", "low-l2"]), default="quick", show_default=True,
+@click.option("--battery", "battery_name", type=click.Choice(["quick", "paper", "extra", "low-l2", "study-cell"]), default="quick", show_default=True,
               help="Networks to train and analyse (fastfp.study.battery).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for models, fixed points, figure data and the tables; finished networks are skipped.")

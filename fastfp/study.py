@@ -83,7 +83,7 @@ _TASK_KWARGS = {
     "multilabel": ("n_labels", "length", "sampler"),
     "correlated": ("n_classes", "mixing", "length", "sampler", "min_length", "balance"),
 }
-BATTERIES = ("quick", "paper", "extra", "low-l2")
+BATTERIES = ("quick", "paper", "extra", "low-l2", "study-cell")
 FP_INPUTS = ("neutral", "zero", "mean")
 _DEFAULT_LR_DECAY = 0.9997
 _DEFAULT_ADAM_EPS = 0.1
@@ -327,6 +327,12 @@ def battery(name: str) -> list[NetworkSpec]:
         (3-word bank) and multi-label K = 3 (GRU); the vanilla RNN with the orthogonal start of
         ``'extra'`` (Adam epsilon 1e-8, lr 1e-3 * 0.9999^step, up to 20000 steps) at N = 3, 2, 4, 5;
         seed 1 of the GRU and LSTM at N = 3, 4, 5.
+    ``'study-cell'``
+        The GRU as the study's code builds it (renn's ``GRU``): the reset gate applied before the
+        recurrent matmul (``cell='gru_reset_before'``) and every recurrent weight drawn from
+        N(0, 1/H) (``recurrent_init='normal'``, renn's fan-in normal; the input weights and biases
+        keep PyTorch's init, where renn draws N(0, 1/H) and zeros), otherwise ``'paper'``'s settings: the ordered 5-class good/bad/the task at the study's L2 1e-2 (seeds 0 and 1, and
+        128 units as the study) and the 3-class categorical task.
     """
     if name == "quick":
         common = dict(hidden_size=12, steps=600, target_accuracy=0.95, eval_every=50, train_docs=1024, eval_docs=400)
@@ -420,6 +426,16 @@ def battery(name: str) -> list[NetworkSpec]:
         # A second seed where the count at horizon L matched N - 1.
         specs += [NetworkSpec("categorical", {"n_classes": n, "length": 50}, cell=cell, seed=1, **paper)
                   for n in (3, 4, 5) for cell in ("gru", "lstm")]
+        return specs
+    if name == "study-cell":
+        # renn's GRU: PyTorch's GRU (reset after the matmul, uniform init) at L2 1e-2 spreads the
+        # ordered task's states along one dominant direction (PR 1.43-1.59); the study's cell does not.
+        paper = dict(hidden_size=64, steps=6000, target_accuracy=0.995, eval_docs=2000)
+        renn = dict(cell="gru_reset_before", recurrent_init="normal")
+        ordered5 = {"n_classes": 5, "length": 50, "bank": "3word"}
+        specs = [NetworkSpec("ordered", ordered5, **renn, **{**paper, "steps": 8000}, l2=1e-2, seed=s) for s in (0, 1)]
+        specs.append(NetworkSpec("ordered", ordered5, **renn, **{**paper, "steps": 8000, "hidden_size": 128}, l2=1e-2))
+        specs.append(NetworkSpec("categorical", {"n_classes": 3, "length": 50}, **renn, **paper))
         return specs
     raise InvalidOptionError(f"argument 'name': got {name!r}, expected one of {', '.join(map(repr, BATTERIES))}")
 
@@ -982,7 +998,10 @@ def checks(row: dict) -> dict:
     ``modes`` / ``modes_half`` median integration modes (horizon L / L/2) equal the dimension;
     ``wordcount`` word-count dimension equals the dimension; ``readout`` every pairwise readout
     angle within 10 degrees of the simplex angle (categorical, N >= 3); ``order`` shuffling keeps
-    >= 95% of the predictions (categorical).
+    >= 95% of the predictions (categorical); ``pr_states`` PR of the hidden states in the same
+    range (ordered and multi-label tasks only: there the claim is a "dimension", and the study's
+    numbers for it are PCA of the hidden states; for the categorical task the claim names the
+    fixed points).
     """
     exp = row["expected"]
     dim = exp["dimension"]
@@ -993,8 +1012,10 @@ def checks(row: dict) -> dict:
         modes=None if row.get("modes_median") is None else row["modes_median"] == dim,
         modes_half=None if row.get("modes_median_half") is None else row["modes_median_half"] == dim,
         wordcount=row["wordcount_dimension"] == dim,
-        readout=None, order=None,
+        readout=None, order=None, pr_states=None,
     )
+    if row["task"] in ("ordered", "multilabel") and exp["pr_range"] is not None and row.get("pr_states") is not None:
+        out["pr_states"] = exp["pr_range"][0] <= row["pr_states"] <= exp["pr_range"][1]
     if row["task"] == "categorical":
         dev = row.get("readout_max_deviation")
         # Two classes: only w1 - w0 matters to the prediction, the angle of the pair is not constrained.

@@ -42,7 +42,7 @@ def test_spec_and_run_network_pickle():
 
 
 def test_keys_unique_safe_and_stable_across_processes():
-    specs = study.battery("paper") + study.battery("quick") + study.battery("extra") + study.battery("low-l2")
+    specs = [s for name in study.BATTERIES for s in study.battery(name)]
     keys = [s.key for s in specs]
     assert len(set(keys)) == len(keys)
     allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
@@ -59,8 +59,7 @@ def test_keys_unique_safe_and_stable_across_processes():
     ]
     assert len({v.key for v in variants} | {base.key}) == len(variants) + 1
     code = ("from fastfp import study; import json; "
-            "print(json.dumps([s.key for s in study.battery('paper') + study.battery('quick') + study.battery('extra')"
-            " + study.battery('low-l2')]))")
+            "print(json.dumps([s.key for name in study.BATTERIES for s in study.battery(name)]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={"PYTHONHASHSEED": "123", "PATH": ""}, cwd=_repo_root())
     assert out.returncode == 0, out.stderr
@@ -195,6 +194,12 @@ def test_batteries():
     assert all(s.recurrent_init == "orthogonal" for s in low if s.cell == "vanilla")
     assert {(s.n_outputs, s.cell) for s in low if s.seed == 1} == {(n, c) for n in (3, 4, 5) for c in ("gru", "lstm")}
     assert not {s.key for s in low} & ({s.key for s in extra} | {s.key for s in paper})
+    cellb = study.battery("study-cell")
+    assert {(s.cell, s.recurrent_init) for s in cellb} == {("gru_reset_before", "normal")}
+    assert sorted((s.task, s.n_outputs, s.hidden_size, s.seed, s.l2) for s in cellb) == [
+        ("categorical", 3, 64, 0, 5e-4), ("ordered", 5, 64, 0, 1e-2), ("ordered", 5, 64, 1, 1e-2),
+        ("ordered", 5, 128, 0, 1e-2)]
+    assert not {s.key for s in cellb} & ({s.key for s in low} | {s.key for s in extra} | {s.key for s in paper})
     with pytest.raises(InvalidOptionError, match="argument 'name': got 'full'"):
         study.battery("full")
 
@@ -414,6 +419,9 @@ def test_cli_study_errors(tmp_path):
     assert res.exit_code == 2 and "huge" in res.output
     res = CliRunner().invoke(main, ["study"])
     assert res.exit_code == 2 and "--out" in res.output
+    # the CLI offers every battery fastfp.study defines (a literal there keeps `fastfp --help` light)
+    option = next(p for p in main.commands["study"].params if p.name == "battery_name")
+    assert tuple(option.type.choices) == study.BATTERIES
 
 
 # --------------------------------------------------------------------------- error paths
@@ -526,7 +534,8 @@ def test_checks_state_the_claims():
                pr_fixed_points=2.3, modes_median=1.0, modes_median_half=2.0, wordcount_dimension=2,
                readout_max_deviation=9.0, order_invariance=0.96)
     assert study.checks(row) == dict(accuracy=True, pr=True, modes=False, modes_half=True, wordcount=True,
-                                     readout=True, order=True)
+                                     readout=True, order=True, pr_states=None)
+    assert study.checks(dict(row, pr_states=2.1))["pr_states"] is None  # the categorical claim names the fixed points
     row.update(test_accuracy=0.969, pr_fixed_points=2.36, readout_max_deviation=10.5, order_invariance=0.94)
     c = study.checks(row)
     assert not (c["accuracy"] or c["pr"] or c["readout"] or c["order"])
@@ -535,6 +544,15 @@ def test_checks_state_the_claims():
     ml = dict(row, task="multilabel", expected=study.expectations(NetworkSpec("multilabel", {"n_labels": 3})),
               order_invariance=None, pr_fixed_points=None)
     assert study.checks(ml)["order"] is None and study.checks(ml)["pr"] is None
+    assert study.checks(dict(ml, pr_states=3.12))["pr_states"] is True
+    assert study.checks(dict(ml, pr_states=3.36))["pr_states"] is False
+    ordered = NetworkSpec("ordered", {"n_classes": 5, "length": 50})
+    orow = dict(row, task="ordered", n_classes=5, expected=study.expectations(ordered), order_invariance=None,
+                pr_fixed_points=1.03, pr_states=2.03)
+    c = study.checks(orow)
+    assert c["pr"] is False and c["pr_states"] is True  # both measures stated, neither replaces the other
+    assert study.checks(dict(orow, pr_states=1.69))["pr_states"] is False
+    assert study.checks(dict(orow, pr_states=None))["pr_states"] is None
 
 
 def test_battery_html_report(quick, tmp_path):
