@@ -30,8 +30,8 @@ state after the last valid input of each sequence), ``to_params()`` and ``load_p
 Recurrent-weight initialisation (``recurrent_init`` of :func:`make_cell` and :func:`train_classifier`):
 ``'default'`` keeps PyTorch's (every tensor uniform in [-1/sqrt(H), 1/sqrt(H)]); ``'identity'`` sets
 every H x H gate block of ``weight_hh`` to ``g * I`` (Le, Jaitly & Hinton 2015, "IRNN"; scaled
-identity for tanh cells) and ``'orthogonal'`` to ``g`` times a random orthogonal matrix
-(``torch.nn.init.orthogonal_``), and ``'normal'`` to i.i.d. N(0, g^2 / H) entries (the fan-in normal
+identity for tanh cells), ``'orthogonal'`` to ``g`` times a random orthogonal matrix
+(``torch.nn.init.orthogonal_``) and ``'normal'`` to i.i.d. N(0, g^2 / H) entries (the fan-in normal
 init of renn, the study's JAX library: spectral radius about g, eigenvalues filling the disc), with
 ``g = recurrent_gain`` (1.0 by default). Only ``weight_hh`` changes; the input weights and biases
 keep PyTorch's init.
@@ -77,6 +77,8 @@ __all__ = [
 
 _INSTALL = "pip install 'fastfp-rnn[torch]'"
 RECURRENT_INITS = ("default", "identity", "orthogonal", "normal")
+# The inits that take a gain, as the error messages list them.
+_GAINED_INITS = ", ".join(repr(v) for v in RECURRENT_INITS[1:-1]) + f" or {RECURRENT_INITS[-1]!r}"
 _TORCH_NAMES = ("TextClassifier", "VanillaCell", "GRUCell", "GRUResetBeforeCell", "UGRNNCell", "LSTMCell")
 
 
@@ -453,7 +455,7 @@ def _check_recurrent_init(init: Any, gain: Any) -> tuple[str, float]:
     if init == "default" and gain != 1.0:
         raise InvalidOptionError(
             f"argument 'recurrent_gain': got {gain!r} with recurrent_init 'default' (PyTorch's init, which "
-            "has no gain); expected 1.0, or choose recurrent_init 'identity', 'orthogonal' or 'normal'"
+            "has no gain); expected 1.0, or choose recurrent_init " + _GAINED_INITS
         )
     return init, gain
 
