@@ -1011,17 +1011,20 @@ def checks(row: dict) -> dict:
     """
     exp = row["expected"]
     dim = exp["dimension"]
-    pr = row.get("pr_fixed_points")
+
+    def in_range(pr):
+        return None if pr is None or exp["pr_range"] is None else exp["pr_range"][0] <= pr <= exp["pr_range"][1]
+
     out = dict(
         accuracy=row["test_accuracy"] >= exp["min_accuracy"],
-        pr=None if pr is None or exp["pr_range"] is None else exp["pr_range"][0] <= pr <= exp["pr_range"][1],
+        pr=in_range(row.get("pr_fixed_points")),
         modes=None if row.get("modes_median") is None else row["modes_median"] == dim,
         modes_half=None if row.get("modes_median_half") is None else row["modes_median_half"] == dim,
         wordcount=row["wordcount_dimension"] == dim,
         readout=None, order=None, pr_states=None,
     )
-    if row["task"] in ("ordered", "multilabel") and exp["pr_range"] is not None and row.get("pr_states") is not None:
-        out["pr_states"] = exp["pr_range"][0] <= row["pr_states"] <= exp["pr_range"][1]
+    if row["task"] in ("ordered", "multilabel"):
+        out["pr_states"] = in_range(row.get("pr_states"))
     if row["task"] == "categorical":
         dev = row.get("readout_max_deviation")
         # Two classes: only w1 - w0 matters to the prediction, the angle of the pair is not constrained.

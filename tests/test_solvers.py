@@ -194,7 +194,7 @@ def test_adam_reaches_q_tolerance_on_a_contracting_map():
     np.testing.assert_allclose(fp.x, np.broadcast_to(h_star, fp.x.shape), atol=1e-5)
 
 
-def test_adam_constant_schedule_istextbook_adam():
+def test_adam_constant_schedule_is_textbook_adam():
     params, U, b = linear_relu(4, 0.5, seed=1)
     h0 = np.random.default_rng(3).uniform(1.0, 2.0, (6, 4))
     # lr 1.0: large enough steps for the plateau rule to fire, which the constant schedule must not do
