@@ -89,6 +89,7 @@ _DEFAULT_LR_DECAY = 0.9997
 _DEFAULT_ADAM_EPS = 0.1
 _DEFAULT_RECURRENT_INIT = "default"
 _DEFAULT_RECURRENT_GAIN = 1.0
+_DEFAULT_FORGET_BIAS = 0.0
 _KEY_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 # Seed streams: the random draws of a network come from np.random.default_rng([spec.seed, stream]);
@@ -157,6 +158,9 @@ class NetworkSpec:
     recurrent_gain : float in (0, 10]
         The scale of 'identity' / 'orthogonal' / 'normal' (1.0; must stay 1.0 with 'default').
         Left out of :meth:`to_dict` at its default.
+    forget_bias : float in [-10, 10]
+        'lstm' only (``train_classifier``'s ``forget_bias``): a constant added to the forget gate,
+        as renn's LSTM adds 1.0; 0.0 is PyTorch's LSTM. Left out of :meth:`to_dict` at its default.
 
     Attributes
     ----------
@@ -182,6 +186,7 @@ class NetworkSpec:
     adam_eps: float = 0.1
     recurrent_init: str = "default"
     recurrent_gain: float = 1.0
+    forget_bias: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, str) or self.task not in TASKS:
@@ -236,6 +241,12 @@ class NetworkSpec:
                 f"argument 'recurrent_gain': got {self.recurrent_gain!r} with recurrent_init 'default' (PyTorch's "
                 "init, which has no gain); expected 1.0, or choose recurrent_init " + _GAINED_INITS
             )
+        object.__setattr__(self, "forget_bias", _float("forget_bias", self.forget_bias, -10.0, 10.0, lo_open=False))
+        if self.forget_bias != 0.0 and self.cell != "lstm":
+            raise InvalidOptionError(
+                f"argument 'forget_bias': got {self.forget_bias!r} for cell {self.cell!r}; only the 'lstm' cell has "
+                "a forget gate (expected 0.0)"
+            )
 
     # ------------------------------------------------------------------ derived
     @property
@@ -263,7 +274,8 @@ class NetworkSpec:
         # (a hash of this dict) stay those of the specs made before them.
         for name, default in (("lr_decay", _DEFAULT_LR_DECAY), ("adam_eps", _DEFAULT_ADAM_EPS),
                               ("recurrent_init", _DEFAULT_RECURRENT_INIT),
-                              ("recurrent_gain", _DEFAULT_RECURRENT_GAIN)):
+                              ("recurrent_gain", _DEFAULT_RECURRENT_GAIN),
+                              ("forget_bias", _DEFAULT_FORGET_BIAS)):
             if d[name] == default:
                 del d[name]
         return d
@@ -562,7 +574,7 @@ def _train(spec: NetworkSpec, threads, progress):
         lambda rng: spec.make_task(spec.train_docs, rng),
         cell=spec.cell, hidden_size=spec.hidden_size, steps=spec.steps, batch_size=spec.batch_size,
         lr=spec.lr, lr_decay=spec.lr_decay, eps=spec.adam_eps, l2=spec.l2, seed=spec.seed, eval_data=eval_data, eval_every=spec.eval_every,
-        recurrent_init=spec.recurrent_init, recurrent_gain=spec.recurrent_gain,
+        recurrent_init=spec.recurrent_init, recurrent_gain=spec.recurrent_gain, forget_bias=spec.forget_bias,
         target_accuracy=spec.target_accuracy, keep_best=True, threads=threads,
         progress=(lambda msg: progress(f"[{spec.key}] {msg}")) if progress else False,
     )
@@ -1189,7 +1201,8 @@ def _training(r):
     spec = r.get("spec") or {}
     out = [f"{name} {spec[name]:g}" if not isinstance(spec[name], str) else f"{name} {spec[name]}"
            for name, default in (("l2", 5e-4), ("lr", 0.1), ("lr_decay", 0.9997), ("adam_eps", 0.1),
-                                 ("batch_size", 128), ("recurrent_init", "default"), ("recurrent_gain", 1.0))
+                                 ("batch_size", 128), ("recurrent_init", "default"), ("recurrent_gain", 1.0),
+                                 ("forget_bias", 0.0))
            if name in spec and spec[name] != default]
     return (" (" + ", ".join(out) + ")") if out else ""
 

@@ -460,6 +460,13 @@ def _check_recurrent_init(init: Any, gain: Any) -> tuple[str, float]:
     return init, gain
 
 
+def _finite_float(name: str, value: Any) -> float:
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if not (ok and math.isfinite(float(value))):
+        raise InvalidOptionError(f"argument {name!r}: got {value!r}, expected a finite number")
+    return float(value)
+
+
 def _pos_float(name: str, value: Any, *, zero: bool = False, upper: float | None = None) -> float:
     ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
     v = float(value) if ok else math.nan
@@ -555,6 +562,7 @@ def train_classifier(
     l2: float = 5e-4,
     recurrent_init: str = "default",
     recurrent_gain: float = 1.0,
+    forget_bias: float = 0.0,
     seed: int = 0,
     eval_data: TaskData | None = None,
     eval_every: int = 100,
@@ -604,6 +612,12 @@ def train_classifier(
         'default' draws exactly the weights of earlier versions.
     recurrent_gain : float > 0
         The scale g of 'identity', 'orthogonal' and 'normal'; must be 1.0 with 'default'.
+    forget_bias : float
+        'lstm' only: a constant added to the forget gate's pre-activation, as renn's LSTM (the
+        study's code) adds 1.0. It is folded into the forget block of ``bias_ih`` (so the returned
+        Model computes the same cell) and the L2 term penalises that block's distance from it, not
+        from zero: the constant itself is not a trained, penalised weight. 0.0 (default) is
+        PyTorch's LSTM.
     seed : int
         Seeds torch (initial weights) and the numpy generator drawing the batches. The same seed,
         arguments, torch version and ``threads`` give identical weights.
@@ -655,6 +669,12 @@ def train_classifier(
         clip_norm = _pos_float("clip_norm", clip_norm)
     l2 = _pos_float("l2", l2, zero=True)
     recurrent_init, recurrent_gain = _check_recurrent_init(recurrent_init, recurrent_gain)
+    forget_bias = _finite_float("forget_bias", forget_bias)
+    if forget_bias != 0.0 and cell != "lstm":
+        raise InvalidOptionError(
+            f"argument 'forget_bias': got {forget_bias!r} for cell {cell!r}; only the 'lstm' cell has a forget gate "
+            "(expected 0.0)"
+        )
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InvalidOptionError(f"argument 'seed': got {seed!r}, expected a non-negative integer")
     eval_every = _pos_int("eval_every", eval_every)
@@ -730,6 +750,15 @@ def train_classifier(
                 nonlinearity=nonlinearity, multilabel=multilabel,
                 recurrent_init=recurrent_init, recurrent_gain=recurrent_gain,
             )
+            # L2 pulls every parameter towards its anchor: zero, except the forget block of bias_ih,
+            # which is pulled towards the constant forget bias (renn adds it outside the weights).
+            anchors = {}
+            if forget_bias:
+                with torch.no_grad():
+                    net.rnn.bias_ih[H:2 * H] += forget_bias
+                anchor = torch.zeros_like(net.rnn.bias_ih)
+                anchor[H:2 * H] = forget_bias
+                anchors[id(net.rnn.bias_ih)] = anchor
             opt = torch.optim.Adam(net.parameters(), lr=lr, betas=(b1, b2), eps=eps)
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_decay ** s)
             params = list(net.parameters())
@@ -749,7 +778,8 @@ def train_classifier(
                 logits = net(tok, lens)
                 loss = net.loss(logits, lab)
                 if l2:
-                    loss = loss + l2 * sum((p * p).sum() for p in params)
+                    loss = loss + l2 * sum(((p - anchors[id(p)]) ** 2).sum() if id(p) in anchors else (p * p).sum()
+                                           for p in params)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if clip_norm is not None:
@@ -800,8 +830,10 @@ def train_classifier(
         readout=f"linear {'with' if readout_bias else 'without'} bias on the last valid hidden state h",
         loss="sigmoid binary cross-entropy per label" if multilabel else "softmax cross-entropy",
         optimizer=dict(name="Adam", lr=lr, lr_decay=lr_decay, schedule="lr * lr_decay ** step",
-                       betas=[b1, b2], eps=eps, clip_norm=clip_norm, l2=l2, l2_on="all parameters"),
-        init=dict(recurrent=recurrent_init, recurrent_gain=recurrent_gain,
+                       betas=[b1, b2], eps=eps, clip_norm=clip_norm, l2=l2,
+                       l2_on="all parameters" + (" (the forget block of bias_ih: its distance from forget_bias)"
+                                                 if forget_bias else "")),
+        init=dict(recurrent=recurrent_init, recurrent_gain=recurrent_gain, forget_bias=forget_bias,
                   other="PyTorch's default (cell input weights and biases, readout, embedding)"),
         batch_size=batch_size, max_steps=steps, steps=done, seed=int(seed), threads=threads,
         target_accuracy=target_accuracy, eval_accuracy=None if acc is None else round(float(acc), 6),

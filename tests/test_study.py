@@ -121,6 +121,27 @@ def test_spec_recurrent_init_reaches_training(monkeypatch, tmp_path):
     assert seen["recurrent_init"] == "orthogonal" and seen["recurrent_gain"] == 0.8
 
 
+def test_forget_bias_in_spec_key_and_training(monkeypatch):
+    import fastfp.train
+
+    lstm = [s for s in study.battery("paper") if s.cell == "lstm"][0]
+    assert lstm.forget_bias == 0.0 and "forget_bias" not in lstm.to_dict()
+    renn = replace(lstm, forget_bias=1.0)
+    assert renn.to_dict()["forget_bias"] == 1.0 and renn.key != lstm.key
+    assert NetworkSpec.from_dict(json.loads(json.dumps(renn.to_dict()))) == renn
+    assert "forget_bias 1" in study._training({"spec": renn.to_dict()})
+    seen = {}
+
+    def fake_train(task_data, **kw):
+        seen.update(kw)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(fastfp.train, "train_classifier", fake_train)
+    with pytest.raises(RuntimeError, match="stop here"):
+        study._train(renn, 1, False)
+    assert seen["forget_bias"] == 1.0
+
+
 def _repo_root():
     import os
 
@@ -153,6 +174,9 @@ def _repo_root():
         (dict(task="categorical", recurrent_init="identity", recurrent_gain=0.0), "argument 'recurrent_gain'"),
         (dict(task="categorical", recurrent_init="identity", recurrent_gain=11.0), "argument 'recurrent_gain'"),
         (dict(task="categorical", recurrent_gain=0.9), "argument 'recurrent_gain': got 0.9 with recurrent_init 'default'"),
+        (dict(task="categorical", cell="gru", forget_bias=1.0), "argument 'forget_bias': got 1.0 for cell 'gru'"),
+        (dict(task="categorical", cell="lstm", forget_bias=float("nan")), "argument 'forget_bias'"),
+        (dict(task="categorical", cell="lstm", forget_bias=11.0), "argument 'forget_bias'"),
     ],
 )
 def test_spec_rejects_bad_fields(kwargs, match):

@@ -193,6 +193,55 @@ def test_train_classifier_recurrent_init(torch, data):
     assert (default.metadata["init"]["recurrent"], default.metadata["init"]["recurrent_gain"]) == ("default", 1.0)
 
 
+def test_forget_bias_is_a_constant_not_a_penalised_weight(torch, data):
+    from fastfp.train import train_classifier
+
+    H = 6
+    kw = dict(cell="lstm", hidden_size=H, batch_size=32, eps=1e-8, clip_norm=None, seed=4)
+    # one step of lr 1e-6: the weights are the initial ones; the constant sits in bias_ih's f block
+    plain = train_classifier(data["train"], steps=1, lr=1e-6, l2=0.0, **kw).model.params
+    fb = train_classifier(data["train"], steps=1, lr=1e-6, l2=0.0, forget_bias=1.5, **kw).model.params
+    gate = np.repeat(np.arange(4), H)  # PyTorch's gate order i, f, g, o
+    np.testing.assert_allclose(fb.b_ih - plain.b_ih, np.where(gate == 1, 1.5, 0.0), atol=1e-5)
+    for name in ("w_ih", "w_hh", "b_hh"):
+        np.testing.assert_allclose(getattr(fb, name), getattr(plain, name), atol=1e-5)
+    # An L2 of 1.0 outweighs the task's gradient (deviations ~3e-4 at the end), so training draws
+    # every weight to its anchor: the forget block of bias_ih to the constant, everything else to 0.
+    docs = tasks.categorical(200, n_classes=2, length=5, seed=0)
+    strong = dict(steps=150, lr=0.05, lr_decay=0.97, l2=1.0, **kw)
+    got = train_classifier(docs, forget_bias=1.5, **strong).model.params
+    assert np.abs(got.b_ih[gate == 1] - 1.5).max() < 0.01
+    assert np.abs(got.b_ih[gate != 1]).max() < 0.01 and np.abs(got.b_hh).max() < 0.01
+    zero = train_classifier(docs, **strong).model.params
+    assert np.abs(zero.b_ih).max() < 0.01
+
+
+def test_forget_bias_network_is_what_fastfp_evaluates(torch, data):
+    from fastfp.train import train_classifier
+
+    result = train_classifier(data["train"], cell="lstm", hidden_size=8, steps=60, forget_bias=1.0, seed=1,
+                              eval_data=data["val"])
+    assert result.model.metadata["init"]["forget_bias"] == 1.0
+    assert "forget block" in result.model.metadata["optimizer"]["l2_on"]
+    torch_pred = result.module.predict(data["test"])
+    np.testing.assert_array_equal(predict(result.model, data["test"]), torch_pred)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(cell="gru", forget_bias=1.0), "argument 'forget_bias': got 1.0 for cell 'gru'; only the 'lstm'"),
+        (dict(cell="lstm", forget_bias=float("inf")), "argument 'forget_bias': got inf, expected a finite number"),
+        (dict(cell="lstm", forget_bias="one"), "argument 'forget_bias': got 'one'"),
+    ],
+)
+def test_forget_bias_rejects_bad_values(torch, data, kwargs, match):
+    from fastfp.train import train_classifier
+
+    with pytest.raises(InvalidOptionError, match=match):
+        train_classifier(data["val"], steps=1, hidden_size=4, **kwargs)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
