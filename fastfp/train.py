@@ -34,7 +34,7 @@ identity for tanh cells), ``'orthogonal'`` to ``g`` times a random orthogonal ma
 (``torch.nn.init.orthogonal_``) and ``'normal'`` to i.i.d. N(0, g^2 / H) entries (the fan-in normal
 init of renn, the study's JAX library: spectral radius about g, eigenvalues filling the disc), with
 ``g = recurrent_gain`` (1.0 by default). Only ``weight_hh`` changes; the input weights and biases
-keep PyTorch's init.
+keep PyTorch's init (plus ``forget_bias`` on the LSTM's forget block of ``bias_ih``, when given).
 
 The optimiser defaults are the study's (``/work/shared/docs/paper-notes.md``, "Training used for
 the synthetic networks"): Adam (b1 0.9, b2 0.99, eps 0.1), lr 0.1 * 0.9997^step, clipping at
@@ -603,7 +603,8 @@ def train_classifier(
     clip_norm : float or None
         Clip the gradient at this global norm (None: no clipping).
     l2 : float
-        ``l2 * sum of squared parameters`` (all of them: cell, readout, embedding) added to the loss.
+        ``l2 * sum of squared parameters`` (all of them: cell, readout, embedding) added to the loss;
+        the forget block of ``bias_ih`` is measured from ``forget_bias`` instead of from zero.
     recurrent_init : {'default', 'identity', 'orthogonal', 'normal'}
         Initial recurrent weights ``weight_hh``, per H x H gate block: PyTorch's uniform init
         ('default'), ``recurrent_gain * I`` ('identity', Le et al. 2015's IRNN), ``recurrent_gain``
@@ -612,9 +613,9 @@ def train_classifier(
         'default' draws exactly the weights of earlier versions.
     recurrent_gain : float > 0
         The scale g of 'identity', 'orthogonal' and 'normal'; must be 1.0 with 'default'.
-    forget_bias : float
-        'lstm' only: a constant added to the forget gate's pre-activation, as renn's LSTM (the
-        study's code) adds 1.0. It is folded into the forget block of ``bias_ih`` (so the returned
+    forget_bias : float, finite
+        Must be 0.0 unless ``cell='lstm'``. A constant added to the forget gate's pre-activation,
+        as renn's LSTM (the study's code) adds 1.0. It is folded into the forget block of ``bias_ih`` (so the returned
         Model computes the same cell) and the L2 term penalises that block's distance from it, not
         from zero: the constant itself is not a trained, penalised weight. 0.0 (default) is
         PyTorch's LSTM.
@@ -834,7 +835,8 @@ def train_classifier(
                        l2_on="all parameters" + (" (the forget block of bias_ih: its distance from forget_bias)"
                                                  if forget_bias else "")),
         init=dict(recurrent=recurrent_init, recurrent_gain=recurrent_gain, forget_bias=forget_bias,
-                  other="PyTorch's default (cell input weights and biases, readout, embedding)"),
+                  other="PyTorch's default (cell input weights and biases, readout, embedding)"
+                  + (" plus forget_bias on the forget block of bias_ih" if forget_bias else "")),
         batch_size=batch_size, max_steps=steps, steps=done, seed=int(seed), threads=threads,
         target_accuracy=target_accuracy, eval_accuracy=None if acc is None else round(float(acc), 6),
         eval_n=None if eval_data is None else eval_data.n_docs,
