@@ -615,10 +615,10 @@ def train_classifier(
         The scale g of 'identity', 'orthogonal' and 'normal'; must be 1.0 with 'default'.
     forget_bias : float, finite
         Must be 0.0 unless ``cell='lstm'``. A constant added to the forget gate's pre-activation,
-        as renn's LSTM (the study's code) adds 1.0. It is folded into the forget block of ``bias_ih`` (so the returned
-        Model computes the same cell) and the L2 term penalises that block's distance from it, not
-        from zero: the constant itself is not a trained, penalised weight. 0.0 (default) is
-        PyTorch's LSTM.
+        as renn's LSTM (the study's code) adds 1.0. It is folded into the forget block of
+        ``bias_ih`` (so the returned Model computes the same cell) and the L2 term penalises that
+        block's distance from it, not from zero: the constant itself is not a trained, penalised
+        weight. 0.0 (default) is PyTorch's LSTM.
     seed : int
         Seeds torch (initial weights) and the numpy generator drawing the batches. The same seed,
         arguments, torch version and ``threads`` give identical weights.
