@@ -55,7 +55,9 @@ def probe(spec: S.NetworkSpec, out: Path) -> list[str]:
     scaled = np.abs(r / scale).max(axis=1) <= limit
     K = model.readout_weight.shape[0]
     region = np.argmax(model.logits(X[:, :H]), axis=1)
-    name = f"categorical N={spec.n_outputs} lstm-{spec.hidden_size} s{spec.seed} (l2 {spec.l2:g})"
+    # the study table's network label: the settings that differ from the defaults (l2, init, ...)
+    name = f"categorical N={spec.n_outputs} lstm-{spec.hidden_size} s{spec.seed}" + S._training(
+        {"spec": spec.to_dict()})
     cells = []
     for k in range(K):
         inside = region == k
