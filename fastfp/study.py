@@ -105,6 +105,8 @@ def _int(name, value, minimum):
 
 def _float(name, value, lo, hi, *, lo_open=True):
     try:
+        if isinstance(value, (str, bytes)):  # float('1e-3') would parse: a number must be given as one
+            raise TypeError
         v = float(value)
     except (TypeError, ValueError):
         raise InvalidOptionError(f"argument {name!r}: got {value!r}, expected a number in {'(' if lo_open else '['}{lo}, {hi}]") from None

@@ -166,6 +166,8 @@ def _repo_root():
         (dict(task="categorical", target_accuracy=1.5), "argument 'target_accuracy'"),
         (dict(task="categorical", l2=-1.0), "argument 'l2'"),
         (dict(task="categorical", lr="fast"), "argument 'lr'"),
+        (dict(task="categorical", lr="0.1"), r"argument 'lr': got '0.1', expected a number in \(0.0, 10.0\]"),
+        (dict(task="categorical", cell="lstm", forget_bias="1.0"), "argument 'forget_bias': got '1.0'"),
         (dict(task="categorical", lr_decay=1.5), "argument 'lr_decay'"),
         (dict(task="categorical", lr_decay=0.0), "argument 'lr_decay'"),
         (dict(task="categorical", adam_eps=0.0), "argument 'adam_eps'"),
