@@ -221,12 +221,12 @@ def test_batteries():
     assert {(s.n_outputs, s.cell) for s in low if s.seed == 1} == {(n, c) for n in (3, 4, 5) for c in ("gru", "lstm")}
     assert not {s.key for s in low} & ({s.key for s in extra} | {s.key for s in paper})
     cellb = study.battery("study-cell")
-    assert [s.task_params["bank"] for s in cellb if s.l2 == 5e-3] == ["5word"]
+    assert [s.task_params["bank"] for s in cellb if s.l2 == 5e-3] == ["5word"] * 3
     assert {(s.cell, s.recurrent_init, s.forget_bias) for s in cellb} == {
         ("gru_reset_before", "normal", 0.0), ("lstm", "normal", 1.0)}
     assert sorted((s.task, s.n_outputs, s.cell, s.hidden_size, s.seed, s.l2) for s in cellb) == sorted(
-        [("categorical", 3, "gru_reset_before", 64, 0, 5e-4), ("ordered", 5, "gru_reset_before", 64, 0, 2e-3),
-         ("ordered", 5, "gru_reset_before", 64, 0, 5e-3)]
+        [("categorical", 3, "gru_reset_before", 64, 0, 5e-4), ("ordered", 5, "gru_reset_before", 64, 0, 2e-3)]
+        + [("ordered", 5, "gru_reset_before", 64, s, 5e-3) for s in (0, 1, 2)]
         + [("ordered", 5, "gru_reset_before", 64, s, 3e-3) for s in (0, 1, 2)]
         + [("ordered", 5, "gru_reset_before", 64, 0, 1e-2), ("ordered", 5, "gru_reset_before", 64, 1, 1e-2),
            ("ordered", 5, "gru_reset_before", 128, 0, 1e-2)]
