@@ -57,7 +57,7 @@ from . import tasks as _tasks
 from ._version import __version__
 from .errors import ArgumentTypeError, FileFormatError, InvalidOptionError
 from .params import CELLS
-from .train import _GAINED_INITS, RECURRENT_INITS
+from .train import _GAINED_INITS, RECURRENT_INITS, _check_forget_bias
 
 __all__ = [
     "NetworkSpec",
@@ -243,12 +243,8 @@ class NetworkSpec:
                 f"argument 'recurrent_gain': got {self.recurrent_gain!r} with recurrent_init 'default' (PyTorch's "
                 "init, which has no gain); expected 1.0, or choose recurrent_init " + _GAINED_INITS
             )
-        object.__setattr__(self, "forget_bias", _float("forget_bias", self.forget_bias, -10.0, 10.0, lo_open=False))
-        if self.forget_bias != 0.0 and self.cell != "lstm":
-            raise InvalidOptionError(
-                f"argument 'forget_bias': got {self.forget_bias!r} for cell {self.cell!r}; only the 'lstm' cell has "
-                "a forget gate (expected 0.0)"
-            )
+        object.__setattr__(self, "forget_bias", _check_forget_bias(
+            self.cell, _float("forget_bias", self.forget_bias, -10.0, 10.0, lo_open=False)))
 
     # ------------------------------------------------------------------ derived
     @property

@@ -460,15 +460,25 @@ def _check_recurrent_init(init: Any, gain: Any) -> tuple[str, float]:
     return init, gain
 
 
-def _finite_float(name: str, value: Any) -> float:
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    if not (ok and math.isfinite(float(value))):
-        raise InvalidOptionError(f"argument {name!r}: got {value!r}, expected a finite number")
-    return float(value)
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _check_forget_bias(cell: str, forget_bias: Any) -> float:
+    """``forget_bias`` as a float: finite, and 0.0 unless the cell is an LSTM."""
+    if not (_is_number(forget_bias) and math.isfinite(float(forget_bias))):
+        raise InvalidOptionError(f"argument 'forget_bias': got {forget_bias!r}, expected a finite number")
+    forget_bias = float(forget_bias)
+    if forget_bias != 0.0 and cell != "lstm":
+        raise InvalidOptionError(
+            f"argument 'forget_bias': got {forget_bias!r} for cell {cell!r}; only the 'lstm' cell has a forget gate "
+            "(expected 0.0)"
+        )
+    return forget_bias
 
 
 def _pos_float(name: str, value: Any, *, zero: bool = False, upper: float | None = None) -> float:
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    ok = _is_number(value)
     v = float(value) if ok else math.nan
     if not (ok and math.isfinite(v) and (v >= 0 if zero else v > 0) and (upper is None or v <= upper)):
         rng = f"in {'[0' if zero else '(0'}, {upper}]" if upper is not None else (">= 0" if zero else "> 0")
@@ -670,12 +680,7 @@ def train_classifier(
         clip_norm = _pos_float("clip_norm", clip_norm)
     l2 = _pos_float("l2", l2, zero=True)
     recurrent_init, recurrent_gain = _check_recurrent_init(recurrent_init, recurrent_gain)
-    forget_bias = _finite_float("forget_bias", forget_bias)
-    if forget_bias != 0.0 and cell != "lstm":
-        raise InvalidOptionError(
-            f"argument 'forget_bias': got {forget_bias!r} for cell {cell!r}; only the 'lstm' cell has a forget gate "
-            "(expected 0.0)"
-        )
+    forget_bias = _check_forget_bias(cell, forget_bias)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InvalidOptionError(f"argument 'seed': got {seed!r}, expected a non-negative integer")
     eval_every = _pos_int("eval_every", eval_every)
@@ -755,10 +760,11 @@ def train_classifier(
             # which is pulled towards the constant forget bias (renn adds it outside the weights).
             anchors = {}
             if forget_bias:
+                f = slice(GATE_ORDER["lstm"].index("f") * H, (GATE_ORDER["lstm"].index("f") + 1) * H)
                 with torch.no_grad():
-                    net.rnn.bias_ih[H:2 * H] += forget_bias
+                    net.rnn.bias_ih[f] += forget_bias
                 anchor = torch.zeros_like(net.rnn.bias_ih)
-                anchor[H:2 * H] = forget_bias
+                anchor[f] = forget_bias
                 anchors[id(net.rnn.bias_ih)] = anchor
             opt = torch.optim.Adam(net.parameters(), lr=lr, betas=(b1, b2), eps=eps)
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_decay ** s)
