@@ -66,12 +66,12 @@ __all__ = [
     "predict",
     "make_cell",
     "cell_from_params",
-    "TextClassifier",
-    "VanillaCell",
-    "GRUCell",
-    "GRUResetBeforeCell",
-    "UGRNNCell",
-    "LSTMCell",
+    "TextClassifier",  # noqa: F822 (module __getattr__ builds it on first access)
+    "VanillaCell",  # noqa: F822 (module __getattr__ builds it on first access)
+    "GRUCell",  # noqa: F822 (module __getattr__ builds it on first access)
+    "GRUResetBeforeCell",  # noqa: F822 (module __getattr__ builds it on first access)
+    "UGRNNCell",  # noqa: F822 (module __getattr__ builds it on first access)
+    "LSTMCell",  # noqa: F822 (module __getattr__ builds it on first access)
     "RECURRENT_INITS",
 ]
 

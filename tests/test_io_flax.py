@@ -12,7 +12,7 @@ import pytest
 
 import fastfp
 from fastfp.errors import FastFPError, FileFormatError, InvalidOptionError
-from fastfp.io_flax import is_msgpack_head, load_flax, params_from_flax, read_flax_msgpack
+from fastfp.io_flax import is_msgpack_head, load_flax, read_flax_msgpack
 
 msgpack = pytest.importorskip("msgpack")
 
@@ -268,7 +268,7 @@ def test_renn_trees_match_jax_equations(kind, layout, tmp_path):
         if layout == "msgpack":
             src = str(tmp_path / "renn.msgpack")
             with open(src, "wb") as fh:
-                fh.write(_pack({"0": np.eye(4, M), "1": tree, "2": {"0": np.ones((2 * H if False else H, 2)), "1": np.zeros(2)}}))
+                fh.write(_pack({"0": np.eye(4, M), "1": tree, "2": {"0": np.ones((H, 2)), "1": np.zeros(2)}}))
         m = load_flax(src, **{bias_name: bias})
         assert m.params.cell == cell
         if layout == "msgpack":

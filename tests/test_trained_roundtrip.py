@@ -63,7 +63,7 @@ def test_trained_gru_through_flax_round_trip(tmp_path):
     from flax import serialization
 
     p = fastfp.load_params(DATA / "gru64_cat3.npz").params
-    H, M = p.hidden_size, p.input_size
+    H = p.hidden_size
     Wr, Wz, Wn = np.split(np.asarray(p.w_ih), 3)
     Ur, Uz, Un = np.split(np.asarray(p.w_hh), 3)
     bir, biz, bin_ = np.split(np.asarray(p.b_ih), 3)
