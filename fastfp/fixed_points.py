@@ -4,12 +4,15 @@ duplicates, outlier rules and a versioned ``.npz`` format (never pickle)."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
 
-from .errors import FileFormatError, InvalidOptionError, ShapeError
+from ._atomic import atomic_path
+from ._npz import format_version, json_object_entry, read_npz
+from .errors import FastFPError, FileFormatError, InvalidOptionError, ShapeError
 from .status import CONVERGED, Q_TOLERANCE, SLOW_POINT, Status
 
 __all__ = ["FixedPoints", "concatenate", "FORMAT_VERSION"]
@@ -72,11 +75,36 @@ class FixedPoints:
     metadata: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        n = len(self.x)
+        x = np.asarray(self.x)
+        if x.ndim != 2:
+            raise ShapeError(f"FixedPoints field 'x': has shape {x.shape}, expected (B, N)")
+        (n, N), M = x.shape, np.shape(self.inputs)[-1] if np.ndim(self.inputs) == 2 else None
+        k = np.shape(self.eigvals)[1] if self.eigvals is not None and np.ndim(self.eigvals) == 2 else N
+        expected = {"x": (n, N), "x0": (n, N), "inputs": (n, M), "fx": (n, N), "residual": (n,), "q": (n,), "grad_norm": (n,),
+                    "status": (n,), "nit": (n,), "jacobian": (n, N, N), "eigvals": (n, k),
+                    "eigvecs_right": (n, N, k), "eigvecs_left": (n, N, k), "input_jacobian": (n, N, M)}
         for name in _CORE + _DECOMP:
             value = getattr(self, name)
-            if value is not None and len(value) != n:
-                raise ShapeError(f"FixedPoints field {name!r}: has {len(value)} rows, expected {n} (one per point)")
+            if value is None:
+                continue
+            shape = np.shape(value)
+            if shape and shape[0] != n:
+                raise ShapeError(f"FixedPoints field {name!r}: has {shape[0]} rows, expected {n} (one per point)")
+            if shape != expected[name]:
+                want = "(B, N, k) with k the eigvals' columns" if name.startswith("eigvecs") else str(expected[name])
+                raise ShapeError(f"FixedPoints field {name!r}: has shape {shape}, expected {want} "
+                                 f"(B = {n} points, N = {N}, M = {M})")
+        if k > N:
+            raise ShapeError(f"FixedPoints field 'eigvals': has {k} columns, expected at most N = {N}")
+        codes = np.unique(np.asarray(self.status))
+        unknown = sorted(set(codes.tolist()) - {int(s) for s in Status})
+        if unknown:
+            raise InvalidOptionError(
+                f"FixedPoints field 'status': holds codes {unknown[:5]} that are not fastfp.Status values "
+                f"({', '.join(f'{int(s)}={s.name}' for s in Status)})"
+            )
+        if not isinstance(self.metadata, dict):
+            raise InvalidOptionError(f"FixedPoints field 'metadata': got {type(self.metadata).__name__}, expected a dict")
 
     # ------------------------------------------------------------------ derived per-point facts
     @property
@@ -277,42 +305,44 @@ class FixedPoints:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> None:
-        """Write a versioned ``.npz`` (plain arrays and JSON metadata; no pickle)."""
+        """Write a versioned ``.npz`` (plain arrays and JSON metadata; no pickle).
+
+        Written next to ``path`` and renamed onto it: a failed write leaves a previous file intact."""
         arrays = {name: getattr(self, name) for name in _CORE + _DECOMP if getattr(self, name) is not None}
         arrays[_FORMAT_KEY] = np.array(FORMAT_VERSION)
         arrays[_META_KEY] = np.array(json.dumps(self.metadata, default=_json_default))
-        with open(path, "wb") as fh:
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)
 
     @classmethod
     def load(cls, path) -> "FixedPoints":
-        """Read a file written by :meth:`save`; refuses files of an unknown (newer) version."""
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                files = set(data.files)
-                if _FORMAT_KEY not in files:
-                    raise FileFormatError(
-                        f"argument 'path': {path!s} is not a fastfp FixedPoints file (no {_FORMAT_KEY!r} entry)"
-                    )
-                version = int(data[_FORMAT_KEY])
-                if version > FORMAT_VERSION:
-                    raise FileFormatError(
-                        f"argument 'path': {path!s} has FixedPoints format version {version}, but this fastfp "
-                        f"reads versions up to {FORMAT_VERSION}; upgrade fastfp (pip install -U fastfp-rnn)"
-                    )
-                missing = [name for name in _CORE if name not in files]
-                if missing:
-                    raise FileFormatError(f"argument 'path': {path!s} lacks the entries {missing}")
-                kwargs: dict[str, Any] = {name: data[name] for name in _CORE + _DECOMP if name in files}
-                kwargs["metadata"] = json.loads(str(data[_META_KEY])) if _META_KEY in files else {}
-        except FileFormatError:
-            raise
-        except Exception as exc:  # zip/npy/json damage, object arrays (pickle refused), ...
-            raise FileFormatError(f"argument 'path': {path!s} is not a readable FixedPoints .npz file ({exc})") from None
+        """Read a file written by :meth:`save`; refuses files of an unknown (newer) version.
+
+        Raises
+        ------
+        FileFormatError
+            Not a FixedPoints file, a newer version, unknown or missing entries, entries of the
+            wrong dtype or shape, unknown status codes, or a damaged file.
+        """
+        where = f"argument 'path': {os.fspath(path)!s}"
+        entries = read_npz(path, where=where, kind="fastfp FixedPoints file", marker=_FORMAT_KEY,
+                           known=_CORE + _DECOMP + (_META_KEY,))
+        format_version(entries, _FORMAT_KEY, where=where, kind="FixedPoints", newest=FORMAT_VERSION)
+        missing = [name for name in _CORE if name not in entries]
+        if missing:
+            raise FileFormatError(f"{where} lacks the entries {missing}")
+        kwargs: dict[str, Any] = {name: entries[name] for name in _CORE + _DECOMP if name in entries}
         for name, value in kwargs.items():
-            if isinstance(value, np.ndarray) and value.dtype.kind not in "biufc":
-                raise FileFormatError(f"argument 'path': entry {name!r} of {path!s} has dtype {value.dtype}, expected numbers")
-        return cls(**kwargs)
+            if value.dtype.kind not in ("iu" if name in ("status", "nit") else "biufc"):
+                raise FileFormatError(
+                    f"{where}: entry {name!r} has dtype {value.dtype}, expected "
+                    + ("integers" if name in ("status", "nit") else "numbers")
+                )
+        kwargs["metadata"] = json_object_entry(entries, _META_KEY, where=where) if _META_KEY in entries else {}
+        try:
+            return cls(**kwargs)
+        except FastFPError as exc:
+            raise FileFormatError(f"{where}: {exc}") from None
 
 
 def concatenate(parts) -> FixedPoints:

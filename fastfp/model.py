@@ -24,11 +24,15 @@ key                    shape                 meaning
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import FileFormatError, ShapeError
+from ._atomic import atomic_path
+from ._npz import format_version, json_object_entry, read_npz, text_entry
+from ._validate import as_float_array, check_finite
+from .errors import FastFPError, FileFormatError, InvalidOptionError, ShapeError
 from .params import RNNParams
 
 __all__ = ["Model", "save_params", "load_params", "PARAMS_FORMAT_VERSION"]
@@ -62,20 +66,40 @@ class Model:
 
     def __post_init__(self) -> None:
         p = self.params
+        if not isinstance(p, RNNParams):
+            raise InvalidOptionError(f"argument 'params': got {type(p).__name__}, expected fastfp.RNNParams")
+        # Stored as read-only float arrays, checked once here: a NaN readout or a string embedding
+        # would otherwise surface only after a long search, under another argument's name.
+        for name in ("embedding", "readout_weight", "readout_bias"):
+            value = getattr(self, name)
+            if value is not None:
+                arr = np.array(as_float_array(name, value), copy=True)
+                check_finite(name, arr)
+                arr.setflags(write=False)
+                object.__setattr__(self, name, arr)
         if self.embedding is not None:
-            e = np.asarray(self.embedding)
+            e = self.embedding
             if e.ndim != 2 or e.shape[1] != p.input_size:
                 raise ShapeError(f"argument 'embedding': got shape {e.shape}, expected (V, {p.input_size})")
             if self.vocab is not None and len(self.vocab) != e.shape[0]:
                 raise ShapeError(f"argument 'vocab': got {len(self.vocab)} tokens, expected {e.shape[0]} (rows of embedding)")
         if self.readout_weight is not None:
-            w = np.asarray(self.readout_weight)
+            w = self.readout_weight
             if w.ndim != 2 or w.shape[1] != p.hidden_size:
                 raise ShapeError(f"argument 'readout_weight': got shape {w.shape}, expected (C, {p.hidden_size})")
-            if self.readout_bias is not None and np.shape(self.readout_bias) != (w.shape[0],):
+            if self.readout_bias is not None and self.readout_bias.shape != (w.shape[0],):
                 raise ShapeError(
-                    f"argument 'readout_bias': got shape {np.shape(self.readout_bias)}, expected ({w.shape[0]},)"
+                    f"argument 'readout_bias': got shape {self.readout_bias.shape}, expected ({w.shape[0]},)"
                 )
+        elif self.readout_bias is not None:
+            raise InvalidOptionError("argument 'readout_bias': given without a readout_weight; pass both or neither")
+        if self.vocab is not None:
+            if isinstance(self.vocab, str) or not all(isinstance(t, str) for t in self.vocab):
+                raise InvalidOptionError(f"argument 'vocab': got {type(self.vocab).__name__} {str(self.vocab)[:60]}, "
+                                         "expected a sequence of token strings")
+            object.__setattr__(self, "vocab", tuple(self.vocab))
+        if not isinstance(self.metadata, dict):
+            raise InvalidOptionError(f"argument 'metadata': got {type(self.metadata).__name__}, expected a dict")
 
     def inputs(self, tokens) -> np.ndarray:
         """Input vectors of token ids: (..., M)."""
@@ -93,7 +117,10 @@ class Model:
 
 
 def save_params(path, model) -> None:
-    """Write a ``Model`` (or bare ``RNNParams``) in fastfp's ``.npz`` layout (see module docs)."""
+    """Write a ``Model`` (or bare ``RNNParams``) in fastfp's ``.npz`` layout (see module docs).
+
+    The file is written next to ``path`` and renamed onto it, so a failed write (full disk,
+    interrupt) leaves any previous file at ``path`` as it was."""
     if isinstance(model, RNNParams):
         model = Model(model)
     p = model.params
@@ -111,37 +138,50 @@ def save_params(path, model) -> None:
             arrays[name] = np.asarray(value)
     if model.vocab is not None:
         arrays["vocab"] = np.array(list(model.vocab), dtype=str)
-    with open(path, "wb") as fh:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez_compressed(fh, **arrays)
 
 
+_ENTRIES = ("cell", "nonlinearity", "w_ih", "w_hh", "b_ih", "b_hh", "embedding", "readout_weight", "readout_bias",
+            "vocab", "metadata", "source")
+
+
 def load_params(path) -> Model:
-    """Read a file written by :func:`save_params` (never unpickles)."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            files = set(data.files)
-            if _KEY not in files:
-                raise FileFormatError(f"argument 'path': {path!s} is not a fastfp params file (no {_KEY!r} entry)")
-            version = int(data[_KEY])
-            if version > PARAMS_FORMAT_VERSION:
-                raise FileFormatError(
-                    f"argument 'path': {path!s} has params format version {version}; this fastfp reads up to "
-                    f"{PARAMS_FORMAT_VERSION}: upgrade fastfp (pip install -U fastfp-rnn)"
-                )
-            for key in ("cell", "w_ih", "w_hh"):
-                if key not in files:
-                    raise FileFormatError(f"argument 'path': {path!s} lacks the key {key!r}")
-            entries = {k: data[k] for k in files}
-    except FileFormatError:
-        raise
-    except Exception as exc:  # zip/npy damage, object arrays (pickle refused), ...
-        raise FileFormatError(f"argument 'path': {path!s} is not a readable fastfp params file ({exc})") from None
+    """Read a file written by :func:`save_params` (never unpickles).
+
+    Raises
+    ------
+    FileFormatError
+        Not a fastfp params file, a newer format version, an unknown or malformed entry (see
+        the module docs for the layout), or a damaged file.
+    """
+    where = f"argument 'path': {os.fspath(path)!s}"
+    entries = read_npz(path, where=where, kind="fastfp params file", marker=_KEY, known=_ENTRIES)
+    format_version(entries, _KEY, where=where, kind="params", newest=PARAMS_FORMAT_VERSION)
+    for key in ("cell", "w_ih", "w_hh", "b_ih", "b_hh"):  # save_params writes every one of them
+        if key not in entries:
+            raise FileFormatError(f"{where} lacks the key {key!r}")
+    text = {k: text_entry(entries, k, where=where) for k in ("cell", "nonlinearity", "source") if k in entries}
     get = entries.get
-    params = RNNParams(
-        str(entries["cell"]), entries["w_ih"], entries["w_hh"], get("b_ih"), get("b_hh"),
-        nonlinearity=str(entries["nonlinearity"]) if "nonlinearity" in entries else "tanh",
-        source=str(entries["source"]) if "source" in entries else f"fastfp npz {path!s}",
-    )
-    vocab = tuple(str(t) for t in entries["vocab"]) if "vocab" in entries else None
-    metadata = json.loads(str(entries["metadata"])) if "metadata" in entries else {}
-    return Model(params, get("embedding"), get("readout_weight"), get("readout_bias"), vocab, metadata)
+    try:
+        params = RNNParams(
+            text["cell"], entries["w_ih"], entries["w_hh"], get("b_ih"), get("b_hh"),
+            nonlinearity=text.get("nonlinearity", "tanh"), source=text.get("source", f"fastfp npz {path!s}"),
+        )
+    except FastFPError as exc:  # same error type, with the file named
+        raise type(exc)(f"{where}: {exc}") from None
+    vocab = None
+    if "vocab" in entries:
+        v = entries["vocab"]
+        if v.ndim != 1 or v.dtype.kind != "U":
+            raise FileFormatError(f"{where}: entry 'vocab' is {v.dtype} of shape {v.shape}, expected a 1-D array of strings")
+        vocab = tuple(str(t) for t in v)
+        if len(set(vocab)) != len(vocab):
+            seen: set = set()
+            dup = next(t for t in vocab if t in seen or seen.add(t))
+            raise FileFormatError(f"{where}: entry 'vocab' lists the token {dup!r} twice; expected distinct tokens")
+    metadata = json_object_entry(entries, "metadata", where=where) if "metadata" in entries else {}
+    try:
+        return Model(params, get("embedding"), get("readout_weight"), get("readout_bias"), vocab, metadata)
+    except FastFPError as exc:
+        raise type(exc)(f"{where}: {exc}") from None

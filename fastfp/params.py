@@ -263,6 +263,9 @@ class RNNParams:
                 f"argument 'cell': got {cell!r}, expected one of {', '.join(map(repr, CELLS))}"
             )
         rng = np.random.default_rng(seed)
+        if scale is not None and (isinstance(scale, (bool, np.bool_)) or not isinstance(scale, (int, float, np.integer, np.floating))
+                                  or not math.isfinite(scale) or scale <= 0):
+            raise InvalidOptionError(f"argument 'scale': got {scale!r}, expected a finite number > 0")
         s = 1.0 / math.sqrt(hidden_size) if scale is None else float(scale)
         G = len(GATE_ORDER[cell])
         H, M = int(hidden_size), int(input_size)

@@ -122,10 +122,10 @@ def _check_choice(name, value, choices):
 def _check_tol(name, value, *, allow_zero=False, allow_none=False):
     if value is None and allow_none:
         return None
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InvalidOptionError(f"argument {name!r}: got {value!r}, expected a number") from None
+    # float() would also take '1e-3' and True (= 1.0): a tolerance is given as a real number.
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InvalidOptionError(f"argument {name!r}: got {value!r} ({type(value).__name__}), expected a number")
+    v = float(value)
     ok = np.isfinite(v) and (v >= 0 if allow_zero else v > 0)
     if not ok:
         raise InvalidOptionError(
@@ -336,7 +336,10 @@ def find_fixed_points(
     kernels = get_kernels(backend)
     if method not in METHODS:
         raise InvalidOptionError(f"argument 'method': got {method!r}, expected one of {', '.join(map(repr, METHODS))}")
-    dtype = np.dtype(dtype)
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise InvalidOptionError(f"argument 'dtype': got {dtype!r}, expected float32 or float64") from None
     if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise InvalidOptionError(f"argument 'dtype': got {dtype}, expected float32 or float64")
     H0 = as_float_array("h0", h0, dtype)

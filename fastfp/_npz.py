@@ -1,0 +1,158 @@
+"""Reading fastfp's own ``.npz`` files as untrusted input: no pickle, no unknown entries, and no
+entry allowed to make the reader allocate more memory than the file can justify.
+
+``np.load`` alone is not enough for a file from someone else: it accepts entries it will never be
+asked for, reads whatever size a (deflated) entry expands to, and allocates an array from the
+shape its header declares before finding out that the data are not there."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from math import prod
+
+import numpy as np
+from numpy.lib import format as npy_format
+
+from .errors import FileFormatError
+
+__all__ = ["read_npz", "memory_limit_bytes", "format_version", "text_entry", "json_object_entry"]
+
+
+def memory_limit_bytes() -> int:
+    """Half this machine's physical memory: the most one file's arrays may expand to."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX: assume a 16 GiB machine
+        total = 16 << 30
+    return int(total) // 2
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def _entry_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, name: str):
+    """(shape, dtype) that entry ``name`` declares, checked against the bytes it holds."""
+    with zf.open(info) as fh:
+        version = npy_format.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = npy_format.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, _, dtype = npy_format.read_array_header_2_0(fh)
+        else:
+            raise FileFormatError(f"{where}: entry {name!r} is a .npy of version {version}, expected 1.0 or 2.0")
+        header = fh.tell()
+    if dtype.hasobject:
+        raise FileFormatError(
+            f"{where}: entry {name!r} holds Python objects (dtype {dtype}); fastfp never unpickles a file"
+        )
+    declared = prod(shape) * dtype.itemsize
+    if declared != info.file_size - header:
+        raise FileFormatError(
+            f"{where}: entry {name!r} declares shape {shape} of {dtype} ({declared} bytes) but holds "
+            f"{info.file_size - header} bytes; the file is damaged"
+        )
+    return shape, dtype
+
+
+def read_npz(path, *, where: str, kind: str = "NumPy .npz", marker: str | None = None, known=None) -> dict[str, np.ndarray]:
+    """Every entry of the ``.npz`` at ``path``, as arrays, after checking it can be read safely.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    where : str
+        How error messages name the file (e.g. ``"argument 'path': run.npz"``).
+    kind : str
+        What the format is called (``"fastfp params file"``).
+    marker : str, optional
+        The entry that every file of the format has (its format version).
+    known : collection of str, optional
+        The entry names this format has; any other entry is an error (a misspelt key must not be
+        ignored silently). None: any names (a state dict, whose keys the caller checks).
+
+    Raises
+    ------
+    FileFormatError
+        Not a zip of ``.npy`` entries, no ``marker``, an unknown entry, object arrays, a header that does not match
+        its data, or arrays that would expand past :func:`memory_limit_bytes`.
+    """
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as exc:
+        raise FileFormatError(f"{where} is not a readable .npz (zip) file ({exc})") from None
+    with zf:
+        infos = zf.infolist()
+        not_npy = [i.filename for i in infos if not i.filename.endswith(".npy")]
+        if not_npy:
+            raise FileFormatError(f"{where}: entries {not_npy[:5]} are not .npy arrays; expected a NumPy .npz")
+        names = [i.filename[: -len(".npy")] for i in infos]
+        if len(set(names)) != len(names):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            raise FileFormatError(f"{where}: entries {dup} occur more than once; the file is damaged")
+        if marker is not None and marker not in names:
+            raise FileFormatError(f"{where} is not a {kind} (no {marker!r} entry)")
+        unknown = sorted(set(names) - set(known) - {marker}) if known is not None else []
+        if unknown:
+            raise FileFormatError(
+                f"{where}: unknown entries {unknown}; this format has {sorted(known)} (a misspelt or foreign key?)"
+            )
+        total = sum(i.file_size for i in infos)
+        limit = memory_limit_bytes()
+        if total > limit:
+            raise FileFormatError(
+                f"{where}: its arrays expand to {_gib(total)}, more than half this machine's memory "
+                f"({_gib(limit)}); refusing to read it (a damaged or hostile file?)"
+            )
+        out = {}
+        for info, name in zip(infos, names):
+            try:
+                _entry_header(zf, info, where, name)
+                with zf.open(info) as fh:
+                    out[name] = npy_format.read_array(fh, allow_pickle=False)
+            except FileFormatError:
+                raise
+            except Exception as exc:  # CRC errors, truncated deflate streams, bad headers
+                raise FileFormatError(f"{where}: entry {name!r} is unreadable ({type(exc).__name__}: {exc})") from None
+        return out
+
+
+def format_version(entries: dict, marker: str, *, where: str, kind: str, newest: int) -> int:
+    """The integer format version in ``entries[marker]``, refused unless it is 1..``newest``."""
+    v = entries[marker]
+    if v.shape != () or v.dtype.kind not in "iu":
+        raise FileFormatError(
+            f"{where}: entry {marker!r} is {v.dtype} of shape {v.shape}, expected an integer format version"
+        )
+    version = int(v)
+    if version > newest:
+        raise FileFormatError(
+            f"{where} has {kind} format version {version}, but this fastfp reads versions up to {newest}; "
+            "upgrade fastfp (pip install -U fastfp-rnn)"
+        )
+    if version < 1:
+        raise FileFormatError(f"{where}: {kind} format version {version}, expected 1..{newest}")
+    return version
+
+
+def text_entry(entries: dict, name: str, *, where: str) -> str:
+    """A 0-d string entry as ``str``."""
+    v = entries[name]
+    if v.shape != () or v.dtype.kind != "U":
+        raise FileFormatError(f"{where}: entry {name!r} is {v.dtype} of shape {v.shape}, expected a string")
+    return str(v)
+
+
+def json_object_entry(entries: dict, name: str, *, where: str) -> dict:
+    """A 0-d string entry holding a JSON object, as ``dict``."""
+    import json
+
+    text = text_entry(entries, name, where=where)
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise FileFormatError(f"{where}: entry {name!r} is not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise FileFormatError(f"{where}: entry {name!r} holds a JSON {type(value).__name__}, expected an object")
+    return value
