@@ -98,7 +98,8 @@ must be given; fastfp never guesses.
 Several cells in one tree raise an error listing their key paths unless ``key_prefix=`` (a
 ``/``-separated path prefix, e.g. ``'params/RNN_0'``) picks one. An embedding (``embedding`` (V, M))
 and a Dense readout (``kernel`` (H, C) [+ ``bias`` (C,)]) outside the cell are attached when there is
-exactly one candidate of matching size.
+exactly one candidate of matching size; a readout candidate whose bias does not fit its kernel is an
+error, not a readout left out.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .errors import FileFormatError, InvalidOptionError, MissingDependencyError
+from .errors import FastFPError, FileFormatError, InvalidOptionError, MissingDependencyError
 from .model import Model
 from .params import CELLS, GATE_ORDER, RNNParams
 
@@ -271,7 +272,13 @@ def _normalise(node, where, depth=0):
     elif hasattr(node, "to_pure_dict") and callable(node.to_pure_dict) and type(node).__name__ == "State":
         node = node.to_pure_dict()
     if isinstance(node, Mapping):
-        return {str(k): _normalise(v, where, depth + 1) for k, v in node.items()}
+        out, first = {}, {}
+        for k, v in node.items():
+            if str(k) in out:  # e.g. 1 and '1' (msgpack keeps both): one would replace the other
+                raise FileFormatError(f"{where}: a map of the tree has both the keys {first[str(k)]!r} and {k!r}, "
+                                      f"which both read as the key {str(k)!r}; expected distinct string keys")
+            out[str(k)], first[str(k)] = _normalise(v, where, depth + 1), k
+        return out
     if isinstance(node, (list, tuple)):
         return {str(i): _normalise(v, where, depth + 1) for i, v in enumerate(node)}
     if isinstance(node, np.ndarray):
@@ -574,14 +581,24 @@ def _collect(tree, path, skip, out_emb, out_dense, depth=0):
             _collect(v, p, skip, out_emb, out_dense, depth + 1)
 
 
-def _extras(tree, cell_path, H, M):
+def _check_readout_bias(where, path, kernel_key, bias_key, kernel, bias):
+    """A readout candidate's bias that does not fit its kernel is an error, not a readout left out."""
+    if bias is not None and not (isinstance(bias, np.ndarray) and bias.shape == (kernel.shape[1],)):
+        found = f"shape {bias.shape}" if isinstance(bias, np.ndarray) else f"a {type(bias).__name__}"
+        raise FileFormatError(
+            f"{where}: readout bias {_fmt(path + (bias_key,))!r} has {found}, expected ({kernel.shape[1]},) "
+            f"to match kernel {_fmt(path + (kernel_key,))!r} of shape {kernel.shape}"
+        )
+
+
+def _extras(tree, cell_path, H, M, where):
     """(embedding, readout_weight, readout_bias, notes) found outside the cell when unambiguous."""
     embs, denses = [], []
     _collect(tree, (), cell_path, embs, denses)
     emb = [(p, e) for p, e in embs if e.shape[1] == M and np.issubdtype(e.dtype, np.floating)]
-    outs = [(p, k, b) for p, k, b in denses
-            if k.shape[0] == H and np.issubdtype(k.dtype, np.floating)
-            and (b is None or (isinstance(b, np.ndarray) and b.shape == (k.shape[1],)))]
+    outs = [(p, k, b) for p, k, b in denses if k.shape[0] == H and np.issubdtype(k.dtype, np.floating)]
+    for p, k, b in outs:
+        _check_readout_bias(where, p, "kernel", "bias", k, b)
     # renn network tuple: {'0': embedding (V, M), '1': rnn params, '2': {'0': W (H, C), '1': b (C,)}}
     if not emb and not outs and len(cell_path) >= 1:
         parent = tree
@@ -593,9 +610,8 @@ def _extras(tree, cell_path, H, M):
             if isinstance(e, np.ndarray) and e.ndim == 2 and e.shape[1] == M and e.dtype.kind == "f":
                 emb = [(base + ("0",), e)]
             if isinstance(r, dict) and isinstance(r.get("0"), np.ndarray) and r["0"].ndim == 2 and r["0"].shape[0] == H:
-                b = r.get("1")
-                if b is None or (isinstance(b, np.ndarray) and b.shape == (r["0"].shape[1],)):
-                    outs = [(base + ("2",), r["0"], b)]
+                _check_readout_bias(where, base + ("2",), "0", "1", r["0"], r.get("1"))
+                outs = [(base + ("2",), r["0"], r.get("1"))]
     embedding = emb[0][1] if len(emb) == 1 else None
     rw = rb = None
     notes = []
@@ -636,6 +652,20 @@ def params_from_flax(tree, *, cell: str | None = None, key_prefix: str | None = 
         stored in renn params. Defaults are renn's (0.0 and 1.0). Ignored for Flax cells.
     path : str, optional
         File name used in error messages.
+
+    Returns
+    -------
+    Model
+
+    Raises
+    ------
+    FileFormatError
+        No cell or several cells (without ``key_prefix``), missing or misshapen kernels, a readout
+        bias that does not fit its kernel, two keys of one map that read as the same string.
+    InvalidOptionError
+        An option out of range, or ``cell`` disagreeing with the tree.
+    NonFiniteError, DTypeError, ...
+        The errors of :class:`RNNParams` and :class:`Model`, with the file and the cell's path named.
     """
     where = f"argument 'path': {path!s}" if path is not None else "argument 'tree'"
     if cell is not None and (not isinstance(cell, str) or cell not in CELLS):
@@ -691,15 +721,21 @@ def params_from_flax(tree, *, cell: str | None = None, key_prefix: str | None = 
     if nonlinearity is not None and nonlinearity != "tanh" and found_cell != "vanilla":
         raise InvalidOptionError(f"{where}: nonlinearity={nonlinearity!r} applies only to a vanilla cell, found {found_cell!r}")
     src = f"{note}; from {_fmt(cpath)}" + (f" of {path}" if path is not None else "")
-    params = RNNParams(found_cell, w_ih, w_hh, b_ih, b_hh, nonlinearity=nonlinearity or "tanh", source=src)
-    emb, rw, rb, notes = _extras(norm, cpath, H, params.input_size)
+    try:
+        params = RNNParams(found_cell, w_ih, w_hh, b_ih, b_hh, nonlinearity=nonlinearity or "tanh", source=src)
+    except FastFPError as exc:  # name the file and the sub-tree, as the state-dict readers do
+        raise type(exc)(f"{where}: the cell at {_fmt(cpath)!r} ({note}): {exc}") from None
+    emb, rw, rb, notes = _extras(norm, cpath, H, params.input_size, where)
     meta = {"format": "flax/jax parameter tree", "cell_path": _fmt(cpath), "cell_kind": kind, "conversions": note}
     if notes:
         meta["extras"] = notes
     if kind.startswith("renn"):
         meta["renn_gate_bias" if found_cell != "lstm" else "renn_forget_bias"] = \
             float(gate_bias if found_cell != "lstm" else forget_bias)
-    return Model(params, emb, rw, rb, None, meta)
+    try:
+        return Model(params, emb, rw, rb, None, meta)
+    except FastFPError as exc:
+        raise type(exc)(f"{where}: {exc}") from None
 
 
 def load_flax(source, *, cell: str | None = None, key_prefix: str | None = None, nonlinearity: str | None = None,

@@ -31,6 +31,7 @@ import math
 import os
 import pickle
 import zipfile
+from collections import Counter
 
 import numpy as np
 
@@ -300,6 +301,11 @@ class _Archive:
                 f"argument 'path': {path!s} holds several pickles ({', '.join(r + 'data.pkl' for r in roots)}); "
                 "expected one torch.save archive"
             )
+        repeated = sorted(n for n, count in Counter(names).items() if count > 1)
+        if repeated:  # zipfile reads the last of same-named entries: the others would be lost unseen
+            raise FileFormatError(
+                f"argument 'path': {path!s} holds several zip entries named {', '.join(map(repr, repeated[:5]))}"
+            )
         self.root = roots[0]
         self.names = set(names)
         self.byteorder = "<"
@@ -382,13 +388,28 @@ class _Archive:
         return flat
 
 
-def _flatten(obj, prefix: str, out: dict, seen: set, depth: int, path) -> None:
+def _key_path(keys) -> str:
+    return "".join(f"[{k!r}]" for k in keys) or "the saved object"
+
+
+def _flatten(obj, keys: tuple, out: dict, origins: dict, skipped: dict, seen: set, path) -> None:
+    """Tensors of ``obj`` -> ``out`` under dotted names; ``origins`` keeps each name's key path and
+    ``skipped`` the type of each entry that is not a tensor (checked by model_from_state_dict)."""
+    name = ".".join(map(str, keys))
     if isinstance(obj, _Tensor):
-        out[prefix] = obj.array
+        if name in out:
+            # {'rnn.w': a, 'rnn': {'w': b}} both flatten to 'rnn.w': keeping either would lose the other
+            raise FileFormatError(
+                f"argument 'path': {path!s}: entries {_key_path(origins[name])} and {_key_path(keys)} both "
+                f"flatten to the key {name!r}; re-save the checkpoint with one of them"
+            )
+        out[name], origins[name] = obj.array, keys
         return
+    if not isinstance(obj, dict) and keys:
+        skipped[name] = type(obj).__name__  # ints, strings, lists ...; a list is walked for tensors below
     if not isinstance(obj, (dict, list, tuple)):
-        return  # ints, floats, strings, None, ...: not arrays
-    if depth > _MAX_NESTING:
+        return
+    if len(keys) > _MAX_NESTING:
         raise FileFormatError(f"argument 'path': {path!s} nests containers deeper than {_MAX_NESTING} levels")
     if id(obj) in seen:
         # Visited already (a cycle, or a container shared through the pickle memo): walking it
@@ -397,8 +418,7 @@ def _flatten(obj, prefix: str, out: dict, seen: set, depth: int, path) -> None:
     seen.add(id(obj))
     items = obj.items() if isinstance(obj, dict) else enumerate(obj)
     for key, value in items:
-        name = f"{prefix}.{key}" if prefix else str(key)
-        _flatten(value, name, out, seen, depth + 1, path)
+        _flatten(value, keys + (key,), out, origins, skipped, seen, path)
 
 
 def _open_archive(path) -> tuple:
@@ -434,16 +454,23 @@ def read_torch_state_dict(path) -> dict:
         ``'state_dict.rnn.weight_hh_l0'``, ``'layers.0'`` for a list item; ``''`` for a bare tensor).
         Arrays are C-contiguous and own their data; float32/float64/float16 and integer tensors keep
         their dtype, bfloat16 becomes float32 (exactly) and bool stays bool. Non-tensor entries
-        (ints, strings, ...) are left out.
+        (ints, strings, ...) are left out (:func:`load_torch_rnn` refuses one that stands where a
+        weight is needed, or a list under a parameter's name).
 
     Raises
     ------
     FileFormatError
         The file is not a zip-format torch checkpoint (legacy format, damaged, truncated, another
-        format), a storage is missing or too small, or the pickle names any global other than the
+        format), a storage is missing or too small, two entries flatten to the same dotted key
+        (``'rnn.w'`` and ``['rnn']['w']``), or the pickle names any global other than the
         tensor-rebuilding functions, storage types and ``collections.OrderedDict`` (for example a
         whole pickled ``nn.Module``, or malicious code); nothing in the pickle is ever executed.
     """
+    return _read_state_dict(path)[0]
+
+
+def _read_state_dict(path) -> tuple:
+    """(tensors, {dotted key: type name} of the entries that are not tensors) of a checkpoint."""
     if not isinstance(path, (str, bytes, os.PathLike)):
         from .errors import ArgumentTypeError
 
@@ -455,7 +482,8 @@ def read_torch_state_dict(path) -> dict:
             pickled = archive.pickle_bytes()
             obj = _RestrictedUnpickler(pickled, archive).load()
             out: dict = {}
-            _flatten(obj, "", out, set(), 0, path)
+            skipped: dict = {}
+            _flatten(obj, (), out, {}, skipped, set(), path)
     except FileFormatError:
         raise
     except RecursionError:
@@ -465,7 +493,7 @@ def read_torch_state_dict(path) -> dict:
             f"argument 'path': {path!s} is not a readable torch.save checkpoint "
             f"({type(exc).__name__}: {_short(str(exc), 200)})"
         ) from None
-    return out
+    return out, skipped
 
 
 # ----------------------------------------------------------------------------- RNN layers
@@ -509,13 +537,16 @@ def load_torch_rnn(path, *, layer: int = 0, direction: int = 0, key_prefix: str 
     ------
     FileFormatError
         Unreadable file, no RNN or several RNNs without ``key_prefix``, layer/direction not
-        present, a gate count G = rows(w_hh) / cols(w_hh) other than 1, 3, 4, shapes that disagree.
+        present, a gate count G = rows(w_hh) / cols(w_hh) other than 1, 3, 4, shapes that disagree
+        (the readout bias included), a missing key (with the similar keys found), a misspelt bias
+        key, a non-tensor where a weight belongs, cell and stacked-RNN keys under one prefix.
     NonFiniteError, ...
         The errors of :class:`RNNParams` (NaN weights, ...), with the file and keys named.
     """
-    sd = read_torch_state_dict(path)
+    sd, skipped = _read_state_dict(path)
     return model_from_state_dict(
         sd, f"argument 'path': {path!s}", fmt="torch.save state dict", torch_convention=True, file=str(path),
+        skipped=skipped,
         layer=layer, direction=direction, key_prefix=key_prefix, nonlinearity=nonlinearity,
         embedding_key=embedding_key, readout_key=readout_key,
     )

@@ -35,10 +35,12 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections import Counter
 from collections.abc import Mapping
 
 import numpy as np
 
+from ._npz import read_npz
 from .errors import ArgumentTypeError, FastFPError, FileFormatError, InvalidOptionError
 from .io_safetensors import _MAX_HEADER, _read as _read_safetensors_with_metadata
 from .io_flax import _find as _flax_cells, _normalise as _flax_normalise, is_msgpack_head, load_flax
@@ -75,8 +77,10 @@ def load(source, *, cell: str | None = None, layer: int = 0, direction: int = 0,
         A file path (str or os.PathLike): torch checkpoint, fastfp params ``.npz``, plain ``.npz``
         or ``.safetensors``, told apart by content (see the module docs); an in-memory
         ``torch.nn.Module`` (its ``state_dict()``; torch itself is never imported by fastfp); a dict of
-        arrays with PyTorch key names (nested dicts give dotted keys); or an :class:`RNNParams` /
-        :class:`Model`, returned as a Model.
+        arrays with PyTorch key names (nested dicts give dotted keys, and two entries giving the same
+        dotted key are an error; values that are not arrays, such as an epoch counter, are left out,
+        but one where a weight is needed, or a list under a parameter's name, is an error); or an
+        :class:`RNNParams` / :class:`Model`, returned as a Model.
     cell : str, optional
         The fastfp cell (one of ``fastfp.CELLS``) when the source cannot tell: required for a 3-gate
         layer from a safetensors file, a plain ``.npz`` or a dict of NumPy arrays (``'gru'`` =
@@ -98,13 +102,16 @@ def load(source, *, cell: str | None = None, layer: int = 0, direction: int = 0,
     ------
     FileFormatError
         Empty, unknown, legacy-torch or damaged file; no or several RNNs (see
-        :func:`fastfp.load_torch_rnn`); an unsupported gate count.
+        :func:`fastfp.load_torch_rnn`), or a cell's and a stacked RNN's keys under one prefix; an
+        unsupported gate count; a required key missing (similar keys are listed), a misspelt bias, a
+        non-array where a weight belongs, a readout bias that does not fit its weight; two entries of
+        a nested dict or checkpoint that flatten to the same key.
     InvalidOptionError
         ``cell=`` missing where the source cannot tell (3 or 2 gate blocks in a non-PyTorch state
         dict), not one of ``fastfp.CELLS``, or disagreeing with the source (its gate count, or
         ``'gru_reset_before'`` for a PyTorch ``nn.GRU``).
     ArgumentTypeError
-        ``source`` of an unsupported type.
+        ``source`` of an unsupported type, or a dict that contains itself.
     OSError
         The file cannot be opened.
     """
@@ -122,19 +129,20 @@ def load(source, *, cell: str | None = None, layer: int = 0, direction: int = 0,
     if isinstance(source, RNNParams):
         return _single_layer(Model(source), "argument 'source' (an RNNParams)", **opts)
     if _is_torch_module(source):
-        sd = _module_state_dict(source)
+        skipped: dict = {}
+        sd = _module_state_dict(source, skipped)
         where = f"argument 'source' (torch module {type(source).__name__})"
         return model_from_state_dict(sd, where, fmt="torch nn.Module state_dict()", torch_convention=True,
-                                      file=None, **opts)
+                                      file=None, skipped=skipped, **opts)
     if _looks_like_flax(source):
         return _single_layer_opts(load_flax(source, cell=cell, key_prefix=key_prefix, nonlinearity=nonlinearity),
                                   "argument 'source' (a Flax / renn parameter tree)", layer, direction)
     if isinstance(source, Mapping):
-        sd, has_torch_tensors = {}, [False]
-        _flatten_mapping(source, "", sd, has_torch_tensors, set(), 0)
+        sd, skipped, has_torch_tensors = {}, {}, [False]
+        _flatten_mapping(source, (), sd, {}, skipped, has_torch_tensors, set())
         where = "argument 'source' (a dict of " + ("torch tensors)" if has_torch_tensors[0] else "arrays)")
         return model_from_state_dict(sd, where, fmt="state dict (dict of arrays)",
-                                      torch_convention=has_torch_tensors[0], file=None, **opts)
+                                      torch_convention=has_torch_tensors[0], file=None, skipped=skipped, **opts)
     if isinstance(source, (str, os.PathLike)):
         return _load_file(source, **opts)
     raise ArgumentTypeError(
@@ -174,12 +182,12 @@ def _load_file(path, **opts) -> Model:
         )
     if head.startswith(_ZIP_MAGICS):
         return _load_zip(path, where, **opts)
-    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= _MAX_HEADER:
+    is_pickle = head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
+    if _looks_like_safetensors(head, is_pickle):
         tensors, metadata = _read_safetensors_with_metadata(path)
         return model_from_state_dict(tensors, where, fmt="safetensors state dict", torch_convention=False,
                                       file=str(os.fspath(path)), extra_metadata={"safetensors_metadata": metadata},
                                       **opts)
-    is_pickle = head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
     if is_msgpack_head(head) and not is_pickle:
         return _single_layer_opts(
             load_flax(path, cell=opts["cell"], key_prefix=opts["key_prefix"], nonlinearity=opts["nonlinearity"]),
@@ -194,12 +202,26 @@ def _load_file(path, **opts) -> Model:
     )
 
 
+def _looks_like_safetensors(head: bytes, is_pickle: bool) -> bool:
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    if int.from_bytes(head[:8], "little") <= _MAX_HEADER:
+        return True
+    # An oversized length is still a (damaged) safetensors file, whose reader reports the length, unless
+    # the first bytes read as text, msgpack or a pickle: those can have a '{' at offset 8 too.
+    is_text = all(32 <= b < 127 or b in b"\t\n\r" for b in head[:8])
+    return not (is_text or is_pickle or is_msgpack_head(head))
+
+
 def _load_zip(path, where, **opts) -> Model:
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
         raise FileFormatError(f"{where} starts like a zip archive but is not a readable one ({exc}); {_supported()}") from None
+    repeated = sorted(n for n, count in Counter(names).items() if count > 1)
+    if repeated:  # zipfile reads the last of same-named entries: the others would be lost unseen
+        raise FileFormatError(f"{where} holds several zip entries named {', '.join(map(repr, repeated[:5]))}")
     if any(n.endswith("data.pkl") for n in names):
         model = load_torch_rnn(path, layer=opts["layer"], direction=opts["direction"],
                                key_prefix=opts["key_prefix"], nonlinearity=opts["nonlinearity"])
@@ -208,11 +230,8 @@ def _load_zip(path, where, **opts) -> Model:
     if _FASTFP_NPZ_ENTRY in names:
         return _single_layer(load_params(path), where, **opts)
     if names and all(n.endswith(".npy") for n in names):
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                sd = {k: data[k] for k in data.files}
-        except Exception as exc:  # zip/npy damage, object arrays (pickle refused), ...
-            raise FileFormatError(f"{where} is not a readable NumPy .npz file ({type(exc).__name__}: {exc})") from None
+        # read_npz: no pickle, headers checked against their data, a cap on what the file expands to
+        sd = read_npz(path, where=where)
         return model_from_state_dict(sd, where, fmt="NumPy .npz state dict", torch_convention=False,
                                       file=str(os.fspath(path)), **opts)
     sample = ", ".join(names[:6]) or "no entries"
@@ -243,7 +262,7 @@ def _tensor_to_numpy(t) -> np.ndarray:
     return np.array(t.numpy(), copy=True)
 
 
-def _module_state_dict(module) -> dict:
+def _module_state_dict(module, skipped: dict) -> dict:
     try:
         state = module.state_dict()
     except Exception as exc:
@@ -254,24 +273,44 @@ def _module_state_dict(module) -> dict:
     for key, value in state.items():
         if _is_torch_tensor(value):
             sd[str(key)] = _tensor_to_numpy(value)
+        else:  # e.g. a module's _extra_state; model_from_state_dict refuses it where a weight is needed
+            skipped[str(key)] = type(value).__name__
     return sd
 
 
-def _flatten_mapping(obj, prefix: str, out: dict, torch_seen: list, seen: set, depth: int) -> None:
-    if depth > 100:
+def _key_path(path) -> str:
+    return "".join(f"[{k!r}]" for k in path) or "the top level"
+
+
+def _flatten_mapping(obj, path: tuple, out: dict, origins: dict, skipped: dict, torch_seen: list, seen: set) -> None:
+    """Nested mappings -> ``out`` with dotted keys. ``origins`` keeps each key's path (for errors),
+    ``skipped`` the type of each value that is not an array (checked by model_from_state_dict)."""
+    if len(path) > 100:
         raise FileFormatError("argument 'source': the dict nests deeper than 100 levels")
     if id(obj) in seen:
-        return
+        raise ArgumentTypeError(f"argument 'source': the dict at {_key_path(path)} contains itself, expected a tree of dicts")
     seen.add(id(obj))
     for key, value in obj.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
+        here = path + (key,)
+        name = ".".join(map(str, here))
         if isinstance(value, Mapping):
-            _flatten_mapping(value, name, out, torch_seen, seen, depth + 1)
-        elif _is_torch_tensor(value):
+            _flatten_mapping(value, here, out, origins, skipped, torch_seen, seen)
+            continue
+        if _is_torch_tensor(value):
             torch_seen[0] = True
-            out[name] = _tensor_to_numpy(value)
+            array = _tensor_to_numpy(value)
         elif isinstance(value, np.ndarray) or hasattr(value, "__array__"):
-            out[name] = np.asarray(value)
+            array = np.asarray(value)
+        else:
+            skipped[name] = type(value).__name__
+            continue
+        if name in out:
+            # {'rnn.w': a, 'rnn': {'w': b}} both flatten to 'rnn.w': keeping either would lose the other
+            raise FileFormatError(
+                f"argument 'source': entries {_key_path(origins[name])} and {_key_path(here)} both flatten to "
+                f"the key {name!r}; keep one of them"
+            )
+        out[name], origins[name] = array, here
     seen.discard(id(obj))
 
 

@@ -7,6 +7,7 @@ that layer discovery follows one set of rules whatever the file format.
 
 from __future__ import annotations
 
+import difflib
 import re
 
 from .errors import FastFPError, FileFormatError, InvalidOptionError
@@ -22,19 +23,42 @@ _TORCH_NAMES = {"vanilla": "RNN", "gru": "GRU", "lstm": "LSTM"}
 
 
 def _rnn_groups(keys) -> dict:
-    """{prefix: {'kind': 'layered'|'cell', 'layers': {(layer, direction), ...}}} for each RNN found."""
+    """{prefix: {'kind', 'layers': {(layer, direction), ...}, 'keys': [weight_hh keys]}} for each RNN found.
+
+    'kind' is 'layered' (``weight_hh_l<k>``), 'cell' (``weight_hh``) or 'mixed' when one prefix has
+    both; the caller refuses a mixed group, so the result never depends on the order of the keys.
+    """
     groups: dict = {}
     for key in keys:
-        m = _LAYERED.match(key)
-        if m and (m["prefix"] == "" or m["prefix"].endswith(".")):
-            g = groups.setdefault(m["prefix"], {"kind": "layered", "layers": set()})
-            if g["kind"] == "layered":
-                g["layers"].add((int(m["layer"]), 1 if m["rev"] else 0))
-            continue
-        m = _CELL.match(key)
-        if m and (m["prefix"] == "" or m["prefix"].endswith(".")):
-            groups.setdefault(m["prefix"], {"kind": "cell", "layers": {(0, 0)}})
+        kind, m = "layered", _LAYERED.match(key)
+        if not (m and (m["prefix"] == "" or m["prefix"].endswith("."))):
+            kind, m = "cell", _CELL.match(key)
+            if not (m and (m["prefix"] == "" or m["prefix"].endswith("."))):
+                continue
+        g = groups.setdefault(m["prefix"], {"kind": kind, "layers": set(), "keys": []})
+        if g["kind"] != kind:
+            g["kind"] = "mixed"
+        g["keys"].append(key)
+        g["layers"].add((int(m["layer"]), 1 if m["rev"] else 0) if kind == "layered" else (0, 0))
     return groups
+
+
+_PARAM_NAME = re.compile(r"(weight|bias)(_(ih|hh|hr)(_l\d+(_reverse)?)?)?")
+
+
+def is_param_name(key: str) -> bool:
+    """True when the last dotted part of ``key`` is a PyTorch parameter name (``weight``, ``bias``,
+    ``weight_hh_l0`` ...): a value there that is not an array would be a weight silently lost."""
+    return _PARAM_NAME.fullmatch(key.rsplit(".", 1)[-1]) is not None
+
+
+def _not_an_array(key: str, type_name: str) -> str:
+    return (f"key {key!r} holds a {type_name}, expected an array (a NumPy array or a tensor); "
+            "convert it first, e.g. np.asarray(value, dtype=np.float32)")
+
+
+def _similar(key: str, keys, exclude=()) -> list:
+    return difflib.get_close_matches(key, [k for k in keys if k not in exclude], n=3, cutoff=0.8)
 
 
 def _prefix_text(prefix: str) -> str:
@@ -112,7 +136,7 @@ def choose_cell(G: int, cell, torch_convention: bool, where: str, w_hh_key: str,
 
 def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: bool, file=None, cell=None,
                           layer=0, direction=0, key_prefix=None, nonlinearity=None, embedding_key=None,
-                          readout_key=None, extra_metadata=None) -> Model:
+                          readout_key=None, extra_metadata=None, skipped=None) -> Model:
     """One recurrent layer of a state dict with PyTorch key names, as a :class:`fastfp.Model`.
 
     Shared by :func:`fastfp.load_torch_rnn` and :func:`fastfp.load` (torch files, modules,
@@ -120,7 +144,13 @@ def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: b
     the file or object); ``torch_convention`` says that a 3-gate layer is PyTorch's ``nn.GRU``
     (fastfp 'gru') rather than a GRU of unknown convention, for which ``cell=`` is required.
     ``embedding_key`` / ``readout_key`` pick those weights explicitly (``False``: none).
+    ``skipped`` maps the reader's entries that are not arrays to their type names: such an entry
+    where a weight is needed, or a list under a parameter's name, is an error, not a weight left out.
     """
+    skipped = skipped or {}
+    for key, type_name in skipped.items():
+        if type_name in ("list", "tuple") and is_param_name(key):
+            raise FileFormatError(f"{where}: {_not_an_array(key, type_name)}")
     groups = _rnn_groups(sd)
     for name, value in (("layer", layer), ("direction", direction)):
         if not isinstance(value, int) or isinstance(value, bool):
@@ -141,6 +171,8 @@ def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: b
     else:
         if not groups:
             sample = ", ".join(list(sd)[:8]) or "no arrays"
+            if skipped:
+                sample += "; not arrays, left out: " + ", ".join(f"{k} ({t})" for k, t in list(skipped.items())[:8])
             raise FileFormatError(
                 f"{where}: no recurrent layer found (no 'weight_hh_l<k>' or 'weight_hh' key; keys: {sample})"
             )
@@ -149,6 +181,14 @@ def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: b
             raise FileFormatError(f"{where}: holds several recurrent layers ({found}); pass key_prefix= to pick one")
         prefix = next(iter(groups))
     group = groups[prefix]
+    if group["kind"] == "mixed":
+        cell_keys = sorted(k for k in group["keys"] if k.endswith("weight_hh"))
+        layered = sorted(k for k in group["keys"] if not k.endswith("weight_hh"))
+        raise FileFormatError(
+            f"{where}: the RNN {_prefix_text(prefix)} has both an RNN cell's key ({', '.join(map(repr, cell_keys))}) "
+            f"and a stacked RNN's keys ({', '.join(map(repr, layered))}); a PyTorch module has one or the "
+            "other, so which is meant is ambiguous: remove or rename the keys of the one not wanted"
+        )
     if (layer, direction) not in group["layers"]:
         listing = ", ".join(f"(layer={k}, direction={d})" for k, d in sorted(group["layers"]))
         raise FileFormatError(
@@ -161,11 +201,25 @@ def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: b
             f"{where}: {prefix}weight_hr{suffix} is present: an LSTM with proj_size > 0, which fastfp does not support"
         )
 
+    rnn_keys = {k for k in sd for p in groups if k.startswith(p) and _is_rnn_key(k[len(p):])}
+
     def fetch(name, ndim, required):
         key = keys[name]
+        if key in skipped:
+            raise FileFormatError(f"{where}: {_not_an_array(key, skipped[key])}")
         if key not in sd:
             if required:
-                raise FileFormatError(f"{where}: lacks the key {key!r}")
+                close = _similar(key, sd, exclude=keys.values())
+                hint = f"; similar keys found: {', '.join(map(repr, close))}" if close else ""
+                raise FileFormatError(f"{where}: lacks the key {key!r}{hint}")
+            # An absent bias means bias=False (zeros), unless a misspelt one is there and would be lost.
+            close = _similar(key, sd, exclude=rnn_keys)
+            if close:
+                raise FileFormatError(
+                    f"{where}: lacks the key {key!r} but has the similar key(s) {', '.join(map(repr, close))}, "
+                    "which would be left out (the bias taken as zeros); rename the key, or remove it if the "
+                    "layer has no bias"
+                )
             return None
         arr = sd[key]
         if arr.ndim != ndim:
@@ -225,7 +279,6 @@ def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: b
     elif nonlinearity is None:
         nonlinearity = "tanh"
 
-    rnn_keys = {k for k in sd for p in groups if k.startswith(p) and _is_rnn_key(k[len(p):])}
     metadata: dict = {
         "format": fmt,
         "file": file,
@@ -275,7 +328,14 @@ def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: b
     if ro_key is not None:
         readout_weight = sd[ro_key]
         bias_key = ro_key[: -len("weight")] + "bias"
-        if bias_key in sd and sd[bias_key].shape == (readout_weight.shape[0],):
+        if bias_key in skipped:
+            raise FileFormatError(f"{where}: {_not_an_array(bias_key, skipped[bias_key])}")
+        if bias_key in sd:
+            if sd[bias_key].shape != (readout_weight.shape[0],):
+                raise FileFormatError(
+                    f"{where}: readout bias {bias_key!r} has shape {sd[bias_key].shape}, expected "
+                    f"({readout_weight.shape[0]},) to match readout weight {ro_key!r} of shape {readout_weight.shape}"
+                )
             readout_bias = sd[bias_key]
             metadata["readout_bias_key"] = bias_key
         notes.append(f"readout {ro_key!r}" + (f" + {bias_key!r}" if readout_bias is not None else " (no bias)"))
@@ -288,4 +348,8 @@ def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: b
     except FastFPError as exc:
         names = ", ".join(repr(keys[n]) for n in keys)
         raise type(exc)(f"{where}: keys {names}: {exc}") from None
-    return Model(params, embedding, readout_weight, readout_bias, None, metadata)
+    try:
+        return Model(params, embedding, readout_weight, readout_bias, None, metadata)
+    except FastFPError as exc:  # the embedding / readout checks: name the file and the keys
+        used = [repr(k) for k in (emb_key, ro_key, metadata["readout_bias_key"]) if k is not None]
+        raise type(exc)(f"{where}: key{'s' if len(used) > 1 else ''} {', '.join(used)}: {exc}") from None

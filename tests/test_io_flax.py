@@ -460,3 +460,34 @@ def test_fuzz_mutated_fixture_only_fastfp_errors(tmp_path, edits, cut, tail):
     except FastFPError:
         return
     assert isinstance(m, fastfp.Model)
+
+
+# ---------------------------------------------------------------------------- nothing silently lost
+def test_readout_bias_of_the_wrong_shape_is_an_error(tmp_path):
+    t = {"params": {"cell": _gru_tree()["params"],
+                    "Dense_0": {"kernel": np.ones((3, 2), np.float32), "bias": np.zeros(5, np.float32)}}}
+    with pytest.raises(FileFormatError, match=r"x\.msgpack: readout bias 'params/Dense_0/bias' has shape \(5,\), "
+                                              r"expected \(2,\) to match kernel 'params/Dense_0/kernel' of shape \(3, 2\)"):
+        load_flax(_write(tmp_path, _pack(t)))
+    t["params"]["Dense_0"]["bias"] = np.arange(2, dtype=np.float32)
+    m = load_flax(_write(tmp_path, _pack(t)))
+    np.testing.assert_array_equal(m.readout_bias, [0.0, 1.0])
+    # renn network tuple: (embedding, rnn params, (W, b))
+    renn = {"0": np.ones((5, 2)), "1": _renn_tree(("update_gate", "cell_state"), 3, 2, 0),
+            "2": {"0": np.ones((3, 4)), "1": np.zeros(3)}}
+    with pytest.raises(FileFormatError, match=r"readout bias '2/1' has shape \(3,\), expected \(4,\)"):
+        load_flax(renn)
+
+
+def test_non_finite_weights_name_the_file_and_cell(tmp_path):
+    t = _gru_tree()
+    t["params"]["hr"]["kernel"] = np.full((3, 3), np.nan, np.float32)
+    with pytest.raises(fastfp.NonFiniteError, match=r"x\.msgpack: the cell at 'params' \(flax linen GRUCell.*\): "
+                                                    r"argument 'w_hh': holds NaN"):
+        load_flax(_write(tmp_path, _pack(t)))
+
+
+def test_keys_that_read_the_same_are_an_error(tmp_path):
+    data = msgpack.packb({"params": {1: {"x": 1}, "1": {"y": 2}}}, strict_types=False)
+    with pytest.raises(FileFormatError, match=r"x\.msgpack: a map of the tree has both the keys 1 and '1'"):
+        load_flax(_write(tmp_path, data))

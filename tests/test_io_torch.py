@@ -671,3 +671,74 @@ def test_torch_blob_removed_and_truncated(tmp_path):
     rezip(path, gone, drop=("data/1",))
     with pytest.raises(FileFormatError, match=r"gone\.pt lacks the storage blob '[^']*data/1' \(storage key '1'\)"):
         load_no_torch(gone)
+
+
+# ---------------------------------------------------------------------------- nothing silently lost
+@pytest.mark.torch
+def test_torch_nested_and_dotted_keys_that_collide_are_refused(tmp_path):
+    torch = _torch()
+    sd = {f"rnn.{k}": v for k, v in torch.nn.GRU(3, 4).state_dict().items()}
+    path = _save({**sd, "rnn": {"weight_hh_l0": torch.full((12, 4), 7.0)}}, tmp_path / "collide.pt")
+    with pytest.raises(FileFormatError, match=r"collide\.pt: entries \['rnn.weight_hh_l0'\] and "
+                                              r"\['rnn'\]\['weight_hh_l0'\] both flatten to the key 'rnn.weight_hh_l0'"):
+        read_no_torch(path)
+    # a list item and a dict key spelling the same name
+    path = _save({"layers": [sd["rnn.weight_hh_l0"]], "layers.0": sd["rnn.weight_hh_l0"]}, tmp_path / "list.pt")
+    with pytest.raises(FileFormatError, match=r"\['layers'\]\[0\] and \['layers.0'\]|\['layers.0'\] and \['layers'\]\[0\]"):
+        read_no_torch(path)
+
+
+@pytest.mark.torch
+def test_torch_non_tensor_where_a_weight_belongs_is_refused(tmp_path):
+    torch = _torch()
+    sd = {f"rnn.{k}": v for k, v in torch.nn.GRU(3, 4).state_dict().items()}
+    path = _save({**sd, "rnn.bias_hh_l0": sd["rnn.bias_hh_l0"].tolist()}, tmp_path / "list.pt")
+    with pytest.raises(FileFormatError, match=r"list\.pt: key 'rnn.bias_hh_l0' holds a list, expected an array"):
+        load_no_torch(path)
+    path = _save({**sd, "rnn.bias_ih_l0": 0.5}, tmp_path / "scalar.pt")
+    with pytest.raises(FileFormatError, match=r"key 'rnn.bias_ih_l0' holds a float"):
+        load_no_torch(path)
+    # plain metadata next to the state dict is fine
+    m = load_no_torch(_save({"model": sd, "epoch": 3, "config": {"bias": True}}, tmp_path / "ok.pt"))
+    assert m.metadata["rnn_prefix"] == "model.rnn."
+
+
+@pytest.mark.torch
+def test_torch_cell_and_layer_keys_under_one_prefix_are_ambiguous(tmp_path):
+    torch = _torch()
+    sd = {f"rnn.{k}": v for k, v in torch.nn.GRU(3, 4).state_dict().items()}
+    cell = {f"rnn.{k}": v for k, v in torch.nn.GRUCell(3, 4).state_dict().items()}
+    for name, obj in (("cell_first.pt", {**cell, **sd}), ("layers_first.pt", {**sd, **cell})):
+        with pytest.raises(FileFormatError, match=r"the RNN 'rnn' has both an RNN cell's key \('rnn.weight_hh'\) "
+                                                  r"and a stacked RNN's keys \('rnn.weight_hh_l0'\)"):
+            load_no_torch(_save(obj, tmp_path / name))
+
+
+@pytest.mark.torch
+def test_torch_readout_bias_shape_and_key_typo_hint(tmp_path):
+    torch = _torch()
+    sd = {f"rnn.{k}": v for k, v in torch.nn.GRU(3, 4).state_dict().items()}
+    path = _save({**sd, "fc.weight": torch.ones(2, 4), "fc.bias": torch.ones(3)}, tmp_path / "rb.pt")
+    with pytest.raises(FileFormatError, match=r"rb\.pt: readout bias 'fc.bias' has shape \(3,\), expected \(2,\) "
+                                              r"to match readout weight 'fc.weight' of shape \(2, 4\)"):
+        load_no_torch(path)
+    path = _save({k.replace("_l0", "_l00"): v for k, v in sd.items()}, tmp_path / "l00.pt")
+    with pytest.raises(FileFormatError, match=r"lacks the key 'rnn.weight_hh_l0'; similar keys found: 'rnn.weight_hh_l00'"):
+        load_no_torch(path)
+
+
+def test_repeated_zip_entries_are_refused(tmp_path):
+    import warnings
+
+    path = tmp_path / "dup.pt"
+    rezip(GRU_FIXTURE, path)
+    with zipfile.ZipFile(GRU_FIXTURE) as zf:
+        blob_name = next(n for n in zf.namelist() if "/data/" in n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name it is asked to write
+        with zipfile.ZipFile(path, "a") as zf:
+            zf.writestr(blob_name, b"\0" * zf.getinfo(blob_name).file_size)
+    with pytest.raises(FileFormatError, match=rf"dup\.pt holds several zip entries named '{blob_name}'"):
+        read_no_torch(path)
+    with pytest.raises(FileFormatError, match=rf"dup\.pt holds several zip entries named '{blob_name}'"):
+        fastfp.load(path)

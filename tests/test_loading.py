@@ -23,7 +23,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 import fastfp
 from fastfp.errors import ArgumentTypeError, FastFPError, FileFormatError, InvalidOptionError
-from fastfp.io_safetensors import read_safetensors
+from fastfp.io_safetensors import _MAX_HEADER, read_safetensors
 from fastfp.io_torch import _LEGACY_MAGIC, read_torch_state_dict
 from fastfp.loading import load
 
@@ -366,6 +366,38 @@ def test_load_unknown_content(tmp_path, content, match):
         assert "safetensors" in str(info.value) and "torch.save" in str(info.value)
 
 
+@pytest.mark.parametrize("length", [2**63, 2**40, _MAX_HEADER + 1])
+def test_load_reports_a_safetensors_header_longer_than_the_file(tmp_path, length):
+    good = st_from_arrays({"weight_ih_l0": np.ones((4, 3), np.float32), "weight_hh_l0": np.eye(4, dtype=np.float32)})
+    path = write(tmp_path / "big.safetensors", length.to_bytes(8, "little") + good[8:])
+    with pytest.raises(FileFormatError, match=rf"header length {length} is beyond the end of the file"):
+        load(path)
+    # text with a '{' at offset 8 is still reported as an unknown format, not as a safetensors file
+    text = write(tmp_path / "notes.txt", b"abcdefgh{ not json }")
+    with pytest.raises(FileFormatError, match="not in a format fastfp reads"):
+        load(text)
+
+
+def test_load_npz_with_repeated_entries_is_refused(tmp_path):
+    import io
+    import warnings
+
+    def npy(a):
+        buf = io.BytesIO()
+        np.save(buf, a)
+        return buf.getvalue()
+
+    path = tmp_path / "dup.npz"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name it is asked to write
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("weight_ih_l0.npy", npy(np.ones((4, 3))))
+            zf.writestr("weight_hh_l0.npy", npy(np.eye(4)))
+            zf.writestr("weight_hh_l0.npy", npy(np.full((4, 4), 7.0)))
+    with pytest.raises(FileFormatError, match=r"dup\.npz holds several zip entries named 'weight_hh_l0.npy'"):
+        load(path)
+
+
 def test_load_zip_that_is_neither(tmp_path):
     path = tmp_path / "other.zip"
     with zipfile.ZipFile(path, "w") as zf:
@@ -484,7 +516,7 @@ def test_file_loading_never_imports_torch(tmp_path):
         "import sys; sys.modules['torch'] = None\n"
         "import numpy as np, fastfp\n"
         "from fastfp.loading import load\n"
-        "from fastfp.io_safetensors import read_safetensors\n"
+        "from fastfp.io_safetensors import _MAX_HEADER, read_safetensors\n"
         f"a = load({str(GRU_PT)!r})\n"
         f"b = load({str(GRU_ST)!r}, cell='gru')\n"
         f"c = load({str(plain)!r}, cell='gru')\n"

@@ -1,0 +1,136 @@
+"""fastfp.state_dict and the dict path of fastfp.load: no weight is silently replaced, dropped or
+picked by key order (review findings 1-5 for in-memory state dicts)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from numpy.testing import assert_array_equal
+
+import fastfp
+from fastfp.errors import ArgumentTypeError, FileFormatError, NonFiniteError
+
+H, M = 4, 3
+
+
+def _gru_sd(prefix="rnn."):
+    p = fastfp.RNNParams.random("gru", H, M, seed=0)
+    return p, {f"{prefix}weight_ih_l0": p.w_ih, f"{prefix}weight_hh_l0": p.w_hh,
+               f"{prefix}bias_ih_l0": p.b_ih, f"{prefix}bias_hh_l0": p.b_hh}
+
+
+# ---------------------------------------------------------------------------- 1. flattening
+def test_dotted_and_nested_key_collision_is_an_error():
+    _, sd = _gru_sd()
+    clash = {**sd, "rnn": {"weight_hh_l0": np.full((3 * H, H), 7.0)}}
+    with pytest.raises(FileFormatError, match=r"\['rnn.weight_hh_l0'\] and \['rnn'\]\['weight_hh_l0'\] "
+                                              r"both flatten to the key 'rnn.weight_hh_l0'"):
+        fastfp.load(clash, cell="gru")
+    # nested alone still works, and gives the dotted keys
+    nested = {"rnn": {k.split(".", 1)[1]: v for k, v in sd.items()}}
+    assert fastfp.load(nested, cell="gru").metadata["rnn_prefix"] == "rnn."
+
+
+def test_torch_tensor_collision_is_an_error():
+    torch = pytest.importorskip("torch")
+    _, sd = _gru_sd()
+    clash = {**{k: torch.tensor(v) for k, v in sd.items()}, "rnn": {"weight_hh_l0": torch.full((3 * H, H), 7.0)}}
+    with pytest.raises(FileFormatError, match="both flatten to the key 'rnn.weight_hh_l0'"):
+        fastfp.load(clash)
+
+
+def test_a_dict_that_contains_itself_is_an_error():
+    _, sd = _gru_sd()
+    inner = {}
+    inner["loop"] = inner
+    with pytest.raises(ArgumentTypeError, match=r"\['extra'\]\['loop'\] contains itself"):
+        fastfp.load({**sd, "extra": inner}, cell="gru")
+
+
+# ---------------------------------------------------------------------------- 2. non-array values
+def test_a_list_where_a_weight_belongs_is_an_error_not_zeros():
+    p, sd = _gru_sd()
+    with pytest.raises(FileFormatError, match=r"key 'rnn.bias_hh_l0' holds a list, expected an array"):
+        fastfp.load({**sd, "rnn.bias_hh_l0": p.b_hh.tolist()}, cell="gru")
+    with pytest.raises(FileFormatError, match=r"key 'rnn.weight_\w+_l0' holds a list"):
+        fastfp.load({k: v.tolist() for k, v in sd.items()}, cell="gru")
+    # a scalar (or None) standing exactly where the layer's bias is looked up
+    with pytest.raises(FileFormatError, match=r"key 'rnn.bias_ih_l0' holds a NoneType"):
+        fastfp.load({**sd, "rnn.bias_ih_l0": None}, cell="gru")
+    # readout weight as a list, readout bias as a list
+    with pytest.raises(FileFormatError, match=r"key 'fc.weight' holds a list"):
+        fastfp.load({**sd, "fc.weight": np.ones((2, H)).tolist()}, cell="gru")
+    with pytest.raises(FileFormatError, match=r"key 'fc.bias' holds a list"):
+        fastfp.load({**sd, "fc.weight": np.ones((2, H)), "fc.bias": [0.0, 1.0]}, cell="gru")
+
+
+def test_metadata_entries_that_are_not_arrays_are_still_accepted():
+    p, sd = _gru_sd()
+    ckpt = {"state_dict": sd, "epoch": 3, "note": "x", "config": {"bias": True, "layers": [1, 2]}, "best": None}
+    m = fastfp.load(ckpt, cell="gru")
+    assert_array_equal(m.params.b_hh, p.b_hh)
+    assert m.metadata["rnn_prefix"] == "state_dict.rnn."
+
+
+def test_no_layer_message_lists_the_entries_that_are_not_arrays():
+    with pytest.raises(FileFormatError, match=r"keys: no arrays; not arrays, left out: epoch \(int\)"):
+        fastfp.load({"epoch": 3})
+
+
+# ---------------------------------------------------------------------------- 3. key order
+@pytest.mark.parametrize("cell_first", [True, False])
+def test_cell_and_layered_keys_under_one_prefix_are_ambiguous_in_either_order(cell_first):
+    p, sd = _gru_sd()
+    cell = {"rnn.weight_hh": np.full((3 * H, H), 9.0), "rnn.weight_ih": p.w_ih}
+    mixed = {**cell, **sd} if cell_first else {**sd, **cell}
+    with pytest.raises(FileFormatError, match=r"the RNN 'rnn' has both an RNN cell's key \('rnn.weight_hh'\) "
+                                              r"and a stacked RNN's keys \('rnn.weight_hh_l0'\).*ambiguous"):
+        fastfp.load(mixed, cell="gru")
+    # the two under different prefixes are two RNNs, picked by key_prefix
+    both = {**sd, **{k.replace("rnn.", "cell."): v for k, v in cell.items()}}
+    assert fastfp.load(both, cell="gru", key_prefix="rnn").metadata["rnn_prefix"] == "rnn."
+    assert fastfp.load(both, cell="gru", key_prefix="cell").params.w_hh[0, 0] == 9.0
+
+
+# ---------------------------------------------------------------------------- 4. readout
+@pytest.mark.parametrize("bias_shape", [(3,), (2, 1), ()])
+def test_readout_bias_of_the_wrong_shape_is_an_error(bias_shape):
+    _, sd = _gru_sd()
+    message = f"readout bias 'fc.bias' has shape {bias_shape}, expected (2,) to match readout weight 'fc.weight' of shape (2, 4)"
+    with pytest.raises(FileFormatError, match=re.escape(message)):
+        fastfp.load({**sd, "fc.weight": np.ones((2, H)), "fc.bias": np.ones(bias_shape)}, cell="gru")
+    m = fastfp.load({**sd, "fc.weight": np.ones((2, H)), "fc.bias": np.arange(2.0)}, cell="gru")
+    assert_array_equal(m.readout_bias, [0.0, 1.0])
+
+
+def test_readout_errors_name_the_keys():
+    _, sd = _gru_sd()
+    with pytest.raises(NonFiniteError, match=r"dict of arrays\): key 'fc.weight': argument 'readout_weight'"):
+        fastfp.load({**sd, "fc.weight": np.full((2, H), np.nan)}, cell="gru")
+
+
+# ---------------------------------------------------------------------------- 5. hints
+def test_missing_key_hint_lists_similar_keys():
+    _, sd = _gru_sd()
+    typo = {k.replace("_l0", "_l00"): v for k, v in sd.items()}
+    with pytest.raises(FileFormatError, match=r"lacks the key 'rnn.weight_hh_l0'; similar keys found: "
+                                              r"'rnn.weight_hh_l00'"):
+        fastfp.load(typo, cell="gru")
+    # no hint when nothing is close
+    with pytest.raises(FileFormatError, match=r"lacks the key 'rnn.weight_ih_l0'$"):
+        fastfp.load({k: v for k, v in sd.items() if "weight_ih" not in k}, cell="gru")
+
+
+def test_misspelt_bias_is_an_error_not_zeros():
+    p, sd = _gru_sd("")
+    sd["bias_hh_10"] = sd.pop("bias_hh_l0")
+    with pytest.raises(FileFormatError, match=r"lacks the key 'bias_hh_l0' but has the similar key\(s\) 'bias_hh_10'"):
+        fastfp.load(sd, cell="gru")
+    # bias=False stays valid: the other layer keys do not count as misspellings
+    two = fastfp.RNNParams.random("gru", H, H, seed=1)
+    nobias = {"weight_ih_l0": p.w_ih, "weight_hh_l0": p.w_hh, "weight_ih_l1": two.w_ih, "weight_hh_l1": two.w_hh}
+    m = fastfp.load(nobias, cell="gru")
+    assert_array_equal(m.params.b_hh, np.zeros(3 * H))
+    assert "absent (bias=False)" in m.params.source
