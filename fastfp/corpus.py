@@ -42,7 +42,10 @@ Line numbers
 Bad rows
     Empty text, missing label, unknown label (only when ``labels`` is given), a malformed label
     cell, undecodable bytes, a malformed JSON line, a JSON line that is not an object, a non-string
-    text, a CSV record with the wrong number of fields and a CSV quoting error are all collected.
+    text, a CSV record with the wrong number of fields, a CSV quoting error and a quoted field
+    running over several lines that holds lines reading as records of their own (``text,label``
+    with a known label: a stray quote swallowing the rows after it) are all collected. A record
+    nested too deeply for the JSON parser is a malformed JSON line (or a bad label cell).
     ``on_error='raise'`` (default) raises :class:`~fastfp.errors.FileFormatError` listing the first
     10 after reading the whole file; ``on_error='skip'`` drops those records and lists every one of
     them in :attr:`Corpus.report`. Nothing is dropped silently.
@@ -50,7 +53,6 @@ Bad rows
 
 from __future__ import annotations
 
-import codecs
 import csv
 import json
 import os
@@ -101,6 +103,8 @@ PROBLEM_KINDS = (
 _TOKEN_RE = re.compile(r"\w+(?:['’]\w+)*|[^\w\s]")
 _LINE_RE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 _INT_RE = re.compile(r"[+-]?\d+")
+_NEWLINE_RE = re.compile(r"\r\n|\r|\n")
+_TOO_DEEP = "JSON nested too deeply to read (Python's recursion limit)"
 
 
 def default_tokenize(text: str) -> list[str]:
@@ -208,7 +212,12 @@ class Corpus:
 
 
 # --------------------------------------------------------------------------- argument checks
-def _check_args(format, on_error, min_count, max_vocab, max_length, test_fraction, tokenizer, encoding):
+def _check_args(format, on_error, min_count, max_vocab, max_length, test_fraction, tokenizer, encoding,
+                text_column, label_column):
+    if text_column == label_column:
+        raise InvalidOptionError(
+            f"arguments 'text_column' and 'label_column' are both {text_column!r}, expected two different columns"
+        )
     if format is not None and format not in FORMATS:
         raise InvalidOptionError(f"argument 'format': got {format!r}, expected None, 'csv' or 'jsonl'")
     if on_error not in ON_ERROR:
@@ -234,9 +243,13 @@ def _check_args(format, on_error, min_count, max_vocab, max_length, test_fractio
     if tokenizer is not None and not callable(tokenizer):
         raise ArgumentTypeError(f"argument 'tokenizer': got {type(tokenizer).__name__}, expected None or a callable str -> list of str")
     try:
-        codecs.lookup(encoding)
-    except (LookupError, TypeError):
-        raise InvalidOptionError(f"argument 'encoding': got {encoding!r}, expected a Python codec name such as 'utf-8' or 'latin-1'") from None
+        # str.encode, unlike codecs.lookup, refuses codecs that are not text encodings ('base64',
+        # 'rot13'), which would otherwise fail later with a bare LookupError
+        "".encode(encoding)
+    except (LookupError, TypeError, UnicodeError):
+        raise InvalidOptionError(
+            f"argument 'encoding': got {encoding!r}, expected the name of a text encoding such as 'utf-8' or 'latin-1'"
+        ) from None
 
 
 def _label_list(labels) -> tuple | None:
@@ -334,6 +347,9 @@ def _iter_jsonl(lines, bad_lines, text_column, label_column, problems):
         except ValueError as e:  # e.g. numbers too large
             problems.append(Problem(i, "malformed_json", f"not valid JSON: {e}"))
             continue
+        except RecursionError:
+            problems.append(Problem(i, "malformed_json", _TOO_DEEP))
+            continue
         if not isinstance(obj, dict):
             problems.append(Problem(i, "not_an_object", f"expected a JSON object, got {type(obj).__name__}"))
             continue
@@ -353,7 +369,7 @@ def _unique_keys(pairs):
     return seen
 
 
-def _iter_csv(lines, bad_lines, text_column, label_column, problems, path, counter):
+def _iter_csv(lines, bad_lines, text_column, label_column, problems, path, counter, label_names, multilabel):
     pos = [0]  # lines handed to the csv reader so far
 
     def feed():
@@ -362,6 +378,7 @@ def _iter_csv(lines, bad_lines, text_column, label_column, problems, path, count
             yield s
 
     reader = csv.reader(feed(), strict=True)
+    records = []  # (record, last line, fields)
     header = None
     ti = li = -1
     prev = 0
@@ -391,6 +408,12 @@ def _iter_csv(lines, bad_lines, text_column, label_column, problems, path, count
                     f"{path}: line {start}: the CSV header has no column {', '.join(map(repr, missing))}; "
                     f"columns are {header}; pass text_column=... / label_column=..."
                 )
+            dup = [c for c in (text_column, label_column) if header.count(c) > 1]
+            if dup:
+                raise FileFormatError(
+                    f"{path}: line {start}: the CSV header has the column {', '.join(map(repr, dup))} more than "
+                    f"once; columns are {header}; expected each of {text_column!r} and {label_column!r} once"
+                )
             ti, li = header.index(text_column), header.index(label_column)
             continue
         counter[0] += 1
@@ -406,9 +429,47 @@ def _iter_csv(lines, bad_lines, text_column, label_column, problems, path, count
         if len(row) != len(header):
             problems.append(Problem(start, "field_count", f"{len(row)} fields, the header has {len(header)}{span}"))
             continue
-        yield _Record(start, row[ti], row[li], True)
+        records.append((_Record(start, row[ti], row[li], True), end, row))
     if header is None:
         raise FileFormatError(f"{path}: empty file, expected a CSV header with columns {text_column!r} and {label_column!r}")
+    # Whether a line inside a quoted field is a swallowed record depends on the labels of the
+    # whole file, so the multi-line records are checked only once every record is read.
+    if label_names is not None:
+        known = set(label_names)
+    else:
+        known = {s for rec, _, _ in records for s in (_parse_label(rec, multilabel)[0] or ())}
+    for rec, end, row in records:
+        swallowed = _row_like_line(row, len(header), li, known, multilabel) if end > rec.line else None
+        if swallowed is not None:
+            problems.append(Problem(
+                rec.line, "malformed_csv",
+                f"a quoted field runs over lines {rec.line}-{end} and holds what look like rows "
+                f"(e.g. {swallowed!r}): a stray quote?",
+            ))
+            continue
+        yield rec
+
+
+def _row_like_line(row, n_fields, li, known, multilabel):
+    """The first line inside a multi-line field of ``row`` that reads as a record of its own, or None.
+
+    A line reads as a record when it splits into ``n_fields`` CSV fields whose label field is,
+    exactly (no surrounding spaces), a label of ``known``. Requiring a known label keeps prose
+    such as ``"line two, still"`` from being taken for a record.
+    """
+    for cell in row:
+        parts = _NEWLINE_RE.split(cell)
+        for part in parts if len(parts) > 1 else ():
+            try:
+                fields = next(csv.reader([part], strict=True), [])
+            except csv.Error:
+                continue
+            if len(fields) != n_fields or fields[li] != fields[li].strip():
+                continue
+            names, _ = _parse_label(_Record(0, None, fields[li], True), multilabel)
+            if names and set(names) <= known:
+                return part
+    return None
 
 
 def _parse_label(rec: _Record, multilabel: bool):
@@ -433,6 +494,8 @@ def _parse_label(rec: _Record, multilabel: bool):
             v = json.loads(v)
         except ValueError as e:
             return None, Problem(rec.line, "bad_label", f"label cell looks like a JSON list but is not valid JSON ({e})")
+        except RecursionError:
+            return None, Problem(rec.line, "bad_label", f"label cell: {_TOO_DEEP}")
     if isinstance(v, list):
         names = [name(x) for x in v]
         if any(s is None for s in names):
@@ -549,12 +612,14 @@ def read_corpus(
     Raises
     ------
     FileFormatError
-        Bad records with ``on_error='raise'``, an unreadable header, a missing column, or no
-        valid document at all.
+        Bad records with ``on_error='raise'``, an unreadable header, a missing or repeated
+        ``text_column`` / ``label_column`` column, or no valid document at all.
     InvalidOptionError, ArgumentTypeError
-        A bad argument.
+        A bad argument (e.g. ``text_column == label_column``, or an ``encoding`` that is not a
+        text encoding).
     """
-    _check_args(format, on_error, min_count, max_vocab, max_length, test_fraction, tokenizer, encoding)
+    _check_args(format, on_error, min_count, max_vocab, max_length, test_fraction, tokenizer, encoding,
+                text_column, label_column)
     label_names = _label_list(labels)
     if isinstance(seed, bool):
         raise InvalidOptionError(f"argument 'seed': got {seed!r}, expected None, a non-negative int or a numpy Generator")
@@ -580,7 +645,7 @@ def read_corpus(
     if fmt == "jsonl":
         gen = _iter_jsonl(lines, bad_lines, text_column, label_column, problems)
     else:
-        gen = _iter_csv(lines, bad_lines, text_column, label_column, problems, path_str, counter)
+        gen = _iter_csv(lines, bad_lines, text_column, label_column, problems, path_str, counter, label_names, multilabel)
 
     docs: list[list[str]] = []
     doc_labels: list[list[str]] = []

@@ -414,3 +414,64 @@ def test_review_regressions_swallowed_lines_and_duplicate_keys(tmp_path):
     corpus = read_corpus(jsonl, on_error="skip")
     assert [p.line for p in corpus.report.problems] == [1]
     assert "appears twice" in corpus.report.problems[0].message
+
+
+# --------------------------------------------------------------------------- review 2 regressions
+def test_stray_quote_swallowing_rows_is_a_bad_row(tmp_path):
+    p = tmp_path / "stray.csv"
+    p.write_text('text,label\n"oops,neg\ngood movie,pos\nbad",neg\nfine,pos\n', encoding="utf-8")
+    with pytest.raises(FileFormatError, match=r"line 2: malformed_csv: a quoted field runs over lines 2-4.*stray quote"):
+        read_corpus(p)
+    for kw in ({}, {"labels": ["pos", "neg"]}):
+        c = read_corpus(p, on_error="skip", **kw)
+        assert [(q.line, q.kind) for q in c.report.problems] == [(2, "malformed_csv")]
+        assert c.report.n_skipped == 1 and c.train_lines.tolist() == [5]
+    # no line in between: the two merged rows are still caught
+    q = tmp_path / "stray2.csv"
+    q.write_text('text,label\n"oops,neg\nbad",neg\nfine,pos\n', encoding="utf-8")
+    assert [x.line for x in read_corpus(q, on_error="skip").report.problems] == [2]
+    # legitimate multi-line text, even with a comma or a label word on a line of its own, is read
+    ok = tmp_path / "ok.csv"
+    ok.write_text('text,label\n"line one\nline two, still",pos\n"pos\nneg, pos",neg\nfine,pos\n', encoding="utf-8")
+    c = read_corpus(ok)
+    assert c.report.problems == () and c.train_lines.tolist() == [2, 4, 6]
+    assert docs(c, c.train)[:2] == [["line", "one", "line", "two", ",", "still"], ["pos", "neg", ",", "pos"]]
+
+
+def test_duplicate_header_column(tmp_path):
+    p = tmp_path / "dup.csv"
+    p.write_text("text,label,text\na,pos,SECOND\nb,neg,OTHER\n", encoding="utf-8")
+    with pytest.raises(FileFormatError, match=r"line 1: the CSV header has the column 'text' more than once"):
+        read_corpus(p)
+    # a repeated column that is not read loses nothing
+    q = tmp_path / "extra.csv"
+    q.write_text("text,label,x,x\na,pos,1,2\n", encoding="utf-8")
+    assert read_corpus(q).train.n_docs == 1
+
+
+def test_text_column_equal_to_label_column():
+    with pytest.raises(InvalidOptionError, match=r"'text_column' and 'label_column' are both 'text'"):
+        read_corpus(REVIEWS_CSV, label_column="text")
+
+
+def test_deeply_nested_json_is_a_bad_row(tmp_path):
+    deep = "[" * 20000 + "]" * 20000
+    good = json.dumps({"text": "a", "label": "x"}) + "\n"
+    cases = [
+        ("deep.jsonl", good + deep + "\n", 2, "malformed_json"),
+        ("deep_label.jsonl", good + json.dumps({"text": "b", "label": deep}) + "\n", 2, "bad_label"),
+        ("deep_label.csv", f'text,label\na,x\nb,"{deep}"\n', 3, "bad_label"),
+    ]
+    for name, content, line, kind in cases:
+        p = tmp_path / name
+        p.write_text(content, encoding="utf-8")
+        with pytest.raises(FileFormatError, match=f"line {line}: {kind}: .*nested too deeply"):
+            read_corpus(p, multilabel=True)
+        c = read_corpus(p, multilabel=True, on_error="skip")
+        assert [(q.line, q.kind) for q in c.report.problems] == [(line, kind)] and c.train.n_docs == 1
+
+
+@pytest.mark.parametrize("encoding", ["base64", "rot13", "hex", None])
+def test_non_text_encoding(encoding):
+    with pytest.raises(InvalidOptionError, match=rf"argument 'encoding': got {encoding!r}, expected .*text encoding"):
+        read_corpus(REVIEWS_CSV, encoding=encoding)
