@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import click
 
@@ -90,6 +91,17 @@ def default_model_resource():
     from importlib.resources import files
 
     return files("fastfp").joinpath("data", DEFAULT_MODEL)
+
+
+def _check_output(output, source) -> None:
+    """Refuse, before any work, an output path that cannot be written or that names the input."""
+    out = Path(output)
+    if not out.parent.is_dir():
+        raise click.BadParameter(f"got {str(output)!r}: the folder {str(out.parent)!r} does not exist",
+                                 param_hint="'-o' / '--output'")
+    if out.exists() and out.resolve() == Path(source).resolve():
+        raise click.BadParameter(f"got {str(output)!r}, the input file itself; writing there would replace it",
+                                 param_hint="'-o' / '--output'")
 
 
 def _load_model(weights):
@@ -186,7 +198,7 @@ def _initial_states(params, xs, data, states, noise, seed):
     return fastfp.sample_states(traj, states, noise=noise, mask=data.mask(), seed=seed)
 
 
-def _resolve_input(spec, model, data, xs):
+def _resolve_input(spec, model, data, xs, *, choices="zero, mean, word:<w> or a FILE.npy"):
     """The constant input of ``find``: zero, mean, word:<w> or a .npy file."""
     import numpy as np
 
@@ -215,16 +227,14 @@ def _resolve_input(spec, model, data, xs):
     if spec.endswith(".npy"):
         try:
             x = np.load(spec, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            if isinstance(exc, FileNotFoundError):
-                raise
-            raise FileFormatError(f"option '--input': {spec} is not a readable .npy file ({exc})") from None
+        except FileNotFoundError:
+            raise InvalidOptionError(f"option '--input': no file {spec!r} (expected {choices})") from None
         except Exception as exc:
             raise FileFormatError(f"option '--input': {spec} is not a readable .npy file ({exc})") from None
         if x.ndim not in (1, 2) or x.shape[-1] != M:
             raise ShapeError(f"option '--input': {spec} holds shape {x.shape}, expected ({M},) or (B, {M})")
         return x
-    raise InvalidOptionError(f"option '--input': got {spec!r}, expected zero, mean, word:<w> or a FILE.npy")
+    raise InvalidOptionError(f"option '--input': got {spec!r}, expected {choices}")
 
 
 def _status_counts(fp):
@@ -380,7 +390,7 @@ def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, as_
         # so its integrating dynamics are those of F(h, x_the) (see docs/reproduction.md).
         vocab = model.vocab if model.vocab is not None else (data.vocab if model.embedding is None else None)
         input_spec = "word:" + fastfp.tasks.NEUTRAL if vocab is not None and fastfp.tasks.NEUTRAL in vocab else "zero"
-    x = _resolve_input(input_spec, model, data, xs)
+    x = _resolve_input(input_spec, model, data, xs, choices="auto, zero, mean, word:<w> or a FILE.npy")
     if x.ndim != 1:
         raise click.BadParameter("expected one input vector for run", param_hint="'--input'")
 
@@ -598,10 +608,15 @@ def _write_run_report(path, summary, *, model, data, traj, roots, kept, kept_all
               help="Initial states per Dask task.")
 @click.option("--results-dir", type=click.Path(file_okay=False), default=None,
               help="Where the Dask shards go (default: OUTPUT's name + '.shards'); a rerun resumes there.")
-@click.option("--atol", type=float, default=None, help="Convergence tolerance (default 1e-10 / 1e-5 in float32).")
+@click.option("--atol", type=click.FloatRange(min=0), default=None,
+              help="Convergence tolerance (default 1e-10 / 1e-5 in float32).")
 @click.option("--maxiter", type=click.IntRange(min=0), default=None, help="Iteration cap (default per method).")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True)
-@click.option("--slow-ratio", type=float, default=None, help="Slow-manifold mode (lm/hybrid), e.g. 0.05.")
+@click.option("--slow-ratio", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Slow-manifold mode (lm/hybrid), e.g. 0.05.")
+@click.option("--slow-speed", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
+              help="With --slow-ratio: a slow point moves by at most this per step (|F(h) - h|_inf; "
+                   "`fastfp run` uses 1e-2).")
 @click.option("--tol-q", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Also stop points with q = ||F(h) - h||^2 / 2 below this (the study's rule; adam's "
                    "default 1e-12).")
@@ -618,7 +633,8 @@ def _write_run_report(path, summary, *, model, data, traj, roots, kept, kept_all
 @_data_options
 @_progress_option
 def find(weights, output, input_spec, states, noise, seed, method, backend, jacobian, eig_k, scheduler, workers,
-         shard_size, results_dir, atol, maxiter, dtype, slow_ratio, tol_q, adam_lr, adam_stop, adam_schedule, keep,
+         shard_size, results_dir, atol, maxiter, dtype, slow_ratio, slow_speed, tol_q, adam_lr, adam_stop,
+         adam_schedule, keep,
          task, classes, corpus, n_docs, length, force_progress) -> None:
     """Find fixed points of WEIGHTS and save them (-o) as a .npz.
 
@@ -626,6 +642,7 @@ def find(weights, output, input_spec, states, noise, seed, method, backend, jaco
     documents; the points are saved eigen-decomposed (see `fastfp analyze`).
     """
     t0 = time.perf_counter()
+    _check_output(output, weights)
     import numpy as np
 
     import fastfp
@@ -639,7 +656,7 @@ def find(weights, output, input_spec, states, noise, seed, method, backend, jaco
     if scheduler is not None and workers is not None:
         raise click.UsageError("give --scheduler (an existing Dask cluster) or --workers (a local one), not both")
     solver_options = dict(method=method, backend=backend, jacobian=jacobian, atol=atol, maxiter=maxiter,
-                          dtype=np.dtype(dtype), slow_ratio=slow_ratio, tol_q=tol_q)
+                          dtype=np.dtype(dtype), slow_ratio=slow_ratio, slow_speed=slow_speed, tol_q=tol_q)
     if method == "adam":
         solver_options.update(adam_lr=adam_lr, adam_stop=adam_stop, adam_schedule=adam_schedule)
     else:
@@ -799,6 +816,7 @@ def convert(weights, output, cell, layer, direction, key_prefix) -> None:
     """
     import fastfp
 
+    _check_output(output, weights)
     model = fastfp.load(weights, cell=cell, layer=layer, direction=direction, key_prefix=key_prefix)
     fastfp.save_params(output, model)
     p = model.params

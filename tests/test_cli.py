@@ -194,10 +194,26 @@ def test_find_input_from_npy(tmp_path):
     assert r.exit_code == 1 and "'--input'" in r.stderr
 
 
-@pytest.mark.parametrize("spec", ["word:nope", "bogus"])
+@pytest.mark.parametrize("spec", ["word:nope", "bogus", "missing.npy"])
 def test_find_bad_input(tmp_path, spec):
     r = _invoke("find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--input", spec, "--states", "8")
     assert r.exit_code == 1 and "'--input'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_run_bad_input_lists_auto():
+    r = _invoke("run", "--input", "zer", "--states", "8", "--no-report")
+    assert r.exit_code == 1 and "expected auto, zero, mean" in r.stderr, r.stderr
+
+
+def test_find_slow_speed_and_its_checks(tmp_path):
+    out = tmp_path / "fp.npz"
+    r = _invoke("-q", "find", DATA / "gru64_cat3.npz", "-o", out, "--input", "word:the", "--slow-ratio", "0.05",
+                "--slow-speed", "1e-2", "--keep", "all", "--states", "16", "--docs", "8")
+    assert r.exit_code == 0, r.output
+    assert fastfp.FixedPoints.load(out).metadata["slow_speed"] == 1e-2
+    for opt in ("--slow-ratio", "--slow-speed", "--atol"):  # refused by click, before any solving
+        r = _invoke("find", DATA / "gru64_cat3.npz", "-o", out, opt, "-1")
+        assert r.exit_code == 2 and opt in r.output and "solving" not in r.output, r.output
 
 
 def test_convert_roundtrip(tmp_path):
