@@ -427,7 +427,8 @@ class IntegrationModes:
     Attributes
     ----------
     n_modes : ndarray of int, shape (P,)
-        Number of eigenvalues whose time constant is >= ``horizon`` (0 at non-finite points).
+        Number of eigenvalues whose time constant is >= ``horizon`` (and, with ``max_rotation``,
+        whose rotation over the horizon is at most that; 0 at non-finite points).
     median : float
         Median of ``n_modes`` over the valid points (nan when there are none).
     time_constants : ndarray, shape (P, N)
@@ -437,6 +438,7 @@ class IntegrationModes:
         Points with finite eigenvalues.
     horizon : float
     two_sided : bool
+    max_rotation : float or None
     """
 
     n_modes: np.ndarray
@@ -445,9 +447,11 @@ class IntegrationModes:
     valid: np.ndarray
     horizon: float
     two_sided: bool
+    max_rotation: float | None = None
 
 
-def integration_modes(fixed_points, *, horizon: float, two_sided: bool = False) -> IntegrationModes:
+def integration_modes(fixed_points, *, horizon: float, two_sided: bool = False,
+                      max_rotation: float | None = None) -> IntegrationModes:
     """Count, at each point, the eigenmodes slow enough to integrate over ``horizon`` steps.
 
     Parameters
@@ -463,6 +467,12 @@ def integration_modes(fixed_points, *, horizon: float, two_sided: bool = False) 
         exp(-1/horizon) <= |lambda| <= exp(1/horizon). The study's wording ("|lambda| ~ 1") is
         symmetric, and at approximate (slow) points the top eigenvalue is often just above 1, so
         :mod:`fastfp.study` counts two-sided (see docs/reproduction.md).
+    max_rotation : float, optional
+        Also require |arg lambda| * horizon <= max_rotation (radians): the mode turns by at most
+        that over the horizon. A complex pair with |lambda| ~ 1 and a large angle (0.7 rad: a
+        9-step oscillation) persists but does not integrate; ``max_rotation=1.0`` is the rotational
+        twin of the modulus test (|ln|lambda|| * horizon <= 1), so together they ask that
+        ln(lambda) lie within 1/horizon of 0 on both axes. None (default): the modulus alone.
 
     Returns
     -------
@@ -473,6 +483,8 @@ def integration_modes(fixed_points, *, horizon: float, two_sided: bool = False) 
     horizon = _positive("horizon", horizon, allow_inf=True)
     if not isinstance(two_sided, (bool, np.bool_)):
         raise InvalidOptionError(f"argument 'two_sided': got {two_sided!r}, expected True or False")
+    if max_rotation is not None:
+        max_rotation = _positive("max_rotation", max_rotation)
     if isinstance(fixed_points, FixedPoints):
         if fixed_points.eigvals is None:
             raise InvalidOptionError(
@@ -501,9 +513,11 @@ def integration_modes(fixed_points, *, horizon: float, two_sided: bool = False) 
     tau = np.where(mag == 1.0, np.inf, tau)  # -1/ln 1 = -1/0 -> inf, both conventions
     with np.errstate(invalid="ignore"):
         counted = (tau >= horizon) & np.isfinite(mag)
+        if max_rotation is not None:
+            counted &= np.abs(np.angle(lam)) * horizon <= max_rotation
     n_modes = np.where(valid, counted.sum(axis=1), 0).astype(np.int64)
     median = float(np.median(n_modes[valid])) if valid.any() else float("nan")
-    return IntegrationModes(n_modes, median, tau, valid, horizon, bool(two_sided))
+    return IntegrationModes(n_modes, median, tau, valid, horizon, bool(two_sided), max_rotation)
 
 
 # --------------------------------------------------------------------------- readout geometry

@@ -188,6 +188,27 @@ def test_integration_modes_from_eigenvalues():
     assert integration_modes(lam, horizon=20).n_modes.tolist() == [1, 2, 0]
 
 
+@pytest.mark.parametrize("theta", [0.005, 0.72])
+def test_integration_modes_rotation_limit_on_a_rotating_plane(theta):
+    # A linear (relu, positive-orthant) vanilla layer whose recurrent matrix turns one plane by
+    # theta per step at modulus 1, keeps a second direction at 0.999 and damps the rest: the
+    # eigenvalues are exp(+-i theta), 0.999 and 0.5, known in closed form.
+    N = 5
+    Q = np.linalg.qr(np.random.default_rng(3).standard_normal((N, N)))[0]
+    D = np.diag([0.0, 0.0, 0.999, 0.5, 0.5])
+    D[:2, :2] = [[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]]
+    params = fastfp.RNNParams("vanilla", np.zeros((N, 1)), Q @ D @ Q.T, nonlinearity="relu")
+    h = np.full((1, N), 1e-9)  # relu's linear branch: F(h) = U h, J = U
+    fp = fastfp.find_fixed_points(params, h, method="lm", maxiter=0).decompose(params)
+    np.testing.assert_allclose(np.sort(np.abs(np.angle(fp.eigvals[0, :2]))), [theta, theta], atol=1e-9)
+    assert integration_modes(fp, horizon=50, two_sided=True).n_modes[0] == 3  # the modulus alone
+    still = integration_modes(fp, horizon=50, two_sided=True, max_rotation=1.0)
+    # 0.005 * 50 = 0.25 rad over the document: counted; 0.72 * 50 = 36 rad (a 9-step cycle): not.
+    assert still.n_modes[0] == (3 if theta * 50 <= 1.0 else 1) and still.max_rotation == 1.0
+    with pytest.raises(fastfp.InvalidOptionError, match="'max_rotation'"):
+        integration_modes(fp, horizon=50, max_rotation=-1)
+
+
 def test_integration_modes_errors():
     params = _line_attractor(1.0)
     fp = fastfp.find_fixed_points(params, np.full((2, 6), 0.5), maxiter=0)
