@@ -17,17 +17,25 @@ TMP_MARK = ".fastfp-tmp-"  # in every temporary name, so that leftovers of a kil
 def atomic_path(path, *, fsync: bool = False):
     """Yield a temporary Path next to ``path``; on success rename it onto ``path``.
 
-    The file gets the permissions a plain ``open`` would give (mkstemp's 0600 would make shared
-    results unreadable to others); ``fsync`` flushes it to disk before the rename (results that a
-    resumed run will trust)."""
+    The file gets the permissions of the file it replaces, or those a plain ``open`` would give
+    (mkstemp's 0600 would make shared results unreadable to others); a symbolic link at ``path``
+    is followed, so its target is replaced and the link kept, as a plain ``open`` would write
+    through it. ``fsync`` flushes the file to disk before the rename (results that a resumed run
+    will trust)."""
     path = Path(path)
+    if path.is_symlink():
+        path = path.resolve()
     fd, name = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        if path.exists():
+            mode = path.stat().st_mode & 0o7777
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
         yield tmp
         if fsync:
             with open(tmp, "rb+") as fh:

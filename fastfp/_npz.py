@@ -20,11 +20,20 @@ __all__ = ["read_npz", "memory_limit_bytes", "format_version", "text_entry", "js
 
 
 def memory_limit_bytes() -> int:
-    """Half this machine's physical memory: the most one file's arrays may expand to."""
+    """Half the memory this process may use (the machine's, or a smaller cgroup limit, as in a
+    container): the most one file's arrays may expand to."""
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # not POSIX: assume a 16 GiB machine
         total = 16 << 30
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(limit_file) as fh:
+                text = fh.read().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
     return int(total) // 2
 
 
@@ -56,7 +65,8 @@ def _entry_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, name: 
     return shape, dtype
 
 
-def read_npz(path, *, where: str, kind: str = "NumPy .npz", marker: str | None = None, known=None) -> dict[str, np.ndarray]:
+def read_npz(path, *, where: str, kind: str = "NumPy .npz", marker: str | None = None, known=None,
+             newest: int | None = None) -> dict[str, np.ndarray]:
     """Every entry of the ``.npz`` at ``path``, as arrays, after checking it can be read safely.
 
     Parameters
@@ -71,6 +81,10 @@ def read_npz(path, *, where: str, kind: str = "NumPy .npz", marker: str | None =
     known : collection of str, optional
         The entry names this format has; any other entry is an error (a misspelt key must not be
         ignored silently). None: any names (a state dict, whose keys the caller checks).
+    newest : int, optional
+        With ``marker``: the newest format version this fastfp reads. The version is checked
+        before the entry names, so a newer file asks for an upgrade rather than listing the
+        entries its version added as unknown.
 
     Raises
     ------
@@ -93,6 +107,14 @@ def read_npz(path, *, where: str, kind: str = "NumPy .npz", marker: str | None =
             raise FileFormatError(f"{where}: entries {dup} occur more than once; the file is damaged")
         if marker is not None and marker not in names:
             raise FileFormatError(f"{where} is not a {kind} (no {marker!r} entry)")
+        if marker is not None and newest is not None:
+            info = infos[names.index(marker)]
+            if info.file_size > 4096:  # a 0-d integer is about 130 bytes
+                raise FileFormatError(f"{where}: entry {marker!r} holds {info.file_size} bytes, expected a format version")
+            _entry_header(zf, info, where, marker)
+            with zf.open(info) as fh:
+                format_version({marker: npy_format.read_array(fh, allow_pickle=False)}, marker, where=where,
+                               kind=kind.removeprefix("fastfp ").removesuffix(" file"), newest=newest)
         unknown = sorted(set(names) - set(known) - {marker}) if known is not None else []
         if unknown:
             raise FileFormatError(

@@ -42,13 +42,18 @@ Line numbers
 Bad rows
     Empty text, missing label, unknown label (only when ``labels`` is given), a malformed label
     cell, undecodable bytes, a malformed JSON line, a JSON line that is not an object, a non-string
-    text, a CSV record with the wrong number of fields, a CSV quoting error and a quoted field
-    running over several lines that holds lines reading as records of their own (``text,label``
-    with a known label: a stray quote swallowing the rows after it) are all collected. A record
-    nested too deeply for the JSON parser is a malformed JSON line (or a bad label cell).
+    text, a CSV record with the wrong number of fields and a CSV quoting error are all collected. A
+    record nested too deeply for the JSON parser is a malformed JSON line (or a bad label cell).
     ``on_error='raise'`` (default) raises :class:`~fastfp.errors.FileFormatError` listing the first
     10 after reading the whole file; ``on_error='skip'`` drops those records and lists every one of
     them in :attr:`Corpus.report`. Nothing is dropped silently.
+
+Suspect records
+    A quoted CSV field running over several lines that holds lines reading as records of their own
+    (``text,label`` with a label of the file: what a stray quote swallowing the rows after it
+    looks like) is kept, since real multi-line text can look the same (``"Items:\napples,2"``), and
+    listed in :attr:`CorpusReport.suspects` with its line span; ``read_corpus`` also warns
+    (``UserWarning``) when there are any.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ import csv
 import json
 import os
 import re
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -145,6 +151,9 @@ class CorpusReport:
         Tokens removed by truncation.
     n_unk_train, n_unk_test : int
         Token positions mapped to ``'<unk>'`` in each split.
+    suspects : tuple of Problem
+        Records kept but worth a look (kind ``'rows_in_field'``: a multi-line quoted field holding
+        lines that read as records, as a stray quote would leave them), in file order.
     """
 
     path: str
@@ -158,6 +167,7 @@ class CorpusReport:
     n_tokens_truncated: int
     n_unk_train: int
     n_unk_test: int
+    suspects: tuple = ()
 
     def __str__(self) -> str:
         head = (
@@ -165,7 +175,10 @@ class CorpusReport:
             f"{self.n_documents} kept, {self.n_skipped} skipped, {self.n_truncated} truncated, "
             f"<unk> tokens train={self.n_unk_train} test={self.n_unk_test}"
         )
-        return "\n".join([head] + [f"  {p}" for p in self.problems])
+        lines = [head] + [f"  {p}" for p in self.problems]
+        if self.suspects:
+            lines += [f"{len(self.suspects)} record(s) kept but suspect:"] + [f"  {p}" for p in self.suspects]
+        return "\n".join(lines)
 
 
 @dataclass(frozen=True, eq=False)
@@ -369,7 +382,8 @@ def _unique_keys(pairs):
     return seen
 
 
-def _iter_csv(lines, bad_lines, text_column, label_column, problems, path, counter, label_names, multilabel):
+def _iter_csv(lines, bad_lines, text_column, label_column, problems, path, counter, label_names, multilabel,
+              suspects):
     pos = [0]  # lines handed to the csv reader so far
 
     def feed():
@@ -441,12 +455,11 @@ def _iter_csv(lines, bad_lines, text_column, label_column, problems, path, count
     for rec, end, row in records:
         swallowed = _row_like_line(row, len(header), li, known, multilabel) if end > rec.line else None
         if swallowed is not None:
-            problems.append(Problem(
-                rec.line, "malformed_csv",
+            suspects.append(Problem(
+                rec.line, "rows_in_field",
                 f"a quoted field runs over lines {rec.line}-{end} and holds what look like rows "
-                f"(e.g. {swallowed!r}): a stray quote?",
+                f"(e.g. {swallowed!r}): kept as one record; a stray quote?",
             ))
-            continue
         yield rec
 
 
@@ -641,11 +654,13 @@ def read_corpus(
     fmt = format or _detect_format(path_str, lines)
 
     problems: list[Problem] = []
+    suspects: list[Problem] = []
     counter = [0]
     if fmt == "jsonl":
         gen = _iter_jsonl(lines, bad_lines, text_column, label_column, problems)
     else:
-        gen = _iter_csv(lines, bad_lines, text_column, label_column, problems, path_str, counter, label_names, multilabel)
+        gen = _iter_csv(lines, bad_lines, text_column, label_column, problems, path_str, counter, label_names, multilabel,
+                        suspects)
 
     docs: list[list[str]] = []
     doc_labels: list[list[str]] = []
@@ -785,7 +800,14 @@ def read_corpus(
         n_tokens_truncated=n_tok_trunc,
         n_unk_train=n_unk_train,
         n_unk_test=n_unk_test,
+        suspects=tuple(suspects),
     )
+    if suspects:
+        warnings.warn(
+            f"{path_str}: {len(suspects)} record(s) hold quoted fields whose lines read as rows (a stray quote?), "
+            f"kept as they are; first: {suspects[0]}; see Corpus.report.suspects",
+            UserWarning, stacklevel=2,
+        )
     tl, sl = lines_arr[train_idx], lines_arr[test_idx]
     tl.setflags(write=False)
     sl.setflags(write=False)

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from ._atomic import atomic_path
-from ._npz import format_version, json_object_entry, read_npz
-from .errors import FastFPError, FileFormatError, InvalidOptionError, ShapeError
+from ._npz import json_object_entry, read_npz
+from .errors import DTypeError, FastFPError, FileFormatError, InvalidOptionError, ShapeError
 from .status import CONVERGED, Q_TOLERANCE, SLOW_POINT, Status
 
 __all__ = ["FixedPoints", "concatenate", "FORMAT_VERSION"]
@@ -76,9 +76,15 @@ class FixedPoints:
 
     def __post_init__(self) -> None:
         x = np.asarray(self.x)
-        if x.ndim != 2:
-            raise ShapeError(f"FixedPoints field 'x': has shape {x.shape}, expected (B, N)")
-        (n, N), M = x.shape, np.shape(self.inputs)[-1] if np.ndim(self.inputs) == 2 else None
+        for name, value in (("x", x), ("inputs", self.inputs)):
+            if np.ndim(value) != 2:
+                raise ShapeError(f"FixedPoints field {name!r}: has shape {np.shape(value)}, expected "
+                                 + ("(B, N)" if name == "x" else "(B, M)"))
+        for name in ("status", "nit"):
+            if np.asarray(getattr(self, name)).dtype.kind not in "iu":
+                raise DTypeError(f"FixedPoints field {name!r}: has dtype {np.asarray(getattr(self, name)).dtype}, "
+                                 "expected integers")
+        (n, N), M = x.shape, np.shape(self.inputs)[1]
         k = np.shape(self.eigvals)[1] if self.eigvals is not None and np.ndim(self.eigvals) == 2 else N
         expected = {"x": (n, N), "x0": (n, N), "inputs": (n, M), "fx": (n, N), "residual": (n,), "q": (n,), "grad_norm": (n,),
                     "status": (n,), "nit": (n,), "jacobian": (n, N, N), "eigvals": (n, k),
@@ -326,8 +332,7 @@ class FixedPoints:
         """
         where = f"argument 'path': {os.fspath(path)!s}"
         entries = read_npz(path, where=where, kind="fastfp FixedPoints file", marker=_FORMAT_KEY,
-                           known=_CORE + _DECOMP + (_META_KEY,))
-        format_version(entries, _FORMAT_KEY, where=where, kind="FixedPoints", newest=FORMAT_VERSION)
+                           known=_CORE + _DECOMP + (_META_KEY,), newest=FORMAT_VERSION)
         missing = [name for name in _CORE if name not in entries]
         if missing:
             raise FileFormatError(f"{where} lacks the entries {missing}")
@@ -355,6 +360,12 @@ def concatenate(parts) -> FixedPoints:
         if f.name == "metadata":
             continue
         values = [getattr(p, f.name) for p in parts]
+        widths = {np.shape(v)[1:] for v in values if v is not None}
+        if len(widths) > 1:
+            raise InvalidOptionError(
+                f"argument 'parts': field {f.name!r} has per-point shapes {sorted(widths)} across the parts, "
+                "expected one (decompose every part the same way, e.g. the same k)"
+            )
         if any(v is None for v in values):
             if f.name in _CORE:
                 raise InvalidOptionError(f"argument 'parts': a FixedPoints lacks {f.name!r}")

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._atomic import atomic_path
-from ._npz import format_version, json_object_entry, read_npz, text_entry
+from ._npz import json_object_entry, read_npz, text_entry
 from ._validate import as_float_array, check_finite
 from .errors import FastFPError, FileFormatError, InvalidOptionError, ShapeError
 from .params import RNNParams
@@ -97,7 +97,14 @@ class Model:
             if isinstance(self.vocab, str) or not all(isinstance(t, str) for t in self.vocab):
                 raise InvalidOptionError(f"argument 'vocab': got {type(self.vocab).__name__} {str(self.vocab)[:60]}, "
                                          "expected a sequence of token strings")
-            object.__setattr__(self, "vocab", tuple(self.vocab))
+            vocab = tuple(self.vocab)
+            seen: set = set()
+            dup = next((t for t in vocab if t in seen or seen.add(t)), None)
+            if dup is not None:
+                raise InvalidOptionError(f"argument 'vocab': lists the token {dup!r} twice, expected distinct tokens")
+            if any("\x00" in t for t in vocab):  # NumPy's str arrays would drop it on saving
+                raise InvalidOptionError("argument 'vocab': a token holds the character NUL ('\\x00')")
+            object.__setattr__(self, "vocab", vocab)
         if not isinstance(self.metadata, dict):
             raise InvalidOptionError(f"argument 'metadata': got {type(self.metadata).__name__}, expected a dict")
 
@@ -154,10 +161,13 @@ def load_params(path) -> Model:
     FileFormatError
         Not a fastfp params file, a newer format version, an unknown or malformed entry (see
         the module docs for the layout), or a damaged file.
+    DTypeError, ShapeError, NonFiniteError, InvalidOptionError
+        An array of the file that :class:`RNNParams` or :class:`Model` refuses (the error
+        :class:`RNNParams` / :class:`Model` would raise, with the file named).
     """
     where = f"argument 'path': {os.fspath(path)!s}"
-    entries = read_npz(path, where=where, kind="fastfp params file", marker=_KEY, known=_ENTRIES)
-    format_version(entries, _KEY, where=where, kind="params", newest=PARAMS_FORMAT_VERSION)
+    entries = read_npz(path, where=where, kind="fastfp params file", marker=_KEY, known=_ENTRIES,
+                       newest=PARAMS_FORMAT_VERSION)
     for key in ("cell", "w_ih", "w_hh", "b_ih", "b_hh"):  # save_params writes every one of them
         if key not in entries:
             raise FileFormatError(f"{where} lacks the key {key!r}")

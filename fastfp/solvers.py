@@ -123,6 +123,8 @@ def _check_tol(name, value, *, allow_zero=False, allow_none=False):
     if value is None and allow_none:
         return None
     # float() would also take '1e-3' and True (= 1.0): a tolerance is given as a real number.
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]  # a 0-d array holds one number
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise InvalidOptionError(f"argument {name!r}: got {value!r} ({type(value).__name__}), expected a number")
     v = float(value)

@@ -53,8 +53,8 @@ def is_param_name(key: str) -> bool:
 
 
 def _not_an_array(key: str, type_name: str) -> str:
-    return (f"key {key!r} holds a {type_name}, expected an array (a NumPy array or a tensor); "
-            "convert it first, e.g. np.asarray(value, dtype=np.float32)")
+    hint = "; convert it first, e.g. np.asarray(value, dtype=np.float32)" if type_name in ("list", "tuple") else ""
+    return f"key {key!r} holds a {type_name}, expected an array (a NumPy array or a tensor){hint}"
 
 
 def _similar(key: str, keys, exclude=()) -> list:
@@ -148,9 +148,6 @@ def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: b
     where a weight is needed, or a list under a parameter's name, is an error, not a weight left out.
     """
     skipped = skipped or {}
-    for key, type_name in skipped.items():
-        if type_name in ("list", "tuple") and is_param_name(key):
-            raise FileFormatError(f"{where}: {_not_an_array(key, type_name)}")
     groups = _rnn_groups(sd)
     for name, value in (("layer", layer), ("direction", direction)):
         if not isinstance(value, int) or isinstance(value, bool):
@@ -181,6 +178,15 @@ def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: b
             raise FileFormatError(f"{where}: holds several recurrent layers ({found}); pass key_prefix= to pick one")
         prefix = next(iter(groups))
     group = groups[prefix]
+    # A list under a parameter's name inside the model that holds the RNN ('fc.weight' beside
+    # 'rnn.weight_hh_l0') is a weight that would be lost; outside it ('config.loss.weight' beside
+    # 'model.rnn.*') or under a private name ('_extra_state') it is a setting.
+    model_root = prefix[: prefix.rstrip(".").rfind(".") + 1] if "." in prefix.rstrip(".") else ""
+    for key, type_name in skipped.items():
+        inner = key[len(model_root):].split(".") if key.startswith(model_root) else None
+        if (inner and type_name in ("list", "tuple") and is_param_name(key)
+                and not any(part.startswith("_") for part in inner)):
+            raise FileFormatError(f"{where}: {_not_an_array(key, type_name)}")
     if group["kind"] == "mixed":
         cell_keys = sorted(k for k in group["keys"] if k.endswith("weight_hh"))
         layered = sorted(k for k in group["keys"] if not k.endswith("weight_hh"))

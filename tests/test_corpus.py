@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -417,24 +418,36 @@ def test_review_regressions_swallowed_lines_and_duplicate_keys(tmp_path):
 
 
 # --------------------------------------------------------------------------- review 2 regressions
-def test_stray_quote_swallowing_rows_is_a_bad_row(tmp_path):
+def test_stray_quote_swallowing_rows_is_kept_and_reported(tmp_path):
     p = tmp_path / "stray.csv"
     p.write_text('text,label\n"oops,neg\ngood movie,pos\nbad",neg\nfine,pos\n', encoding="utf-8")
-    with pytest.raises(FileFormatError, match=r"line 2: malformed_csv: a quoted field runs over lines 2-4.*stray quote"):
-        read_corpus(p)
     for kw in ({}, {"labels": ["pos", "neg"]}):
-        c = read_corpus(p, on_error="skip", **kw)
-        assert [(q.line, q.kind) for q in c.report.problems] == [(2, "malformed_csv")]
-        assert c.report.n_skipped == 1 and c.train_lines.tolist() == [5]
-    # no line in between: the two merged rows are still caught
+        with pytest.warns(UserWarning, match=r"stray.csv: 1 record\(s\) hold quoted fields whose lines read as rows"):
+            c = read_corpus(p, **kw)
+        assert c.report.problems == () and c.train_lines.tolist() == [2, 5]  # nothing dropped
+        assert [(q.line, q.kind) for q in c.report.suspects] == [(2, "rows_in_field")]
+        assert "lines 2-4" in c.report.suspects[0].message and "suspect" in str(c.report)
+    # no line in between: the two merged rows are still flagged
     q = tmp_path / "stray2.csv"
     q.write_text('text,label\n"oops,neg\nbad",neg\nfine,pos\n', encoding="utf-8")
-    assert [x.line for x in read_corpus(q, on_error="skip").report.problems] == [2]
-    # legitimate multi-line text, even with a comma or a label word on a line of its own, is read
+    with pytest.warns(UserWarning):
+        assert [x.line for x in read_corpus(q).report.suspects] == [2]
+    # multi-line text that reads like rows (a list of counts, a decimal comma, label-first files)
+    # is real data: kept, whatever the flag says
+    for body in ('text,label\n"Items bought:\napples,2\npears",1\nfine,2\n',
+                 'label,text\n5,"Pros:\n5, would buy again"\n1,bad\n'):
+        r = tmp_path / "real.csv"
+        r.write_text(body, encoding="utf-8")
+        with pytest.warns(UserWarning):
+            c = read_corpus(r, test_fraction=0)
+        assert c.report.problems == () and c.train.n_docs == 2
+    # text whose lines do not read as rows raises no flag
     ok = tmp_path / "ok.csv"
     ok.write_text('text,label\n"line one\nline two, still",pos\n"pos\nneg, pos",neg\nfine,pos\n', encoding="utf-8")
-    c = read_corpus(ok)
-    assert c.report.problems == () and c.train_lines.tolist() == [2, 4, 6]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        c = read_corpus(ok)
+    assert c.report.problems == () and c.report.suspects == () and c.train_lines.tolist() == [2, 4, 6]
     assert docs(c, c.train)[:2] == [["line", "one", "line", "two", ",", "still"], ["pos", "neg", ",", "pos"]]
 
 

@@ -77,6 +77,19 @@ def test_load_params_names_the_file_and_the_array(tmp_path, entries, changes, er
     assert "bad.npz" in str(info.value)
 
 
+def test_a_newer_file_asks_for_an_upgrade_before_naming_its_new_entries(tmp_path, entries, fps):
+    path = _write(tmp_path / "v2.npz", entries, __fastfp_params__=np.array(2), new_thing=np.zeros(2))
+    for load in (fastfp.load_params, fastfp.load):
+        with pytest.raises(fastfp.FileFormatError, match="format version 2.*upgrade fastfp"):
+            load(path)
+    fps.save(tmp_path / "fp.npz")
+    with np.load(tmp_path / "fp.npz") as data:
+        fp_entries = dict(data)
+    newer = _write(tmp_path / "fp2.npz", fp_entries, __fastfp_fixed_points_format__=np.array(2), extra=np.zeros(6))
+    with pytest.raises(fastfp.FileFormatError, match="FixedPoints format version 2.*upgrade fastfp"):
+        FixedPoints.load(newer)
+
+
 def test_valid_file_still_loads(tmp_path, entries):
     model = fastfp.load_params(_write(tmp_path / "same.npz", entries))
     assert model.vocab == ("a", "b", "c") and model.readout_bias.shape == (2,)
@@ -191,6 +204,38 @@ def test_fixed_points_constructor_checks_shapes(fps):
     assert top.eigvals.shape == (6, 2)
 
 
+def test_what_save_writes_load_reads(tmp_path, fps, params):
+    # the containers refuse what the loaders would refuse, so no file is written that cannot be read
+    with pytest.raises(fastfp.InvalidOptionError, match="'vocab': lists the token 'a' twice"):
+        fastfp.Model(params, np.eye(3), vocab=["a", "b", "a"])
+    with pytest.raises(fastfp.InvalidOptionError, match="'vocab': a token holds the character NUL"):
+        fastfp.Model(params, np.eye(3), vocab=["a", "b", "a\x00"])
+    from dataclasses import replace
+
+    for name in ("nit", "status"):
+        with pytest.raises(fastfp.DTypeError, match=f"'{name}': has dtype float64, expected integers"):
+            replace(fps, **{name: getattr(fps, name).astype(float)})
+    with pytest.raises(fastfp.ShapeError, match="'inputs': has shape \\(3,\\), expected \\(B, M\\)"):
+        replace(fps[:0], inputs=np.zeros(3))
+
+
+def test_concatenate_refuses_parts_decomposed_differently(params, fps):
+    with pytest.raises(fastfp.InvalidOptionError, match="'eigvals' has per-point shapes"):
+        fastfp.fixed_points.concatenate([fps, fps.decompose(params, k=2)])
+
+
+def test_save_follows_a_symlink_and_keeps_the_mode(tmp_path, params):
+    target = tmp_path / "real.npz"
+    fastfp.save_params(target, params)
+    target.chmod(0o640)
+    link = tmp_path / "link.npz"
+    link.symlink_to(target)
+    other = fastfp.RNNParams.random("gru", 4, 3, seed=5)
+    fastfp.save_params(link, other)
+    assert link.is_symlink() and (target.stat().st_mode & 0o777) == 0o640
+    np.testing.assert_array_equal(fastfp.load_params(target).params.w_hh, other.w_hh)
+
+
 def test_model_refuses_bad_parts(params):
     with pytest.raises(fastfp.InvalidOptionError, match="'readout_bias': given without a readout_weight"):
         fastfp.Model(params, readout_bias=np.ones(2))
@@ -211,6 +256,11 @@ def test_model_refuses_bad_parts(params):
 def test_solver_options_refuse_strings_bools_and_unknown_dtypes(params, kwargs, match):
     with pytest.raises(fastfp.InvalidOptionError, match=match):
         fastfp.find_fixed_points(params, np.zeros((2, 4)), np.zeros(3), **kwargs)
+
+
+def test_a_0d_array_tolerance_is_a_number(params):
+    fp = fastfp.find_fixed_points(params, np.zeros((2, 4)), np.zeros(3), atol=np.array(1e-8))
+    assert fp.metadata["atol"] == 1e-8
 
 
 @pytest.mark.parametrize("scale", [np.nan, -1.0, 0, "0.1", True])

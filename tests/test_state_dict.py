@@ -54,7 +54,7 @@ def test_a_list_where_a_weight_belongs_is_an_error_not_zeros():
     p, sd = _gru_sd()
     with pytest.raises(FileFormatError, match=r"key 'rnn.bias_hh_l0' holds a list, expected an array"):
         fastfp.load({**sd, "rnn.bias_hh_l0": p.b_hh.tolist()}, cell="gru")
-    with pytest.raises(FileFormatError, match=r"key 'rnn.weight_\w+_l0' holds a list"):
+    with pytest.raises(FileFormatError, match=r"no recurrent layer found .*not arrays, left out: rnn.weight_ih_l0 \(list\)"):
         fastfp.load({k: v.tolist() for k, v in sd.items()}, cell="gru")
     # a scalar (or None) standing exactly where the layer's bias is looked up
     with pytest.raises(FileFormatError, match=r"key 'rnn.bias_ih_l0' holds a NoneType"):
@@ -72,6 +72,17 @@ def test_metadata_entries_that_are_not_arrays_are_still_accepted():
     m = fastfp.load(ckpt, cell="gru")
     assert_array_equal(m.params.b_hh, p.b_hh)
     assert m.metadata["rnn_prefix"] == "state_dict.rnn."
+
+
+def test_lists_of_settings_outside_the_model_or_private_are_accepted():
+    # a training checkpoint's config ('config.loss.weight') and a module's _extra_state are not
+    # weights; a list beside the RNN in the same model is (above)
+    p, sd = _gru_sd()
+    for ckpt in ({"model_state_dict": sd, "config": {"loss": {"weight": [0.3, 0.7]}}, "hp": {"bias": (0.1,)}},
+                 {**sd, "rnn._extra_state": {"weight": [1, 2]}}):
+        assert_array_equal(fastfp.load(ckpt, cell="gru").params.w_hh, p.w_hh)
+    with pytest.raises(FileFormatError, match=r"key 'model_state_dict.fc.weight' holds a list"):
+        fastfp.load({"model_state_dict": {**sd, "fc.weight": np.ones((2, H)).tolist()}}, cell="gru")
 
 
 def test_no_layer_message_lists_the_entries_that_are_not_arrays():
