@@ -93,6 +93,31 @@ def default_model_resource():
     return files("fastfp").joinpath("data", DEFAULT_MODEL)
 
 
+_RESOURCE = "fastfp:data/"
+
+
+class _WeightsPath(click.Path):
+    """An existing file, or ``fastfp:data/NAME``: a model shipped inside the package (the name
+    ``fastfp run`` prints), resolved to its file so every command can read it."""
+
+    name = "weights"
+
+    def __init__(self):
+        super().__init__(exists=True, dir_okay=False)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value.startswith(_RESOURCE):
+            from importlib.resources import files
+
+            shipped = sorted(p.name for p in files("fastfp").joinpath("data").iterdir() if p.name.endswith(".npz"))
+            name = value[len(_RESOURCE):]
+            if name not in shipped:
+                self.fail(f"{value!r} is not a shipped model; fastfp ships {', '.join(_RESOURCE + n for n in shipped)}",
+                          param, ctx)
+            value = str(files("fastfp").joinpath("data", name))
+        return super().convert(value, param, ctx)
+
+
 def _check_output(output, source) -> None:
     """Refuse, before any work, an output path that cannot be written or that names the input."""
     out = Path(output)
@@ -112,8 +137,9 @@ def _load_model(weights):
         from importlib.resources import as_file
 
         with as_file(default_model_resource()) as path:
-            return fastfp.load_params(path), f"fastfp:data/{DEFAULT_MODEL}"
-    return fastfp.load(weights), str(weights)
+            return fastfp.load_params(path), f"{_RESOURCE}{DEFAULT_MODEL}"
+    shipped = Path(weights).parent == Path(str(default_model_resource())).parent
+    return fastfp.load(weights), (f"{_RESOURCE}{Path(weights).name}" if shipped else str(weights))
 
 
 def _task_data(model, task, classes, length, corpus, n_docs, seed):
@@ -347,7 +373,7 @@ _progress_option = click.option("--progress", "force_progress", is_flag=True,
 
 # ============================================================================ commands
 @main.command()
-@click.argument("weights", required=False, type=click.Path(exists=True, dir_okay=False))
+@click.argument("weights", required=False, type=_WeightsPath())
 @_data_options
 @_search_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -365,8 +391,9 @@ def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, as_
         speed_units, report, no_report, force_progress) -> None:
     """Analyse a network: roots, slow manifold, dimension, word counts.
 
-    WEIGHTS (optional) is any file fastfp.load reads (torch .pt, .safetensors, Flax msgpack, .npz);
-    without it the shipped 3-class GRU classifier is analysed on its own task. Reports the exact
+    WEIGHTS (optional) is any file fastfp.load reads (torch .pt, .safetensors, Flax msgpack, .npz)
+    or fastfp:data/gru64_cat3.npz; without it that shipped 3-class GRU classifier is analysed on
+    its own task. Reports the exact
     fixed points, the slow manifold (slow-point mode) and its dimension, integration modes, the
     word-count prediction of the dimension and the readout geometry, and writes them with figures
     to a self-contained HTML report (--report PATH; --no-report to skip).
@@ -587,7 +614,7 @@ def _write_run_report(path, summary, *, model, data, traj, roots, kept, kept_all
 
 
 @main.command()
-@click.argument("weights", type=click.Path(exists=True, dir_okay=False))
+@click.argument("weights", type=_WeightsPath())
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="FixedPoints .npz to write.")
 @click.option("--input", "input_spec", default="zero", show_default=True,
               help="Constant input: zero, mean, word:<w> or FILE.npy.")
@@ -638,7 +665,7 @@ def find(weights, output, input_spec, states, noise, seed, method, backend, jaco
          task, classes, corpus, n_docs, length, force_progress) -> None:
     """Find fixed points of WEIGHTS and save them (-o) as a .npz.
 
-    WEIGHTS is any file fastfp.load reads. Initial states come from rollouts of task (or corpus)
+    WEIGHTS is any file fastfp.load reads, or fastfp:data/gru64_cat3.npz (the shipped model). Initial states come from rollouts of task (or corpus)
     documents; the points are saved eigen-decomposed (see `fastfp analyze`).
     """
     t0 = time.perf_counter()
@@ -803,7 +830,7 @@ def _write_analyze_report(path, summary, fp, horizon):
 
 
 @main.command()
-@click.argument("weights", type=click.Path(exists=True, dir_okay=False))
+@click.argument("weights", type=_WeightsPath())
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="fastfp params .npz to write.")
 @click.option("--cell", type=str, default=None, help="The fastfp cell when the file cannot tell (see fastfp.CELLS).")
 @click.option("--layer", type=click.IntRange(min=0), default=0, show_default=True)
@@ -812,7 +839,8 @@ def _write_analyze_report(path, summary, fp, horizon):
 def convert(weights, output, cell, layer, direction, key_prefix) -> None:
     """Convert a weights file to fastfp's params .npz.
 
-    WEIGHTS is any file fastfp.load reads (torch .pt, .safetensors, Flax msgpack, .npz).
+    WEIGHTS is any file fastfp.load reads (torch .pt, .safetensors, Flax msgpack, .npz), or
+    fastfp:data/gru64_cat3.npz (the shipped model).
     """
     import fastfp
 

@@ -200,6 +200,15 @@ def test_find_bad_input(tmp_path, spec):
     assert r.exit_code == 1 and "'--input'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+def test_the_shipped_model_is_named_the_same_in_every_command(tmp_path):
+    r = _invoke("-q", "find", "fastfp:data/gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--states", "8", "--docs", "8")
+    assert r.exit_code == 0 and json.loads(r.stdout)["model"] == "fastfp:data/gru64_cat3.npz", r.output
+    r = _invoke("convert", "fastfp:data/gru64_cat3.npz", "-o", tmp_path / "p.npz")
+    assert r.exit_code == 0 and fastfp.load_params(tmp_path / "p.npz").params.hidden_size == 64
+    r = _invoke("find", "fastfp:data/nope.npz", "-o", tmp_path / "x.npz")
+    assert r.exit_code == 2 and "fastfp ships fastfp:data/gru64_cat3.npz" in r.output, r.output
+
+
 def test_run_bad_input_lists_auto():
     r = _invoke("run", "--input", "zer", "--states", "8", "--no-report")
     assert r.exit_code == 1 and "expected auto, zero, mean" in r.stderr, r.stderr
