@@ -23,7 +23,7 @@ def atomic_path(path, *, fsync: bool = False):
     through it. ``fsync`` flushes the file to disk before the rename (results that a resumed run
     will trust)."""
     path = Path(path)
-    if path.is_symlink():
+    if path.is_symlink() and path.exists():  # a dangling link is replaced, as before
         path = path.resolve()
     fd, name = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -35,11 +35,11 @@ def atomic_path(path, *, fsync: bool = False):
             umask = os.umask(0)
             os.umask(umask)
             mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
-        yield tmp
+        yield tmp  # still mkstemp's 0600 while it is written: a read-only mode is set only after
         if fsync:
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

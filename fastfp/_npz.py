@@ -26,7 +26,7 @@ def memory_limit_bytes() -> int:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # not POSIX: assume a 16 GiB machine
         total = 16 << 30
-    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+    for limit_file in _cgroup_limit_files():
         try:
             with open(limit_file) as fh:
                 text = fh.read().strip()
@@ -35,6 +35,22 @@ def memory_limit_bytes() -> int:
         if text.isdigit():
             total = min(total, int(text))
     return int(total) // 2
+
+
+def _cgroup_limit_files() -> list[str]:
+    """The memory-limit files of this process's cgroups (v2 and v1), own group first, then the root."""
+    files = []
+    try:
+        with open("/proc/self/cgroup") as fh:
+            for line in fh:
+                _, controllers, group = line.rstrip("\n").split(":", 2)
+                if controllers == "":
+                    files.append(f"/sys/fs/cgroup{group.rstrip('/')}/memory.max")
+                elif "memory" in controllers.split(","):
+                    files.append(f"/sys/fs/cgroup/memory{group.rstrip('/')}/memory.limit_in_bytes")
+    except (OSError, ValueError):
+        pass
+    return files + ["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]
 
 
 def _gib(n: int) -> str:
@@ -111,10 +127,16 @@ def read_npz(path, *, where: str, kind: str = "NumPy .npz", marker: str | None =
             info = infos[names.index(marker)]
             if info.file_size > 4096:  # a 0-d integer is about 130 bytes
                 raise FileFormatError(f"{where}: entry {marker!r} holds {info.file_size} bytes, expected a format version")
-            _entry_header(zf, info, where, marker)
-            with zf.open(info) as fh:
-                format_version({marker: npy_format.read_array(fh, allow_pickle=False)}, marker, where=where,
-                               kind=kind.removeprefix("fastfp ").removesuffix(" file"), newest=newest)
+            try:
+                _entry_header(zf, info, where, marker)
+                with zf.open(info) as fh:
+                    version = {marker: npy_format.read_array(fh, allow_pickle=False)}
+            except FileFormatError:
+                raise
+            except Exception as exc:  # CRC errors, truncated deflate streams, bad headers
+                raise FileFormatError(f"{where}: entry {marker!r} is unreadable ({type(exc).__name__}: {exc})") from None
+            format_version(version, marker, where=where, kind=kind.removeprefix("fastfp ").removesuffix(" file"),
+                           newest=newest)
         unknown = sorted(set(names) - set(known) - {marker}) if known is not None else []
         if unknown:
             raise FileFormatError(
@@ -124,7 +146,7 @@ def read_npz(path, *, where: str, kind: str = "NumPy .npz", marker: str | None =
         limit = memory_limit_bytes()
         if total > limit:
             raise FileFormatError(
-                f"{where}: its arrays expand to {_gib(total)}, more than half this machine's memory "
+                f"{where}: its arrays expand to {_gib(total)}, more than half the memory this process may use "
                 f"({_gib(limit)}); refusing to read it (a damaged or hostile file?)"
             )
         out = {}

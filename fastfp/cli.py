@@ -138,8 +138,13 @@ def _load_model(weights):
 
         with as_file(default_model_resource()) as path:
             return fastfp.load_params(path), f"{_RESOURCE}{DEFAULT_MODEL}"
+    return fastfp.load(weights), _weights_name(weights)
+
+
+def _weights_name(weights) -> str:
+    """How output names a weights file: ``fastfp:data/NAME`` for a shipped one, else its path."""
     shipped = Path(weights).parent == Path(str(default_model_resource())).parent
-    return fastfp.load(weights), (f"{_RESOURCE}{Path(weights).name}" if shipped else str(weights))
+    return f"{_RESOURCE}{Path(weights).name}" if shipped else str(weights)
 
 
 def _task_data(model, task, classes, length, corpus, n_docs, seed):
@@ -849,7 +854,7 @@ def convert(weights, output, cell, layer, direction, key_prefix) -> None:
     fastfp.save_params(output, model)
     p = model.params
     _echo_json({
-        "input": str(weights),
+        "input": _weights_name(weights),
         "output": str(output),
         "cell": p.cell,
         "hidden_size": p.hidden_size,

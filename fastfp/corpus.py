@@ -99,7 +99,7 @@ PROBLEM_KINDS = (
     "not_an_object",  # a JSON Lines line that is valid JSON but not an object
     "malformed_csv",  # a CSV quoting error (e.g. unterminated quote)
     "field_count",  # a CSV record with a different number of fields than the header
-    "bad_text",  # text value that is not a string
+    "bad_text",  # text value that is not a string, or that holds NUL
     "empty_text",  # text missing, empty, blank, or with no tokens
     "missing_label",  # label missing or empty
     "bad_label",  # label value of the wrong type / malformed label list
@@ -673,6 +673,9 @@ def read_corpus(
         if text is None or not text.strip():
             problems.append(Problem(rec.line, "empty_text", "no text" if text is None else "empty text"))
             continue
+        if "\x00" in text:  # a NUL token could not be kept in a saved vocabulary (NumPy strings drop it)
+            problems.append(Problem(rec.line, "bad_text", "text holds the character NUL ('\\x00')"))
+            continue
         names, prob = _parse_label(rec, multilabel)
         if prob is not None:
             problems.append(prob)
@@ -788,6 +791,7 @@ def read_corpus(
     train, n_unk_train = build(train_idx, "train")
     test, n_unk_test = (None, 0) if test_fraction == 0 else build(test_idx, "test")
     lines_arr = np.asarray(doc_lines, dtype=np.int64)
+    kept_lines = set(doc_lines)
     report = CorpusReport(
         path=path_str,
         format=fmt,
@@ -800,8 +804,9 @@ def read_corpus(
         n_tokens_truncated=n_tok_trunc,
         n_unk_train=n_unk_train,
         n_unk_test=n_unk_test,
-        suspects=tuple(suspects),
+        suspects=tuple(p for p in suspects if p.line in kept_lines),
     )
+    suspects = list(report.suspects)  # a suspect record that was also a bad row is in problems only
     if suspects:
         warnings.warn(
             f"{path_str}: {len(suspects)} record(s) hold quoted fields whose lines read as rows (a stray quote?), "

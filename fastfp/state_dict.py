@@ -182,11 +182,15 @@ def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: b
     # 'rnn.weight_hh_l0') is a weight that would be lost; outside it ('config.loss.weight' beside
     # 'model.rnn.*') or under a private name ('_extra_state') it is a setting.
     model_root = prefix[: prefix.rstrip(".").rfind(".") + 1] if "." in prefix.rstrip(".") else ""
+    settings = []
     for key, type_name in skipped.items():
-        inner = key[len(model_root):].split(".") if key.startswith(model_root) else None
-        if (inner and type_name in ("list", "tuple") and is_param_name(key)
-                and not any(part.startswith("_") for part in inner)):
+        if type_name not in ("list", "tuple") or not is_param_name(key):
+            continue
+        inner = key[len(model_root):].split(".")
+        if model_root and key.startswith(model_root) and not any(part.startswith("_") for part in inner):
             raise FileFormatError(f"{where}: {_not_an_array(key, type_name)}")
+        settings.append(key)
+
     if group["kind"] == "mixed":
         cell_keys = sorted(k for k in group["keys"] if k.endswith("weight_hh"))
         layered = sorted(k for k in group["keys"] if not k.endswith("weight_hh"))
@@ -355,7 +359,17 @@ def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: b
         names = ", ".join(repr(keys[n]) for n in keys)
         raise type(exc)(f"{where}: keys {names}: {exc}") from None
     try:
-        return Model(params, embedding, readout_weight, readout_bias, None, metadata)
+        model = Model(params, embedding, readout_weight, readout_bias, None, metadata)
     except FastFPError as exc:  # the embedding / readout checks: name the file and the keys
         used = [repr(k) for k in (emb_key, ro_key, metadata["readout_bias_key"]) if k is not None]
         raise type(exc)(f"{where}: key{'s' if len(used) > 1 else ''} {', '.join(used)}: {exc}") from None
+    if settings:
+        # Outside the model that holds the RNN (or in a flat dict, which cannot say where the model
+        # ends) a list under a parameter's name may be a setting ('config.loss.weight') or a weight
+        # kept as a list: it is left out, and said so.
+        import warnings
+
+        warnings.warn(f"{where}: left out {len(settings)} list(s) under parameter names, not arrays: "
+                      f"{', '.join(map(repr, settings[:5]))}; convert them with np.asarray if they are weights",
+                      UserWarning, stacklevel=3)
+    return model

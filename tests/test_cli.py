@@ -205,6 +205,7 @@ def test_the_shipped_model_is_named_the_same_in_every_command(tmp_path):
     assert r.exit_code == 0 and json.loads(r.stdout)["model"] == "fastfp:data/gru64_cat3.npz", r.output
     r = _invoke("convert", "fastfp:data/gru64_cat3.npz", "-o", tmp_path / "p.npz")
     assert r.exit_code == 0 and fastfp.load_params(tmp_path / "p.npz").params.hidden_size == 64
+    assert json.loads(r.stdout)["input"] == "fastfp:data/gru64_cat3.npz"
     r = _invoke("find", "fastfp:data/nope.npz", "-o", tmp_path / "x.npz")
     assert r.exit_code == 2 and "fastfp ships fastfp:data/gru64_cat3.npz" in r.output, r.output
 

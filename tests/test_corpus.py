@@ -451,6 +451,19 @@ def test_stray_quote_swallowing_rows_is_kept_and_reported(tmp_path):
     assert docs(c, c.train)[:2] == [["line", "one", "line", "two", ",", "still"], ["pos", "neg", ",", "pos"]]
 
 
+def test_a_suspect_record_that_is_also_bad_is_reported_once_and_nul_text_is_bad(tmp_path):
+    p = tmp_path / "s.csv"
+    p.write_text('text,label\n"oops,neg\ngood,pos\nbad",\nfine,pos\nok,neg\n', encoding="utf-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the dropped record is not also announced as kept
+        c = read_corpus(p, on_error="skip", test_fraction=0)
+    assert [(q.line, q.kind) for q in c.report.problems] == [(2, "missing_label")] and c.report.suspects == ()
+    n = tmp_path / "nul.csv"
+    n.write_text('text,label\na\x00b,pos\nfine,neg\n', encoding="utf-8")
+    c = read_corpus(n, on_error="skip", test_fraction=0)
+    assert [(q.line, q.kind) for q in c.report.problems] == [(2, "bad_text")] and "\x00" not in "".join(c.vocab)
+
+
 def test_duplicate_header_column(tmp_path):
     p = tmp_path / "dup.csv"
     p.write_text("text,label,text\na,pos,SECOND\nb,neg,OTHER\n", encoding="utf-8")

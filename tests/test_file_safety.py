@@ -117,7 +117,7 @@ def test_npz_that_expands_past_the_memory_limit_is_refused(tmp_path, entries, mo
     path = _write(tmp_path / "big.npz", entries)
     fastfp.load_params(path)
     monkeypatch.setattr(npz, "memory_limit_bytes", lambda: 100)
-    with pytest.raises(fastfp.FileFormatError, match="expand to .* more than half this machine's memory"):
+    with pytest.raises(fastfp.FileFormatError, match="expand to .* more than half the memory this process may use"):
         fastfp.load_params(path)
     with pytest.raises(fastfp.FileFormatError, match="more than half"):
         npz.read_npz(path, where="x")
@@ -234,6 +234,36 @@ def test_save_follows_a_symlink_and_keeps_the_mode(tmp_path, params):
     fastfp.save_params(link, other)
     assert link.is_symlink() and (target.stat().st_mode & 0o777) == 0o640
     np.testing.assert_array_equal(fastfp.load_params(target).params.w_hh, other.w_hh)
+
+
+def test_a_damaged_format_marker_is_a_file_format_error(tmp_path, entries):
+    path = tmp_path / "crc.npz"
+    np.savez(path, **entries)  # stored, not deflated: the marker's bytes can be flipped in place
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo("__fastfp_params__.npy")
+    raw = bytearray(path.read_bytes())
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    raw[start + info.compress_size - 1] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(fastfp.FileFormatError, match="entry '__fastfp_params__' is unreadable"):
+        fastfp.load_params(path)
+
+
+def test_atomic_temporary_is_writable_while_written_and_gets_the_mode_after(tmp_path):
+    from fastfp._atomic import atomic_path
+
+    target = tmp_path / "ro.txt"
+    target.write_text("old")
+    target.chmod(0o444)
+    with atomic_path(target) as tmp:
+        assert tmp.stat().st_mode & 0o200  # owner may write, whatever the final mode
+        tmp.write_text("new")
+    assert target.read_text() == "new" and (target.stat().st_mode & 0o777) == 0o444
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "no" / "where")
+    with atomic_path(dangling) as tmp:
+        tmp.write_text("x")
+    assert not dangling.is_symlink() and dangling.read_text() == "x"
 
 
 def test_model_refuses_bad_parts(params):

@@ -59,9 +59,10 @@ def test_a_list_where_a_weight_belongs_is_an_error_not_zeros():
     # a scalar (or None) standing exactly where the layer's bias is looked up
     with pytest.raises(FileFormatError, match=r"key 'rnn.bias_ih_l0' holds a NoneType"):
         fastfp.load({**sd, "rnn.bias_ih_l0": None}, cell="gru")
-    # readout weight as a list, readout bias as a list
-    with pytest.raises(FileFormatError, match=r"key 'fc.weight' holds a list"):
-        fastfp.load({**sd, "fc.weight": np.ones((2, H)).tolist()}, cell="gru")
+    # a flat dict cannot say whether a list is a weight or a setting: left out, with a warning
+    with pytest.warns(UserWarning, match=r"left out 1 list\(s\) under parameter names, not arrays: 'fc.weight'"):
+        assert fastfp.load({**sd, "fc.weight": np.ones((2, H)).tolist()}, cell="gru").readout_weight is None
+    # the bias of the readout that was picked
     with pytest.raises(FileFormatError, match=r"key 'fc.bias' holds a list"):
         fastfp.load({**sd, "fc.weight": np.ones((2, H)), "fc.bias": [0.0, 1.0]}, cell="gru")
 
@@ -79,8 +80,9 @@ def test_lists_of_settings_outside_the_model_or_private_are_accepted():
     # weights; a list beside the RNN in the same model is (above)
     p, sd = _gru_sd()
     for ckpt in ({"model_state_dict": sd, "config": {"loss": {"weight": [0.3, 0.7]}}, "hp": {"bias": (0.1,)}},
-                 {**sd, "rnn._extra_state": {"weight": [1, 2]}}):
-        assert_array_equal(fastfp.load(ckpt, cell="gru").params.w_hh, p.w_hh)
+                 {**sd, "rnn._extra_state": {"weight": [1, 2]}}, {**sd, "config": {"loss": {"weight": [0.3]}}}):
+        with pytest.warns(UserWarning, match="left out .* list\\(s\\) under parameter names"):
+            assert_array_equal(fastfp.load(ckpt, cell="gru").params.w_hh, p.w_hh)
     with pytest.raises(FileFormatError, match=r"key 'model_state_dict.fc.weight' holds a list"):
         fastfp.load({"model_state_dict": {**sd, "fc.weight": np.ones((2, H)).tolist()}}, cell="gru")
 
