@@ -105,8 +105,9 @@ def read_npz(path, *, where: str, kind: str = "NumPy .npz", marker: str | None =
     Raises
     ------
     FileFormatError
-        Not a zip of ``.npy`` entries, no ``marker``, an unknown entry, object arrays, a header that does not match
-        its data, or arrays that would expand past :func:`memory_limit_bytes`.
+        Not a zip of ``.npy`` entries, no ``marker``, a newer version, an unknown entry, object
+        arrays, a header that does not match its data, or arrays that would expand past
+        :func:`memory_limit_bytes`.
     """
     try:
         zf = zipfile.ZipFile(path)
