@@ -95,6 +95,14 @@ cell (``h``; ``u c``; ``r z n``; ``i f g o``). With three gate blocks the tree d
 reset gate acts, so ``cell='gru'`` (reset after the recurrent matmul) or ``cell='gru_reset_before'``
 must be given; fastfp never guesses.
 
+Nothing in a recognised cell is dropped: a key of the cell's map, of one of its Dense maps (``kernel``,
+``bias``) or of a renn gate (``A``, ``W``, ``b``) outside the layout above -- an extra bias, a sub-module,
+a cell nested in the cell -- raises :class:`~fastfp.errors.FileFormatError` naming the file, the cell's
+key path, the unexpected keys and the expected ones. Two entries that real files hold but the step map
+never reads are accepted, checked and listed in ``metadata['extras']``: nnx's ``rngs`` (integer arrays;
+the RNG stream an nnx cell built with ``keep_rngs=True`` keeps for ``initialize_carry``) and renn's
+``initial_state`` (a 1-D float array; the rollout's h0, on which fixed points do not depend).
+
 Several cells in one tree raise an error listing their key paths unless ``key_prefix=`` (a
 ``/``-separated path prefix, e.g. ``'params/RNN_0'``) picks one. An embedding (``embedding`` (V, M))
 and a Dense readout (``kernel`` (H, C) [+ ``bias`` (C,)]) outside the cell are attached when there is
@@ -326,6 +334,7 @@ class _Ctx:
         """(kernel^T (out, in), bias or None) of a linen/nnx Dense sub-tree."""
         sub = self.node(tree, path, name)
         p = path + (name,)
+        _check_keys(self, p, sub, ("kernel", "bias"), f"Dense {name!r}")
         k = self.arr(sub, p, "kernel", 2)
         b = self.arr(sub, p, "bias", 1, optional=not bias)
         if b is not None and b.shape != (k.shape[1],):
@@ -405,13 +414,79 @@ def _find(tree, path=(), out=None, depth=0):
     return out
 
 
+# kind -> (keys the conversion reads, keys accepted unread). Anything else is an error: fastfp cannot
+# tell what an unmapped entry (an extra bias, a sub-module, a second cell) did to the dynamics. Only
+# entries real files hold and the step map never reads are accepted unread (see the module docs).
+_RENN_NAMES = {"renn_gru": ("update_gate", "reset_gate", "cell_state"), "renn_ugrnn": ("update_gate", "cell_state"),
+               "renn_lstm": ("forget_gate", "update_gate", "output_gate", "cell_state"),
+               "renn_vanilla_params": ("weights",)}
+_CELL_KEYS = {
+    "linen_lstm": (_LSTM_I + _LSTM_H, ()),
+    "nnx_lstm": (("ii", "if_", "ig", "io") + _LSTM_H, ("rngs",)),
+    "linen_gru": (("ir", "iz", "in", "hr", "hz", "hn"), ()),
+    "linen_mgu": (("if", "in", "hf", "hn"), ()),
+    "linen_simple": (("i", "h"), ()),
+    "nnx_stacked": (("dense_i", "dense_h"), ("rngs",)),
+    "generic_stacked": (("W", "U", "b"), ()),
+    **{k: (v, ("initial_state",)) for k, v in _RENN_NAMES.items()},
+}
+
+
+def _check_keys(ctx, path, node, expected, what):
+    """Refuse keys of ``node`` outside ``expected``, saying which of them hold a recurrent cell."""
+    extra = [k for k in node if k not in expected]
+    if not extra:
+        return
+    nested = [f"{_fmt(p)!r} ({kind})" for k in extra for p, kind, _ in _find(node[k], path + (k,))]
+    hint = f"; nested recurrent cell(s) at {', '.join(nested)}" if nested else ""
+    raise FileFormatError(
+        f"{ctx.where}: the {what} at {_fmt(path)!r} has unexpected key(s) {', '.join(map(repr, extra))}{hint}; "
+        f"expected only {', '.join(map(repr, expected))} (fastfp refuses entries it cannot map rather than drop them)"
+    )
+
+
+def _int_leaves(node):
+    if isinstance(node, dict):
+        return all(_int_leaves(v) for v in node.values())
+    return isinstance(node, np.ndarray) and node.dtype.kind in "iu"
+
+
+def _check_cell_keys(ctx, path, kind, node) -> list:
+    """Check the cell's top-level keys; returns notes on the entries accepted but not used."""
+    if kind == "generic_gates":
+        letters = next(ls for ls in (("i", "f", "g", "o"), ("r", "z", "n"), ("u", "c"), ("h",))
+                       if all(f"W_{g}" in node and f"U_{g}" in node for g in ls))
+        used, ignored = tuple(f"{w}_{g}" for g in letters for w in ("W", "U", "b")), ()
+    elif kind == "renn_vanilla":
+        return []  # the node is the LinearRNN itself: _renn_gate checks its keys
+    else:
+        used, ignored = _CELL_KEYS[kind]
+    _check_keys(ctx, path, node, used + ignored, f"cell ({kind})")
+    notes = []
+    if "rngs" in node:
+        if not _int_leaves(node["rngs"]):
+            raise FileFormatError(f"{ctx.where}: {_fmt(path + ('rngs',))!r} is not an nnx RNG stream state; expected "
+                                  "a map of integer arrays (key, count)")
+        notes.append(f"ignored {_fmt(path + ('rngs',))} (nnx RNG stream state, not used by the step map)")
+    if "initial_state" in node:
+        s0 = node["initial_state"]
+        if not (isinstance(s0, np.ndarray) and s0.ndim == 1 and s0.dtype.kind == "f"):
+            found = f"shape {s0.shape}, dtype {s0.dtype}" if isinstance(s0, np.ndarray) else f"a {type(s0).__name__}"
+            raise FileFormatError(f"{ctx.where}: {_fmt(path + ('initial_state',))!r} has {found}; expected renn's "
+                                  "1-D float initial state")
+        notes.append(f"ignored {_fmt(path + ('initial_state',))} (renn's initial state, not part of the step map)")
+    return notes
+
+
 def _renn_gate(ctx, node, path, name, H=None, M=None):
     g = ctx.node(node, path, name)
     p = path + (name,)
     if isinstance(g, dict) and {"A", "W"} <= set(g):
+        _check_keys(ctx, p, g, ("A", "W", "b"), "renn LinearRNN")
         A, W = ctx.arr(g, p, "A", 2), ctx.arr(g, p, "W", 2)
         b = ctx.arr(g, p, "b", 1, optional=True)
     elif isinstance(g, dict) and {"0", "1"} <= set(g):
+        _check_keys(ctx, p, g, ("0", "1", "2"), "renn LinearRNN (tuple state dict)")
         A, W = ctx.arr(g, p, "0", 2), ctx.arr(g, p, "1", 2)
         b = ctx.arr(g, p, "2", 1, optional=True)
     else:
@@ -660,8 +735,9 @@ def params_from_flax(tree, *, cell: str | None = None, key_prefix: str | None = 
     Raises
     ------
     FileFormatError
-        No cell or several cells (without ``key_prefix``), missing or misshapen kernels, a readout
-        bias that does not fit its kernel, two keys of one map that read as the same string.
+        No cell or several cells (without ``key_prefix``), missing or misshapen kernels, a key of the
+        cell (or of its Dense maps / renn gates) outside its layout, a readout bias that does not fit its
+        kernel, two keys of one map that read as the same string.
     InvalidOptionError
         An option out of range, or ``cell`` disagreeing with the tree.
     NonFiniteError, DTypeError, ...
@@ -701,6 +777,7 @@ def params_from_flax(tree, *, cell: str | None = None, key_prefix: str | None = 
         )
     cpath, kind, node = found[0]
     ctx = _Ctx(where)
+    ignored = _check_cell_keys(ctx, cpath, kind, node)
     found_cell, w_ih, w_hh, b_ih, b_hh, note = _convert(ctx, cpath, kind, node, cell=cell,
                                                         gate_bias=float(gate_bias), forget_bias=float(forget_bias))
     if cell is not None and cell != found_cell:
@@ -726,6 +803,7 @@ def params_from_flax(tree, *, cell: str | None = None, key_prefix: str | None = 
     except FastFPError as exc:  # name the file and the sub-tree, as the state-dict readers do
         raise type(exc)(f"{where}: the cell at {_fmt(cpath)!r} ({note}): {exc}") from None
     emb, rw, rb, notes = _extras(norm, cpath, H, params.input_size, where)
+    notes = ignored + notes
     meta = {"format": "flax/jax parameter tree", "cell_path": _fmt(cpath), "cell_kind": kind, "conversions": note}
     if notes:
         meta["extras"] = notes

@@ -300,7 +300,13 @@ def _flatten_mapping(obj, path: tuple, out: dict, origins: dict, skipped: dict, 
             torch_seen[0] = True
             array = _tensor_to_numpy(value)
         elif isinstance(value, np.ndarray) or hasattr(value, "__array__"):
-            array = np.asarray(value)
+            try:
+                array = np.asarray(value)
+            except Exception as exc:  # e.g. a JAX typed PRNG key: has __array__ but no NumPy form
+                raise ArgumentTypeError(
+                    f"argument 'source': entry {_key_path(here)} ({type(value).__name__}) could not be converted "
+                    f"to an array ({type(exc).__name__}: {exc}); expected arrays (for JAX keys: jax.random.key_data)"
+                ) from None
         else:
             skipped[name] = type(value).__name__
             continue

@@ -491,3 +491,103 @@ def test_keys_that_read_the_same_are_an_error(tmp_path):
     data = msgpack.packb({"params": {1: {"x": 1}, "1": {"y": 2}}}, strict_types=False)
     with pytest.raises(FileFormatError, match=r"x\.msgpack: a map of the tree has both the keys 1 and '1'"):
         load_flax(_write(tmp_path, data))
+
+
+# ---------------------------------------------------------------------------- no key of a cell left unread
+def _extra(tree, *keys, value):
+    """``tree`` with ``value`` added at the key path ``keys``."""
+    node = tree
+    for k in keys[:-1]:
+        node = node[k]
+    node[keys[-1]] = value
+    return tree
+
+
+_H3 = np.zeros(3, np.float32)
+
+
+@pytest.mark.parametrize("keys, value, what, expected", [
+    (("params", "junk"), {"kernel": np.ones((3, 3), np.float32)}, r"cell \(linen_gru\) at 'params'",
+     "'ir', 'iz', 'in', 'hr', 'hz', 'hn'"),
+    (("params", "b_extra"), _H3, r"cell \(linen_gru\) at 'params'", "'ir', 'iz', 'in', 'hr', 'hz', 'hn'"),
+    (("params", "hn", "b_extra"), _H3, r"Dense 'hn' at 'params/hn'", "'kernel', 'bias'"),
+], ids=["submodule", "array", "in_dense"])
+def test_extra_keys_in_a_flax_cell_are_an_error(tmp_path, keys, value, what, expected):
+    path = _write(tmp_path, _pack(_extra(_gru_tree(), *keys, value=value)))
+    with pytest.raises(FileFormatError, match=rf"x\.msgpack: the {what} has unexpected key\(s\) '{keys[-1]}'; "
+                                              rf"expected only {expected}"):
+        load_flax(path)
+    with pytest.raises(FileFormatError, match=keys[-1]):
+        fastfp.load(path)
+
+
+def test_cell_nested_in_a_cell_is_an_error(tmp_path):
+    t = _gru_tree()
+    t["params"]["inner"] = _gru_tree()["params"]
+    with pytest.raises(FileFormatError, match=r"x\.msgpack: the cell \(linen_gru\) at 'params' has unexpected "
+                                              r"key\(s\) 'inner'; nested recurrent cell\(s\) at 'params/inner' "
+                                              r"\(linen_gru\); expected only"):
+        load_flax(_write(tmp_path, _pack(t)))
+
+
+def test_extra_keys_in_renn_and_generic_trees_are_an_error():
+    rng = np.random.default_rng(0)
+    gen = {"rnn": {"W": rng.standard_normal((12, 3)), "U": rng.standard_normal((12, 4)), "b": np.zeros(12),
+                   "b_extra": np.ones(12)}}
+    with pytest.raises(FileFormatError, match=r"argument 'tree': the cell \(generic_stacked\) at 'rnn' has "
+                                              r"unexpected key\(s\) 'b_extra'; expected only 'W', 'U', 'b'"):
+        load_flax(gen, cell="gru")
+    gates = {f"{w}_{g}": rng.standard_normal((4, 3) if w == "W" else (4, 4) if w == "U" else 4)
+             for g in "uc" for w in ("W", "U", "b")} | {"W_x": np.ones((4, 3))}
+    with pytest.raises(FileFormatError, match=r"generic_gates.*'W_x'; expected only 'W_u', 'U_u', 'b_u'"):
+        load_flax(gates)
+    renn = _renn_tree(("update_gate", "cell_state"), 3, 2, 0) | {"forget_gate": {"A": np.ones((3, 2))}}
+    with pytest.raises(FileFormatError, match=r"renn_ugrnn.*'forget_gate'; expected only 'update_gate', "
+                                              r"'cell_state', 'initial_state'"):
+        load_flax(renn)
+    renn = _renn_tree(("update_gate", "cell_state"), 3, 2, 0)
+    renn["cell_state"]["b2"] = np.ones(3)
+    with pytest.raises(FileFormatError, match=r"renn LinearRNN at 'cell_state' has unexpected key\(s\) 'b2'; "
+                                              r"expected only 'A', 'W', 'b'"):
+        load_flax(renn)
+    renn = _renn_tree(("update_gate", "cell_state"), 3, 2, 0)
+    renn["initial_state"] = {"update_gate": renn["update_gate"]}
+    with pytest.raises(FileFormatError, match=r"'initial_state' has a dict; expected renn's 1-D float"):
+        load_flax(renn)
+
+
+def test_harmless_cell_entries_are_accepted_and_listed():
+    """renn's initial_state and nnx's rngs are not read by the step map: accepted, named in metadata."""
+    m = load_flax(_renn_tree(("update_gate", "cell_state"), 3, 2, 0))
+    assert any("ignored initial_state" in n for n in m.metadata["extras"])
+    rng = np.random.default_rng(0)
+    nnx_gru = {"dense_i": {"kernel": rng.standard_normal((2, 9)), "bias": np.zeros(9)},
+               "dense_h": {"kernel": rng.standard_normal((3, 9))},
+               "rngs": {"key": np.zeros(2, np.uint32), "count": np.array(1, np.uint32)}}
+    m = load_flax(nnx_gru)
+    assert m.params.cell == "gru" and any("ignored rngs" in n for n in m.metadata["extras"])
+    nnx_gru["rngs"] = {"dense_x": {"kernel": np.ones((3, 3))}}
+    with pytest.raises(FileFormatError, match=r"'rngs' is not an nnx RNG stream state"):
+        load_flax(nnx_gru)
+
+
+@pytest.mark.parametrize("kind", sorted(NNX))
+def test_nnx_cells_kept_rngs_load(kind):
+    """An nnx cell built with keep_rngs=True keeps its RNG stream in the state (as key data once exported)."""
+    pytest.importorskip("flax")
+    import warnings
+
+    import jax
+    from flax import nnx
+    cls = {"gru": nnx.GRUCell, "optlstm": nnx.OptimizedLSTMCell, "simple": nnx.SimpleCell, "lstm": nnx.LSTMCell}[kind]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # keep_rngs is deprecated in flax 0.12
+        try:
+            c = cls(3, 4, rngs=nnx.Rngs(0), keep_rngs=True)
+        except TypeError:
+            pytest.skip("this flax has no keep_rngs")
+    pure = jax.tree_util.tree_map(
+        lambda a: jax.random.key_data(a) if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key) else np.asarray(a),
+        nnx.to_pure_dict(nnx.state(c)))
+    assert "rngs" in pure
+    assert load_flax(pure).params.cell == NNX[kind]

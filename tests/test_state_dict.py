@@ -75,6 +75,15 @@ def test_metadata_entries_that_are_not_arrays_are_still_accepted():
     assert m.metadata["rnn_prefix"] == "state_dict.rnn."
 
 
+def test_a_value_with_no_numpy_form_is_named():
+    class NoArray:  # as a JAX typed PRNG key: __array__ exists but raises
+        def __array__(self, *args, **kwargs):
+            raise TypeError("no NumPy form")
+
+    with pytest.raises(ArgumentTypeError, match=r"entry \['rnn.weight_hh_l0'\] \(NoArray\) could not be converted"):
+        fastfp.load({"rnn.weight_hh_l0": NoArray()}, cell="gru")
+
+
 def test_lists_of_settings_outside_the_model_or_private_are_accepted():
     # a training checkpoint's config ('config.loss.weight') and a module's _extra_state are not
     # weights; a list beside the RNN in the same model is (above)
