@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections import Counter
 from math import prod
 
 import numpy as np
@@ -119,9 +120,9 @@ def read_npz(path, *, where: str, kind: str = "NumPy .npz", marker: str | None =
         if not_npy:
             raise FileFormatError(f"{where}: entries {not_npy[:5]} are not .npy arrays; expected a NumPy .npz")
         names = [i.filename[: -len(".npy")] for i in infos]
-        if len(set(names)) != len(names):
-            dup = sorted({n for n in names if names.count(n) > 1})
-            raise FileFormatError(f"{where}: entries {dup} occur more than once; the file is damaged")
+        repeated = sorted(n for n, count in Counter(i.filename for i in infos).items() if count > 1)
+        if repeated:  # zipfile reads the last of same-named entries: the others would be lost unseen
+            raise FileFormatError(f"{where} holds several zip entries named {', '.join(map(repr, repeated[:5]))}")
         if marker is not None and marker not in names:
             raise FileFormatError(f"{where} is not a {kind} (no {marker!r} entry)")
         if marker is not None and newest is not None:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import os
 import zipfile
-from collections import Counter
 from collections.abc import Mapping
 
 import numpy as np
@@ -219,9 +218,6 @@ def _load_zip(path, where, **opts) -> Model:
             names = zf.namelist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
         raise FileFormatError(f"{where} starts like a zip archive but is not a readable one ({exc}); {_supported()}") from None
-    repeated = sorted(n for n, count in Counter(names).items() if count > 1)
-    if repeated:  # zipfile reads the last of same-named entries: the others would be lost unseen
-        raise FileFormatError(f"{where} holds several zip entries named {', '.join(map(repr, repeated[:5]))}")
     if any(n.endswith("data.pkl") for n in names):
         model = load_torch_rnn(path, layer=opts["layer"], direction=opts["direction"],
                                key_prefix=opts["key_prefix"], nonlinearity=opts["nonlinearity"])
