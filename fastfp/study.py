@@ -720,13 +720,55 @@ def study_search(params, h0, x=None, *, q_tol: float = 5e-4):
     return found
 
 
+# The rotation limit of the ``*_rotation_limited`` counts: |arg lambda| * horizon <= 1 rad, the
+# rotational twin of the modulus test (see analysis.integration_modes).
+MAX_ROTATION = 1.0
+
+
 def _modes(distinct, horizon):
+    """Median integration modes of decomposed points: two-sided at horizon L and L/2, one-sided at
+    L, and the two-sided counts at L and L/2 that also limit the rotation (a complex pair with
+    |lambda| ~ 1 and a large angle is an oscillation, not an integrator)."""
     if len(distinct) == 0:
-        return dict(median=None, median_half=None, median_one_sided=None)
-    two = analysis.integration_modes(distinct, horizon=horizon, two_sided=True)
-    half = analysis.integration_modes(distinct, horizon=horizon / 2, two_sided=True)
-    one = analysis.integration_modes(distinct, horizon=horizon, two_sided=False)
-    return dict(median=two.median, median_half=half.median, median_one_sided=one.median)
+        return dict(median=None, median_half=None, median_one_sided=None,
+                    median_rotation_limited=None, median_half_rotation_limited=None)
+
+    def median(h, **kw):
+        return analysis.integration_modes(distinct, horizon=h, **kw).median
+
+    return dict(median=median(horizon, two_sided=True), median_half=median(horizon / 2, two_sided=True),
+                median_one_sided=median(horizon, two_sided=False),
+                median_rotation_limited=median(horizon, two_sided=True, max_rotation=MAX_ROTATION),
+                median_half_rotation_limited=median(horizon / 2, two_sided=True, max_rotation=MAX_ROTATION))
+
+
+_ROTATION_KEYS = ("modes_median_rotation_limited", "modes_median_half_rotation_limited")
+
+
+def _add_rotation_limited(row: dict, out: Path) -> bool:
+    """Give a row measured before the rotation-limited counts existed those counts, from the
+    eigenvalues of its saved distinct points (``<key>.fixed_points.npz``); nothing is re-solved.
+    Returns whether the row changed."""
+    if all(k in row for k in _ROTATION_KEYS):
+        return False
+    if not row.get("n_distinct"):
+        row.update(dict.fromkeys(_ROTATION_KEYS))
+        return True
+    path = out / (row.get("files") or {}).get("fixed_points", f"{row['key']}.fixed_points.npz")
+    if not path.is_file():
+        return False  # left as it is: the table shows '-'
+    from .fixed_points import FixedPoints
+
+    fp = FixedPoints.load(path)
+    if fp.eigvals is None or len(fp) != row["n_distinct"]:
+        raise FileFormatError(
+            f"argument 'out_dir': {path} holds {len(fp)} points{'' if fp.eigvals is not None else ' without eigenvalues'}, "
+            f"but its row counts {row['n_distinct']} decomposed points; remove the row file to measure the network again"
+        )
+    m = _modes(fp, float(row["horizon"]))
+    row.update(modes_median_rotation_limited=m["median_rotation_limited"],
+               modes_median_half_rotation_limited=m["median_half_rotation_limited"])
+    return True
 
 
 def run_network(
@@ -796,7 +838,8 @@ def run_network(
     dict
         A JSON-serialisable row: identity (key, task, cell, hidden, seed, classes), accuracy,
         dimension of the fixed points (PR, n90, n95) and of the states, integration modes (median,
-        two-sided, at horizon L and L/2; one-sided), top |lambda|, word-count prediction, readout
+        two-sided, at horizon L and L/2; one-sided; two-sided with the rotation limited to 1 rad
+        over the horizon, ``*_rotation_limited``), top |lambda|, word-count prediction, readout
         angles, order invariance, the study's expectations (:func:`expectations`), wall times and
         the artifact file names. Also written to ``<key>.row.json``.
 
@@ -805,7 +848,10 @@ def run_network(
     Integration modes follow the study's "|lambda| ~ 1, tau comparable to or longer than the
     document length": an eigenvalue counts when 1/|ln|lambda|| >= horizon (two-sided: a slightly
     growing mode, |lambda| just above 1 at an approximate fixed point, is as slow as a slightly
-    decaying one); ``modes_median`` uses horizon L, ``modes_median_half`` L/2.
+    decaying one); ``modes_median`` uses horizon L, ``modes_median_half`` L/2. The
+    ``*_rotation_limited`` counts also ask |arg lambda| * horizon <= 1: a complex pair near the
+    unit circle that turns by 0.7 rad per step passes the modulus test but is a 9-step
+    oscillation. They are reported beside the study's count; :func:`checks` uses the study's.
     """
     t_start = time.perf_counter()
     if not isinstance(spec, NetworkSpec):
@@ -967,6 +1013,8 @@ def run_network(
         n95_states=states_pca.n_components_95, states_top_variance=states_pca.explained_variance_ratio[:5],
         horizon=horizon, modes_median=modes["median"], modes_median_half=modes["median_half"],
         modes_median_one_sided=modes["median_one_sided"],
+        modes_median_rotation_limited=modes["median_rotation_limited"],
+        modes_median_half_rotation_limited=modes["median_half_rotation_limited"],
         top_abs_eig_median=np.median(top, axis=0) if len(top) else [],
         wordcount_dimension=wc.dimension, wordcount_pr=wc.participation_ratio,
         wordcount_variance=wc.explained_variance_ratio[:5],
@@ -1148,6 +1196,8 @@ def run_study(specs, out_dir, *, progress: bool | Callable[[str], None] = False,
                 # Measured with other options: measure again (from the saved model, no training).
                 row = None
             else:
+                if _add_rotation_limited(row, out):
+                    _write_text(row_path, json.dumps(row, indent=1))
                 row["checks"] = checks(row)  # the claims as this version of fastfp states them
         if row is not None:
             skipped.append(spec.key)
@@ -1180,6 +1230,8 @@ _COLUMNS = [
     ("study PR states", lambda r: _f(r["expected"]["states_pr"])),
     ("modes (L)", lambda r: _f(r.get("modes_median"), 1)),
     ("modes (L/2)", lambda r: _f(r.get("modes_median_half"), 1)),
+    ("modes rotation-limited (L, L/2)", lambda r: f"{_f(r.get('modes_median_rotation_limited'), 1)} / "
+     f"{_f(r.get('modes_median_half_rotation_limited'), 1)}"),
     ("modes x=0 (L/2)", lambda r: _f((r.get("zero_input") or {}).get("modes_median_half"), 1)),
     ("top abs(lambda)", lambda r: " ".join(_f(v, 3) for v in (r.get("top_abs_eig_median") or [])[:3]) or "-"),
     ("word-count dim", lambda r: r.get("wordcount_dimension")),
@@ -1247,7 +1299,8 @@ _CSV_FIELDS = [
     "pr_fixed_points_study_q", "n_study_q", "pr_fixed_points_study_procedure", "n_study_procedure",
     "n95_fixed_points_study_procedure", "modes_median_study_procedure", "modes_median_half_study_procedure",
     "nit_study_procedure", "pr_states", "n90_states", "n95_states",
-    "modes_median", "modes_median_half", "modes_median_one_sided", "wordcount_dimension", "wordcount_pr",
+    "modes_median", "modes_median_half", "modes_median_one_sided", "modes_median_rotation_limited",
+    "modes_median_half_rotation_limited", "wordcount_dimension", "wordcount_pr",
     "readout_max_deviation", "order_invariance", "n_roots", "n_distinct",
 ]
 

@@ -279,6 +279,27 @@ def test_integration_modes_two_sided_counts_slightly_unstable_modes():
     assert (m["median"], m["median_half"], m["median_one_sided"]) == (2, 3, 1)
 
 
+def test_rotation_limited_counts_drop_fast_complex_pairs():
+    # W_hh = Q blockdiag(R(0.5), 0.999 R(0.03), R(0.01), 0.9) Q^T with R(a) a rotation by a rad:
+    # eigenvalues exp(+-0.5i), 0.999 exp(+-0.03i), exp(+-0.01i), 0.9 at h* = 0.
+    def rot(a, r=1.0):
+        return r * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+
+    blocks = np.zeros((7, 7))
+    blocks[:2, :2], blocks[2:4, 2:4], blocks[4:6, 4:6], blocks[6, 6] = rot(0.5), rot(0.03, 0.999), rot(0.01), 0.9
+    q, _ = np.linalg.qr(np.random.default_rng(3).normal(size=(7, 7)))
+    p = fastfp.RNNParams("vanilla", np.zeros((7, 2)), q @ blocks @ q.T, np.zeros(7), np.zeros(7))
+    fp = fastfp.find_fixed_points(p, np.full((2, 7), 0.01), None).unique(1e-3).decompose(p)
+    assert len(fp) == 1 and np.abs(fp.x).max() < 1e-8
+    ang = np.sort(np.abs(np.angle(fp.eigvals[0])))
+    np.testing.assert_allclose(ang, [0, .01, .01, .03, .03, .5, .5], atol=1e-9)
+    m = study._modes(fp, 50.0)
+    # modulus alone: the three pairs (|ln 0.999| * 50 = 0.05); 0.9 fails (tau 9.5)
+    assert (m["median"], m["median_half"]) == (6, 6)
+    # angle * horizon <= 1: at L only the 0.01 pair (0.5 rad), at L/2 also the 0.03 pair (0.75 rad)
+    assert (m["median_rotation_limited"], m["median_half_rotation_limited"]) == (2, 4)
+
+
 # --------------------------------------------------------------------------- the quick battery end to end
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
@@ -329,6 +350,9 @@ def test_quick_rows_match_independent_recomputation(quick):
             tau = 1 / np.abs(np.log(np.abs(fp.eigvals)))
         assert row["modes_median"] == float(np.median((tau >= spec.length).sum(1)))
         assert row["modes_median_half"] == float(np.median((tau >= spec.length / 2).sum(1)))
+        turn = np.abs(np.angle(fp.eigvals))
+        for key, h in (("modes_median_rotation_limited", spec.length), ("modes_median_half_rotation_limited", spec.length / 2)):
+            assert row[key] == float(np.median(((tau >= h) & (turn * h <= 1.0)).sum(1))), key
         # density-equalised PR: the distinct points are the kept ones up to 1e-3, far below the
         # spacing, so thinning them gives a PR close to the row's (computed on the kept points)
         eq = fastfp.analysis.equalized_dimension(fp.x, resolution=row["options"]["equalize_resolution"])
@@ -406,6 +430,35 @@ def test_resume_skips_finished_networks_and_remeasures_from_the_saved_model(quic
     assert fourth.rows[0]["test_accuracy"] == first.rows[0]["test_accuracy"]
     (out / f"{first.rows[0]['key']}.row.json").write_text(json.dumps(first.rows[0]))  # restore for other tests
     assert study.run_study(study.battery("quick"), out, **opts).ran == ()  # tables of the whole battery again
+
+
+def test_rows_of_an_older_version_get_the_rotation_limited_counts_from_their_saved_points(quick, monkeypatch):
+    out, first, _ = quick
+    calls = []
+    monkeypatch.setattr(study, "run_network", lambda *a, **k: calls.append(a[0].key))
+    row = first.rows[1]
+    path = out / f"{row['key']}.row.json"
+    saved = path.read_text()
+    try:
+        fp = fastfp.FixedPoints.load(out / f"{row['key']}.fixed_points.npz")
+        want = [analysis.integration_modes(fp, horizon=h, two_sided=True, max_rotation=1.0).median
+                for h in (row["horizon"], row["horizon"] / 2)]
+        assert [row["modes_median_rotation_limited"], row["modes_median_half_rotation_limited"]] == want
+        old = {k: v for k, v in row.items() if "rotation_limited" not in k}
+        path.write_text(json.dumps(old))
+        again = study.run_study(study.battery("quick"), out, n_states=64)
+        assert calls == [] and again.ran == ()  # read back, not measured again
+        back = json.loads(path.read_text())
+        assert [back["modes_median_rotation_limited"], back["modes_median_half_rotation_limited"]] == want
+        assert again.rows[1] == back
+        assert f"| {want[0]:.1f} / {want[1]:.1f} |" in (out / "study.md").read_text()
+        # a point file that does not match its row is an error naming the file
+        path.write_text(json.dumps({**old, "n_distinct": row["n_distinct"] + 1}))
+        with pytest.raises(fastfp.FileFormatError, match=r"fixed_points\.npz holds .* but its row counts"):
+            study.run_study(study.battery("quick"), out, n_states=64)
+    finally:
+        path.write_text(saved)
+    assert study.run_study(study.battery("quick"), out, n_states=64).ran == ()
 
 
 def test_tables(quick):
