@@ -50,7 +50,8 @@ Bad rows
 
 Suspect records
     A quoted CSV field running over several lines that holds lines reading as records of their own
-    (``text,label`` with a label of the file: what a stray quote swallowing the rows after it
+    (``text,label`` with a label of the file, written as the file's own rows write it, so
+    ``text, label`` in a file of such rows: what a stray quote swallowing the rows after it
     looks like) is kept, since real multi-line text can look the same (``"Items:\napples,2"``), and
     listed in :attr:`CorpusReport.suspects` with its line span; ``read_corpus`` also warns
     (``UserWarning``) when there are any.
@@ -452,8 +453,11 @@ def _iter_csv(lines, bad_lines, text_column, label_column, problems, path, count
         known = set(label_names)
     else:
         known = {s for rec, _, _ in records for s in (_parse_label(rec, multilabel)[0] or ())}
+    # Label cells exactly as the one-line records write them (' pos' in a file of 'text, pos'
+    # rows): a swallowed line written the same way reads as a record too.
+    written = {row[li] for rec, end, row in records if end == rec.line and row[li] != row[li].strip()}
     for rec, end, row in records:
-        swallowed = _row_like_line(row, len(header), li, known, multilabel) if end > rec.line else None
+        swallowed = _row_like_line(row, len(header), li, known, multilabel, written) if end > rec.line else None
         if swallowed is not None:
             suspects.append(Problem(
                 rec.line, "rows_in_field",
@@ -463,12 +467,15 @@ def _iter_csv(lines, bad_lines, text_column, label_column, problems, path, count
         yield rec
 
 
-def _row_like_line(row, n_fields, li, known, multilabel):
+def _row_like_line(row, n_fields, li, known, multilabel, written=frozenset()):
     """The first line inside a multi-line field of ``row`` that reads as a record of its own, or None.
 
     A line reads as a record when it splits into ``n_fields`` CSV fields whose label field is,
-    exactly (no surrounding spaces), a label of ``known``. Requiring a known label keeps prose
-    such as ``"line two, still"`` from being taken for a record.
+    exactly (no surrounding spaces), a label of ``known``, or is a label cell exactly as the
+    file's one-line records write it (``written``: those with surrounding spaces, as in
+    ``text, pos`` rows). Requiring a known label, written without spaces unless the file's
+    records have them, keeps prose such as ``"line two, still"`` or ``"neg, pos"`` from being
+    taken for a record.
     """
     for cell in row:
         parts = _NEWLINE_RE.split(cell)
@@ -477,7 +484,7 @@ def _row_like_line(row, n_fields, li, known, multilabel):
                 fields = next(csv.reader([part], strict=True), [])
             except csv.Error:
                 continue
-            if len(fields) != n_fields or fields[li] != fields[li].strip():
+            if len(fields) != n_fields or (fields[li] != fields[li].strip() and fields[li] not in written):
                 continue
             names, _ = _parse_label(_Record(0, None, fields[li], True), multilabel)
             if names and set(names) <= known:

@@ -432,6 +432,15 @@ def test_stray_quote_swallowing_rows_is_kept_and_reported(tmp_path):
     q.write_text('text,label\n"oops,neg\nbad",neg\nfine,pos\n', encoding="utf-8")
     with pytest.warns(UserWarning):
         assert [x.line for x in read_corpus(q).report.suspects] == [2]
+    # a file whose rows put a space before the label: swallowed rows written so are flagged too,
+    # and prose with that spacing in a file that does not use it is not (the 'ok' case below)
+    sp = tmp_path / "spaced.csv"
+    sp.write_text('text, label\n"oops, neg\ngood movie, pos\nbad", neg\nfine, pos\nmeh, neg\n', encoding="utf-8")
+    with pytest.warns(UserWarning, match="stray quote"):
+        c = read_corpus(sp, test_fraction=0)
+    assert [(q.line, q.kind) for q in c.report.suspects] == [(2, "rows_in_field")]
+    assert "'oops, neg'" in c.report.suspects[0].message
+    assert c.report.problems == () and c.train_lines.tolist() == [2, 5, 6]
     # multi-line text that reads like rows (a list of counts, a decimal comma, label-first files)
     # is real data: kept, whatever the flag says
     for body in ('text,label\n"Items bought:\napples,2\npears",1\nfine,2\n',
