@@ -94,6 +94,7 @@ def default_model_resource():
 
 
 _RESOURCE = "fastfp:data/"
+_SHIPPED_PATHS = "fastfp.shipped_paths"  # ctx.meta key: resolved path -> shipped model name
 
 
 class _WeightsPath(click.Path):
@@ -114,7 +115,17 @@ class _WeightsPath(click.Path):
             if name not in shipped:
                 self.fail(f"{value!r} is not a shipped model; fastfp ships {', '.join(_RESOURCE + n for n in shipped)}",
                           param, ctx)
-            value = str(files("fastfp").joinpath("data", name))
+            # A package imported from a zip file has no file on disk: as_file extracts a
+            # temporary copy, kept until the command ends (an ordinary install gives the file).
+            from importlib.resources import as_file
+
+            resource = files("fastfp").joinpath("data", name)
+            if ctx is not None:
+                path = ctx.with_resource(as_file(resource))
+                ctx.meta.setdefault(_SHIPPED_PATHS, {})[str(path)] = name
+            else:
+                path = resource
+            value = str(path)
         return super().convert(value, param, ctx)
 
 
@@ -143,6 +154,10 @@ def _load_model(weights):
 
 def _weights_name(weights) -> str:
     """How output names a weights file: ``fastfp:data/NAME`` for a shipped one, else its path."""
+    ctx = click.get_current_context(silent=True)
+    given = (ctx.meta.get(_SHIPPED_PATHS, {}) if ctx is not None else {}).get(str(weights))
+    if given is not None:
+        return f"{_RESOURCE}{given}"
     shipped = Path(weights).parent == Path(str(default_model_resource())).parent
     return f"{_RESOURCE}{Path(weights).name}" if shipped else str(weights)
 

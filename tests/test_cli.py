@@ -210,6 +210,29 @@ def test_the_shipped_model_is_named_the_same_in_every_command(tmp_path):
     assert r.exit_code == 2 and "fastfp ships fastfp:data/gru64_cat3.npz" in r.output, r.output
 
 
+def test_shipped_model_path_works_from_a_package_imported_out_of_a_zip_file(tmp_path):
+    # zipimport: the shipped model has no file on disk, so the CLI must extract it (as_file)
+    import zipfile
+    from pathlib import Path
+
+    pkg = Path(fastfp.__file__).parent
+    archive = tmp_path / "fastfp.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for f in sorted(pkg.rglob("*")):
+            if f.is_file() and "__pycache__" not in f.parts:
+                z.write(f, f.relative_to(pkg.parent).as_posix())
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import fastfp; "
+            "assert '.zip' in fastfp.__file__, fastfp.__file__; "
+            "from fastfp.cli import main; sys.argv = ['fastfp'] + sys.argv[2:]; main()")
+    out = tmp_path / "p.npz"
+    r = subprocess.run([sys.executable, "-c", code, str(archive), "convert", "fastfp:data/gru64_cat3.npz", "-o", str(out)],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["input"] == "fastfp:data/gru64_cat3.npz"
+    want = fastfp.load_params(pkg / "data" / "gru64_cat3.npz").params
+    np.testing.assert_array_equal(fastfp.load_params(out).params.w_hh, want.w_hh)
+
+
 def test_run_bad_input_lists_auto():
     r = _invoke("run", "--input", "zer", "--states", "8", "--no-report")
     assert r.exit_code == 1 and "expected auto, zero, mean" in r.stderr, r.stderr
