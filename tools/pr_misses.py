@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Why some networks of the study's battery miss the PR range of their fixed points.
 
-For each network named (default: the misses of ``runs/paper``: LSTM N = 4, 5, vanilla N = 3, 4, 5,
-ordered 5-class), with the saved model of ``--out``:
+For each network named (default: LSTM N = 4, 5, vanilla N = 3, 4, 5, ordered 5-class: the misses
+of ``runs/paper`` when its vanilla RNN trained from PyTorch's init; its orthogonal-start vanilla
+RNNs are in range), with the saved model of ``--out``:
 
 * reruns the search exactly as ``fastfp.study.run_network`` (same candidates, input ``the``, slow
   speed 1e-2) and prints the PR of the end points accepted at several speed limits
