@@ -123,8 +123,8 @@ class _WeightsPath(click.Path):
             if ctx is not None:
                 path = ctx.with_resource(as_file(resource))
                 ctx.meta.setdefault(_SHIPPED_PATHS, {})[str(path)] = name
-            else:
-                path = resource
+            else:  # called outside a click command: nothing to keep the copy open, so the
+                path = resource  # installed file's own path (from a zip: reported as missing)
             value = str(path)
         return super().convert(value, param, ctx)
 

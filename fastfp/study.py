@@ -386,8 +386,8 @@ def battery(name: str) -> list[NetworkSpec]:
                                  **{**paper, "steps": 8000}))
         return specs
     if name == "extra":
-        # Beside 'paper' (kept unchanged so its saved models and rows reload): more seeds, the 5-word
-        # bank, correlated classes. Same settings as 'paper'.
+        # Beside 'paper' (whose keys change only on purpose, so that its saved models and rows
+        # reload): more seeds, the 5-word bank, correlated classes. Same settings as 'paper'.
         paper = dict(hidden_size=64, steps=6000, target_accuracy=0.995, eval_docs=2000)
         cat3 = {"n_classes": 3, "length": 50}
         specs = [NetworkSpec("categorical", cat3, cell=cell, seed=s, **paper) for s in (1, 2) for cell in ("gru", "lstm")]
@@ -759,18 +759,25 @@ def _add_rotation_limited(row: dict, out: Path) -> bool:
     if not row.get("n_distinct"):
         row.update(dict.fromkeys(_ROTATION_KEYS))
         return True
-    path = out / (row.get("files") or {}).get("fixed_points", f"{row['key']}.fixed_points.npz")
+    files = row.get("files")
+    name = files.get("fixed_points") if isinstance(files, dict) else None
+    path = out / (name if isinstance(name, str) else f"{row['key']}.fixed_points.npz")
     if not path.is_file():
         return False  # left as it is: the table shows '-'
+    from .errors import FastFPError
     from .fixed_points import FixedPoints
 
-    fp = FixedPoints.load(path)
+    again = "; remove the row file to measure the network again"
+    try:
+        fp = FixedPoints.load(path)
+    except FastFPError as exc:
+        raise FileFormatError(f"argument 'out_dir': {path} cannot be read ({exc}){again}") from None
     if fp.eigvals is None or len(fp) != row["n_distinct"]:
         raise FileFormatError(
             f"argument 'out_dir': {path} holds {len(fp)} points{'' if fp.eigvals is not None else ' without eigenvalues'}, "
-            f"but its row counts {row['n_distinct']} decomposed points; remove the row file to measure the network again"
+            f"but its row counts {row['n_distinct']} decomposed points{again}"
         )
-    m = _modes(fp, float(row["horizon"]))
+    m = _clean(_modes(fp, float(row["horizon"])))
     row.update(modes_median_rotation_limited=m["median_rotation_limited"],
                modes_median_half_rotation_limited=m["median_half_rotation_limited"])
     return True

@@ -467,6 +467,28 @@ def test_rows_of_an_older_version_get_the_rotation_limited_counts_from_their_sav
         path.write_text(json.dumps({**old, "n_distinct": row["n_distinct"] + 1}))
         with pytest.raises(fastfp.FileFormatError, match=r"fixed_points\.npz holds .* but its row counts"):
             study.run_study(study.battery("quick"), out, n_states=64)
+        # ... and so is a damaged one, with the same way out
+        points = out / f"{row['key']}.fixed_points.npz"
+        kept = points.read_bytes()
+        try:
+            points.write_bytes(kept[: len(kept) // 2])
+            path.write_text(json.dumps(old))
+            with pytest.raises(fastfp.FileFormatError, match=r"argument 'out_dir': .*fixed_points\.npz cannot be read"
+                                                               r".*remove the row file"):
+                study.run_study(study.battery("quick"), out, n_states=64)
+            # no point file: the row is left as it is and the table shows '-'
+            points.unlink()
+            study.run_study(study.battery("quick"), out, n_states=64)
+            assert not set(study._ROTATION_KEYS) & set(json.loads(path.read_text()))
+            assert "| - / - |" in (out / "study.md").read_text()
+        finally:
+            points.write_bytes(kept)
+        # a row without distinct points gets None, not an error
+        path.write_text(json.dumps({**old, "n_distinct": 0}))
+        study.run_study(study.battery("quick"), out, n_states=64)
+        back = json.loads(path.read_text())
+        assert back["modes_median_rotation_limited"] is None and back["modes_median_half_rotation_limited"] is None
+        assert calls == []
     finally:
         path.write_text(saved)
     assert study.run_study(study.battery("quick"), out, n_states=64).ran == ()
