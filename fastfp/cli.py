@@ -123,8 +123,12 @@ class _WeightsPath(click.Path):
             if ctx is not None:
                 path = ctx.with_resource(as_file(resource))
                 ctx.meta.setdefault(_SHIPPED_PATHS, {})[str(path)] = name
-            else:  # called outside a click command: nothing to keep the copy open, so the
-                path = resource  # installed file's own path (from a zip: reported as missing)
+            else:  # called outside a click command: nothing keeps a copy open
+                path = resource
+                if not Path(str(path)).is_file():
+                    self.fail(f"{value!r}: the installed package has no file on disk for it (imported from a zip "
+                              "file?); pass it to a fastfp command, or extract it with importlib.resources.as_file("
+                              f"importlib.resources.files('fastfp') / 'data' / {name!r})", param, ctx)
             value = str(path)
         return super().convert(value, param, ctx)
 

@@ -231,6 +231,12 @@ def test_shipped_model_path_works_from_a_package_imported_out_of_a_zip_file(tmp_
     assert json.loads(r.stdout)["input"] == "fastfp:data/gru64_cat3.npz"
     want = fastfp.load_params(pkg / "data" / "gru64_cat3.npz").params
     np.testing.assert_array_equal(fastfp.load_params(out).params.w_hh, want.w_hh)
+    # outside a command nothing keeps an extracted copy open: a clear error, not a missing in-zip path
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import click; from fastfp.cli import _WeightsPath\n"
+            "try:\n    _WeightsPath().convert('fastfp:data/gru64_cat3.npz', None, None)\n"
+            "except click.BadParameter as e:\n    print(e.format_message())")
+    r = subprocess.run([sys.executable, "-c", code, str(archive)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "no file on disk" in r.stdout and "as_file" in r.stdout, (r.stdout, r.stderr)
 
 
 def test_run_bad_input_lists_auto():
