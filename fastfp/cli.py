@@ -156,6 +156,29 @@ def _load_model(weights):
     return fastfp.load(weights), _weights_name(weights)
 
 
+def _weights_for_workers(weights, shards) -> str:
+    """The weights file Dask workers read: a shipped model is copied into the shards folder.
+
+    A shipped model's file lies in this machine's installation, or is a temporary copy extracted
+    from a zip import: a remote worker sees neither, but it must see the shards folder.
+    """
+    ctx = click.get_current_context(silent=True)
+    name = (ctx.meta.get(_SHIPPED_PATHS, {}) if ctx is not None else {}).get(str(weights))
+    if name is None:
+        return weights
+    folder = Path(shards)
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = folder / f"shipped-{name}"
+    data = Path(weights).read_bytes()
+    if not copy.is_file() or copy.read_bytes() != data:
+        from fastfp._atomic import atomic_path
+
+        with atomic_path(copy) as tmp:
+            Path(tmp).write_bytes(data)
+    ctx.meta[_SHIPPED_PATHS][str(copy)] = name
+    return str(copy)
+
+
 def _weights_name(weights) -> str:
     """How output names a weights file: ``fastfp:data/NAME`` for a shipped one, else its path."""
     ctx = click.get_current_context(silent=True)
@@ -721,6 +744,7 @@ def find(weights, output, input_spec, states, noise, seed, method, backend, jaco
         from fastfp.distributed import find_fixed_points_sharded
 
         shards = results_dir or (str(output) + ".shards")
+        weights = _weights_for_workers(weights, shards)
         _log(f"solving {states} states in shards of {shard_size} on Dask; shards in {shards} ...")
         fp = find_fixed_points_sharded(weights, h0, shards, x=x, shard_size=shard_size, scheduler=scheduler,
                                        n_workers=workers, progress=not _quiet(), unique_tol=None, **solver_options)

@@ -184,6 +184,27 @@ def _check_scheduler(scheduler) -> str:
     return scheduler
 
 
+def _check_worker_files(worker_files) -> dict:
+    if worker_files is None:
+        return {}
+    if not isinstance(worker_files, dict):
+        raise ArgumentTypeError(
+            f"argument 'worker_files': got {type(worker_files).__name__}, expected a dict of argument name to file path"
+        )
+    checked = {}
+    for name, path in worker_files.items():
+        if not isinstance(name, str) or not isinstance(path, (str, os.PathLike)):
+            raise ArgumentTypeError(
+                f"argument 'worker_files': got the entry {name!r}: {path!r}, expected an argument name (str) "
+                "and a file path"
+            )
+        path = Path(path).expanduser().resolve()
+        if not path.is_file():
+            raise InvalidOptionError(f"argument {name!r}: {str(path)!r} is not a file")
+        checked[name] = str(path)
+    return checked
+
+
 def _check_int(name, value, minimum):
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
         raise InvalidOptionError(f"argument {name!r}: got {value!r}, expected an integer >= {minimum}")
@@ -417,6 +438,7 @@ def run_tasks(
     retries: int = 2,
     progress: bool = True,
     connect_timeout: float = 30.0,
+    worker_files: dict | None = None,
 ) -> TaskRun:
     """Run ``fn(spec, results_dir)`` for every spec as Dask tasks; resumable.
 
@@ -448,6 +470,11 @@ def run_tasks(
         One line per finished task, and a summary, on stderr.
     connect_timeout : float
         Seconds to wait for ``scheduler``.
+    worker_files : dict of str to path, optional
+        Files the tasks read, keyed by the argument that named them (e.g. ``{'weights_path': p}``):
+        before any task is sent, every worker must see each of them, as it must see
+        ``results_dir``, so a cluster without a shared filesystem fails once with the file's name
+        instead of in every task.
 
     Returns
     -------
@@ -465,7 +492,8 @@ def run_tasks(
         ``scheduler`` cannot be reached.
     InvalidOptionError, ArgumentTypeError
         Bad arguments; a results directory that is a file, not writable, holds results of another
-        function, or is not visible from the workers.
+        function, or is not visible from the workers; a file of ``worker_files`` the workers do
+        not see.
     """
     t0 = time.perf_counter()
     distributed = _import_distributed()
@@ -489,6 +517,7 @@ def run_tasks(
     if not np.isfinite(connect_timeout) or connect_timeout <= 0:
         raise InvalidOptionError(f"argument 'connect_timeout': got {connect_timeout!r}, expected a number > 0")
     results_dir = _check_results_dir(results_dir)
+    worker_files = _check_worker_files(worker_files)
     rows_dir = results_dir / ROWS_DIR
     log = _Log(progress)
 
@@ -521,7 +550,7 @@ def run_tasks(
     if pending:
         with _client(distributed, client, scheduler, n_workers, connect_timeout) as cl:
             where = _describe_client(cl)
-            _check_visible(cl, results_dir)
+            _check_visible(cl, results_dir, worker_files)
             log(f"{len(specs)} tasks: {len(reused)} done before, {len(pending)} to run on {where}")
             run["client"] = where
             token = os.urandom(4).hex()
@@ -597,7 +626,7 @@ def _describe_client(cl) -> str:
     return f"{n} workers at {cl.scheduler.address}"
 
 
-def _check_visible(cl, results_dir: Path) -> None:
+def _check_visible(cl, results_dir: Path, worker_files: dict) -> None:
     # A worker that is restarting (or dies) meanwhile answers with an exception: it is not counted
     # as blind; whether it sees the directory is checked when it writes its first result.
     seen = cl.run(os.path.isdir, str(results_dir), on_error="return")
@@ -607,6 +636,14 @@ def _check_visible(cl, results_dir: Path) -> None:
             f"argument 'results_dir': {str(results_dir)!r} does not exist on the workers {', '.join(blind)}; "
             "with a remote cluster the results directory must be on a filesystem the workers share"
         )
+    for name, path in worker_files.items():
+        seen = cl.run(os.path.isfile, path, on_error="return")
+        blind = sorted(addr for addr, ok in seen.items() if ok is False)
+        if blind:
+            raise InvalidOptionError(
+                f"argument {name!r}: {path!r} is not a file on the workers {', '.join(blind)}; with a remote "
+                "cluster the files the tasks read must be on a filesystem the workers share"
+            )
 
 
 # ============================================================================ sharded fixed points
@@ -729,7 +766,8 @@ def find_fixed_points_sharded(
     ----------
     weights_path : str or os.PathLike
         Any file :func:`fastfp.load` reads; read by the client (to check the arguments) and by
-        every worker.
+        every worker (each must see it, as it must see ``results_dir``: checked before any shard
+        is sent).
     h0 : str, os.PathLike or array_like, shape (B, N)
         Initial states: the path of a ``.npy`` (used in place), or an array, which is written once
         to ``results_dir/h0.npy`` for the workers to read.
@@ -909,8 +947,11 @@ def find_fixed_points_sharded(
                   tuple(sorted(load_options.items())), width)
         for i, lo in enumerate(range(0, B, shard_size))
     ]
+    files = {"weights_path": weights_path, "h0": h0_path}
+    if x_path is not None:
+        files["x"] = x_path
     report = run_tasks(specs, _solve_shard, results_dir, client=client, scheduler=scheduler, n_workers=n_workers,
-                       retries=retries, progress=progress, connect_timeout=connect_timeout)
+                       retries=retries, progress=progress, connect_timeout=connect_timeout, worker_files=files)
 
     parts = []
     for spec in specs:

@@ -69,11 +69,17 @@ def test_find_on_a_local_dask_cluster_equals_serial(tmp_path):
     common = ["--states", "40", "--docs", "8", "--seed", "5", "--keep", "all"]
     serial = _invoke("-q", "find", DATA / "gru64_cat3.npz", "-o", tmp_path / "serial.npz", *common)
     assert serial.exit_code == 0, serial.output
-    dist = _invoke("-q", "find", DATA / "gru64_cat3.npz", "-o", tmp_path / "dist.npz", *common,
+    # the shipped name: its file is this installation's (or a zip import's temporary copy), which a
+    # remote worker cannot see, so the workers read a copy in the shards folder
+    dist = _invoke("-q", "find", "fastfp:data/gru64_cat3.npz", "-o", tmp_path / "dist.npz", *common,
                    "--workers", "2", "--shard-size", "16")
     assert dist.exit_code == 0, dist.output
     a, b = fastfp.FixedPoints.load(tmp_path / "serial.npz"), fastfp.FixedPoints.load(tmp_path / "dist.npz")
     np.testing.assert_array_equal(a.status, b.status)
     np.testing.assert_allclose(a.x, b.x, atol=1e-8)
-    assert (tmp_path / "dist.npz.shards").is_dir()
+    shards = tmp_path / "dist.npz.shards"
+    config = json.loads((shards / "shards.json").read_text())
+    assert pathlib.Path(config["weights"]["path"]) == (shards / "shipped-gru64_cat3.npz").resolve()
+    assert (shards / "shipped-gru64_cat3.npz").read_bytes() == (DATA / "gru64_cat3.npz").read_bytes()
     assert json.loads(dist.stdout)["points"] == 40
+    assert json.loads(dist.stdout)["model"] == "fastfp:data/gru64_cat3.npz"

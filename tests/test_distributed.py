@@ -484,8 +484,30 @@ def test_results_dir_must_be_visible_to_workers(tmp_path):
                     "tcp://10.0.0.9:4000": OSError("worker restarting")}
 
     with pytest.raises(InvalidOptionError, match="does not exist on the workers tcp://10.0.0.7:4000;"):
-        fd._check_visible(Blind(), tmp_path)
-    fd._check_visible(type("Sees", (), {"run": lambda self, fn, p, on_error: {"w": fn(p)}})(), tmp_path)
+        fd._check_visible(Blind(), tmp_path, {})
+    fd._check_visible(type("Sees", (), {"run": lambda self, fn, p, on_error: {"w": fn(p)}})(), tmp_path, {})
+
+
+def test_worker_files_must_be_visible_to_workers(tmp_path):
+    weights = tmp_path / "w.npz"
+    weights.write_bytes(b"x")
+
+    class SeesOnlyDirs:  # shares the results folder but not the weights' one
+        def run(self, fn, path, on_error):
+            return {"tcp://10.0.0.7:4000": fn is os.path.isdir, "tcp://10.0.0.8:4000": fn(path)}
+
+    files = fd._check_worker_files({"weights_path": weights})
+    with pytest.raises(InvalidOptionError, match=r"'weights_path': '.*w\.npz' is not a file on the workers tcp://10\.0\.0\.7:4000;"):
+        fd._check_visible(SeesOnlyDirs(), tmp_path, files)
+
+
+def test_worker_files_are_checked_before_any_task(tmp_path):
+    with pytest.raises(InvalidOptionError, match=r"argument 'weights_path': '.*nope\.npz' is not a file"):
+        fd.run_tasks([CountSpec("a", 1)], counted, tmp_path / "r", worker_files={"weights_path": tmp_path / "nope.npz"})
+    with pytest.raises(ArgumentTypeError, match="'worker_files'.*expected a dict"):
+        fd.run_tasks([CountSpec("a", 1)], counted, tmp_path / "r", worker_files=[tmp_path])
+    with pytest.raises(ArgumentTypeError, match="'worker_files': got the entry 3"):
+        fd.run_tasks([CountSpec("a", 1)], counted, tmp_path / "r", worker_files={3: tmp_path})
 
 
 @pytest.mark.parametrize("shard_size", [0, -3, 2.5, True, "8"])
