@@ -166,9 +166,9 @@ def _weights_for_workers(weights, shards) -> str:
     name = (ctx.meta.get(_SHIPPED_PATHS, {}) if ctx is not None else {}).get(str(weights))
     if name is None:
         return weights
-    folder = Path(shards)
-    folder.mkdir(parents=True, exist_ok=True)
-    copy = folder / f"shipped-{name}"
+    from fastfp.distributed import _check_results_dir
+
+    copy = _check_results_dir(shards) / f"shipped-{name}"
     data = Path(weights).read_bytes()
     if not copy.is_file() or copy.read_bytes() != data:
         from fastfp._atomic import atomic_path

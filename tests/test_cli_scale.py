@@ -83,3 +83,12 @@ def test_find_on_a_local_dask_cluster_equals_serial(tmp_path):
     assert (shards / "shipped-gru64_cat3.npz").read_bytes() == (DATA / "gru64_cat3.npz").read_bytes()
     assert json.loads(dist.stdout)["points"] == 40
     assert json.loads(dist.stdout)["model"] == "fastfp:data/gru64_cat3.npz"
+
+
+def test_find_with_a_shipped_model_and_a_shards_path_that_is_a_file(tmp_path):
+    pytest.importorskip("distributed")
+    (tmp_path / "fp.npz.shards").write_text("not a folder")  # the default shards folder of -o fp.npz
+    r = _invoke("-q", "find", "fastfp:data/gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--states", "8",
+                "--docs", "8", "--workers", "1")
+    assert r.exit_code == 1 and "'results_dir'" in r.output and "is not a directory" in r.output, r.output
+    assert (tmp_path / "fp.npz.shards").read_text() == "not a folder"
