@@ -1081,7 +1081,11 @@ def checks(row: dict) -> dict:
 
     ``accuracy`` test accuracy >= 0.97; ``pr`` PR of the fixed points in the expected range;
     ``modes`` / ``modes_half`` median integration modes (horizon L / L/2) equal the dimension;
-    ``wordcount`` word-count dimension equals the dimension; ``readout`` every pairwise readout
+    ``wordcount`` word-count dimension equals the dimension (ordered tasks with K >= 3 classes:
+    the word counts predict the reduction, i.e. their PR is below the categorical task's range,
+    K - 1 - 0.35: their spectrum is "one dominant component plus a small one" at every K, so its
+    component count is 2 whether the networks' dimension is 1.3 (K = 3) or 2 (K = 5) and cannot
+    tell the two apart); ``readout`` every pairwise readout
     angle within 10 degrees of the simplex angle (categorical, N >= 3); ``order`` shuffling keeps
     >= 95% of the predictions (categorical); ``pr_states`` PR of the hidden states in the same
     range (ordered and multi-label tasks only: issue 5 states their claims as a "dimension", and
@@ -1105,6 +1109,9 @@ def checks(row: dict) -> dict:
     )
     if row["task"] in ("ordered", "multilabel"):
         out["pr_states"] = in_range(row.get("pr_states"))
+    if row["task"] == "ordered" and row["n_classes"] >= 3:
+        wc = row.get("wordcount_pr")
+        out["wordcount"] = None if wc is None else wc < row["n_classes"] - 1 - 0.35
     if row["task"] == "categorical":
         dev = row.get("readout_max_deviation")
         # Two classes: only w1 - w0 matters to the prediction, the angle of the pair is not constrained.

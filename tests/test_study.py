@@ -671,6 +671,30 @@ def test_checks_state_the_claims():
     assert c["pr"] is False and c["pr_states"] is True  # both measures stated, neither replaces the other
     assert study.checks(dict(orow, pr_states=1.69))["pr_states"] is False
     assert study.checks(dict(orow, pr_states=None))["pr_states"] is None
+    # ordered: the word counts predict the reduction below the categorical K - 1 (PR), not a count
+    assert study.checks(dict(orow, wordcount_pr=1.33, wordcount_dimension=2))["wordcount"] is True
+    assert study.checks(dict(orow, wordcount_pr=3.70, wordcount_dimension=2))["wordcount"] is False
+    three = dict(orow, n_classes=3, expected=study.expectations(NetworkSpec("ordered", {"n_classes": 3})))
+    assert three["expected"]["dimension"] == 1
+    assert study.checks(dict(three, wordcount_pr=1.29, wordcount_dimension=2))["wordcount"] is True
+    assert study.checks(dict(three, wordcount_pr=1.70, wordcount_dimension=2))["wordcount"] is False
+    two = dict(orow, n_classes=2, expected=study.expectations(NetworkSpec("ordered", {"n_classes": 2})))
+    assert study.checks(dict(two, wordcount_pr=1.0, wordcount_dimension=1))["wordcount"] is True
+    assert study.checks(dict(two, wordcount_pr=1.0, wordcount_dimension=2))["wordcount"] is False
+
+
+def test_ordered_word_counts_predict_the_reduction_at_3_and_5_classes():
+    # an independent check of the rule above on real word counts: the 3- and 5-class spectra are both
+    # "one dominant component plus a small one" (2 components), with PR far below K - 1
+    for k in (3, 5):
+        data = fastfp.tasks.ordered(4000, n_classes=k, seed=3)
+        wc = fastfp.analysis.wordcount_prediction(data)
+        counts = np.stack([np.bincount(t[:n], minlength=len(data.vocab)) for t, n in zip(data.tokens, data.lengths)])
+        f = np.stack([counts[data.labels == c].sum(0) / counts[data.labels == c].sum() for c in range(k)])
+        s = np.linalg.svd(f - counts.sum(0) / counts.sum(), compute_uv=False)
+        v = s ** 2 / (s ** 2).sum()
+        assert wc.dimension == int((s > 0.05 * s[0]).sum()) == 2
+        assert abs(wc.participation_ratio - 1 / (v ** 2).sum()) < 1e-9 and wc.participation_ratio < k - 1 - 0.35
 
 
 def test_battery_html_report(quick, tmp_path):
