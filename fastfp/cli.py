@@ -260,7 +260,10 @@ def _input_sequences(model, data):
         return data.one_hot(np.float64)
     raise InvalidOptionError(
         f"the model has no embedding and input size {model.params.input_size}, but the task data has "
-        f"{data.vocab_size} words (one-hot inputs need equal sizes); use weights with an embedding"
+        f"{data.vocab_size} words (one-hot inputs need equal sizes); use weights with an embedding (one "
+        "stored under a key fastfp does not recognise: fastfp convert WEIGHTS -o model.npz --embedding-key KEY), "
+        "task data of that vocabulary size (--classes, --corpus), or, for a bare RNN layer, "
+        "fastfp.find_fixed_points(params, h0, x) from Python with your own states and input"
     )
 
 
@@ -884,7 +887,11 @@ def _write_analyze_report(path, summary, fp, horizon):
 @click.option("--layer", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--direction", type=click.IntRange(0, 1), default=0, show_default=True)
 @click.option("--key-prefix", type=str, default=None, help="Key prefix of the RNN in a state dict.")
-def convert(weights, output, cell, layer, direction, key_prefix) -> None:
+@click.option("--embedding-key", type=str, default=None, metavar="KEY",
+              help="State-dict key of the embedding (V, M) when fastfp's guess misses; 'none' for no embedding.")
+@click.option("--readout-key", type=str, default=None, metavar="KEY",
+              help="State-dict key of the readout weight (C, H) when fastfp's guess misses; 'none' for no readout.")
+def convert(weights, output, cell, layer, direction, key_prefix, embedding_key, readout_key) -> None:
     """Convert a weights file to fastfp's params .npz.
 
     WEIGHTS is any file fastfp.load reads (torch .pt, .safetensors, Flax msgpack, .npz), or
@@ -893,7 +900,9 @@ def convert(weights, output, cell, layer, direction, key_prefix) -> None:
     import fastfp
 
     _check_output(output, weights)
-    model = fastfp.load(weights, cell=cell, layer=layer, direction=direction, key_prefix=key_prefix)
+    keys = {name: (False if value == "none" else value)
+            for name, value in (("embedding_key", embedding_key), ("readout_key", readout_key))}
+    model = fastfp.load(weights, cell=cell, layer=layer, direction=direction, key_prefix=key_prefix, **keys)
     fastfp.save_params(output, model)
     p = model.params
     _echo_json({
@@ -903,7 +912,9 @@ def convert(weights, output, cell, layer, direction, key_prefix) -> None:
         "hidden_size": p.hidden_size,
         "input_size": p.input_size,
         "embedding": model.embedding is not None,
+        "embedding_key": model.metadata.get("embedding_key"),
         "readout": model.readout_weight is not None,
+        "readout_key": model.metadata.get("readout_key"),
         "vocab": model.vocab is not None,
     })
 

@@ -67,7 +67,8 @@ def _supported() -> str:
 
 # ============================================================================ entry point
 def load(source, *, cell: str | None = None, layer: int = 0, direction: int = 0,
-         key_prefix: str | None = None, nonlinearity: str | None = None) -> Model:
+         key_prefix: str | None = None, nonlinearity: str | None = None,
+         embedding_key=None, readout_key=None) -> Model:
     """Load one recurrent layer (and a classifier's embedding and readout) as a :class:`fastfp.Model`.
 
     Parameters
@@ -92,6 +93,11 @@ def load(source, *, cell: str | None = None, layer: int = 0, direction: int = 0,
         a vanilla RNN (a state dict does not record it; default 'tanh'). For a fastfp ``.npz``, an
         ``RNNParams`` or a ``Model`` (one layer, nothing to pick) they must keep their defaults, or
         match the params.
+    embedding_key, readout_key : str or False, optional
+        For a state dict (torch file or module, safetensors, plain ``.npz``, dict of arrays): the
+        key of the embedding (V, M) or readout weight (C, H) when fastfp's guess misses or is
+        ambiguous (the notes in ``metadata`` say which it took); ``False``: none. They do not apply
+        to a fastfp ``.npz``, an ``RNNParams``, a ``Model`` or a Flax tree (must stay None).
 
     Returns
     -------
@@ -121,7 +127,11 @@ def load(source, *, cell: str | None = None, layer: int = 0, direction: int = 0,
             raise InvalidOptionError(f"argument {name!r}: got {value!r}, expected an int")
     if key_prefix is not None and not isinstance(key_prefix, str):
         raise InvalidOptionError(f"argument 'key_prefix': got {key_prefix!r}, expected a str")
-    opts = dict(cell=cell, layer=layer, direction=direction, key_prefix=key_prefix, nonlinearity=nonlinearity)
+    for name, value in (("embedding_key", embedding_key), ("readout_key", readout_key)):
+        if value is not None and value is not False and not isinstance(value, str):
+            raise InvalidOptionError(f"argument {name!r}: got {value!r}, expected None, False or a key (str)")
+    opts = dict(cell=cell, layer=layer, direction=direction, key_prefix=key_prefix, nonlinearity=nonlinearity,
+                embedding_key=embedding_key, readout_key=readout_key)
 
     if isinstance(source, Model):
         return _single_layer(source, "argument 'source' (a fastfp Model)", **opts)
@@ -135,7 +145,7 @@ def load(source, *, cell: str | None = None, layer: int = 0, direction: int = 0,
                                       file=None, skipped=skipped, **opts)
     if _looks_like_flax(source):
         return _single_layer_opts(load_flax(source, cell=cell, key_prefix=key_prefix, nonlinearity=nonlinearity),
-                                  "argument 'source' (a Flax / renn parameter tree)", layer, direction)
+                                  "argument 'source' (a Flax / renn parameter tree)", **opts)
     if isinstance(source, Mapping):
         sd, skipped, has_torch_tensors = {}, {}, [False]
         _flatten_mapping(source, (), sd, {}, skipped, has_torch_tensors, set())
@@ -160,10 +170,21 @@ def _looks_like_flax(source) -> bool:
         return False
 
 
-def _single_layer_opts(model: Model, where: str, layer, direction) -> Model:
+def _single_layer_opts(model: Model, where: str, *, layer, direction, embedding_key, readout_key, **_) -> Model:
+    # cell, key_prefix and nonlinearity were given to load_flax itself
     if layer != 0 or direction != 0:
         raise InvalidOptionError(f"{where}: holds single cells; layer={layer}, direction={direction} cannot be picked")
+    _no_keys(where, embedding_key, readout_key)
     return model
+
+
+def _no_keys(where: str, embedding_key, readout_key) -> None:
+    for name, value in (("embedding_key", embedding_key), ("readout_key", readout_key)):
+        if value is not None:
+            raise InvalidOptionError(
+                f"{where}: {name}={value!r} given, but this source is not a state dict (no keys to pick from); "
+                "leave it out"
+            )
 
 
 # ============================================================================ files
@@ -190,7 +211,7 @@ def _load_file(path, **opts) -> Model:
     if is_msgpack_head(head) and not is_pickle:
         return _single_layer_opts(
             load_flax(path, cell=opts["cell"], key_prefix=opts["key_prefix"], nonlinearity=opts["nonlinearity"]),
-            where, opts["layer"], opts["direction"])
+            where, **opts)
     hint = ""
     if head.startswith(b"\x93NUMPY"):
         hint = " (it is a single NumPy .npy array, not a set of named weights)"
@@ -220,7 +241,8 @@ def _load_zip(path, where, **opts) -> Model:
         raise FileFormatError(f"{where} starts like a zip archive but is not a readable one ({exc}); {_supported()}") from None
     if any(n.endswith("data.pkl") for n in names):
         model = load_torch_rnn(path, layer=opts["layer"], direction=opts["direction"],
-                               key_prefix=opts["key_prefix"], nonlinearity=opts["nonlinearity"])
+                               key_prefix=opts["key_prefix"], nonlinearity=opts["nonlinearity"],
+                               embedding_key=opts["embedding_key"], readout_key=opts["readout_key"])
         _check_torch_cell(model, opts["cell"], where)
         return model
     if _FASTFP_NPZ_ENTRY in names:
@@ -329,8 +351,10 @@ def _check_torch_cell(model: Model, cell, where: str) -> None:
     )
 
 
-def _single_layer(model: Model, where: str, *, cell, layer, direction, key_prefix, nonlinearity) -> Model:
+def _single_layer(model: Model, where: str, *, cell, layer, direction, key_prefix, nonlinearity,
+                  embedding_key=None, readout_key=None) -> Model:
     p = model.params
+    _no_keys(where, embedding_key, readout_key)
     if cell is not None and cell != p.cell:
         raise InvalidOptionError(
             f"{where}: cell={cell!r} given, but the params are of cell {p.cell!r} ({describe_gates(p.n_gates)})"

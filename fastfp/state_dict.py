@@ -308,11 +308,20 @@ def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: b
     last_layer = max(layers_fwd) if layers_fwd else 0
 
     embedding = None
-    emb_candidates = [
+    fits = [
         k for k in sd
-        if k not in rnn_keys and _is_weight(k) and "embed" in k[: -len("weight")].lower()
-        and sd[k].ndim == 2 and sd[k].shape[1] == M and sd[k].dtype.kind == "f"
+        if k not in rnn_keys and _is_weight(k) and sd[k].ndim == 2 and sd[k].shape[1] == M and sd[k].dtype.kind == "f"
     ] if layer == 0 else []
+    emb_candidates = [k for k in fits if "embed" in k[: -len("weight")].lower()]
+    by_position = False
+    if not emb_candidates and embedding_key is None and fits:
+        # An nn.Embedding under another name ('emb', 'tok', 'lookup'): state dicts list modules in
+        # the order they were registered, and a classifier registers its embedding before the RNN;
+        # an nn.Embedding has a weight and no bias.
+        order = {k: i for i, k in enumerate(sd)}
+        first = min(order[k] for k in keys.values() if k in order)
+        emb_candidates = [k for k in fits if order[k] < first and k[: -len("weight")] + "bias" not in sd]
+        by_position = True
     emb_key = _pick(sd, embedding_key, "embedding_key", where, emb_candidates, M)
     metadata["embedding_key"] = emb_key
     if emb_key is None and len(emb_candidates) > 1 and embedding_key is None:
@@ -320,7 +329,8 @@ def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: b
         notes.append(f"no embedding: ambiguous between {emb_candidates} (pass embedding_key=)")
     if emb_key is not None:
         embedding = sd[emb_key]
-        notes.append(f"embedding {emb_key!r}")
+        how = " (the one bias-free (V, M) weight before the RNN; embedding_key= picks another, False none)"
+        notes.append(f"embedding {emb_key!r}" + (how if by_position and embedding_key is None else ""))
 
     readout_weight = readout_bias = None
     applicable = layer == last_layer and not bidirectional and direction == 0

@@ -270,6 +270,27 @@ def test_convert_roundtrip(tmp_path):
     assert r.exit_code == 1 and "key_prefix" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_convert_embedding_and_readout_keys(tmp_path):
+    rng = np.random.default_rng(0)
+    H, M, V = 5, 4, 9
+    sd = {"a.weight": rng.normal(size=(V, M)), "b.weight": rng.normal(size=(V, M)),  # two candidates: ambiguous
+          "rnn.weight_ih_l0": rng.normal(size=(4 * H, M)), "rnn.weight_hh_l0": rng.normal(size=(4 * H, H)),
+          "rnn.bias_ih_l0": np.zeros(4 * H), "rnn.bias_hh_l0": np.zeros(4 * H), "head.weight": rng.normal(size=(3, H))}
+    np.savez(tmp_path / "sd.npz", **sd)
+    out = tmp_path / "p.npz"
+    r = _invoke("convert", tmp_path / "sd.npz", "-o", out)
+    assert r.exit_code == 0 and json.loads(r.stdout)["embedding"] is False, r.output
+    r = _invoke("convert", tmp_path / "sd.npz", "-o", out, "--embedding-key", "b.weight", "--readout-key", "none")
+    s = json.loads(r.stdout)
+    assert (s["embedding"], s["embedding_key"], s["readout"]) == (True, "b.weight", False), r.output
+    np.testing.assert_array_equal(fastfp.load_params(out).embedding, sd["b.weight"])
+    r = _invoke("convert", tmp_path / "sd.npz", "-o", out, "--embedding-key", "rnn.weight_hh_l0")
+    assert r.exit_code == 1 and "'embedding_key'" in r.stderr and "expected (*, 4)" in r.stderr, r.stderr
+    # the one-hot mismatch error names the ways out
+    r = _invoke("run", tmp_path / "sd.npz", "--classes", "4", "--states", "8", "--no-report")  # V = 5, M = 4
+    assert r.exit_code == 1 and "--embedding-key KEY" in r.stderr and "find_fixed_points" in r.stderr, r.stderr
+
+
 def test_convert_needs_cell_for_safetensors(tmp_path):
     r = _invoke("convert", DATA / "torch_gru_classifier.safetensors", "-o", tmp_path / "p.npz")
     assert r.exit_code == 1 and "cell" in r.stderr

@@ -480,6 +480,51 @@ def test_load_in_memory_modules_equal_saved_files(tmp_path):
     assert_same_model(load(gru.state_dict()), load(gru))
 
 
+def test_an_embedding_not_named_embed_is_found_by_its_place_and_logits_match_torch(tmp_path):
+    torch = pytest.importorskip("torch")
+
+    class Tagger(torch.nn.Module):  # nn.Embedding named 'emb': no "embed" in any key
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(9, 4)
+            self.rnn = torch.nn.LSTM(4, 7, batch_first=True)
+            self.out = torch.nn.Linear(7, 3, bias=False)
+
+        def forward(self, tokens):
+            h, _ = self.rnn(self.emb(tokens))
+            return self.out(h[:, -1])
+
+    torch.manual_seed(2)
+    net = Tagger().double()
+    torch.save(net.state_dict(), tmp_path / "tagger.pt")
+    tokens = np.array([[1, 5, 8, 0, 3], [2, 2, 7, 4, 6]])
+    with torch.no_grad():
+        want = net(torch.as_tensor(tokens)).numpy()
+    for source in (tmp_path / "tagger.pt", net, net.state_dict()):
+        m = load(source)
+        assert m.metadata["embedding_key"] == "emb.weight" and m.metadata["readout_key"] == "out.weight"
+        assert "before the RNN" in m.params.source
+        h = fastfp.dynamics.rollout(m.params, np.zeros((2, 14)), m.inputs(tokens))
+        assert_allclose(h[:, -1, :7] @ m.readout_weight.T, want, atol=1e-10)
+    # the caller decides: none, or another key; a key that does not fit is an error naming it
+    assert load(net, embedding_key=False).embedding is None
+    assert load(tmp_path / "tagger.pt", embedding_key="emb.weight").metadata["embedding_key"] == "emb.weight"
+    with pytest.raises(FileFormatError, match="'embedding_key'.*'nope'"):
+        load(net, embedding_key="nope")
+    with pytest.raises(InvalidOptionError, match="'readout_key': got 3"):
+        load(net, readout_key=3)
+    # a bias-free (V, M) weight after the RNN, or one with a bias, is not taken for an embedding
+    sd = {k: v.numpy() for k, v in net.state_dict().items()}
+    after = {k: sd[k] for k in sd if not k.startswith("emb.")} | {"post.weight": sd["emb.weight"]}
+    assert load(after, cell="lstm").embedding is None
+    biased = {"emb.weight": sd["emb.weight"], "emb.bias": np.zeros(9)} | {k: sd[k] for k in sd if not k.startswith("emb.")}
+    assert load(biased, cell="lstm").embedding is None
+    # a fastfp .npz has no keys to pick
+    fastfp.save_params(tmp_path / "m.npz", load(net))
+    with pytest.raises(InvalidOptionError, match="embedding_key='emb.weight' given, but this source is not a state dict"):
+        load(tmp_path / "m.npz", embedding_key="emb.weight")
+
+
 @pytest.mark.parametrize("kind", ["gru", "lstm"])
 @pytest.mark.parametrize("writer", ["torch", "numpy"])
 def test_safetensors_from_torch_state_dict_reproduces_forward(tmp_path, kind, writer):
