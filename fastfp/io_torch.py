@@ -158,11 +158,15 @@ class _RestrictedUnpickler(pickle.Unpickler):
                 return _UNTYPED
         if module == "torch.storage" and name in ("UntypedStorage", "_UntypedStorage"):
             return _UNTYPED
-        hint = ""
         if module.startswith("torch.nn"):
             hint = (
                 "; the file holds a pickled module, not a state dict: re-save it with "
                 "torch.save(module.state_dict(), path)"
+            )
+        else:  # most often a whole model of the user's own class, saved with torch.save(model)
+            hint = (
+                "; if the file holds a whole pickled model (torch.save(model)), re-save its weights with "
+                "torch.save(model.state_dict(), path)"
             )
         raise FileFormatError(
             f"argument 'path': {self._reader.path!s} refers to the global {module}.{name}, which "

@@ -1200,6 +1200,12 @@ def run_study(specs, out_dir, *, progress: bool | Callable[[str], None] = False,
             f"{', '.join(sorted(_MEASURE_DEFAULTS))}, threads"
         )
     wanted = _measure_options({k: v for k, v in options.items() if k != "threads"})
+    if isinstance(out_dir, (str, os.PathLike)) and any(
+            not (Path(out_dir) / f"{s.key}.model.npz").exists() for s in specs):
+        # Before anything is written or logged: a network to train needs torch.
+        from .train import _import_torch
+
+        _import_torch()
     out = _out_dir(out_dir)
     rows, ran, skipped = [], [], []
     for i, spec in enumerate(specs):

@@ -222,6 +222,18 @@ def test_other_globals_are_refused(tmp_path, module, name):
         read_no_torch(path)
 
 
+def test_a_whole_pickled_model_names_the_state_dict_way_out(tmp_path):
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "whole.pt"
+    torch.save(torch.nn.GRU(3, 4), path)  # torch.nn's own class
+    with pytest.raises(FileFormatError, match=r"torch\.nn\.modules\.rnn\.GRU.*torch\.save\(module\.state_dict\(\), path\)"):
+        read_no_torch(path)
+    pkl = b"\x80\x02c__main__\nNet\n)R."  # a user's own model class, as torch.save(net) writes it
+    write_torch_layout_zip(path, pkl)
+    with pytest.raises(FileFormatError, match=r"__main__\.Net.*torch\.save\(model\.state_dict\(\), path\)"):
+        read_no_torch(path)
+
+
 def test_stand_ins_cannot_be_mutated_or_called(tmp_path):
     # BUILD on a storage-type marker, and calling a marker as a function
     for pkl in (

@@ -619,6 +619,15 @@ try:
 except MissingDependencyError as exc:
     assert "fastfp-rnn[torch]" in str(exc), exc
     print("ok")
+# run_study refuses before it creates the folder or logs a network as started
+import os
+out = os.path.join(sys.argv[1], "study")
+said = []
+try:
+    study.run_study(study.battery('quick'), out, progress=said.append)
+except MissingDependencyError as exc:
+    assert "fastfp-rnn[torch]" in str(exc) and not os.path.exists(out) and said == [], (exc, said)
+    print("ok")
 """
 
 
@@ -628,7 +637,7 @@ def test_import_does_not_need_torch_and_training_without_it_names_the_extra(tmp_
     assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
     out = subprocess.run([sys.executable, "-c", _NO_TORCH, str(tmp_path)], capture_output=True, text=True,
                          timeout=120, cwd=_repo_root())
-    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stdout + out.stderr
+    assert out.returncode == 0 and out.stdout.split() == ["ok", "ok"], out.stdout + out.stderr
 
 
 # --------------------------------------------------------------------------- one network of the paper battery
