@@ -472,9 +472,9 @@ def run_tasks(
         Seconds to wait for ``scheduler``.
     worker_files : dict of str to path, optional
         Files the tasks read, keyed by the argument that named them (e.g. ``{'weights_path': p}``):
-        before any task is sent, every worker must see each of them, as it must see
-        ``results_dir``, so a cluster without a shared filesystem fails once with the file's name
-        instead of in every task.
+        each must exist here and, before any task is sent, be seen by every worker, as
+        ``results_dir`` must, so a cluster without a shared filesystem fails once with the file's
+        name instead of in every task.
 
     Returns
     -------

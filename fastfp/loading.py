@@ -206,6 +206,7 @@ def _load_file(path, **opts) -> Model:
     if _looks_like_safetensors(head, is_pickle):
         tensors, metadata = _read_safetensors_with_metadata(path)
         return model_from_state_dict(tensors, where, fmt="safetensors state dict", torch_convention=False,
+                                      keys_in_module_order=False,
                                       file=str(os.fspath(path)), extra_metadata={"safetensors_metadata": metadata},
                                       **opts)
     if is_msgpack_head(head) and not is_pickle:

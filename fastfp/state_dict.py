@@ -136,7 +136,7 @@ def choose_cell(G: int, cell, torch_convention: bool, where: str, w_hh_key: str,
 
 def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: bool, file=None, cell=None,
                           layer=0, direction=0, key_prefix=None, nonlinearity=None, embedding_key=None,
-                          readout_key=None, extra_metadata=None, skipped=None) -> Model:
+                          readout_key=None, extra_metadata=None, skipped=None, keys_in_module_order=True) -> Model:
     """One recurrent layer of a state dict with PyTorch key names, as a :class:`fastfp.Model`.
 
     Shared by :func:`fastfp.load_torch_rnn` and :func:`fastfp.load` (torch files, modules,
@@ -146,6 +146,9 @@ def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: b
     ``embedding_key`` / ``readout_key`` pick those weights explicitly (``False``: none).
     ``skipped`` maps the reader's entries that are not arrays to their type names: such an entry
     where a weight is needed, or a list under a parameter's name, is an error, not a weight left out.
+    ``keys_in_module_order``: the dict lists the keys as the model registered its modules (a torch
+    file or module, a dict, an ``.npz``), which lets an embedding be told by its place; False for
+    safetensors, whose writer sorts the keys by name.
     """
     skipped = skipped or {}
     groups = _rnn_groups(sd)
@@ -314,14 +317,23 @@ def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: b
     ] if layer == 0 else []
     emb_candidates = [k for k in fits if "embed" in k[: -len("weight")].lower()]
     by_position = False
-    if not emb_candidates and embedding_key is None and fits:
+    if not emb_candidates and embedding_key is None and fits and keys_in_module_order:
         # An nn.Embedding under another name ('emb', 'tok', 'lookup'): state dicts list modules in
         # the order they were registered, and a classifier registers its embedding before the RNN;
-        # an nn.Embedding has a weight and no bias.
+        # an nn.Embedding has a weight and no bias. Only ahead of the first RNN of the dict (a
+        # later RNN reads an earlier one's output), and never a square matrix (more likely a
+        # bias-free input projection) or the only weight that could be the readout.
         order = {k: i for i, k in enumerate(sd)}
-        first = min(order[k] for k in keys.values() if k in order)
-        emb_candidates = [k for k in fits if order[k] < first and k[: -len("weight")] + "bias" not in sd]
-        by_position = True
+        first = min(order[k] for k in rnn_keys)
+        if min(order[k] for k in keys.values() if k in order) == first:
+            readout_like = [k for k in sd if k not in rnn_keys and _is_weight(k) and sd[k].ndim == 2
+                            and sd[k].shape[1] == H and sd[k].dtype.kind == "f"]
+            emb_candidates = [
+                k for k in fits
+                if order[k] < first and k[: -len("weight")] + "bias" not in sd and sd[k].shape[0] != M
+                and readout_like != [k]
+            ]
+            by_position = True
     emb_key = _pick(sd, embedding_key, "embedding_key", where, emb_candidates, M)
     metadata["embedding_key"] = emb_key
     if emb_key is None and len(emb_candidates) > 1 and embedding_key is None:

@@ -519,6 +519,25 @@ def test_an_embedding_not_named_embed_is_found_by_its_place_and_logits_match_tor
     assert load(after, cell="lstm").embedding is None
     biased = {"emb.weight": sd["emb.weight"], "emb.bias": np.zeros(9)} | {k: sd[k] for k in sd if not k.startswith("emb.")}
     assert load(biased, cell="lstm").embedding is None
+    # the place is not trusted where it means nothing or something else: a safetensors file (keys
+    # sorted by name), a square matrix (a bias-free input projection), the only readout-shaped
+    # weight, or a weight ahead of another RNN than the one loaded
+    st = pytest.importorskip("safetensors.numpy")
+    st.save_file(sd, tmp_path / "tagger.safetensors")
+    assert load(tmp_path / "tagger.safetensors").embedding is None
+    H = 7
+    square = {"proj.weight": np.eye(4)} | {k: sd[k] for k in sd if not k.startswith("emb.")}
+    assert load(square, cell="lstm").embedding is None
+    head_first = {"head.weight": np.ones((3, H))} | {k: sd[k] for k in sd if k.startswith("rnn.")}
+    hh = dict(head_first)
+    hh["rnn.weight_ih_l0"] = np.ones((4 * H, H))  # M = H: the head's (3, H) fits as an embedding too
+    m = load(hh, cell="lstm")
+    assert m.embedding is None and m.metadata["readout_key"] == "head.weight"
+    two = {"tok.weight": sd["emb.weight"]} | {k.replace("rnn.", "rnn1."): v for k, v in sd.items() if k.startswith("rnn.")}
+    two |= {k.replace("rnn.", "rnn2."): v for k, v in hh.items() if k.startswith("rnn.")}
+    two["rnn2.weight_ih_l0"] = np.ones((4 * H, H))
+    assert load(two, cell="lstm", key_prefix="rnn2").embedding is None
+    assert load(two, cell="lstm", key_prefix="rnn1").metadata["embedding_key"] == "tok.weight"
     # a fastfp .npz has no keys to pick
     fastfp.save_params(tmp_path / "m.npz", load(net))
     with pytest.raises(InvalidOptionError, match="embedding_key='emb.weight' given, but this source is not a state dict"):
