@@ -144,6 +144,32 @@ def _check_output(output, source) -> None:
                                  param_hint="'-o' / '--output'")
 
 
+_CLI_NAMES = {"source": "WEIGHTS", "path": "WEIGHTS", "cell": "option '--cell'", "layer": "option '--layer'",
+              "direction": "option '--direction'", "key_prefix": "option '--key-prefix'",
+              "embedding_key": "option '--embedding-key'", "readout_key": "option '--readout-key'"}
+
+
+def _load(weights, **options):
+    """fastfp.load, its errors naming the command line's WEIGHTS and options instead of Python's arguments."""
+    import re
+
+    import fastfp
+    from .errors import FastFPError
+
+    try:
+        return fastfp.load(weights, **options)
+    except FastFPError as exc:
+        text = str(exc)
+        m = re.match(r"argument '(\w+)'", text)
+        if m is None or m.group(1) not in _CLI_NAMES:
+            raise
+        try:
+            renamed = type(exc)(_CLI_NAMES[m.group(1)] + text[m.end():])
+        except Exception:  # an error type with other constructor arguments: keep it as it is
+            raise exc from None
+        raise renamed from None
+
+
 def _load_model(weights):
     """fastfp.load(weights), or the shipped model when ``weights`` is None; returns (model, name)."""
     import fastfp
@@ -153,7 +179,7 @@ def _load_model(weights):
 
         with as_file(default_model_resource()) as path:
             return fastfp.load_params(path), f"{_RESOURCE}{DEFAULT_MODEL}"
-    return fastfp.load(weights), _weights_name(weights)
+    return _load(weights), _weights_name(weights)
 
 
 def _weights_for_workers(weights, shards) -> str:
@@ -902,7 +928,7 @@ def convert(weights, output, cell, layer, direction, key_prefix, embedding_key, 
     _check_output(output, weights)
     keys = {name: (False if value == "none" else value)
             for name, value in (("embedding_key", embedding_key), ("readout_key", readout_key))}
-    model = fastfp.load(weights, cell=cell, layer=layer, direction=direction, key_prefix=key_prefix, **keys)
+    model = _load(weights, cell=cell, layer=layer, direction=direction, key_prefix=key_prefix, **keys)
     fastfp.save_params(output, model)
     p = model.params
     _echo_json({
