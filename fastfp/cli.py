@@ -1100,5 +1100,16 @@ def study(battery_name, out_dir, states, fp_input, slow_speed, as_json, schedule
     click.echo(result.table_markdown(), nl=False)
 
 
+def _set_quiet(ctx, param, value) -> None:
+    if value:
+        ctx.find_root().ensure_object(dict)["quiet"] = True
+
+
+# `fastfp run -q` as well as `fastfp -q run`: the flag is where users put it.
+for _command in main.commands.values():
+    _command.params.append(click.Option(["-q", "--quiet"], is_flag=True, expose_value=False, is_eager=True,
+                                        callback=_set_quiet, help="No progress messages on stderr (as fastfp -q)."))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -112,6 +112,10 @@ def test_run_human_summary_and_quiet():
     assert result.stderr == ""
     loud = _invoke("run", *SMALL, "--noise", "0.3", "--seed", "1")
     assert loud.exit_code == 0 and "solving" in loud.stderr
+    after = _invoke("run", "-q", *SMALL)  # after the command name too
+    drop_time = lambda text: [ln for ln in text.splitlines() if not ln.startswith("wall time")]  # noqa: E731
+    assert after.exit_code == 0 and after.stderr == "", after.output
+    assert drop_time(after.stdout) == drop_time(result.stdout)
 
 
 def test_run_with_weights_task_and_corpus(tmp_path):
