@@ -110,8 +110,11 @@ def test_decompose_reconstructs_jacobian(params, fps):
     np.testing.assert_allclose(recon, J_ref, atol=1e-10)
     eye = np.broadcast_to(np.eye(10), R.shape)
     np.testing.assert_allclose(np.swapaxes(L, 1, 2) @ R, eye, atol=1e-10)  # biorthonormal
-    # sorted by |lambda| descending, same spectrum as an independent eigvals call
-    assert (np.diff(np.abs(lam), axis=1) <= 1e-12).all()
+    # sorted by |lambda| descending (moduli equal to 10 digits tie), same spectrum as an independent
+    # eigvals call, and a conjugate pair always in the order a+bi, a-bi
+    assert (np.diff(np.abs(lam), axis=1) <= 1e-10).all()
+    pair = np.isclose(lam[:, :-1], np.conj(lam[:, 1:]), rtol=0, atol=1e-9) & (np.abs(lam[:, :-1].imag) > 1e-9)
+    assert pair.any() and (lam[:, :-1][pair].imag > 0).all()
     for b in range(len(dec)):
         ref = np.linalg.eigvals(J_ref[b])
         dist = np.abs(lam[b][:, None] - ref[None, :])
