@@ -160,14 +160,14 @@ def _load(weights, **options):
         return fastfp.load(weights, **options)
     except FastFPError as exc:
         text = str(exc)
-        m = re.match(r"argument '(\w+)'", text)
-        if m is None or m.group(1) not in _CLI_NAMES:
+        pattern = r"argument '(" + "|".join(_CLI_NAMES) + r")'"
+        if re.search(pattern, text) is None or vars(exc):  # nothing to rename, or state a new error would lose
             raise
         try:
-            renamed = type(exc)(_CLI_NAMES[m.group(1)] + text[m.end():])
+            renamed = type(exc)(re.sub(pattern, lambda m: _CLI_NAMES[m.group(1)], text))
         except Exception:  # an error type with other constructor arguments: keep it as it is
             raise exc from None
-        raise renamed from None
+        raise renamed.with_traceback(exc.__traceback__) from None
 
 
 def _load_model(weights):

@@ -222,11 +222,12 @@ class FixedPoints:
             return replace(self, **fill)
         J = jacobian(params, x, inputs, backend=backend)
         Jx = input_jacobian(params, x, inputs, backend=backend)
-        lam, R = np.linalg.eig(J.astype(np.complex128))
-        # eig of the complex-cast J returns a conjugate pair with moduli a few ulps apart, in either
-        # order: moduli equal to 10 digits tie, and the tie goes to the larger imaginary part, so a
-        # pair always reads a+bi, a-bi.
-        order = np.lexsort((-lam.imag, -np.round(np.abs(lam), 10)), axis=-1)
+        # eig of the real J returns exact conjugate pairs, side by side as a+bi, a-bi, whose equal
+        # moduli keep that order under a stable sort (eig of a complex-cast J gave pairs a few ulps
+        # apart, in either order); the top-k path sorts its real Hessenberg eig the same way.
+        lam, R = np.linalg.eig(np.asarray(J, dtype=np.float64))
+        lam, R = lam.astype(np.complex128), R.astype(np.complex128)
+        order = np.argsort(-np.abs(lam), axis=1, kind="stable")
         lam = np.take_along_axis(lam, order, axis=1)
         R = np.take_along_axis(R, order[:, None, :], axis=2)
         # Left eigenvectors as the rows of R^-1 (pinv where R is numerically singular), so that

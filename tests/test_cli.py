@@ -290,6 +290,13 @@ def test_convert_embedding_and_readout_keys(tmp_path):
     np.testing.assert_array_equal(fastfp.load_params(out).embedding, sd["b.weight"])
     r = _invoke("convert", tmp_path / "sd.npz", "-o", out, "--embedding-key", "rnn.weight_hh_l0")
     assert r.exit_code == 1 and "option '--embedding-key': key 'rnn.weight_hh_l0' has shape (20, 5)" in r.stderr and "expected (*, 4)" in r.stderr, r.stderr
+    r = _invoke("convert", tmp_path / "sd.npz", "-o", out, "--embedding-key", "nope")
+    assert r.exit_code == 1 and "option '--embedding-key': got 'nope'" in r.stderr and "(WEIGHTS: " in r.stderr
+    assert "argument '" not in r.stderr, r.stderr
+    # --debug keeps the traceback of where the error was raised, not of the renaming
+    (tmp_path / "junk.bin").write_bytes(b"junk")
+    r = _invoke("--debug", "convert", tmp_path / "junk.bin", "-o", out)
+    assert r.exit_code == 1 and "loading.py" in r.stderr and "WEIGHTS: " in r.stderr, r.stderr
     # the one-hot mismatch error names the ways out
     r = _invoke("run", tmp_path / "sd.npz", "--classes", "4", "--states", "8", "--no-report")  # V = 5, M = 4
     assert r.exit_code == 1 and "--embedding-key KEY" in r.stderr and "find_fixed_points" in r.stderr, r.stderr

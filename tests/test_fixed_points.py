@@ -126,6 +126,35 @@ def test_decompose_reconstructs_jacobian(params, fps):
                                atol=1e-13)
 
 
+def test_equal_moduli_keep_conjugate_pairs_side_by_side_in_both_paths():
+    # J = U = 0.9 * orthogonal at h = 0: every |lambda| = 0.9, conjugate pairs and real +-0.9 mixed
+    rng = np.random.default_rng(4)
+    Q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    p = fastfp.RNNParams("vanilla", rng.normal(size=(6, 2)), 0.9 * Q, np.zeros(6), np.zeros(6))
+    fp = fastfp.find_fixed_points(p, np.zeros((1, 6)), np.zeros(2))  # h = 0 is a root: tanh(0) = 0
+    np.testing.assert_array_equal(fp.x, 0.0)
+    lam = fp.decompose(p).eigvals[0]
+    np.testing.assert_allclose(np.abs(lam), 0.9, atol=1e-12)
+    np.testing.assert_allclose(np.sort_complex(lam), np.sort_complex(np.linalg.eigvals(0.9 * Q)), atol=1e-12)
+    i = 0
+    while i < len(lam):  # a complex eigenvalue is followed by its conjugate
+        if abs(lam[i].imag) > 1e-12:
+            assert lam[i].imag > 0 and lam[i + 1] == np.conj(lam[i]), lam
+            i += 2
+        else:
+            i += 1
+    # the matrix-free top-k path orders pairs the same way (distinct moduli: its top k is unambiguous)
+    rot = lambda r, a: r * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])  # noqa: E731
+    B = np.zeros((7, 7))
+    B[:2, :2], B[2:4, 2:4], B[4:6, 4:6], B[6, 6] = rot(0.95, 0.3), rot(0.9, 1.1), rot(0.8, 2.0), 0.5
+    Q7, _ = np.linalg.qr(rng.normal(size=(7, 7)))
+    p7 = fastfp.RNNParams("vanilla", rng.normal(size=(7, 2)), Q7 @ B @ Q7.T, np.zeros(7), np.zeros(7))
+    fp7 = fastfp.find_fixed_points(p7, np.zeros((1, 7)), np.zeros(2))
+    dense, top = fp7.decompose(p7).eigvals[0], fp7.decompose(p7, k=6).eigvals[0]
+    np.testing.assert_allclose(top, dense[:6], atol=1e-9)
+    assert dense[0].imag > 0 and dense[2].imag > 0 and dense[4].imag > 0
+
+
 def test_decompose_needed(fps):
     with pytest.raises(fastfp.InvalidOptionError, match="decompose"):
         fps.time_constants
