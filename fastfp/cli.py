@@ -149,8 +149,12 @@ _CLI_NAMES = {"source": "WEIGHTS", "path": "WEIGHTS", "cell": "option '--cell'",
               "embedding_key": "option '--embedding-key'", "readout_key": "option '--readout-key'"}
 
 
-def _load(weights, **options):
-    """fastfp.load, its errors naming the command line's WEIGHTS and options instead of Python's arguments."""
+def _load(weights, *, has_load_options=False, **options):
+    """fastfp.load, its errors naming the command line's WEIGHTS and options instead of Python's arguments.
+
+    ``has_load_options``: the command has --cell, --layer, ... (``convert``); the others are told
+    to convert the file first when the error asks for one of them.
+    """
     import re
 
     import fastfp
@@ -161,10 +165,17 @@ def _load(weights, **options):
     except FastFPError as exc:
         text = str(exc)
         pattern = r"argument '(" + "|".join(_CLI_NAMES) + r")'"
-        if re.search(pattern, text) is None or vars(exc):  # nothing to rename, or state a new error would lose
+        if vars(exc):  # state that a new error would lose
             raise
+        text = re.sub(pattern, lambda m: _CLI_NAMES[m.group(1)], text)
+        # "cell='gru' given", "pass embedding_key=": the options as the command line spells them
+        asks = r"\b(cell|layer|direction|key_prefix|embedding_key|readout_key)="
+        if re.search(asks, text) and not has_load_options:
+            text += ("; these are options of fastfp convert: fastfp convert WEIGHTS -o model.npz --cell ... "
+                     "(--layer, --direction, --key-prefix, --embedding-key, --readout-key), then pass model.npz")
+        text = re.sub(asks, lambda m: "--" + m.group(1).replace("_", "-") + " ", text)
         try:
-            renamed = type(exc)(re.sub(pattern, lambda m: _CLI_NAMES[m.group(1)], text))
+            renamed = type(exc)(text)
         except Exception:  # an error type with other constructor arguments: keep it as it is
             raise exc from None
         raise renamed.with_traceback(exc.__traceback__) from None
@@ -928,7 +939,8 @@ def convert(weights, output, cell, layer, direction, key_prefix, embedding_key, 
     _check_output(output, weights)
     keys = {name: (False if value == "none" else value)
             for name, value in (("embedding_key", embedding_key), ("readout_key", readout_key))}
-    model = _load(weights, cell=cell, layer=layer, direction=direction, key_prefix=key_prefix, **keys)
+    model = _load(weights, has_load_options=True, cell=cell, layer=layer, direction=direction, key_prefix=key_prefix,
+                  **keys)
     fastfp.save_params(output, model)
     p = model.params
     _echo_json({

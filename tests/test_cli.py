@@ -271,7 +271,7 @@ def test_convert_roundtrip(tmp_path):
     r = _invoke("convert", DATA / "gru64_cat3.npz", "-o", out, "--layer", "0", "--direction", "0")
     assert r.exit_code == 0 and fastfp.load_params(out).vocab == ("w0", "w1", "w2", "the")
     r = _invoke("convert", DATA / "gru64_cat3.npz", "-o", out, "--key-prefix", "rnn")  # one layer: nothing to pick
-    assert r.exit_code == 1 and "key_prefix" in r.stderr and "Traceback" not in r.stderr
+    assert r.exit_code == 1 and "--key-prefix 'rnn' does not apply" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_convert_embedding_and_readout_keys(tmp_path):
@@ -304,7 +304,12 @@ def test_convert_embedding_and_readout_keys(tmp_path):
 
 def test_convert_needs_cell_for_safetensors(tmp_path):
     r = _invoke("convert", DATA / "torch_gru_classifier.safetensors", "-o", tmp_path / "p.npz")
-    assert r.exit_code == 1 and "cell" in r.stderr
+    assert r.exit_code == 1 and "pass --cell 'gru'" in r.stderr and "cell=" not in r.stderr, r.stderr
+    # a command without --cell says where the option is
+    r = _invoke("run", DATA / "torch_gru_classifier.safetensors", "--states", "8", "--no-report")
+    assert r.exit_code == 1 and "options of fastfp convert" in r.stderr and "then pass model.npz" in r.stderr, r.stderr
+    r = _invoke("convert", DATA / "torch_gru_classifier.pt", "-o", tmp_path / "p.npz", "--cell", "gru_reset_before")
+    assert r.exit_code == 1 and "--cell 'gru_reset_before' given" in r.stderr and "options of" not in r.stderr, r.stderr
 
 
 def test_bad_file_is_a_one_line_error(tmp_path):
