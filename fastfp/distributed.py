@@ -629,16 +629,17 @@ def _describe_client(cl) -> str:
 def _check_visible(cl, results_dir: Path, worker_files: dict) -> None:
     # A worker that is restarting (or dies) meanwhile answers with an exception: it is not counted
     # as blind; whether it sees the directory is checked when it writes its first result.
-    seen = cl.run(os.path.isdir, str(results_dir), on_error="return")
-    blind = sorted(addr for addr, ok in seen.items() if ok is False)
+    def blind_to(test, path):
+        return sorted(addr for addr, ok in cl.run(test, str(path), on_error="return").items() if ok is False)
+
+    blind = blind_to(os.path.isdir, results_dir)
     if blind:
         raise InvalidOptionError(
             f"argument 'results_dir': {str(results_dir)!r} does not exist on the workers {', '.join(blind)}; "
             "with a remote cluster the results directory must be on a filesystem the workers share"
         )
     for name, path in worker_files.items():
-        seen = cl.run(os.path.isfile, path, on_error="return")
-        blind = sorted(addr for addr, ok in seen.items() if ok is False)
+        blind = blind_to(os.path.isfile, path)
         if blind:
             raise InvalidOptionError(
                 f"argument {name!r}: {path!r} is not a file on the workers {', '.join(blind)}; with a remote "

@@ -310,11 +310,12 @@ def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: b
     bidirectional = any(d == 1 for _, d in group["layers"])
     last_layer = max(layers_fwd) if layers_fwd else 0
 
+    def weights_with_columns(n):  # the 2-D float weights outside the RNNs that take n-vectors
+        return [k for k in sd if k not in rnn_keys and _is_weight(k) and sd[k].ndim == 2 and sd[k].shape[1] == n
+                and sd[k].dtype.kind == "f"]
+
     embedding = None
-    fits = [
-        k for k in sd
-        if k not in rnn_keys and _is_weight(k) and sd[k].ndim == 2 and sd[k].shape[1] == M and sd[k].dtype.kind == "f"
-    ] if layer == 0 else []
+    fits = weights_with_columns(M) if layer == 0 else []
     emb_candidates = [k for k in fits if "embed" in k[: -len("weight")].lower()]
     by_position = False
     if not emb_candidates and embedding_key is None and fits and keys_in_module_order:
@@ -326,8 +327,7 @@ def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: b
         order = {k: i for i, k in enumerate(sd)}
         first = min(order[k] for k in rnn_keys)
         if min(order[k] for k in keys.values() if k in order) == first:
-            readout_like = [k for k in sd if k not in rnn_keys and _is_weight(k) and sd[k].ndim == 2
-                            and sd[k].shape[1] == H and sd[k].dtype.kind == "f"]
+            readout_like = weights_with_columns(H)
             emb_candidates = [
                 k for k in fits
                 if order[k] < first and k[: -len("weight")] + "bias" not in sd and sd[k].shape[0] != M
@@ -342,14 +342,12 @@ def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: b
     if emb_key is not None:
         embedding = sd[emb_key]
         how = " (the one bias-free (V, M) weight before the RNN; embedding_key= picks another, False none)"
-        notes.append(f"embedding {emb_key!r}" + (how if by_position and embedding_key is None else ""))
+        notes.append(f"embedding {emb_key!r}" + (how if by_position else ""))
 
     readout_weight = readout_bias = None
     applicable = layer == last_layer and not bidirectional and direction == 0
     ro_candidates = [
-        k for k in sd
-        if k not in rnn_keys and k != emb_key and _is_weight(k) and "embed" not in k.lower()
-        and sd[k].ndim == 2 and sd[k].shape[1] == H and sd[k].dtype.kind == "f"
+        k for k in weights_with_columns(H) if k != emb_key and "embed" not in k.lower()
     ] if applicable else []
     ro_key = _pick(sd, readout_key, "readout_key", where, ro_candidates, H)
     metadata["readout_key"] = ro_key
