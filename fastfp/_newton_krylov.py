@@ -151,7 +151,7 @@ def newton_krylov(step, params_arrays, cell, act, H0, X, bounds, opts, *, restar
         if bad.size:
             # No decrease at all (plain Newton: along the Newton direction, as the dense solver).
             gmax = xp.abs(grad[bad]).max(axis=1)
-            stationary = gmax <= xp.maximum(opts["gtol"], 1e-6 * xp.abs(ra[bad]).max(axis=1))
+            stationary = gmax <= xp.maximum(opts["gtol"], opts["stuck_rtol"] * xp.abs(ra[bad]).max(axis=1))
             status[active[bad]] = xp.where(stationary, st.SLOW_POINT, st.DIVERGED)
         h[active], r[active] = new_h, new_r
         active = active[status[active] == st.RUNNING]

@@ -30,7 +30,8 @@ from .params import GRU, GRU_RESET_BEFORE, RELU, UGRNN, VANILLA
 __all__ = ["newton_points_cpu", "forward_point", "TOLS", "FLAGS"]
 
 # Layout of the option vectors (one compiled signature whatever the options).
-TOLS = ("atol", "rtol", "tol_q", "max_norm", "gtol", "max_step", "armijo", "chord_contraction", "mu_max")
+TOLS = ("atol", "rtol", "tol_q", "max_norm", "gtol", "max_step", "armijo", "chord_contraction", "mu_max",
+        "stuck_rtol")
 FLAGS = ("maxiter", "max_halvings", "chord", "mixed", "lm_fallback", "chord_max_steps")
 _PIV = np.dtype(PIVOT_DTYPE).type
 _MAX_COEFFS = 6
@@ -302,6 +303,7 @@ def newton_points_cpu(cell, act, h, r, ax, w_hh, b_hh, lower, upper, rows, iters
     """
     atol, rtol, tol_q, max_norm = tols[0], tols[1], tols[2], tols[3]
     gtol, max_step, armijo, contraction, mu_max = tols[4], tols[5], tols[6], tols[7], tols[8]
+    stuck_rtol = tols[9]
     maxiter, max_halvings, chord, mixed = flags[0], flags[1], flags[2] != 0, flags[3] != 0
     lm_fallback, chord_max_steps = flags[4] != 0, flags[5]
     N = h.shape[1]
@@ -461,7 +463,7 @@ def newton_points_cpu(cell, act, h, r, ax, w_hh, b_hh, lower, upper, rows, iters
                     rnorm = 0.0
                     for j in range(N):
                         rnorm = max(rnorm, abs(rv[j]))
-                    status[b] = st.SLOW_POINT if gnorm <= max(gtol, 1e-6 * rnorm) else st.DIVERGED
+                    status[b] = st.SLOW_POINT if gnorm <= max(gtol, stuck_rtol * rnorm) else st.DIVERGED
                     break
                 it += 1
                 continue

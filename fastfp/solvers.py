@@ -367,6 +367,7 @@ def find_fixed_points(
         "tol_dq": _check_tol("tol_dq", tol_dq, allow_zero=True),
         "adam_stop": _check_choice("adam_stop", adam_stop, ADAM_STOPS),
         "adam_schedule": _check_choice("adam_schedule", adam_schedule, ADAM_SCHEDULES),
+        "stuck_rtol": stationary_rtol(dtype),
     }
     for name, default in (("adam_stop", "all"), ("adam_schedule", "plateau")):
         if method != "adam" and opts[name] != default:
@@ -857,7 +858,7 @@ def _dense(kernels, params, H0, X, method, opts, progress, metadata):
                 # (DIVERGED); otherwise no step can decrease q here (also DIVERGED).
                 stuck_ids = sub[stuck]
                 stationary = np.abs(g[stuck_ids]).max(axis=1) <= np.maximum(
-                    opts["gtol"], 1e-6 * np.abs(ra[stuck_ids]).max(axis=1))
+                    opts["gtol"], opts["stuck_rtol"] * np.abs(ra[stuck_ids]).max(axis=1))
                 status[work[stuck_ids]] = np.where(stationary, st.SLOW_POINT, st.DIVERGED)
         h[work], r[work] = new_h, new_r
         active = active[status[active] == st.RUNNING]
@@ -897,7 +898,7 @@ def _dense_points(kernels, params, H0, X, method, opts, progress, metadata):
         "atol": opts["atol"], "rtol": opts["rtol"], "tol_q": np.nan if opts["tol_q"] is None else opts["tol_q"],
         "max_norm": opts["max_norm"], "gtol": opts["gtol"], "max_step": opts["max_step"] if hybrid else np.inf,
         "armijo": _ARMIJO, "chord_contraction": _CHORD_CONTRACTION, "mu_max": _MU_MAX,
-        "maxiter": opts["maxiter"], "max_halvings": 4 if hybrid else _MAX_HALVINGS, "chord": opts["chord"],
+        "stuck_rtol": opts["stuck_rtol"], "maxiter": opts["maxiter"], "max_halvings": 4 if hybrid else _MAX_HALVINGS, "chord": opts["chord"],
         "mixed": opts["mixed_precision"], "lm_fallback": hybrid, "chord_max_steps": _CHORD_MAX_STEPS,
     }
     tols = np.array([values[k] for k in TOLS], dtype=np.float64)
@@ -944,6 +945,17 @@ def _classify_residual(h, r, q, opts):
     for mask, code in reversed(rules):
         out[mask] = code
     return out
+
+
+def stationary_rtol(dtype) -> float:
+    """||grad q||_inf / ||r||_inf below which a point where no step decreases q counts as stationary.
+
+    Where even a tiny damped step fails to decrease q, the gradient left is rounding noise of
+    g = (J - I)^T r, which grows with the working precision: 1e-6 in float64 (as before), and
+    10 sqrt(eps) = 3.5e-3 in float32, whose stalled slow points sit at ratios of 1e-5 to 1e-3
+    (the float64 search from the same starts reaches the same points, 1e-4 away).
+    """
+    return max(1e-6, 10.0 * float(np.sqrt(np.finfo(np.dtype(dtype)).eps)))
 
 
 def _is_slow(r, g, opts):

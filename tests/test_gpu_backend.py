@@ -74,7 +74,7 @@ def test_newton_krylov_with_device_composition_matches_cpu_path():
     h0 = np.random.default_rng(0).uniform(-0.9, 0.9, (20, 16))
     X = np.zeros((1, 4))
     dev = DeviceCells(np, HostOps())
-    opts = dict(atol=1e-10, rtol=0.0, gtol=1e-12, maxiter=50, max_norm=1e3, max_step=2.0, tol_q=None)
+    opts = dict(atol=1e-10, rtol=0.0, gtol=1e-12, maxiter=50, max_norm=1e3, max_step=2.0, tol_q=None, stuck_rtol=1e-6)
     h, status, nit, nmv = newton_krylov(lambda hh, Xr: dev.step(p.cell_code, 0, hh, Xr, *w), w, p.cell_code, 0,
                                         h0, X, state_bounds(p), opts, linearize_fn=dev.linearize)
     cpu = fastfp.find_fixed_points(p, h0, method="newton", jacobian="matrix_free")
