@@ -123,6 +123,34 @@ class FixedPoints:
         """(B,) bool: a slow point (status SLOW_POINT or Q_TOLERANCE), not an exact root."""
         return (self.status == SLOW_POINT) | (self.status == Q_TOLERANCE)
 
+    def speed(self, speed_scale=None) -> np.ndarray:
+        """(B,) ||(F(x) - x) / speed_scale||_inf: how far each point moves in one step.
+
+        ``speed_scale`` (scalar or (N,), e.g. :func:`fastfp.part_speed_scale`) sets the units; 1 by
+        default, where the speed is ``residual``.
+        """
+        step = np.asarray(self.fx, np.float64) - np.asarray(self.x, np.float64)
+        if speed_scale is not None:
+            scale = np.asarray(speed_scale, np.float64)
+            if scale.ndim > 1 or (scale.ndim == 1 and scale.shape != (step.shape[1],)):
+                raise ShapeError(f"argument 'speed_scale': got shape {scale.shape}, expected a scalar or "
+                                 f"shape ({step.shape[1]},) (one unit per coordinate)")
+            if not (np.isfinite(scale) & (scale > 0)).all():
+                raise InvalidOptionError("argument 'speed_scale': got values that are not finite and > 0, "
+                                         "expected positive units")
+            step = step / scale
+        return np.abs(step).max(axis=1) if len(step) else np.zeros(0)
+
+    def on_slow_manifold(self, slow_speed: float, speed_scale=None) -> np.ndarray:
+        """(B,) bool: an exact root, or a slow point moving at most ``slow_speed`` per step.
+
+        A slow point's status alone does not bound its speed: where the damping runs out at a
+        local minimum of q (``SLOW_POINT``, q stationary) the point can move faster than the
+        slow-manifold test allows; such points are not on the slow manifold.
+        """
+        slow_speed = _positive("slow_speed", slow_speed)
+        return self.success | (self.is_slow_point & (self.speed(speed_scale) <= slow_speed))
+
     @property
     def time_constants(self) -> np.ndarray:
         """(B, N) tau = -1 / ln|lambda| in steps (inf for |lambda| = 1; needs decompose())."""

@@ -640,7 +640,7 @@ def _kept_mask(slow, slow_speed) -> np.ndarray:
     A stationary point of q far from zero speed (a local minimum of q with a large residual) is
     not on the slow manifold, hence the speed test on top of the status.
     """
-    return np.asarray((slow.success | slow.is_slow_point) & (slow.residual <= slow_speed))
+    return slow.on_slow_manifold(slow_speed)
 
 
 def _solve(params, h0, x, slow_ratio, slow_speed):

@@ -92,6 +92,28 @@ def test_ghost_is_reported_as_slow_point(method):
     assert fp.status[2] == Status.CONVERGED  # the surviving stable root
 
 
+def test_on_slow_manifold_drops_a_fast_stationary_point():
+    """The ghost is a local minimum of q, reported SLOW_POINT whatever its speed; the slow-manifold
+    test keeps it only when its speed |tanh(2h + 0.6) - h| is within slow_speed."""
+    params = _scalar_tanh(2.0, 0.6)
+    fp = fastfp.find_fixed_points(params, np.array([[-0.8], [0.5]]), slow_ratio=0.05, slow_speed=1e-3, maxiter=500)
+    assert fp.status.tolist() == [Status.SLOW_POINT, Status.CONVERGED]
+    ghost_speed = abs(np.tanh(2 * fp.x[0, 0] + 0.6) - fp.x[0, 0])
+    assert ghost_speed > 0.03  # 30x the slow-manifold test: a stationary point of q
+    np.testing.assert_allclose(fp.speed(), [ghost_speed, fp.residual[1]], rtol=1e-12)
+    assert fp.on_slow_manifold(1e-3).tolist() == [False, True]
+    assert fp.on_slow_manifold(2 * ghost_speed).tolist() == [True, True]
+    # in units of 4x its speed the ghost moves by 0.25
+    assert fp.on_slow_manifold(0.3, speed_scale=4 * ghost_speed).tolist() == [True, True]
+    assert fp.on_slow_manifold(0.2, speed_scale=np.array([4 * ghost_speed])).tolist() == [False, True]
+    with pytest.raises(fastfp.ShapeError, match="'speed_scale'.*shape \\(1,\\)"):
+        fp.speed(np.ones(3))
+    with pytest.raises(fastfp.InvalidOptionError, match="'speed_scale'"):
+        fp.speed(0.0)
+    with pytest.raises(fastfp.InvalidOptionError, match="'slow_speed'"):
+        fp.on_slow_manifold(-1.0)
+
+
 def _line_attractor(lam, N=6, seed=0):
     rng = np.random.default_rng(seed)
     v = rng.uniform(0.5, 1.5, N)
@@ -424,6 +446,31 @@ def test_trained_classifier_slow_manifold_is_two_dimensional(trained):
     pr = v.sum() ** 2 / (v ** 2).sum()
     assert 1.6 <= pr <= 2.5, (pr, v[:4])
     assert v[:2].sum() >= 0.9
+
+
+@pytest.mark.parametrize("backend", ["cpu", "numpy"])
+def test_float32_slow_points_are_not_reported_diverged(trained, backend):
+    """At the neutral word the trained classifiers have a plane of slow points. In float32 the LM
+    damping runs out at them with ||grad q|| / ||r|| ~ 1e-5..1e-3, rounding noise of float32
+    (a fixed 1e-6 threshold called them DIVERGED); each must be a stationary point of q when
+    re-checked in float64 by the reference Jacobian."""
+    name, model, params, h0 = trained
+    x = model.inputs(np.array([model.vocab.index("the")]))[0].astype(np.float64)
+    f64 = fastfp.find_fixed_points(params, h0, x)
+    f32 = fastfp.find_fixed_points(params, h0, x, dtype=np.float32, backend=backend)
+    assert f64.is_slow_point.sum() >= 50, f64  # the case exercises the stalled-LM path
+    assert not (f32.status == Status.DIVERGED).any(), f32
+    slow = f32.is_slow_point
+    assert slow.sum() >= 0.8 * f64.is_slow_point.sum(), (f32, f64)
+    h = f32.x[slow].astype(np.float64)
+    xi = np.broadcast_to(x, (len(h), len(x)))
+    r = fastfp.step(params, h, xi, backend="numpy") - h
+    A = fastfp.jacobian(params, h, xi, backend="numpy") - np.eye(params.state_size)
+    g = np.einsum("bij,bi->bj", A, r)
+    ratio = np.abs(g).max(axis=1) / np.abs(r).max(axis=1)
+    assert ratio.max() <= 3e-3, np.sort(ratio)[-5:]
+    # the float64 search from the same starts stops about as slow
+    assert np.abs(r).max(axis=1).max() <= 1.5 * f64.residual[f64.is_slow_point].max()
 
 
 @pytest.mark.parametrize("method", ["hybrid", "adam"])
