@@ -106,8 +106,17 @@ the RNG stream an nnx cell built with ``keep_rngs=True`` keeps for ``initialize_
 Several cells in one tree raise an error listing their key paths unless ``key_prefix=`` (a
 ``/``-separated path prefix, e.g. ``'params/RNN_0'``) picks one. An embedding (``embedding`` (V, M))
 and a Dense readout (``kernel`` (H, C) [+ ``bias`` (C,)]) outside the cell are attached when there is
-exactly one candidate of matching size; a readout candidate whose bias does not fit its kernel is an
-error, not a readout left out.
+exactly one candidate of matching size (the gate kernels of the tree's other cells are not
+candidates), the readout only for the tree's last cell: a Dense after a stack reads its last layer.
+``embedding_key=`` / ``readout_key=`` (key paths such as ``'params/Embed_0'``, ``'params/Dense_0'``,
+or False) override the guess. A readout candidate whose bias does not fit its kernel is an error,
+not a readout left out.
+
+What a Flax module keeps in its attributes rather than its params is not in the file and is
+assumed: the activations (``tanh`` and ``sigmoid``: a GRUCell built with another
+``activation_fn`` or ``gate_fn`` loads, but its dynamics differ; a SimpleCell's activation is
+given with ``nonlinearity=``) and, for renn, the gate constants above. ``metadata['conversions']``
+names the convention read.
 """
 
 from __future__ import annotations
@@ -208,7 +217,7 @@ def _import_msgpack():
     return msgpack
 
 
-def read_flax_msgpack(path) -> dict:
+def read_flax_msgpack(path, *, _arg: str = "path") -> dict:
     """Decode a ``flax.serialization.to_bytes`` / ``msgpack_serialize`` file into nested dicts of arrays.
 
     Uses only the ``msgpack`` package (imported here; :class:`MissingDependencyError` naming the extra
@@ -229,7 +238,7 @@ def read_flax_msgpack(path) -> dict:
         The file cannot be opened.
     """
     msgpack = _import_msgpack()
-    where = f"argument 'path': {os.fspath(path)!s}"
+    where = f"argument {_arg!r}: {os.fspath(path)!s}"  # load_flax's and fastfp.load's argument is 'source'
     with open(path, "rb") as fh:
         data = fh.read()
     if not data:
@@ -644,7 +653,8 @@ def _generic_cell(ctx, path, G, cell):
 
 # ============================================================================ embedding / readout
 def _collect(tree, path, skip, out_emb, out_dense, depth=0):
-    if not isinstance(tree, dict) or depth > _MAX_DEPTH or path == skip:
+    # skip: the key paths of every recurrent cell (another cell's gate kernels are no readout)
+    if not isinstance(tree, dict) or depth > _MAX_DEPTH or path in skip:
         return
     for k, v in tree.items():
         p = path + (k,)
@@ -666,16 +676,34 @@ def _check_readout_bias(where, path, kernel_key, bias_key, kernel, bias):
         )
 
 
-def _extras(tree, cell_path, H, M, where):
-    """(embedding, readout_weight, readout_bias, notes) found outside the cell when unambiguous."""
+def _extras(tree, cell_path, cell_paths, H, M, where, embedding_key=None, readout_key=None):
+    """(embedding, readout_weight, readout_bias, notes) found outside the cells when unambiguous.
+
+    ``cell_paths``: every recurrent cell of the tree, in tree order (the modules' creation order). A
+    readout is guessed only for the last of them: a Dense after a stack reads its last layer.
+    ``embedding_key`` / ``readout_key``: a '/'-separated key path naming the map, False for none,
+    None to guess.
+    """
     embs, denses = [], []
-    _collect(tree, (), cell_path, embs, denses)
-    emb = [(p, e) for p, e in embs if e.shape[1] == M and np.issubdtype(e.dtype, np.floating)]
-    outs = [(p, k, b) for p, k, b in denses if k.shape[0] == H and np.issubdtype(k.dtype, np.floating)]
-    for p, k, b in outs:
-        _check_readout_bias(where, p, "kernel", "bias", k, b)
+    _collect(tree, (), set(cell_paths), embs, denses)
+    notes = []
+    if embedding_key is None:
+        emb = [(p, e) for p, e in embs if e.shape[1] == M and np.issubdtype(e.dtype, np.floating)]
+    else:
+        emb = [] if embedding_key is False else [_picked_embedding(tree, embedding_key, M, embs, where)]
+    if readout_key is None:
+        outs = [(p, k, b) for p, k, b in denses if k.shape[0] == H and np.issubdtype(k.dtype, np.floating)]
+        for p, k, b in outs:
+            _check_readout_bias(where, p, "kernel", "bias", k, b)
+        later = cell_paths[cell_paths.index(cell_path) + 1:] if cell_path in cell_paths else []
+        if later and outs:
+            notes.append("readout not attached (the tree holds a later cell, " + ", ".join(map(_fmt, later))
+                         + ", which a readout after the stack reads; pass readout_key= to attach one)")
+            outs = []
+    else:
+        outs = [] if readout_key is False else [_picked_readout(tree, readout_key, H, denses, where)]
     # renn network tuple: {'0': embedding (V, M), '1': rnn params, '2': {'0': W (H, C), '1': b (C,)}}
-    if not emb and not outs and len(cell_path) >= 1:
+    if embedding_key is None and readout_key is None and not emb and not outs and len(cell_path) >= 1:
         parent = tree
         for k in cell_path[:-1]:
             parent = parent[k]
@@ -687,9 +715,12 @@ def _extras(tree, cell_path, H, M, where):
             if isinstance(r, dict) and isinstance(r.get("0"), np.ndarray) and r["0"].ndim == 2 and r["0"].shape[0] == H:
                 _check_readout_bias(where, base + ("2",), "0", "1", r["0"], r.get("1"))
                 outs = [(base + ("2",), r["0"], r.get("1"))]
+    return _attach(emb, outs, notes)
+
+
+def _attach(emb, outs, notes):
     embedding = emb[0][1] if len(emb) == 1 else None
     rw = rb = None
-    notes = []
     if embedding is not None:
         notes.append(f"embedding from {_fmt(emb[0][0])}")
     if len(outs) == 1:
@@ -698,14 +729,58 @@ def _extras(tree, cell_path, H, M, where):
         rb = b
         notes.append(f"readout from {_fmt(p)} (kernel transposed)")
     elif len(outs) > 1:
-        notes.append("readout not attached (several Dense candidates: " + ", ".join(_fmt(p) for p, _, _ in outs) + ")")
+        notes.append("readout not attached (several Dense candidates: " + ", ".join(_fmt(p) for p, _, _ in outs)
+                     + "; pass readout_key=)")
+    if len(emb) > 1:
+        notes.append("embedding not attached (several candidates: " + ", ".join(_fmt(p) for p, _ in emb)
+                     + "; pass embedding_key=)")
     return embedding, rw, rb, notes
+
+
+def _node_at(tree, key, name, where):
+    """The node at a '/'-separated key path, or an error naming ``name`` and the path's first miss."""
+    if not isinstance(key, str) or not key.strip("/"):
+        raise InvalidOptionError(f"argument {name!r}: got {key!r}, expected a '/'-separated key path "
+                                 "(e.g. 'params/Dense_0'), False or None")
+    node, path = tree, ()
+    for part in (p for p in key.strip("/").split("/") if p):
+        if not isinstance(node, dict) or part not in node:
+            have = ", ".join(list(node)[:12]) if isinstance(node, dict) else f"a {type(node).__name__}"
+            raise InvalidOptionError(f"argument {name!r}: got {key!r}, but {where} has no key {part!r} under "
+                                     f"{_fmt(path) or 'the top level'!r} (keys there: {have})")
+        node, path = node[part], path + (part,)
+    return node, path
+
+
+def _picked_embedding(tree, key, M, found, where):
+    node, path = _node_at(tree, key, "embedding_key", where)
+    if isinstance(node, dict) and isinstance(node.get("embedding"), np.ndarray):
+        node, path = node["embedding"], path + ("embedding",)
+    if not (isinstance(node, np.ndarray) and node.ndim == 2 and node.shape[1] == M and node.dtype.kind == "f"):
+        got = f"shape {node.shape}" if isinstance(node, np.ndarray) else f"a {type(node).__name__}"
+        listing = ", ".join(f"{_fmt(p)} {e.shape}" for p, e in found) or "none"
+        raise InvalidOptionError(f"argument 'embedding_key': {key!r} holds {got}, expected a float (V, {M}) "
+                                 f"embedding (M = {M}, the cell's input size); embeddings in the tree: {listing}")
+    return path, node
+
+
+def _picked_readout(tree, key, H, found, where):
+    node, path = _node_at(tree, key, "readout_key", where)
+    kernel = node.get("kernel") if isinstance(node, dict) else None
+    if not (isinstance(kernel, np.ndarray) and kernel.ndim == 2 and kernel.shape[0] == H and kernel.dtype.kind == "f"):
+        got = (f"kernel shape {kernel.shape}" if isinstance(kernel, np.ndarray)
+               else "no 'kernel'" if isinstance(node, dict) else f"a {type(node).__name__}")
+        listing = ", ".join(f"{_fmt(p)} {k.shape}" for p, k, _ in found) or "none"
+        raise InvalidOptionError(f"argument 'readout_key': {key!r} holds {got}, expected a Dense map with a float "
+                                 f"kernel ({H}, C) (H = {H}); Dense maps in the tree: {listing}")
+    _check_readout_bias(where, path, "kernel", "bias", kernel, node.get("bias"))
+    return path, kernel, node.get("bias")
 
 
 # ============================================================================ public API
 def params_from_flax(tree, *, cell: str | None = None, key_prefix: str | None = None,
                      nonlinearity: str | None = None, gate_bias: float = 0.0, forget_bias: float = 1.0,
-                     path=None) -> Model:
+                     embedding_key=None, readout_key=None, path=None) -> Model:
     """Convert a Flax (linen / nnx) or renn-style parameter tree into a :class:`fastfp.Model`.
 
     Parameters
@@ -725,6 +800,11 @@ def params_from_flax(tree, *, cell: str | None = None, key_prefix: str | None = 
     gate_bias, forget_bias : float
         renn's constructor constants added to the update gate (GRU, UGRNN) and forget gate (LSTM); not
         stored in renn params. Defaults are renn's (0.0 and 1.0). Ignored for Flax cells.
+    embedding_key, readout_key : str or False, optional
+        ``/``-separated key paths of the embedding (an ``Embed`` map or its ``embedding`` array,
+        (V, M)) and of the Dense readout (a map with ``kernel`` (H, C) [+ ``bias`` (C,)]), e.g.
+        ``'params/Embed_0'``, ``'params/Dense_0'``; False attaches none; None (default) attaches the
+        one candidate of matching size, and a readout only for the last cell of the tree.
     path : str, optional
         File name used in error messages.
 
@@ -743,7 +823,7 @@ def params_from_flax(tree, *, cell: str | None = None, key_prefix: str | None = 
     NonFiniteError, DTypeError, ...
         The errors of :class:`RNNParams` and :class:`Model`, with the file and the cell's path named.
     """
-    where = f"argument 'path': {path!s}" if path is not None else "argument 'tree'"
+    where = f"argument 'source': {path!s}" if path is not None else "argument 'tree'"
     if cell is not None and (not isinstance(cell, str) or cell not in CELLS):
         raise InvalidOptionError(f"argument 'cell': got {cell!r}, expected None or one of {', '.join(map(repr, CELLS))}")
     if key_prefix is not None and not isinstance(key_prefix, str):
@@ -757,6 +837,7 @@ def params_from_flax(tree, *, cell: str | None = None, key_prefix: str | None = 
     if not isinstance(norm, dict):
         raise FileFormatError(f"{where}: expected a nested dict of arrays, got {type(tree).__name__}")
     found = _find(norm)
+    cell_paths = [p for p, _, _ in found]
     if key_prefix not in (None, ""):
         prefix = tuple(p for p in key_prefix.strip("/").split("/") if p)
         picked = [f for f in found if f[0][: len(prefix)] == prefix]
@@ -802,7 +883,8 @@ def params_from_flax(tree, *, cell: str | None = None, key_prefix: str | None = 
         params = RNNParams(found_cell, w_ih, w_hh, b_ih, b_hh, nonlinearity=nonlinearity or "tanh", source=src)
     except FastFPError as exc:  # name the file and the sub-tree, as the state-dict readers do
         raise type(exc)(f"{where}: the cell at {_fmt(cpath)!r} ({note}): {exc}") from None
-    emb, rw, rb, notes = _extras(norm, cpath, H, params.input_size, where)
+    emb, rw, rb, notes = _extras(norm, cpath, cell_paths, H, params.input_size, where,
+                                 embedding_key=embedding_key, readout_key=readout_key)
     notes = ignored + notes
     meta = {"format": "flax/jax parameter tree", "cell_path": _fmt(cpath), "cell_kind": kind, "conversions": note}
     if notes:
@@ -817,14 +899,21 @@ def params_from_flax(tree, *, cell: str | None = None, key_prefix: str | None = 
 
 
 def load_flax(source, *, cell: str | None = None, key_prefix: str | None = None, nonlinearity: str | None = None,
-              gate_bias: float = 0.0, forget_bias: float = 1.0) -> Model:
+              gate_bias: float = 0.0, forget_bias: float = 1.0, embedding_key=None, readout_key=None) -> Model:
     """Load a Flax ``to_bytes`` msgpack file (path) or an in-memory Flax / nnx / renn tree as a Model.
 
-    See :func:`params_from_flax` for the options and the module docs for the mappings.
+    See :func:`params_from_flax` for the options and the module docs for the mappings. Orbax
+    checkpoints (directories) are not read: restore them with orbax and pass the tree.
     """
+    opts = dict(cell=cell, key_prefix=key_prefix, nonlinearity=nonlinearity, gate_bias=gate_bias,
+                forget_bias=forget_bias, embedding_key=embedding_key, readout_key=readout_key)
     if isinstance(source, (str, os.PathLike)):
-        tree = read_flax_msgpack(source)
-        return params_from_flax(tree, cell=cell, key_prefix=key_prefix, nonlinearity=nonlinearity,
-                                gate_bias=gate_bias, forget_bias=forget_bias, path=os.fspath(source))
-    return params_from_flax(source, cell=cell, key_prefix=key_prefix, nonlinearity=nonlinearity,
-                            gate_bias=gate_bias, forget_bias=forget_bias)
+        if os.path.isdir(source):
+            raise FileFormatError(
+                f"argument 'source': {os.fspath(source)!s} is a directory; fastfp reads Flax msgpack files "
+                "(flax.serialization.to_bytes), not orbax checkpoints: restore one with orbax and pass the "
+                "tree (fastfp.load(restored)), or save its params with flax.serialization.to_bytes"
+            )
+        tree = read_flax_msgpack(source, _arg="source")
+        return params_from_flax(tree, path=os.fspath(source), **opts)
+    return params_from_flax(source, **opts)

@@ -144,8 +144,9 @@ def load(source, *, cell: str | None = None, layer: int = 0, direction: int = 0,
         return model_from_state_dict(sd, where, fmt="torch nn.Module state_dict()", torch_convention=True,
                                       file=None, skipped=skipped, **opts)
     if _looks_like_flax(source):
-        return _single_layer_opts(load_flax(source, cell=cell, key_prefix=key_prefix, nonlinearity=nonlinearity),
-                                  "argument 'source' (a Flax / renn parameter tree)", **opts)
+        _flax_single_cells("argument 'source' (a Flax / renn parameter tree)", layer, direction)
+        return load_flax(source, cell=cell, key_prefix=key_prefix, nonlinearity=nonlinearity,
+                         embedding_key=embedding_key, readout_key=readout_key)
     if isinstance(source, Mapping):
         sd, skipped, has_torch_tensors = {}, {}, [False]
         _flatten_mapping(source, (), sd, {}, skipped, has_torch_tensors, set())
@@ -170,12 +171,15 @@ def _looks_like_flax(source) -> bool:
         return False
 
 
-def _single_layer_opts(model: Model, where: str, *, layer, direction, embedding_key, readout_key, **_) -> Model:
-    # cell, key_prefix and nonlinearity were given to load_flax itself
-    if layer != 0 or direction != 0:
-        raise InvalidOptionError(f"{where}: holds single cells; layer={layer}, direction={direction} cannot be picked")
-    _no_keys(where, embedding_key, readout_key)
-    return model
+def _flax_single_cells(where: str, layer, direction) -> None:
+    """A Flax tree holds single cells under their own key paths: one is picked by key_prefix."""
+    for name, value in (("layer", layer), ("direction", direction)):
+        if value != 0:
+            raise InvalidOptionError(
+                f"argument {name!r}: got {value!r}, but {where} holds single cells (a stack or a "
+                "bidirectional layer is one cell per key path); pick one with key_prefix= (e.g. "
+                "'params/RNN_1'; the error of fastfp.load without it lists the cells)"
+            )
 
 
 def _no_keys(where: str, embedding_key, readout_key) -> None:
@@ -190,7 +194,13 @@ def _no_keys(where: str, embedding_key, readout_key) -> None:
 # ============================================================================ files
 def _load_file(path, **opts) -> Model:
     where = f"argument 'source': {os.fspath(path)!s}"
-    with open(path, "rb") as fh:  # OSError (missing file, directory, ...) propagates unchanged
+    if os.path.isdir(path):
+        raise FileFormatError(
+            f"{where} is a directory, expected a weights file; {_supported()}. An orbax checkpoint (a "
+            "directory) is not read: restore it with orbax and pass the tree to fastfp.load, or save the "
+            "params with flax.serialization.to_bytes"
+        )
+    with open(path, "rb") as fh:  # OSError (missing file, permissions, ...) propagates unchanged
         head = fh.read(16)
     if not head:
         raise FileFormatError(f"{where} is empty (0 bytes); {_supported()}")
@@ -210,14 +220,15 @@ def _load_file(path, **opts) -> Model:
                                       file=str(os.fspath(path)), extra_metadata={"safetensors_metadata": metadata},
                                       **opts)
     if is_msgpack_head(head) and not is_pickle:
-        return _single_layer_opts(
-            load_flax(path, cell=opts["cell"], key_prefix=opts["key_prefix"], nonlinearity=opts["nonlinearity"]),
-            where, **opts)
+        _flax_single_cells(where, opts["layer"], opts["direction"])
+        return load_flax(path, cell=opts["cell"], key_prefix=opts["key_prefix"], nonlinearity=opts["nonlinearity"],
+                         embedding_key=opts["embedding_key"], readout_key=opts["readout_key"])
     hint = ""
     if head.startswith(b"\x93NUMPY"):
         hint = " (it is a single NumPy .npy array, not a set of named weights)"
     elif head[:1] == b"\x80":
-        hint = " (it looks like a pickle, which fastfp does not unpickle: save a state dict instead)"
+        hint = (" (it looks like a pickle, which fastfp does not unpickle: save a state dict instead, "
+                "torch.save(model.state_dict(), path), or Flax params with flax.serialization.to_bytes)")
     raise FileFormatError(
         f"{where} is not in a format fastfp reads (starts with {head[:8]!r}){hint}; {_supported()}"
     )

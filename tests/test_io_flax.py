@@ -591,3 +591,65 @@ def test_nnx_cells_kept_rngs_load(kind):
         nnx.to_pure_dict(nnx.state(c)))
     assert "rngs" in pure
     assert load_flax(pure).params.cell == NNX[kind]
+
+
+# ============================================================================ stacks: which extras attach
+def _stacked_classifier(H=4, M=3, V=6, C=3):
+    """Embed -> GRUCell_0 -> GRUCell_1 -> Dense_0, as a compact linen module names them."""
+    rng = np.random.default_rng(5)
+    first, second = _gru_tree(H, M)["params"], _gru_tree(H, H)["params"]
+    return {"params": {
+        "Embed_0": {"embedding": rng.standard_normal((V, M)).astype(np.float32)},
+        "GRUCell_0": first, "GRUCell_1": second,
+        "Dense_0": {"kernel": rng.standard_normal((H, C)).astype(np.float32),
+                    "bias": rng.standard_normal(C).astype(np.float32)}}}
+
+
+def test_stack_readout_attaches_to_the_last_cell_only(tmp_path):
+    tree = _stacked_classifier()
+    path = _write(tmp_path, _pack(tree))
+    dense, embed = tree["params"]["Dense_0"], tree["params"]["Embed_0"]["embedding"]
+    last = fastfp.load(path, key_prefix="params/GRUCell_1")
+    # the other cell's gate kernels (H, H) are no readout candidates: the one Dense is attached
+    np.testing.assert_array_equal(last.readout_weight, dense["kernel"].T)
+    np.testing.assert_array_equal(last.readout_bias, dense["bias"])
+    assert last.embedding is None  # (V, M) does not feed a cell of input size H
+    first = fastfp.load(path, key_prefix="params/GRUCell_0")
+    np.testing.assert_array_equal(first.embedding, embed)
+    assert first.readout_weight is None
+    assert any("later cell, params/GRUCell_1" in n for n in first.metadata["extras"])
+    picked = fastfp.load(path, key_prefix="params/GRUCell_0", readout_key="params/Dense_0", embedding_key=False)
+    np.testing.assert_array_equal(picked.readout_weight, dense["kernel"].T)
+    assert picked.embedding is None
+    by_array = load_flax(tree, key_prefix="params/GRUCell_0", embedding_key="params/Embed_0/embedding")
+    np.testing.assert_array_equal(by_array.embedding, embed)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(readout_key="params/Dense_9"), r"argument 'readout_key': got 'params/Dense_9', .*no key 'Dense_9'.*Dense_0"),
+    (dict(readout_key="params/Embed_0"), r"argument 'readout_key': 'params/Embed_0' holds no 'kernel'"),
+    (dict(readout_key=""), r"argument 'readout_key': got ''"),
+    (dict(embedding_key="params/Dense_0"), r"argument 'embedding_key': 'params/Dense_0' holds a dict.*\(V, 4\)"),
+    (dict(layer=1), r"argument 'layer': got 1, .*key_prefix="),
+    (dict(direction=1), r"argument 'direction': got 1"),
+    (dict(cell="lstm"), r"argument 'source': .*x.msgpack: cell='lstm' given"),
+])
+def test_stack_option_errors_name_the_option(tmp_path, kwargs, match):
+    path = _write(tmp_path, _pack(_stacked_classifier()))
+    with pytest.raises(InvalidOptionError, match=match):
+        fastfp.load(path, key_prefix="params/GRUCell_1", **kwargs)
+
+
+def test_a_directory_is_refused_with_the_orbax_route(tmp_path):
+    (tmp_path / "ckpt").mkdir()
+    for fn in (fastfp.load, load_flax):
+        with pytest.raises(FileFormatError, match=r"argument 'source': .*ckpt is a directory.*orbax"):
+            fn(str(tmp_path / "ckpt"))
+
+
+def test_msgpack_errors_through_load_name_its_argument(tmp_path):
+    path = _write(tmp_path, _pack(_gru_tree()) + b"\x00")
+    with pytest.raises(FileFormatError, match=r"^argument 'source': .*not a readable Flax msgpack"):
+        load_flax(path)
+    with pytest.raises(FileFormatError, match=r"^argument 'path': "):
+        read_flax_msgpack(path)
