@@ -32,7 +32,7 @@ import numpy as np
 from ._atomic import atomic_path
 from ._npz import json_object_entry, read_npz, text_entry
 from ._validate import as_float_array, check_finite
-from .errors import FastFPError, FileFormatError, InvalidOptionError, ShapeError
+from .errors import ArgumentTypeError, DTypeError, FastFPError, FileFormatError, InvalidOptionError, ShapeError
 from .params import RNNParams
 
 __all__ = ["Model", "save_params", "load_params", "PARAMS_FORMAT_VERSION"]
@@ -109,18 +109,42 @@ class Model:
             raise InvalidOptionError(f"argument 'metadata': got {type(self.metadata).__name__}, expected a dict")
 
     def inputs(self, tokens) -> np.ndarray:
-        """Input vectors of token ids: (..., M)."""
+        """Input vectors of token ids: (...,) ints in [0, V) -> (..., M)."""
         if self.embedding is None:
             raise ShapeError("this Model has no embedding; pass input vectors directly")
-        return np.asarray(self.embedding)[np.asarray(tokens)]
+        ids = np.asarray(tokens)
+        V = np.shape(self.embedding)[0]
+        if ids.size == 0 and ids.dtype.kind == "f":
+            ids = ids.astype(np.int64)  # np.array([]) is float: it selects nothing
+        if ids.dtype.kind not in "iu":
+            raise DTypeError(f"argument 'tokens': got dtype {ids.dtype}, expected integer token ids in [0, {V})")
+        if ids.size and (ids.min() < 0 or ids.max() >= V):
+            bad = int(ids.min()) if ids.min() < 0 else int(ids.max())
+            raise ShapeError(f"argument 'tokens': holds id {bad}, expected ids in [0, {V}) (the embedding's rows)")
+        return np.asarray(self.embedding)[ids]
 
     def logits(self, states) -> np.ndarray:
         """Class scores of states (..., N) -> (..., C), from the h part of the state."""
         if self.readout_weight is None:
             raise ShapeError("this Model has no readout")
-        h = np.asarray(states)[..., : self.params.hidden_size]
+        states = np.asarray(states)
+        if states.ndim == 0 or states.shape[-1] != self.params.state_size:
+            raise ShapeError(f"argument 'states': got shape {states.shape}, expected (..., {self.params.state_size}) "
+                             f"(N = the state size of the {self.params.cell!r} cell)")
+        h = states[..., : self.params.hidden_size]
         out = h @ np.asarray(self.readout_weight).T
         return out + self.readout_bias if self.readout_bias is not None else out
+
+    def __repr__(self) -> str:
+        p = self.params
+        parts = [f"cell={p.cell!r}", f"hidden_size={p.hidden_size}", f"input_size={p.input_size}", f"dtype={p.dtype}"]
+        if self.embedding is not None:
+            parts.append(f"embedding={np.shape(self.embedding)}")
+        if self.readout_weight is not None:
+            parts.append(f"readout={np.shape(self.readout_weight)}" + (" + bias" if self.readout_bias is not None else ""))
+        if self.vocab is not None:
+            parts.append(f"vocab={len(self.vocab)} words")
+        return "Model(" + ", ".join(parts) + ")"
 
 
 def save_params(path, model) -> None:
@@ -128,8 +152,13 @@ def save_params(path, model) -> None:
 
     The file is written next to ``path`` and renamed onto it, so a failed write (full disk,
     interrupt) leaves any previous file at ``path`` as it was."""
+    if isinstance(path, (Model, RNNParams)):
+        raise ArgumentTypeError(f"argument 'path': got a {type(path).__name__}; the signature is "
+                                "save_params(path, model)")
     if isinstance(model, RNNParams):
         model = Model(model)
+    if not isinstance(model, Model):
+        raise ArgumentTypeError(f"argument 'model': got {type(model).__name__}, expected a fastfp Model or RNNParams")
     p = model.params
     arrays = {
         _KEY: np.array(PARAMS_FORMAT_VERSION),

@@ -160,3 +160,45 @@ def test_import_fastfp_stays_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+# ------------------------------------------------------------------ Model helpers: bad input
+def _classifier_model():
+    p = RNNParams.random("lstm", hidden_size=4, input_size=3, seed=0)
+    rng = np.random.default_rng(1)
+    return fastfp.Model(p, embedding=rng.standard_normal((5, 3)), readout_weight=rng.standard_normal((2, 4)),
+                        readout_bias=np.zeros(2), vocab=("a", "b", "c", "d", "the"))
+
+
+def test_model_logits_reads_h_of_the_full_state_and_refuses_other_sizes():
+    m = _classifier_model()
+    state = np.random.default_rng(2).standard_normal((3, 8))  # [h, c] of an LSTM-4
+    np.testing.assert_allclose(m.logits(state), state[:, :4] @ m.readout_weight.T)
+    for bad in (np.zeros((3, 4)), np.zeros((3, 40)), np.float64(1.0)):
+        with pytest.raises(fastfp.ShapeError, match=r"argument 'states': got shape .*expected \(\.\.\., 8\)"):
+            m.logits(bad)
+
+
+def test_model_inputs_refuses_ids_outside_the_embedding():
+    m = _classifier_model()
+    np.testing.assert_array_equal(m.inputs([[4, 0]]), m.embedding[[[4, 0]]])
+    assert m.inputs(np.array([])).shape == (0, 3)
+    for bad, match in ((-1, r"holds id -1, expected ids in \[0, 5\)"), ([5], r"holds id 5"),
+                       ([0.5], None)):
+        with pytest.raises((fastfp.ShapeError, fastfp.DTypeError), match=match or "argument 'tokens'"):
+            m.inputs(bad)
+
+
+def test_save_params_names_swapped_arguments(tmp_path):
+    m = _classifier_model()
+    with pytest.raises(fastfp.ArgumentTypeError, match=r"argument 'path': got a Model; .*save_params\(path, model\)"):
+        fastfp.save_params(m, tmp_path / "m.npz")
+    with pytest.raises(fastfp.ArgumentTypeError, match=r"argument 'model': got dict"):
+        fastfp.save_params(tmp_path / "m.npz", {"w": 1})
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_model_repr_is_a_summary_not_the_arrays():
+    text = repr(_classifier_model())
+    assert text == ("Model(cell='lstm', hidden_size=4, input_size=3, dtype=float64, embedding=(5, 3), "
+                    "readout=(2, 4) + bias, vocab=5 words)")
