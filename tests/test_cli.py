@@ -90,6 +90,8 @@ def test_run_on_the_shipped_model(run_default):
     assert fp["found"] == 1024 and fp["converged"] > 0 and fp["distinct"] >= 1 and fp["stable"] >= 1
     sp = s["slow_points"]
     assert sp["n95"] == 2 and 1.6 <= sp["participation_ratio"] <= 2.5
+    # every root and slow point is either kept or counted as too fast for the slow-speed test
+    assert sp["kept"] + sp["too_fast"] == sp["status"].get("converged", 0) + sp["status"].get("slow_point", 0)
     assert s["wordcount_prediction"]["dimension"] == 2
     assert s["readout"]["simplex_angle"] == pytest.approx(120.0)
     assert max(abs(a - 120.0) for a in s["readout"]["pairwise_angles"]) < 10
@@ -168,6 +170,16 @@ def test_find_options(tmp_path, extra):
     if "all" in extra:
         assert s["saved"] == 16
     assert fastfp.FixedPoints.load(out).eigvals is not None
+
+
+def test_find_notes_task_ids_read_as_embedding_rows_without_a_vocabulary(tmp_path):
+    """A torch classifier's state dict has an embedding but no vocabulary: the task's ids index it,
+    which is said on stderr even with -q (every number depends on it); a model with one is silent."""
+    r = _invoke("-q", "find", DATA / "torch_gru_classifier.pt", "-o", tmp_path / "fp.npz", *SMALL)
+    assert r.exit_code == 0, r.output + r.stderr
+    assert "no vocabulary; the categorical data's word ids are used as its rows (w0=0, w1=1, w2=2, the=3)" in r.stderr
+    r = _invoke("-q", "find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp2.npz", *SMALL)
+    assert r.exit_code == 0 and r.stderr == "", r.stderr
 
 
 def test_find_adam_with_the_study_rules(tmp_path):
