@@ -45,7 +45,7 @@ from .io_safetensors import _MAX_HEADER, _read as _read_safetensors_with_metadat
 from .io_flax import _find as _flax_cells, _normalise as _flax_normalise, is_msgpack_head, load_flax
 from .io_torch import _LEGACY_MAGIC, load_torch_rnn
 from .state_dict import _TORCH_NAMES, describe_gates, gru_after_only, model_from_state_dict
-from .model import Model, load_params
+from .model import SHIPPED_PREFIX, Model, load_params, shipped_file
 from .params import CELLS, GATE_ORDER, RNNParams
 
 __all__ = ["load", "SUPPORTED_FORMATS"]
@@ -153,6 +153,9 @@ def load(source, *, cell: str | None = None, layer: int = 0, direction: int = 0,
         where = "argument 'source' (a dict of " + ("torch tensors)" if has_torch_tensors[0] else "arrays)")
         return model_from_state_dict(sd, where, fmt="state dict (dict of arrays)",
                                       torch_convention=has_torch_tensors[0], file=None, skipped=skipped, **opts)
+    if isinstance(source, str) and source.startswith(SHIPPED_PREFIX):
+        with shipped_file(source, arg="source") as path:
+            return _load_file(path, **opts)
     if isinstance(source, (str, os.PathLike)):
         return _load_file(source, **opts)
     raise ArgumentTypeError(

@@ -182,8 +182,29 @@ _ENTRIES = ("cell", "nonlinearity", "w_ih", "w_hh", "b_ih", "b_hh", "embedding",
             "vocab", "metadata", "source")
 
 
+SHIPPED_PREFIX = "fastfp:data/"
+
+
+def shipped_file(name: str, *, arg: str = "path"):
+    """A context manager giving a file path for ``fastfp:data/NAME``, a model shipped in the package.
+
+    An ordinary install yields the file itself; a package imported from a zip, a temporary copy
+    that lives until the ``with`` block ends.
+    """
+    from importlib.resources import as_file, files
+
+    data = files("fastfp").joinpath("data")
+    shipped = sorted(p.name for p in data.iterdir() if p.name.endswith(".npz"))
+    base = name[len(SHIPPED_PREFIX):]
+    if base not in shipped:
+        raise FileFormatError(f"argument {arg!r}: {name!r} is not a shipped model; fastfp ships "
+                              + ", ".join(SHIPPED_PREFIX + n for n in shipped))
+    return as_file(data.joinpath(base))
+
+
 def load_params(path) -> Model:
-    """Read a file written by :func:`save_params` (never unpickles).
+    """Read a file written by :func:`save_params` (never unpickles); ``'fastfp:data/NAME'`` reads
+    a model shipped in the package (``fastfp:data/gru64_cat3.npz``, the one ``fastfp run`` analyses).
 
     Raises
     ------
@@ -194,6 +215,9 @@ def load_params(path) -> Model:
         An array of the file that :class:`RNNParams` or :class:`Model` refuses (the error
         :class:`RNNParams` / :class:`Model` would raise, with the file named).
     """
+    if isinstance(path, str) and path.startswith(SHIPPED_PREFIX):
+        with shipped_file(path) as file:
+            return load_params(file)
     where = f"argument 'path': {os.fspath(path)!s}"
     entries = read_npz(path, where=where, kind="fastfp params file", marker=_KEY, known=_ENTRIES,
                        newest=PARAMS_FORMAT_VERSION)

@@ -597,3 +597,18 @@ def test_file_loading_never_imports_torch(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("OK")
+
+
+def test_shipped_model_by_name_in_python():
+    """'fastfp:data/NAME', the name `fastfp run` prints, reads the package's file from Python too."""
+    here = Path(__file__).parent / "data" / "gru64_cat3.npz"
+    want = fastfp.load_params(here)
+    for fn in (fastfp.load, fastfp.load_params):
+        got = fn("fastfp:data/gru64_cat3.npz")
+        np.testing.assert_array_equal(got.params.w_hh, want.params.w_hh)
+        assert got.vocab == want.vocab
+    with pytest.raises(FileFormatError, match=r"argument 'source': 'fastfp:data/nope.npz' is not a shipped model; "
+                                              r"fastfp ships fastfp:data/gru64_cat3.npz"):
+        fastfp.load("fastfp:data/nope.npz")
+    with pytest.raises(FileFormatError, match=r"argument 'path': 'fastfp:data/x' is not a shipped model"):
+        fastfp.load_params("fastfp:data/x")
