@@ -321,7 +321,7 @@ def _resolve_input(spec, model, data, xs, *, choices="zero, mean, word:<w> or a 
     """The constant input of ``find``: zero, mean, word:<w> or a .npy file."""
     import numpy as np
 
-    from .errors import FileFormatError, InvalidOptionError, ShapeError
+    from .errors import DTypeError, FileFormatError, InvalidOptionError, ShapeError
 
     M = model.params.input_size
     if spec == "zero":
@@ -335,7 +335,8 @@ def _resolve_input(spec, model, data, xs, *, choices="zero, mean, word:<w> or a 
         if vocab is None or w not in vocab:
             raise InvalidOptionError(
                 f"option '--input': word {w!r} is not in the model's vocabulary"
-                + (f" ({', '.join(vocab[:10])}{', ...' if len(vocab) > 10 else ''})" if vocab else " (it has none)")
+                + (f" ({', '.join(vocab[:10])}{', ...' if len(vocab) > 10 else ''})" if vocab else
+                   " (it has none: its embedding's rows have no words; pass the input vector as a FILE.npy)")
             )
         i = list(vocab).index(w)
         if model.embedding is not None:
@@ -352,6 +353,10 @@ def _resolve_input(spec, model, data, xs, *, choices="zero, mean, word:<w> or a 
             raise FileFormatError(f"option '--input': {spec} is not a readable .npy file ({exc})") from None
         if x.ndim not in (1, 2) or x.shape[-1] != M:
             raise ShapeError(f"option '--input': {spec} holds shape {x.shape}, expected ({M},) or (B, {M})")
+        if x.dtype.kind in "biu" and (x.dtype.kind == "b" or np.abs(x).max(initial=0) < 2 ** 53):
+            x = x.astype(np.float64)  # a one-hot vector saved as ints: exact in float64
+        if x.dtype.kind != "f":
+            raise DTypeError(f"option '--input': {spec} holds dtype {x.dtype}, expected float (or int / bool) values")
         return x
     raise InvalidOptionError(f"option '--input': got {spec!r}, expected {choices}")
 
@@ -755,7 +760,7 @@ def _write_run_report(path, summary, *, model, data, traj, roots, kept, kept_all
 @click.option("--adam-schedule", type=click.Choice(["plateau", "constant"]), default="plateau", show_default=True,
               help="adam: learning rate x0.95 on plateaus (FixedPointFinder-Torch) or constant (renn).")
 @click.option("--keep", type=click.Choice(["distinct", "all"]), default="distinct", show_default=True,
-              help="Save the distinct points (unique 1e-3) or every point.")
+              help="Save the distinct points (unique 1e-3; every status, each point keeps its own) or every point.")
 @_data_options
 @_progress_option
 def find(weights, output, input_spec, states, noise, seed, method, backend, jacobian, eig_k, scheduler, workers,
@@ -819,6 +824,7 @@ def find(weights, output, input_spec, states, noise, seed, method, backend, jaco
         "points": len(fp),
         "status": _status_counts(fp),
         "distinct": len(distinct),
+        "distinct_status": _status_counts(distinct),  # every status is saved: what the distinct points are
         "saved": len(out),
         "wall_time_s": time.perf_counter() - t0,
     })
@@ -932,7 +938,8 @@ def _write_analyze_report(path, summary, fp, horizon):
 @main.command()
 @click.argument("weights", type=_WeightsPath())
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="fastfp params .npz to write.")
-@click.option("--cell", type=str, default=None, help="The fastfp cell when the file cannot tell (see fastfp.CELLS).")
+@click.option("--cell", type=click.Choice(["vanilla", "gru", "gru_reset_before", "ugrnn", "lstm"]), default=None,
+              help="The fastfp cell when the file cannot tell (fastfp.CELLS).")
 @click.option("--layer", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--direction", type=click.IntRange(0, 1), default=0, show_default=True)
 @click.option("--key-prefix", type=str, default=None, help="Key prefix of the RNN in a state dict.")

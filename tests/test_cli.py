@@ -167,6 +167,11 @@ def test_find_options(tmp_path, extra):
     assert r.exit_code == 0, r.output + r.stderr
     s = json.loads(r.stdout)
     assert s["points"] == 16 and sum(s["status"].values()) == 16
+    assert sum(s["distinct_status"].values()) == s["distinct"]
+    saved = fastfp.FixedPoints.load(out)
+    if "all" not in extra:
+        assert {k: v for k, v in s["distinct_status"].items()} == {
+            fastfp.Status(int(c)).name.lower(): int((saved.status == c).sum()) for c in np.unique(saved.status)}
     if "all" in extra:
         assert s["saved"] == 16
     assert fastfp.FixedPoints.load(out).eigvals is not None
@@ -205,9 +210,19 @@ def test_find_input_from_npy(tmp_path):
     np.save(x, np.array([0.0, 1.0, 0.0, 0.0]))
     r = _invoke("-q", "find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--input", x, "--states", "8", "--docs", "8")
     assert r.exit_code == 0, r.output
+    floats = fastfp.FixedPoints.load(tmp_path / "fp.npz")
+    np.save(x, np.array([0, 1, 0, 0]))  # a one-hot vector saved as ints reads the same
+    r = _invoke("-q", "find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--input", x, "--states", "8", "--docs", "8")
+    assert r.exit_code == 0, r.output
+    ints = fastfp.FixedPoints.load(tmp_path / "fp.npz")
+    np.testing.assert_array_equal(ints.inputs, floats.inputs)
+    np.testing.assert_array_equal(ints.x, floats.x)
     np.save(x, np.zeros(5))
     r = _invoke("find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--input", x, "--states", "8")
     assert r.exit_code == 1 and "'--input'" in r.stderr
+    np.save(x, np.zeros(4, complex))
+    r = _invoke("find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--input", x, "--states", "8")
+    assert r.exit_code == 1 and "option '--input'" in r.stderr and "complex128" in r.stderr
 
 
 @pytest.mark.parametrize("spec", ["word:nope", "bogus", "missing.npy"])
