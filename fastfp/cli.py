@@ -383,7 +383,27 @@ def _data_options(f):
     return f
 
 
+class _BatchSize(click.ParamType):
+    """A positive integer or 'auto' (find_fixed_points' batch_size)."""
+
+    name = "INTEGER|auto"
+
+    def convert(self, value, param, ctx):
+        if value is None or value == "auto" or isinstance(value, int):
+            return value
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
+        if n < 1:
+            self.fail(f"got {value!r}, expected a positive integer or 'auto'", param, ctx)
+        return n
+
+
 def _search_options(f):
+    f = click.option("--batch-size", type=_BatchSize(), default=None,
+                     help="Solve the states in chunks of this many ('auto': as many as fit in memory); by "
+                          "default all at once, or an error saying what fits.")(f)
     f = click.option("--seed", type=int, default=0, show_default=True)(f)
     f = click.option("--noise", type=click.FloatRange(min=0), default=0.5, show_default=True,
                      help="Std of the Gaussian noise added to sampled states.")(f)
@@ -485,8 +505,8 @@ _progress_option = click.option("--progress", "force_progress", is_flag=True,
                    "in units of its spread over the visited states, h's as 1 (fastfp.part_speed_scale).")
 @_report_options
 @_progress_option
-def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, as_json, input_spec, slow_speed,
-        speed_units, report, no_report, force_progress) -> None:
+def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, batch_size, as_json, input_spec,
+        slow_speed, speed_units, report, no_report, force_progress) -> None:
     """Analyse a network: roots, slow manifold, dimension, word counts.
 
     WEIGHTS (optional) is any file fastfp.load reads (torch .pt, .safetensors, Flax msgpack, .npz)
@@ -521,7 +541,7 @@ def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, as_
 
     _log(f"solving for exact fixed points from {states} states ...")
     with _Bar("exact fixed points", states, force=force_progress) as bar:
-        exact = fastfp.find_fixed_points(params, h0, x, progress=bar)
+        exact = fastfp.find_fixed_points(params, h0, x, progress=bar, batch_size=batch_size)
     roots = exact[exact.success].unique(1e-3)
     roots_d = roots.decompose(params)
     speed_scale = None
@@ -535,7 +555,7 @@ def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, as_
     _log(f"solving in slow-point mode (slow_ratio 0.05, slow_speed {slow_speed:g}, {speed_units} units) at input "
          f"{input_spec} ...")
     with _Bar("slow points       ", states, force=force_progress) as bar:
-        slow = fastfp.find_fixed_points(params, h0, x, slow_ratio=0.05, slow_speed=slow_speed,
+        slow = fastfp.find_fixed_points(params, h0, x, slow_ratio=0.05, slow_speed=slow_speed, batch_size=batch_size,
                                         speed_scale=speed_scale, progress=bar)
     # A slow point where the damping ran out (q stationary) can move faster than slow_speed; the
     # summary says "speed below slow_speed", so those are dropped and counted, as in the study.
@@ -763,7 +783,7 @@ def _write_run_report(path, summary, *, model, data, traj, roots, kept, kept_all
               help="Save the distinct points (unique 1e-3; every status, each point keeps its own) or every point.")
 @_data_options
 @_progress_option
-def find(weights, output, input_spec, states, noise, seed, method, backend, jacobian, eig_k, scheduler, workers,
+def find(weights, output, input_spec, states, noise, seed, batch_size, method, backend, jacobian, eig_k, scheduler, workers,
          shard_size, results_dir, atol, maxiter, dtype, slow_ratio, slow_speed, tol_q, adam_lr, adam_stop,
          adam_schedule, keep,
          task, classes, corpus, n_docs, length, force_progress) -> None:
@@ -780,6 +800,9 @@ def find(weights, output, input_spec, states, noise, seed, method, backend, jaco
 
     model, name = _load_model(weights)
     params = model.params.astype(np.float64)
+    k = eig_k if eig_k is not None else (None if params.state_size < 1024 else 8)
+    if k is not None and k >= params.state_size:  # before the solve, which can take long
+        raise click.BadParameter(f"got {k}, expected fewer than N = {params.state_size}", param_hint="'--eig-k'")
     data = _task_data(model, task, classes, length, corpus, n_docs, seed)
     xs = _input_sequences(model, data)
     x = _resolve_input(input_spec, model, data, xs)
@@ -787,7 +810,8 @@ def find(weights, output, input_spec, states, noise, seed, method, backend, jaco
     if scheduler is not None and workers is not None:
         raise click.UsageError("give --scheduler (an existing Dask cluster) or --workers (a local one), not both")
     solver_options = dict(method=method, backend=backend, jacobian=jacobian, atol=atol, maxiter=maxiter,
-                          dtype=np.dtype(dtype), slow_ratio=slow_ratio, slow_speed=slow_speed, tol_q=tol_q)
+                          dtype=np.dtype(dtype), slow_ratio=slow_ratio, slow_speed=slow_speed, tol_q=tol_q,
+                          batch_size=batch_size)
     if method == "adam":
         solver_options.update(adam_lr=adam_lr, adam_stop=adam_stop, adam_schedule=adam_schedule)
     else:
@@ -811,9 +835,6 @@ def find(weights, output, input_spec, states, noise, seed, method, backend, jaco
             fp = fastfp.find_fixed_points(params, h0, x, progress=bar, **solver_options)
     distinct = fp.unique(1e-3)
     out = distinct if keep == "distinct" else fp
-    k = eig_k if eig_k is not None else (None if params.state_size < 1024 else 8)
-    if k is not None and k >= params.state_size:
-        raise click.BadParameter(f"got {k}, expected fewer than N = {params.state_size}", param_hint="'--eig-k'")
     _log(f"eigen-decomposition of {len(out)} points{'' if k is None else f' (top {k}, matrix-free)'} ...")
     out = out.decompose(params.astype(np.dtype(dtype)), k=k, backend=backend)
     out.metadata.update(model=name, input=input_spec, seed=seed, noise=noise, kept=keep)
@@ -864,6 +885,9 @@ def analyze(fixedpoints, as_json, report, horizon) -> None:
         "participation_ratio": pr.participation_ratio if pr else None,
         "n95": pr.n_components_95 if pr else None,
         "integration_modes": None,
+        # decompose(k=...) keeps the top k eigenvalues only: counts of k mean "k or more"
+        "eigenvalues_per_point": int(fp.eigvals.shape[1]),
+        "counts_capped_at": int(fp.eigvals.shape[1]) if fp.eigvals.shape[1] < fp.x.shape[1] else None,
         "report": None,
     }
     if horizon is not None and len(fp):
@@ -879,15 +903,20 @@ def analyze(fixedpoints, as_json, report, horizon) -> None:
         return
     t = summary["top_abs_eigenvalue"]
     im = summary["integration_modes"]
+    cap = summary["counts_capped_at"]
+    counts = "{" + ", ".join(f"{'>=' if k == cap else ''}{k}: {v}" for k, v in summary["unstable_counts"].items()) + "}"
     lines = [
         f"file             {fixedpoints}",
         f"points           {summary['n_points']} (N={summary['state_size']}), status {summary['status']}",
-        f"stable           {summary['stable']}; unstable-eigenvalue counts {summary['unstable_counts']}",
+        f"stable           {summary['stable']}; unstable-eigenvalue counts {counts}",
         "top |lambda|     " + (f"min {t['min']:.4f}, median {t['median']:.4f}, max {t['max']:.4f}" if t else "-"),
         "points PR        " + (f"{pr.participation_ratio:.2f} (n95 {pr.n_components_95})" if pr else "-"),
     ]
     if im is not None:
         lines.append(f"integration      median modes {im['median']} at horizon {horizon:g}")
+    if cap is not None:
+        lines.append(f"eigenvalues      the top {cap} of {summary['state_size']} per point (saved with --eig-k): "
+                     f"a count of {cap} means {cap} or more")
     if summary["report"] is not None:
         lines.append(f"report           {summary['report']}")
     click.echo("\n".join(lines))
@@ -913,7 +942,9 @@ def _write_analyze_report(path, summary, fp, horizon):
         ("method", fp.metadata.get("method")),
         ("model", fp.metadata.get("model")),
         ("stable points", summary["stable"]),
-        ("unstable-eigenvalue counts", ", ".join(f"{k}: {v}" for k, v in summary["unstable_counts"].items())),
+        ("unstable-eigenvalue counts", ", ".join(f"{'>=' if k == summary.get('counts_capped_at') else ''}{k}: {v}"
+                                                 for k, v in summary["unstable_counts"].items())
+         + (f" (top {summary['counts_capped_at']} eigenvalues per point)" if summary.get("counts_capped_at") else "")),
         ("top |λ| (min / median / max)", f"{t['min']:.4f} / {t['median']:.4f} / {t['max']:.4f}" if t else None),
         ("max residual", summary["max_residual"]),
         ("participation ratio of the points", summary["participation_ratio"]),

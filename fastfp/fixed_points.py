@@ -12,7 +12,7 @@ import numpy as np
 
 from ._atomic import atomic_path
 from ._npz import json_object_entry, read_npz
-from .errors import DTypeError, FastFPError, FileFormatError, InvalidOptionError, ShapeError
+from .errors import DTypeError, FastFPError, FileFormatError, InvalidOptionError, MemoryLimitError, ShapeError
 from .status import CONVERGED, Q_TOLERANCE, SLOW_POINT, Status
 
 __all__ = ["FixedPoints", "concatenate", "FORMAT_VERSION"]
@@ -165,7 +165,10 @@ class FixedPoints:
 
     @property
     def n_unstable(self) -> np.ndarray:
-        """(B,) number of eigenvalues with |lambda| > 1 (0: stable, >= 1: saddle or source)."""
+        """(B,) number of eigenvalues with |lambda| > 1 (0: stable, >= 1: saddle or source).
+
+        Counted among the eigenvalues kept: after ``decompose(k=...)`` a count of k means k or more.
+        """
         return (np.abs(self._need("eigvals")) > 1.0).sum(axis=1)
 
     def _need(self, name):
@@ -197,7 +200,8 @@ class FixedPoints:
         )
 
     # ------------------------------------------------------------------ analysis
-    def decompose(self, params, *, k: int | None = None, tol: float = 1e-12, backend: str = "cpu") -> "FixedPoints":
+    def decompose(self, params, *, k: int | None = None, tol: float = 1e-12, backend: str = "cpu",
+                  memory_limit: float | None = None) -> "FixedPoints":
         """Add Jacobians, sorted eigenvalues, right/left eigenvectors and input Jacobians.
 
         Parameters
@@ -212,6 +216,10 @@ class FixedPoints:
         tol : float
             Residual tolerance of the matrix-free eigenpairs (``k`` set).
         backend : {'cpu', 'numpy', 'gpu'}
+        memory_limit : float, optional
+            Bytes the full decomposition may use (default: half the free memory, as the
+            solvers). It keeps three N x N arrays per point (J, R, L) and eig's work copies,
+            about 64 N^2 bytes; past the limit it raises :class:`MemoryLimitError` naming ``k``.
 
         Returns
         -------
@@ -237,8 +245,9 @@ class FixedPoints:
         finite = np.isfinite(x).all(axis=1)
         if k is not None:
             return self._decompose_top(params, x, inputs, finite, k, tol, backend)
+        _check_full_decomposition_fits(len(self), x.shape[1], memory_limit)
         if not finite.all():  # NONFINITE points: NaN rows in every decomposition field
-            part = self[finite].decompose(params, backend=backend)
+            part = self[finite].decompose(params, backend=backend, memory_limit=memory_limit)
             B, N, M = len(self), x.shape[1], inputs.shape[1]
             fill = {
                 "jacobian": np.full((B, N, N), np.nan), "eigvals": np.full((B, N), np.nan, complex),
@@ -405,6 +414,23 @@ def concatenate(parts) -> FixedPoints:
         else:
             kwargs[f.name] = np.concatenate(values, axis=0)
     return FixedPoints(**kwargs, metadata=dict(parts[0].metadata))
+
+
+def _check_full_decomposition_fits(B, N, memory_limit) -> None:
+    """Refuse a full decomposition whose N x N results alone would not fit (before any work)."""
+    from .solvers import _default_memory_limit
+
+    limit = _default_memory_limit(memory_limit)
+    per_point = 64 * N * N  # J (float64), R and L (complex128), eig's float64 copy and complex R
+    if B * per_point > limit:
+        fits = int(limit // per_point)
+        raise MemoryLimitError(
+            f"decompose: the full eigendecomposition of {B} points of dimension N = {N} needs about "
+            f"{B * per_point / 2**30:.3g} GiB ({per_point / 2**20:.3g} MiB per point: J, R and L are N x N) but "
+            f"memory_limit is {limit / 2**30:.3g} GiB; pass k= (the top k eigenpairs, matrix-free, no N x N "
+            f"array; fastfp find --eig-k) or decompose fewer points at a time (at most {fits}, e.g. the distinct "
+            "ones: fp.unique(1e-3))"
+        )
 
 
 def _positive(name, value):

@@ -561,11 +561,14 @@ def _plan_chunks(method, B, N, dtype, batch_size, memory_limit, *, mode="dense",
 def _memory_message(method, N, per_point, B, limit, fits, mode="dense"):
     need = per_point * B
     text = (
-        f"the {method!r} solver on {B} points of dimension N = {N} needs about {need / 2**30:.2f} GiB "
-        f"({per_point / 2**20:.2f} MiB per point) but memory_limit is {limit / 2**30:.2f} GiB; "
+        f"the {method!r} solver on {B} points of dimension N = {N} needs about {need / 2**30:.3g} GiB "
+        f"({per_point / 2**20:.3g} MiB per point) but memory_limit is {limit / 2**30:.3g} GiB; "
     )
     if fits >= 1:
-        return text + f"pass batch_size={fits} (or batch_size='auto') to solve in chunks"
+        return text + (f"pass batch_size={fits} (or batch_size='auto') to solve in chunks"
+                       + (" (fastfp find / run: --batch-size)" if mode == "dense" else "")
+                       + (", or jacobian='matrix_free' (Newton-Krylov, O(N) memory per point; not in "
+                          "slow-manifold mode)" if mode == "dense" and method in ("newton", "hybrid") else ""))
     if mode == "dense":
         return text + ("even one point does not fit: raise memory_limit, or use jacobian='matrix_free' "
                        "(Newton-Krylov, O(N) memory per point) or method='adam'")

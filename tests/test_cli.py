@@ -351,6 +351,44 @@ def test_bad_file_is_a_one_line_error(tmp_path):
             assert r.stderr.startswith(f"fastfp: error: WEIGHTS: {bad} is not in a format"), r.stderr
 
 
+def test_find_batch_size_chunks_without_changing_the_points(tmp_path):
+    whole, chunked = tmp_path / "a.npz", tmp_path / "b.npz"
+    for out, extra in ((whole, []), (chunked, ["--batch-size", "5"])):
+        r = _invoke("-q", "find", DATA / "gru64_cat3.npz", "-o", out, *SMALL, "--keep", "all", *extra)
+        assert r.exit_code == 0, r.output
+    a, b = fastfp.FixedPoints.load(whole), fastfp.FixedPoints.load(chunked)
+    np.testing.assert_array_equal(a.status, b.status)  # per-point solves: rounding of batched BLAS only
+    np.testing.assert_allclose(a.x, b.x, atol=1e-9)
+    r = _invoke("-q", "find", DATA / "gru64_cat3.npz", "-o", chunked, *SMALL, "--batch-size", "auto")
+    assert r.exit_code == 0, r.output
+    r = _invoke("find", DATA / "gru64_cat3.npz", "-o", chunked, "--batch-size", "0")
+    assert r.exit_code == 2 and "'--batch-size'" in r.stderr and "positive integer or 'auto'" in r.stderr
+
+
+def test_find_checks_eig_k_before_any_work(tmp_path):
+    r = _invoke("find", DATA / "gru64_cat3.npz", "-o", tmp_path / "x.npz", "--eig-k", "64", "--input", "missing.npy")
+    assert r.exit_code == 2 and "'--eig-k'" in r.stderr and "fewer than N = 64" in r.stderr, r.stderr
+
+
+def test_analyze_marks_counts_capped_by_eig_k(tmp_path):
+    """With --eig-k 1 a point with one |lambda| > 1 may have more: the summary says '>=1', and the
+    full decomposition of the same points (the oracle) has at least that many at each of them."""
+    out = tmp_path / "k1.npz"
+    r = _invoke("-q", "find", DATA / "gru64_cat3.npz", "-o", out, "--states", "64", "--docs", "16", "--eig-k", "1",
+                "--keep", "all")
+    assert r.exit_code == 0, r.output
+    r = _invoke("analyze", out, "--json")
+    s = json.loads(r.stdout)
+    assert s["eigenvalues_per_point"] == 1 and s["counts_capped_at"] == 1
+    top = fastfp.FixedPoints.load(out)
+    full = top.decompose(fastfp.load_params(DATA / "gru64_cat3.npz").params.astype(np.float64))
+    assert (top.n_unstable == np.minimum(full.n_unstable, 1)).all() and (full.n_unstable > 1).any()
+    text = _invoke("analyze", out).stdout
+    assert f">=1: {int((top.n_unstable == 1).sum())}" in text and "a count of 1 means 1 or more" in text
+    full.save(tmp_path / "full.npz")
+    assert json.loads(_invoke("analyze", tmp_path / "full.npz", "--json").stdout)["counts_capped_at"] is None
+
+
 def test_analyze_needs_a_decomposed_file(tmp_path):
     out = tmp_path / "raw.npz"
     p = fastfp.load_params(DATA / "gru64_cat3.npz").params

@@ -155,6 +155,17 @@ def test_equal_moduli_keep_conjugate_pairs_side_by_side_in_both_paths():
     assert dense[0].imag > 0 and dense[2].imag > 0 and dense[4].imag > 0
 
 
+def test_full_decompose_refuses_what_would_not_fit(params, fps):
+    """64 N^2 bytes per point (J, R, L and eig's copies): past memory_limit a MemoryLimitError that
+    names k= before any work; within it, or with k, the decomposition runs."""
+    pts = fps[:8]
+    need = 8 * 64 * 10 ** 2
+    with pytest.raises(fastfp.MemoryLimitError, match=r"decompose: .*8 points of dimension N = 10 .*pass k= .*at most 4"):
+        pts.decompose(params, memory_limit=need / 2)
+    assert pts.decompose(params, memory_limit=need).eigvals.shape == (8, 10)
+    assert pts.decompose(params, k=2, memory_limit=need / 2).eigvals.shape == (8, 2)
+
+
 def test_decompose_needed(fps):
     with pytest.raises(fastfp.InvalidOptionError, match="decompose"):
         fps.time_constants
