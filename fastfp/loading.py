@@ -144,7 +144,7 @@ def load(source, *, cell: str | None = None, layer: int = 0, direction: int = 0,
         return model_from_state_dict(sd, where, fmt="torch nn.Module state_dict()", torch_convention=True,
                                       file=None, skipped=skipped, **opts)
     if _looks_like_flax(source):
-        _flax_single_cells("argument 'source' (a Flax / renn parameter tree)", layer, direction)
+        _flax_single_cells("the Flax / renn parameter tree", layer, direction)
         return load_flax(source, cell=cell, key_prefix=key_prefix, nonlinearity=nonlinearity,
                          embedding_key=embedding_key, readout_key=readout_key)
     if isinstance(source, Mapping):
@@ -174,12 +174,12 @@ def _looks_like_flax(source) -> bool:
         return False
 
 
-def _flax_single_cells(where: str, layer, direction) -> None:
+def _flax_single_cells(what: str, layer, direction) -> None:
     """A Flax tree holds single cells under their own key paths: one is picked by key_prefix."""
     for name, value in (("layer", layer), ("direction", direction)):
         if value != 0:
             raise InvalidOptionError(
-                f"argument {name!r}: got {value!r}, but {where} holds single cells (a stack or a "
+                f"argument {name!r}: got {value!r}, but {what} holds single cells (a stack or a "
                 "bidirectional layer is one cell per key path); pick one with key_prefix= (e.g. "
                 "'params/RNN_1'; the error of fastfp.load without it lists the cells)"
             )
@@ -223,7 +223,7 @@ def _load_file(path, **opts) -> Model:
                                       file=str(os.fspath(path)), extra_metadata={"safetensors_metadata": metadata},
                                       **opts)
     if is_msgpack_head(head) and not is_pickle:
-        _flax_single_cells(where, opts["layer"], opts["direction"])
+        _flax_single_cells(f"the Flax file {os.fspath(path)!s}", opts["layer"], opts["direction"])
         return load_flax(path, cell=opts["cell"], key_prefix=opts["key_prefix"], nonlinearity=opts["nonlinearity"],
                          embedding_key=opts["embedding_key"], readout_key=opts["readout_key"])
     hint = ""
