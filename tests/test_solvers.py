@@ -92,6 +92,24 @@ def test_ghost_is_reported_as_slow_point(method):
     assert fp.status[2] == Status.CONVERGED  # the surviving stable root
 
 
+def test_float32_stall_that_is_not_stationary_in_float64_stays_diverged():
+    """A high-gain GRU: float32 LM stalls at |r| ~ 3e-4 against the root box, where float32
+    rounding makes |grad q| / |r| look like 1e-3; in float64 (the oracle: the reference Jacobian)
+    it is 1.1e-2 and q still decreases, so it is no slow point."""
+    p = fastfp.RNNParams.random("gru", 24, 3, scale=3.0, seed=1)
+    rng = np.random.default_rng(1)
+    h0, x = rng.uniform(-1, 1, (200, 24))[[143]], rng.normal(size=3) * 0.5
+    fp = fastfp.find_fixed_points(p, h0, x, dtype=np.float32, method="lm")
+    h = fp.x.astype(np.float64)
+    r = fastfp.step(p, h, x[None], backend="numpy") - h
+    g = np.einsum("bij,bi->bj", fastfp.jacobian(p, h, x[None], backend="numpy") - np.eye(24), r)
+    assert np.abs(g).max() / np.abs(r).max() > 5e-3  # not stationary in float64
+    assert fp.status[0] == Status.DIVERGED and not fp.on_slow_manifold(1e-2)[0]
+    assert fp.metadata["float32_slow_points_demoted"] == 1
+    f64 = fastfp.find_fixed_points(p, h, x, method="lm", maxiter=2000)
+    assert f64.q[0] < 0.9 * fp.q[0]  # float64 LM from there still decreases q
+
+
 def test_on_slow_manifold_drops_a_fast_stationary_point():
     """The ghost is a local minimum of q, reported SLOW_POINT whatever its speed; the slow-manifold
     test keeps it only when its speed |tanh(2h + 0.6) - h| is within slow_speed."""
