@@ -104,7 +104,8 @@ class _WeightsPath(click.Path):
     name = "weights"
 
     def __init__(self):
-        super().__init__(exists=True, dir_okay=False)
+        # a directory goes on to fastfp.load, whose error names the way out (an orbax checkpoint)
+        super().__init__(exists=True, dir_okay=True)
 
     def convert(self, value, param, ctx):
         if isinstance(value, str) and value.startswith(_RESOURCE):
@@ -261,8 +262,8 @@ def _token_ids(model, data):
         click.echo(f"fastfp: note: the model has an embedding but no vocabulary; the {data.name} data's word ids "
                    f"are used as its rows ({', '.join(f'{w}={i}' for i, w in enumerate(data.vocab[:6]))}"
                    f"{', ...' if len(data.vocab) > 6 else ''}); right for a model trained on fastfp.tasks ids, "
-                   "arbitrary otherwise: attach the vocabulary (Model.vocab, saved with fastfp.save_params) "
-                   "or pass --corpus", err=True)
+                   "arbitrary otherwise: attach the vocabulary (Model.vocab, saved with fastfp.save_params)"
+                   + ("" if getattr(data, "name", "") == "corpus" else " or pass --corpus"), err=True)
         return np.asarray(data.tokens)
     index = {w: i for i, w in enumerate(model.vocab)}
     unk = index.get("<unk>")
@@ -353,7 +354,10 @@ def _resolve_input(spec, model, data, xs, *, choices="zero, mean, word:<w> or a 
             raise FileFormatError(f"option '--input': {spec} is not a readable .npy file ({exc})") from None
         if x.ndim not in (1, 2) or x.shape[-1] != M:
             raise ShapeError(f"option '--input': {spec} holds shape {x.shape}, expected ({M},) or (B, {M})")
-        if x.dtype.kind in "biu" and (x.dtype.kind == "b" or np.abs(x).max(initial=0) < 2 ** 53):
+        if x.dtype.kind in "iu" and np.abs(x.astype(np.float64)).max(initial=0) >= 2 ** 53:
+            raise DTypeError(f"option '--input': {spec} holds integers of magnitude 2**53 or more, which float64 "
+                             "does not hold exactly; expected float values (or ints below 2**53, or bools)")
+        if x.dtype.kind in "biu":
             x = x.astype(np.float64)  # a one-hot vector saved as ints: exact in float64
         if x.dtype.kind != "f":
             raise DTypeError(f"option '--input': {spec} holds dtype {x.dtype}, expected float (or int / bool) values")

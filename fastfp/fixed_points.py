@@ -131,7 +131,11 @@ class FixedPoints:
         """
         step = np.asarray(self.fx, np.float64) - np.asarray(self.x, np.float64)
         if speed_scale is not None:
-            scale = np.asarray(speed_scale, np.float64)
+            try:
+                scale = np.asarray(speed_scale, np.float64)
+            except (TypeError, ValueError):
+                raise InvalidOptionError(f"argument 'speed_scale': got {speed_scale!r}, expected a positive scalar "
+                                         f"or an array of shape ({step.shape[1]},)") from None
             if scale.ndim > 1 or (scale.ndim == 1 and scale.shape != (step.shape[1],)):
                 raise ShapeError(f"argument 'speed_scale': got shape {scale.shape}, expected a scalar or "
                                  f"shape ({step.shape[1]},) (one unit per coordinate)")

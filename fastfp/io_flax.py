@@ -107,7 +107,9 @@ Several cells in one tree raise an error listing their key paths unless ``key_pr
 ``/``-separated path prefix, e.g. ``'params/RNN_0'``) picks one. An embedding (``embedding`` (V, M))
 and a Dense readout (``kernel`` (H, C) [+ ``bias`` (C,)]) outside the cell are attached when there is
 exactly one candidate of matching size (the gate kernels of the tree's other cells are not
-candidates), the readout only for the tree's last cell: a Dense after a stack reads its last layer.
+candidates); in a tree of several cells, the embedding only for the first layer and the readout only
+for the last, by Flax's numbered names (``RNN_0`` ... ``RNN_10``), and neither when the names do
+not tell the order.
 ``embedding_key=`` / ``readout_key=`` (key paths such as ``'params/Embed_0'``, ``'params/Dense_0'``,
 or False) override the guess. A readout candidate whose bias does not fit its kernel is an error,
 not a readout left out.
@@ -687,35 +689,77 @@ def _extras(tree, cell_path, cell_paths, H, M, where, embedding_key=None, readou
     embs, denses = [], []
     _collect(tree, (), set(cell_paths), embs, denses)
     notes = []
+    others = [p for p in cell_paths if p != cell_path]
+    order = _stack_order(cell_paths) if others else [cell_path]
     if embedding_key is None:
         emb = [(p, e) for p, e in embs if e.shape[1] == M and np.issubdtype(e.dtype, np.floating)]
+        if emb and order is None:
+            notes.append("embedding not attached (the tree holds several cells, " + ", ".join(map(_fmt, cell_paths))
+                         + ", whose order its key names do not tell; pass embedding_key=)")
+            emb = []
+        elif emb and order[0] != cell_path:
+            notes.append(f"embedding not attached (it feeds the first cell, {_fmt(order[0])}; pass embedding_key=)")
+            emb = []
     else:
         emb = [] if embedding_key is False else [_picked_embedding(tree, embedding_key, M, embs, where)]
     if readout_key is None:
         outs = [(p, k, b) for p, k, b in denses if k.shape[0] == H and np.issubdtype(k.dtype, np.floating)]
         for p, k, b in outs:
             _check_readout_bias(where, p, "kernel", "bias", k, b)
-        later = cell_paths[cell_paths.index(cell_path) + 1:] if cell_path in cell_paths else []
-        if later and outs:
-            notes.append("readout not attached (the tree holds a later cell, " + ", ".join(map(_fmt, later))
-                         + ", which a readout after the stack reads; pass readout_key= to attach one)")
+        if outs and order is None:
+            notes.append("readout not attached (the tree holds several cells, " + ", ".join(map(_fmt, cell_paths))
+                         + ", whose order its key names do not tell; pass readout_key=)")
+            outs = []
+        elif outs and order[-1] != cell_path:
+            notes.append(f"readout not attached (a readout after the stack reads its last cell, {_fmt(order[-1])}; "
+                         "pass readout_key= to attach one)")
             outs = []
     else:
         outs = [] if readout_key is False else [_picked_readout(tree, readout_key, H, denses, where)]
-    # renn network tuple: {'0': embedding (V, M), '1': rnn params, '2': {'0': W (H, C), '1': b (C,)}}
-    if embedding_key is None and readout_key is None and not emb and not outs and len(cell_path) >= 1:
+    # renn network tuple: {'0': embedding (V, M), '1': rnn params, '2': {'0': W (H, C), '1': b (C,)}};
+    # each part is taken where its key was not given and nothing else was found
+    if len(cell_path) >= 1:
         parent = tree
         for k in cell_path[:-1]:
             parent = parent[k]
         if cell_path[-1] == "1" and isinstance(parent, dict) and {"0", "2"} <= set(parent):
             e, r = parent["0"], parent["2"]
             base = cell_path[:-1]
-            if isinstance(e, np.ndarray) and e.ndim == 2 and e.shape[1] == M and e.dtype.kind == "f":
+            if (embedding_key is None and not emb and isinstance(e, np.ndarray) and e.ndim == 2 and e.shape[1] == M
+                    and e.dtype.kind == "f"):
                 emb = [(base + ("0",), e)]
-            if isinstance(r, dict) and isinstance(r.get("0"), np.ndarray) and r["0"].ndim == 2 and r["0"].shape[0] == H:
+            if (readout_key is None and not outs and isinstance(r, dict) and isinstance(r.get("0"), np.ndarray)
+                    and r["0"].ndim == 2 and r["0"].shape[0] == H):
                 _check_readout_bias(where, base + ("2",), "0", "1", r["0"], r.get("1"))
                 outs = [(base + ("2",), r["0"], r.get("1"))]
     return _attach(emb, outs, notes)
+
+
+def _stack_order(cell_paths):
+    """The cells in layer order, told by Flax's numbered names (RNN_0, RNN_1, ..., RNN_10), or None.
+
+    Two paths are ordered by the first key where they differ when both are the same name with a
+    number (``RNN_2`` < ``RNN_10``; dicts rebuilt by jax.tree_util are sorted as strings, so key
+    order is not layer order). Other names (``encoder`` / ``decoder``, ``GRUCell_0`` /
+    ``LSTMCell_0``, numbered per type) do not tell the order: None.
+    """
+    import re
+    from functools import cmp_to_key
+
+    def cmp(a, b):
+        for x, y in zip(a, b):
+            if x == y:
+                continue
+            mx, my = re.fullmatch(r"(.*?)(\d+)", x), re.fullmatch(r"(.*?)(\d+)", y)
+            if not (mx and my and mx.group(1) == my.group(1)):
+                raise ValueError
+            return -1 if int(mx.group(2)) < int(my.group(2)) else 1
+        raise ValueError  # one path inside another: not two layers
+
+    try:
+        return sorted(cell_paths, key=cmp_to_key(cmp))
+    except ValueError:
+        return None
 
 
 def _attach(emb, outs, notes):
@@ -766,6 +810,9 @@ def _picked_embedding(tree, key, M, found, where):
 
 def _picked_readout(tree, key, H, found, where):
     node, path = _node_at(tree, key, "readout_key", where)
+    if isinstance(node, dict) and "kernel" not in node and isinstance(node.get("0"), np.ndarray):
+        # renn's readout pair {'0': W (H, C), '1': b (C,)}
+        node = {"kernel": node["0"], **({"bias": node["1"]} if "1" in node else {})}
     kernel = node.get("kernel") if isinstance(node, dict) else None
     if not (isinstance(kernel, np.ndarray) and kernel.ndim == 2 and kernel.shape[0] == H and kernel.dtype.kind == "f"):
         got = (f"kernel shape {kernel.shape}" if isinstance(kernel, np.ndarray)
@@ -780,7 +827,7 @@ def _picked_readout(tree, key, H, found, where):
 # ============================================================================ public API
 def params_from_flax(tree, *, cell: str | None = None, key_prefix: str | None = None,
                      nonlinearity: str | None = None, gate_bias: float = 0.0, forget_bias: float = 1.0,
-                     embedding_key=None, readout_key=None, path=None) -> Model:
+                     embedding_key=None, readout_key=None, path=None, _arg: str = "tree") -> Model:
     """Convert a Flax (linen / nnx) or renn-style parameter tree into a :class:`fastfp.Model`.
 
     Parameters
@@ -823,7 +870,8 @@ def params_from_flax(tree, *, cell: str | None = None, key_prefix: str | None = 
     NonFiniteError, DTypeError, ...
         The errors of :class:`RNNParams` and :class:`Model`, with the file and the cell's path named.
     """
-    where = f"argument 'source': {path!s}" if path is not None else "argument 'tree'"
+    # _arg: the caller's name for the tree ('source' through load_flax and fastfp.load)
+    where = f"argument {_arg!r}" + (f": {path!s}" if path is not None else "")
     if cell is not None and (not isinstance(cell, str) or cell not in CELLS):
         raise InvalidOptionError(f"argument 'cell': got {cell!r}, expected None or one of {', '.join(map(repr, CELLS))}")
     if key_prefix is not None and not isinstance(key_prefix, str):
@@ -915,5 +963,5 @@ def load_flax(source, *, cell: str | None = None, key_prefix: str | None = None,
                 "tree (fastfp.load(restored)), or save its params with flax.serialization.to_bytes"
             )
         tree = read_flax_msgpack(source, _arg="source")
-        return params_from_flax(tree, path=os.fspath(source), **opts)
-    return params_from_flax(source, **opts)
+        return params_from_flax(tree, path=os.fspath(source), _arg="source", **opts)
+    return params_from_flax(source, _arg="source", **opts)

@@ -181,7 +181,7 @@ def _flax_single_cells(what: str, layer, direction) -> None:
             raise InvalidOptionError(
                 f"argument {name!r}: got {value!r}, but {what} holds single cells (a stack or a "
                 "bidirectional layer is one cell per key path); pick one with key_prefix= (e.g. "
-                "'params/RNN_1'; the error of fastfp.load without it lists the cells)"
+                "'params/RNN_1'; loading without it lists the cells)"
             )
 
 

@@ -124,13 +124,15 @@ class Model:
         return np.asarray(self.embedding)[ids]
 
     def logits(self, states) -> np.ndarray:
-        """Class scores of states (..., N) -> (..., C), from the h part of the state."""
+        """Class scores of states (..., N) or of their h parts (..., H) -> (..., C)."""
         if self.readout_weight is None:
             raise ShapeError("this Model has no readout")
         states = np.asarray(states)
-        if states.ndim == 0 or states.shape[-1] != self.params.state_size:
-            raise ShapeError(f"argument 'states': got shape {states.shape}, expected (..., {self.params.state_size}) "
-                             f"(N = the state size of the {self.params.cell!r} cell)")
+        sizes = {self.params.state_size, self.params.hidden_size}
+        if states.ndim == 0 or states.shape[-1] not in sizes:
+            want = " or ".join(f"(..., {n})" for n in sorted(sizes, reverse=True))
+            raise ShapeError(f"argument 'states': got shape {states.shape}, expected {want} (the "
+                             f"{self.params.cell!r} cell's state" + (", or its h part)" if len(sizes) == 2 else ")"))
         h = states[..., : self.params.hidden_size]
         out = h @ np.asarray(self.readout_weight).T
         return out + self.readout_bias if self.readout_bias is not None else out

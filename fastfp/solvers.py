@@ -426,7 +426,7 @@ def find_fixed_points(
     if dtype == np.float32 or opts["slow_ratio"] is not None:
         opts["mixed_precision"] = False
     chunk = _plan_chunks(method, B, N, dtype, batch_size, memory_limit, mode=mode, restart=int(gmres_restart),
-                         backend=backend)
+                         backend=backend, slow=opts["slow_ratio"] is not None)
     metadata = {
         "method": method,
         "jacobian": mode,
@@ -565,7 +565,8 @@ def _plan_jacobian(method, jacobian, N, dtype, opts, memory_limit, backend="cpu"
     return "matrix_free" if (N >= MATRIX_FREE_MIN_N or too_big) else "dense"
 
 
-def _plan_chunks(method, B, N, dtype, batch_size, memory_limit, *, mode="dense", restart=40, backend="cpu"):
+def _plan_chunks(method, B, N, dtype, batch_size, memory_limit, *, mode="dense", restart=40, backend="cpu",
+                 slow=False):
     itemsize = dtype.itemsize
     if method == "adam":
         per_point = 16 * N * itemsize
@@ -579,20 +580,20 @@ def _plan_chunks(method, B, N, dtype, batch_size, memory_limit, *, mode="dense",
     fits = int(memory_limit // per_point)
     if batch_size == "auto":
         if fits < 1:
-            raise MemoryLimitError(_memory_message(method, N, per_point, 1, memory_limit, fits, mode))
+            raise MemoryLimitError(_memory_message(method, N, per_point, 1, memory_limit, fits, mode, slow))
         return max(1, min(B, fits))
     if batch_size is None:
         if fits < B:
-            raise MemoryLimitError(_memory_message(method, N, per_point, B, memory_limit, fits, mode))
+            raise MemoryLimitError(_memory_message(method, N, per_point, B, memory_limit, fits, mode, slow))
         return max(B, 1)
     if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
         raise InvalidOptionError(f"argument 'batch_size': got {batch_size!r}, expected a positive integer, 'auto' or None")
     if fits < min(batch_size, B):
-        raise MemoryLimitError(_memory_message(method, N, per_point, min(batch_size, B), memory_limit, fits, mode))
+        raise MemoryLimitError(_memory_message(method, N, per_point, min(batch_size, B), memory_limit, fits, mode, slow))
     return int(batch_size)
 
 
-def _memory_message(method, N, per_point, B, limit, fits, mode="dense"):
+def _memory_message(method, N, per_point, B, limit, fits, mode="dense", slow=False):
     need = per_point * B
     text = (
         f"the {method!r} solver on {B} points of dimension N = {N} needs about {need / 2**30:.3g} GiB "
@@ -601,8 +602,11 @@ def _memory_message(method, N, per_point, B, limit, fits, mode="dense"):
     if fits >= 1:
         return text + (f"pass batch_size={fits} (or batch_size='auto') to solve in chunks"
                        + (" (fastfp find / run: --batch-size)" if mode == "dense" else "")
-                       + (", or jacobian='matrix_free' (Newton-Krylov, O(N) memory per point; not in "
-                          "slow-manifold mode)" if mode == "dense" and method in ("newton", "hybrid") else ""))
+                       + (", or jacobian='matrix_free' (Newton-Krylov, O(N) memory per point)"
+                          if mode == "dense" and method in ("newton", "hybrid") and not slow else ""))
+    if mode == "dense" and slow:
+        return text + ("even one point does not fit: raise memory_limit (slow-manifold mode, slow_ratio=, is "
+                       "dense only; without it jacobian='matrix_free' needs O(N) memory per point)")
     if mode == "dense":
         return text + ("even one point does not fit: raise memory_limit, or use jacobian='matrix_free' "
                        "(Newton-Krylov, O(N) memory per point) or method='adam'")

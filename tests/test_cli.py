@@ -183,8 +183,12 @@ def test_find_notes_task_ids_read_as_embedding_rows_without_a_vocabulary(tmp_pat
     r = _invoke("-q", "find", DATA / "torch_gru_classifier.pt", "-o", tmp_path / "fp.npz", *SMALL)
     assert r.exit_code == 0, r.output + r.stderr
     assert "no vocabulary; the categorical data's word ids are used as its rows (w0=0, w1=1, w2=2, the=3)" in r.stderr
+    assert "or pass --corpus" in r.stderr
     r = _invoke("-q", "find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp2.npz", *SMALL)
     assert r.exit_code == 0 and r.stderr == "", r.stderr
+    corpus = DATA / "corpus" / "reviews.csv"
+    r = _invoke("-q", "find", DATA / "torch_gru_classifier.pt", "-o", tmp_path / "fp3.npz", "--corpus", corpus)
+    assert "the corpus data's word ids are used as its rows" in r.stderr and "or pass --corpus" not in r.stderr
 
 
 def test_find_adam_with_the_study_rules(tmp_path):
@@ -220,6 +224,9 @@ def test_find_input_from_npy(tmp_path):
     np.save(x, np.zeros(5))
     r = _invoke("find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--input", x, "--states", "8")
     assert r.exit_code == 1 and "'--input'" in r.stderr
+    np.save(x, np.array([0, 2 ** 60, 0, 0]))
+    r = _invoke("find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--input", x, "--states", "8")
+    assert r.exit_code == 1 and "magnitude 2**53 or more" in r.stderr
     np.save(x, np.zeros(4, complex))
     r = _invoke("find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--input", x, "--states", "8")
     assert r.exit_code == 1 and "option '--input'" in r.stderr and "complex128" in r.stderr
@@ -363,6 +370,12 @@ def test_find_batch_size_chunks_without_changing_the_points(tmp_path):
     assert r.exit_code == 0, r.output
     r = _invoke("find", DATA / "gru64_cat3.npz", "-o", chunked, "--batch-size", "0")
     assert r.exit_code == 2 and "'--batch-size'" in r.stderr and "positive integer or 'auto'" in r.stderr
+
+
+def test_a_weights_directory_gets_the_orbax_advice(tmp_path):
+    (tmp_path / "ckpt").mkdir()
+    r = _invoke("convert", tmp_path / "ckpt", "-o", tmp_path / "m.npz")
+    assert r.exit_code == 1 and "is a directory" in r.stderr and "orbax" in r.stderr, r.output
 
 
 def test_find_checks_eig_k_before_any_work(tmp_path):

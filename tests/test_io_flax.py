@@ -534,7 +534,7 @@ def test_extra_keys_in_renn_and_generic_trees_are_an_error():
     rng = np.random.default_rng(0)
     gen = {"rnn": {"W": rng.standard_normal((12, 3)), "U": rng.standard_normal((12, 4)), "b": np.zeros(12),
                    "b_extra": np.ones(12)}}
-    with pytest.raises(FileFormatError, match=r"argument 'tree': the cell \(generic_stacked\) at 'rnn' has "
+    with pytest.raises(FileFormatError, match=r"argument 'source': the cell \(generic_stacked\) at 'rnn' has "
                                               r"unexpected key\(s\) 'b_extra'; expected only 'W', 'U', 'b'"):
         load_flax(gen, cell="gru")
     gates = {f"{w}_{g}": rng.standard_normal((4, 3) if w == "W" else (4, 4) if w == "U" else 4)
@@ -617,12 +617,47 @@ def test_stack_readout_attaches_to_the_last_cell_only(tmp_path):
     first = fastfp.load(path, key_prefix="params/GRUCell_0")
     np.testing.assert_array_equal(first.embedding, embed)
     assert first.readout_weight is None
-    assert any("later cell, params/GRUCell_1" in n for n in first.metadata["extras"])
+    assert any("reads its last cell, params/GRUCell_1" in n for n in first.metadata["extras"])
     picked = fastfp.load(path, key_prefix="params/GRUCell_0", readout_key="params/Dense_0", embedding_key=False)
     np.testing.assert_array_equal(picked.readout_weight, dense["kernel"].T)
     assert picked.embedding is None
     by_array = load_flax(tree, key_prefix="params/GRUCell_0", embedding_key="params/Embed_0/embedding")
     np.testing.assert_array_equal(by_array.embedding, embed)
+
+
+def test_stack_embedding_feeds_the_first_layer_only_even_when_sizes_allow_more():
+    """With M == H the embedding fits every layer: only the first (by Flax's numbers) gets it."""
+    tree = _stacked_classifier(H=4, M=4)
+    first = load_flax(tree, key_prefix="params/GRUCell_0")
+    last = load_flax(tree, key_prefix="params/GRUCell_1")
+    np.testing.assert_array_equal(first.embedding, tree["params"]["Embed_0"]["embedding"])
+    assert first.readout_weight is None and last.embedding is None and last.readout_weight is not None
+    assert any("feeds the first cell, params/GRUCell_0" in n for n in last.metadata["extras"])
+
+
+def test_stack_order_is_numeric_not_the_key_order():
+    """Eleven layers whose keys come sorted as strings (RNN_10 before RNN_2, as jax.tree_util
+    rebuilds dicts): the readout belongs to RNN_10."""
+    H = 3
+    cells = {f"RNN_{i}": {"cell": _gru_tree(H, H)["params"]} for i in range(11)}
+    dense = {"kernel": np.ones((H, 2), np.float32)}
+    tree = {"params": dict(sorted({**cells, "Dense_0": dense}.items()))}
+    assert list(tree["params"])[:3] == ["Dense_0", "RNN_0", "RNN_1"] and "RNN_10" < "RNN_2"
+    assert load_flax(tree, key_prefix="params/RNN_10").readout_weight is not None
+    for i in (2, 9):
+        assert load_flax(tree, key_prefix=f"params/RNN_{i}").readout_weight is None
+
+
+def test_cells_whose_names_do_not_tell_the_order_get_no_guess():
+    H = 3
+    tree = {"params": {"encoder": _gru_tree(H, 2)["params"], "decoder": _gru_tree(H, H)["params"],
+                       "Embed_0": {"embedding": np.ones((5, 2), np.float32)},
+                       "Dense_0": {"kernel": np.ones((H, 2), np.float32)}}}
+    m = load_flax(tree, key_prefix="params/encoder")
+    assert m.embedding is None and m.readout_weight is None
+    assert any("order its key names do not tell; pass embedding_key=" in n for n in m.metadata["extras"])
+    picked = load_flax(tree, key_prefix="params/encoder", embedding_key="params/Embed_0")
+    assert picked.embedding is not None
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -653,3 +688,21 @@ def test_msgpack_errors_through_load_name_its_argument(tmp_path):
         load_flax(path)
     with pytest.raises(FileFormatError, match=r"^argument 'path': "):
         read_flax_msgpack(path)
+
+
+def test_renn_network_tuple_parts_with_and_without_keys():
+    """renn's (embedding, rnn, (W, b)): readout_key=False keeps the embedding, readout_key='2'
+    picks renn's pair; an in-memory tree's errors name load_flax's argument 'source'."""
+    W, b, E = np.arange(12.0).reshape(3, 4), np.arange(4.0), np.ones((5, 2))
+    renn = {"0": E, "1": _renn_tree(("update_gate", "cell_state"), 3, 2, 0), "2": {"0": W, "1": b}}
+    both = load_flax(renn)
+    np.testing.assert_array_equal(both.readout_weight, W.T)
+    no_readout = load_flax(renn, readout_key=False)
+    assert no_readout.readout_weight is None
+    np.testing.assert_array_equal(no_readout.embedding, E)
+    picked = load_flax(renn, readout_key="2", embedding_key=False)
+    np.testing.assert_array_equal(picked.readout_weight, W.T)
+    np.testing.assert_array_equal(picked.readout_bias, b)
+    assert picked.embedding is None
+    with pytest.raises(InvalidOptionError, match=r"^argument 'source': cell='lstm' given"):
+        load_flax(renn, cell="lstm")

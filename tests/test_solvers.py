@@ -130,6 +130,8 @@ def test_on_slow_manifold_drops_a_fast_stationary_point():
         fp.speed(0.0)
     with pytest.raises(fastfp.InvalidOptionError, match="'slow_speed'"):
         fp.on_slow_manifold(-1.0)
+    with pytest.raises(fastfp.InvalidOptionError, match="argument 'speed_scale': got 'abc'"):
+        fp.speed("abc")
 
 
 def _line_attractor(lam, N=6, seed=0):
@@ -399,6 +401,14 @@ def test_request_that_cannot_fit_in_memory(gru):
         fastfp.find_fixed_points(gru, np.zeros((1000, 8)), memory_limit=100_000)
     with pytest.raises(fastfp.MemoryLimitError, match="even one point"):
         fastfp.find_fixed_points(gru, np.zeros((2, 8)), memory_limit=100)
+    # the matrix-free path is suggested only where the call could take it, not in slow-manifold mode
+    with pytest.raises(fastfp.MemoryLimitError, match=r"9.31e-05 GiB; pass batch_size=\d+.*jacobian='matrix_free'"):
+        fastfp.find_fixed_points(gru, np.zeros((1000, 8)), memory_limit=100_000)
+    with pytest.raises(fastfp.MemoryLimitError) as slow:
+        fastfp.find_fixed_points(gru, np.zeros((1000, 8)), memory_limit=100_000, slow_ratio=0.05)
+    assert "batch_size=" in str(slow.value) and "matrix_free" not in str(slow.value)
+    with pytest.raises(fastfp.MemoryLimitError, match="slow-manifold mode, slow_ratio=, is dense only"):
+        fastfp.find_fixed_points(gru, np.zeros((2, 8)), memory_limit=100, slow_ratio=0.05)
 
 
 def test_chunked_solve_equals_one_batch(gru):
