@@ -107,9 +107,10 @@ Several cells in one tree raise an error listing their key paths unless ``key_pr
 ``/``-separated path prefix, e.g. ``'params/RNN_0'``) picks one. An embedding (``embedding`` (V, M))
 and a Dense readout (``kernel`` (H, C) [+ ``bias`` (C,)]) outside the cell are attached when there is
 exactly one candidate of matching size (the gate kernels of the tree's other cells are not
-candidates); in a tree of several cells, the embedding only for the first layer and the readout only
-for the last, by Flax's numbered names (``RNN_0`` ... ``RNN_10``), and neither when the names do
-not tell the order.
+candidates); in a tree of several cells, the readout only for the last layer, by Flax's numbered
+names (``RNN_0`` ... ``RNN_10``; none when the names do not tell the order), and the embedding
+unless another cell could take it (an earlier layer with output size M, or, where the order is
+unknown, another cell of input size M); both directions of a bidirectional layer get it.
 ``embedding_key=`` / ``readout_key=`` (key paths such as ``'params/Embed_0'``, ``'params/Dense_0'``,
 or False) override the guess. A readout candidate whose bias does not fit its kernel is an error,
 not a readout left out.
@@ -678,14 +679,17 @@ def _check_readout_bias(where, path, kernel_key, bias_key, kernel, bias):
         )
 
 
-def _extras(tree, cell_path, cell_paths, H, M, where, embedding_key=None, readout_key=None):
+def _extras(tree, cell_path, cell_sizes, H, M, where, embedding_key=None, readout_key=None):
     """(embedding, readout_weight, readout_bias, notes) found outside the cells when unambiguous.
 
-    ``cell_paths``: every recurrent cell of the tree, in tree order (the modules' creation order). A
-    readout is guessed only for the last of them: a Dense after a stack reads its last layer.
-    ``embedding_key`` / ``readout_key``: a '/'-separated key path naming the map, False for none,
-    None to guess.
+    ``cell_sizes``: every recurrent cell of the tree, path -> (input size, hidden size), or None
+    where unknown. With several cells, an embedding is guessed for a cell unless another cell could
+    take it (an earlier layer whose output size is M: a stack; or, when the names do not tell the
+    order, any other cell of input size M), so both directions of a bidirectional layer get it; a
+    readout only for the last layer (a Dense after a stack reads it). ``embedding_key`` /
+    ``readout_key``: a '/'-separated key path naming the map, False for none, None to guess.
     """
+    cell_paths = list(cell_sizes)
     embs, denses = [], []
     _collect(tree, (), set(cell_paths), embs, denses)
     notes = []
@@ -694,12 +698,18 @@ def _extras(tree, cell_path, cell_paths, H, M, where, embedding_key=None, readou
     if embedding_key is None:
         emb = [(p, e) for p, e in embs if e.shape[1] == M and np.issubdtype(e.dtype, np.floating)]
         if emb and order is None:
-            notes.append("embedding not attached (the tree holds several cells, " + ", ".join(map(_fmt, cell_paths))
-                         + ", whose order its key names do not tell; pass embedding_key=)")
-            emb = []
-        elif emb and order[0] != cell_path:
-            notes.append(f"embedding not attached (it feeds the first cell, {_fmt(order[0])}; pass embedding_key=)")
-            emb = []
+            rivals = [p for p in others if (cell_sizes[p] is None or cell_sizes[p][0] == M)
+                      and not _directions_of_one_layer(p, cell_path)]
+            if rivals:
+                notes.append(f"embedding not attached (other cells, {', '.join(map(_fmt, rivals))}, also take inputs "
+                             f"of size {M}, and the key names do not tell the layer order; pass embedding_key=)")
+                emb = []
+        elif emb:
+            feeders = [p for p in order[:order.index(cell_path)] if cell_sizes[p] is None or cell_sizes[p][1] == M]
+            if feeders:
+                notes.append(f"embedding not attached (an earlier layer, {_fmt(feeders[-1])}, has output size {M} and "
+                             "may feed this cell; pass embedding_key=)")
+                emb = []
     else:
         emb = [] if embedding_key is False else [_picked_embedding(tree, embedding_key, M, embs, where)]
     if readout_key is None:
@@ -733,6 +743,22 @@ def _extras(tree, cell_path, cell_paths, H, M, where, embedding_key=None, readou
                 _check_readout_bias(where, base + ("2",), "0", "1", r["0"], r.get("1"))
                 outs = [(base + ("2",), r["0"], r.get("1"))]
     return _attach(emb, outs, notes)
+
+
+def _cell_sizes(where, path, kind, node, gate_bias, forget_bias):
+    """(input size, hidden size) of another cell of the tree, or None where it does not convert."""
+    try:
+        _, w_ih, w_hh, _, _, _ = _convert(_Ctx(where), path, kind, node, cell=None, gate_bias=gate_bias,
+                                          forget_bias=forget_bias)
+        return int(w_ih.shape[1]), int(w_hh.shape[1])
+    except (FastFPError, IndexError, ValueError, AttributeError):
+        return None
+
+
+def _directions_of_one_layer(a, b) -> bool:
+    """Two cells of one nn.Bidirectional: their paths differ only in 'forward_rnn' / 'backward_rnn'."""
+    diff = [(x, y) for x, y in zip(a, b) if x != y]
+    return len(a) == len(b) and len(diff) == 1 and set(diff[0]) == {"forward_rnn", "backward_rnn"}
 
 
 def _stack_order(cell_paths):
@@ -885,7 +911,7 @@ def params_from_flax(tree, *, cell: str | None = None, key_prefix: str | None = 
     if not isinstance(norm, dict):
         raise FileFormatError(f"{where}: expected a nested dict of arrays, got {type(tree).__name__}")
     found = _find(norm)
-    cell_paths = [p for p, _, _ in found]
+    all_found = list(found)
     if key_prefix not in (None, ""):
         prefix = tuple(p for p in key_prefix.strip("/").split("/") if p)
         picked = [f for f in found if f[0][: len(prefix)] == prefix]
@@ -931,7 +957,9 @@ def params_from_flax(tree, *, cell: str | None = None, key_prefix: str | None = 
         params = RNNParams(found_cell, w_ih, w_hh, b_ih, b_hh, nonlinearity=nonlinearity or "tanh", source=src)
     except FastFPError as exc:  # name the file and the sub-tree, as the state-dict readers do
         raise type(exc)(f"{where}: the cell at {_fmt(cpath)!r} ({note}): {exc}") from None
-    emb, rw, rb, notes = _extras(norm, cpath, cell_paths, H, params.input_size, where,
+    sizes = {p: _cell_sizes(where, p, k, n, float(gate_bias), float(forget_bias)) for p, k, n in all_found}
+    sizes[cpath] = (params.input_size, H)
+    emb, rw, rb, notes = _extras(norm, cpath, sizes, H, params.input_size, where,
                                  embedding_key=embedding_key, readout_key=readout_key)
     notes = ignored + notes
     meta = {"format": "flax/jax parameter tree", "cell_path": _fmt(cpath), "cell_kind": kind, "conversions": note}

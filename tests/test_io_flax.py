@@ -632,7 +632,7 @@ def test_stack_embedding_feeds_the_first_layer_only_even_when_sizes_allow_more()
     last = load_flax(tree, key_prefix="params/GRUCell_1")
     np.testing.assert_array_equal(first.embedding, tree["params"]["Embed_0"]["embedding"])
     assert first.readout_weight is None and last.embedding is None and last.readout_weight is not None
-    assert any("feeds the first cell, params/GRUCell_0" in n for n in last.metadata["extras"])
+    assert any("an earlier layer, params/GRUCell_0, has output size 4" in n for n in last.metadata["extras"])
 
 
 def test_stack_order_is_numeric_not_the_key_order():
@@ -654,10 +654,31 @@ def test_cells_whose_names_do_not_tell_the_order_get_no_guess():
                        "Embed_0": {"embedding": np.ones((5, 2), np.float32)},
                        "Dense_0": {"kernel": np.ones((H, 2), np.float32)}}}
     m = load_flax(tree, key_prefix="params/encoder")
-    assert m.embedding is None and m.readout_weight is None
-    assert any("order its key names do not tell; pass embedding_key=" in n for n in m.metadata["extras"])
-    picked = load_flax(tree, key_prefix="params/encoder", embedding_key="params/Embed_0")
-    assert picked.embedding is not None
+    # only the encoder takes inputs of the embedding's size: it gets it; the readout is not guessed
+    np.testing.assert_array_equal(m.embedding, tree["params"]["Embed_0"]["embedding"])
+    assert m.readout_weight is None
+    assert any("order its key names do not tell; pass readout_key=" in n for n in m.metadata["extras"])
+    tree["params"]["decoder"] = _gru_tree(H, 2)["params"]  # now both take inputs of size 2
+    m = load_flax(tree, key_prefix="params/encoder")
+    assert m.embedding is None
+    assert any("also take inputs of size 2" in n and "pass embedding_key=" in n for n in m.metadata["extras"])
+    assert load_flax(tree, key_prefix="params/encoder", embedding_key="params/Embed_0").embedding is not None
+
+
+@pytest.mark.parametrize("names", [("GRUCell_0", "GRUCell_1"), ("bi/forward_rnn/cell", "bi/backward_rnn/cell")])
+def test_both_directions_of_a_bidirectional_layer_get_the_embedding(names):
+    """nn.Bidirectional: two cells read the embedding (M = 3), neither feeds the other (H = 4)."""
+    E = np.random.default_rng(0).standard_normal((6, 3)).astype(np.float32)
+    params = {"Embed_0": {"embedding": E}}
+    for name in names:
+        node = params
+        *parents, last = name.split("/")
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[last] = _gru_tree(4, 3)["params"]
+    tree = {"params": params}
+    for name in names:
+        np.testing.assert_array_equal(load_flax(tree, key_prefix=f"params/{name}").embedding, E)
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -110,6 +110,26 @@ def test_float32_stall_that_is_not_stationary_in_float64_stays_diverged():
     assert f64.q[0] < 0.9 * fp.q[0]  # float64 LM from there still decreases q
 
 
+def test_float32_slow_point_at_the_speed_limit_keeps_its_status():
+    """A float32 slow point stopped by the slow-manifold test with slow_speed between its float32
+    and float64 speeds: the solver's own test explains it, so the float64 re-check leaves it."""
+    p = fastfp.RNNParams.random("lstm", 16, 3, scale=2.0, seed=7)
+    h0, x = np.random.default_rng(0).uniform(-1, 1, (300, 32)), np.zeros(3)
+    fp = fastfp.find_fixed_points(p, h0, x, dtype=np.float32, method="lm", slow_ratio=0.05, slow_speed=1e-3)
+    i = np.flatnonzero(fp.status == Status.SLOW_POINT)
+    h32 = fp.x[i]
+    s32 = np.abs(fastfp.step(p.astype(np.float32), h32, np.zeros((len(i), 3), np.float32)) - h32).max(1)
+    s64 = np.abs(fastfp.step(p, h32.astype(float), np.zeros((len(i), 3))) - h32.astype(float)).max(1)
+    j = np.argmax(s64 - s32)
+    assert s64[j] > s32[j]  # the float64 speed is above the float32 one
+    limit = 0.5 * (s32[j] + s64[j])
+    one = fastfp.find_fixed_points(p, h32[j], x, dtype=np.float32, method="lm", slow_ratio=0.05, slow_speed=limit)
+    assert one.status[0] == Status.SLOW_POINT and one.nit[0] == 0
+    assert one.metadata["float32_slow_points_demoted"] == 0
+    empty = fastfp.find_fixed_points(p, np.zeros((0, 32)), x, dtype=np.float32)
+    assert empty.metadata["float32_slow_points_rechecked"] == 0
+
+
 def test_on_slow_manifold_drops_a_fast_stationary_point():
     """The ghost is a local minimum of q, reported SLOW_POINT whatever its speed; the slow-manifold
     test keeps it only when its speed |tanh(2h + 0.6) - h| is within slow_speed."""
