@@ -72,7 +72,9 @@ def top_eigs(params, h, x=None, *, k: int = 8, ncv: int | None = None, tol: floa
     k : int
         Number of eigenvalues, 1 <= k < N.
     ncv : int, optional
-        Krylov dimension, k < ncv <= N (default max(2k + 1, k + 32), at most N); memory B x ncv x N.
+        Krylov dimension, k < ncv <= N (default max(2k + 1, k + 56), at most N: 64 for k = 8, which
+        took 1.3-2.1x less time than 40 with left vectors on random rank-2 GRU/LSTM roots at N =
+        1024-2048, bench/RESULTS-krylov.md); memory B x ncv x N.
         A larger space converges faster where the eigenvalues near |lambda_k| are clustered.
     tol : float
         Stop a point when every wanted pair has ||J r - lambda r|| <= tol * max(|lambda_1|, 1).
@@ -113,7 +115,7 @@ def top_eigs(params, h, x=None, *, k: int = 8, ncv: int | None = None, tol: floa
     if not (isinstance(tol, (int, float, np.floating)) and np.isfinite(tol) and tol > 0):
         raise InvalidOptionError(f"argument 'tol': got {tol!r}, expected a finite number > 0")
     X = prepare_inputs("x", params, x, B, np.float64)
-    m = int(min(N, max(2 * k + 1, k + 32))) if ncv is None else int(ncv)
+    m = int(min(N, max(2 * k + 1, k + 56))) if ncv is None else int(ncv)
     if maxiter is None:
         maxiter = 200 * m
     if not isinstance(maxiter, (int, np.integer)) or isinstance(maxiter, bool) or maxiter < 1:
