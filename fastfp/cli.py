@@ -93,7 +93,7 @@ def default_model_resource():
     return files("fastfp").joinpath("data", DEFAULT_MODEL)
 
 
-_RESOURCE = "fastfp:data/"
+_RESOURCE = "fastfp:data/"  # fastfp.model.SHIPPED_PREFIX
 _SHIPPED_PATHS = "fastfp.shipped_paths"  # ctx.meta key: resolved path -> shipped model name
 
 
@@ -109,18 +109,18 @@ class _WeightsPath(click.Path):
 
     def convert(self, value, param, ctx):
         if isinstance(value, str) and value.startswith(_RESOURCE):
-            from importlib.resources import files
-
-            shipped = sorted(p.name for p in files("fastfp").joinpath("data").iterdir() if p.name.endswith(".npz"))
-            name = value[len(_RESOURCE):]
-            if name not in shipped:
-                self.fail(f"{value!r} is not a shipped model; fastfp ships {', '.join(_RESOURCE + n for n in shipped)}",
-                          param, ctx)
-            # A package imported from a zip file has no file on disk: as_file extracts a
-            # temporary copy, kept until the command ends (an ordinary install gives the file).
             from importlib.resources import as_file
 
-            resource = files("fastfp").joinpath("data", name)
+            from .errors import FileFormatError
+            from .model import shipped_resource
+
+            try:
+                resource = shipped_resource(value)
+            except FileFormatError as exc:
+                self.fail(str(exc), param, ctx)
+            name = value[len(_RESOURCE):]
+            # A package imported from a zip file has no file on disk: as_file extracts a
+            # temporary copy, kept until the command ends (an ordinary install gives the file).
             if ctx is not None:
                 path = ctx.with_resource(as_file(resource))
                 ctx.meta.setdefault(_SHIPPED_PATHS, {})[str(path)] = name

@@ -187,21 +187,34 @@ _ENTRIES = ("cell", "nonlinearity", "w_ih", "w_hh", "b_ih", "b_hh", "embedding",
 SHIPPED_PREFIX = "fastfp:data/"
 
 
-def shipped_file(name: str, *, arg: str = "path"):
-    """A context manager giving a file path for ``fastfp:data/NAME``, a model shipped in the package.
+def shipped_resource(name: str):
+    """The package resource (a Traversable) of ``fastfp:data/NAME``, a model shipped in the package.
 
-    An ordinary install yields the file itself; a package imported from a zip, a temporary copy
-    that lives until the ``with`` block ends.
+    Raises FileFormatError naming the shipped models when there is none of that name.
     """
-    from importlib.resources import as_file, files
+    from importlib.resources import files
 
     data = files("fastfp").joinpath("data")
     shipped = sorted(p.name for p in data.iterdir() if p.name.endswith(".npz"))
     base = name[len(SHIPPED_PREFIX):]
     if base not in shipped:
-        raise FileFormatError(f"argument {arg!r}: {name!r} is not a shipped model; fastfp ships "
+        raise FileFormatError(f"{name!r} is not a shipped model; fastfp ships "
                               + ", ".join(SHIPPED_PREFIX + n for n in shipped))
-    return as_file(data.joinpath(base))
+    return data.joinpath(base)
+
+
+def shipped_file(name: str, *, arg: str = "path"):
+    """A context manager giving a file path for ``fastfp:data/NAME`` (see :func:`shipped_resource`).
+
+    An ordinary install yields the file itself; a package imported from a zip, a temporary copy
+    that lives until the ``with`` block ends.
+    """
+    from importlib.resources import as_file
+
+    try:
+        return as_file(shipped_resource(name))
+    except FileFormatError as exc:
+        raise FileFormatError(f"argument {arg!r}: {exc}") from None
 
 
 def load_params(path) -> Model:

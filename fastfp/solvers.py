@@ -606,8 +606,8 @@ def _memory_message(method, N, per_point, B, limit, fits, mode="dense", slow=Fal
         f"({per_point / 2**20:.3g} MiB per point) but memory_limit is {limit / 2**30:.3g} GiB; "
     )
     if fits >= 1:
-        return text + (f"pass batch_size={fits} (or batch_size='auto') to solve in chunks"
-                       + (" (fastfp find / run: --batch-size)" if mode == "dense" else "")
+        return text + (f"pass batch_size={fits} (or batch_size='auto') to solve in chunks (fastfp find / run: "
+                       "--batch-size)"
                        + (", or jacobian='matrix_free' (Newton-Krylov, O(N) memory per point)"
                           if mode == "dense" and method in ("newton", "hybrid") and not slow else ""))
     if mode == "dense" and slow:
