@@ -22,6 +22,7 @@ from . import status as st
 from ._cells_ref import _xp
 from ._krylov import _to_host, batched_gmres
 from ._linearize import Linearization, linearize
+from .solvers import _stall_status
 
 __all__ = ["newton_krylov"]
 
@@ -150,9 +151,7 @@ def newton_krylov(step, params_arrays, cell, act, H0, X, bounds, opts, *, restar
             bad = bad[~sd_ok]
         if bad.size:
             # No decrease at all (plain Newton: along the Newton direction, as the dense solver).
-            gmax = xp.abs(grad[bad]).max(axis=1)
-            stationary = gmax <= xp.maximum(opts["gtol"], opts["stuck_rtol"] * xp.abs(ra[bad]).max(axis=1))
-            status[active[bad]] = xp.where(stationary, st.SLOW_POINT, st.DIVERGED)
+            status[active[bad]] = _stall_status(xp, ha[bad], ra[bad], grad[bad], lower, upper, opts)
         h[active], r[active] = new_h, new_r
         active = active[status[active] == st.RUNNING]
     status = xp.where(status == st.RUNNING, st.MAX_ITER, status)

@@ -187,6 +187,22 @@ def _classify(h, r, atol, rtol, tol_q, max_norm):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def _stall_status(h, r, g, gnorm, lower, upper, gtol, stuck_rtol):
+    """solvers._stall_status for one point: no step decreased q here. SLOW_POINT if q is
+    numerically stationary, DIVERGED if pressed against the root box with q decreasing outward,
+    else NO_DECREASE."""
+    rnorm = 0.0
+    at_box = False
+    for j in range(h.shape[0]):
+        rnorm = max(rnorm, abs(r[j]))
+        if (h[j] <= lower[j] and g[j] > 0) or (h[j] >= upper[j] and g[j] < 0):
+            at_box = True
+    if gnorm <= max(gtol, stuck_rtol * rnorm):
+        return st.SLOW_POINT
+    return st.DIVERGED if at_box else st.NO_DECREASE
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def _direction(A, r, precise, LU, LU32, piv, delta, y32):
     """delta = -(A)^-1 r from fresh factors (float64 store if precise, else float32); returns
     True where the factorisation is regular and delta finite."""
@@ -460,16 +476,13 @@ def newton_points_cpu(cell, act, h, r, ax, w_hh, b_hh, lower, upper, rows, iters
                 mu[b], nu[b], stuck = _lm_point(cell, act, hb, rv, g, A, AtA, axb, w_hh, b_hh, lower, upper, mu[b],
                                                 nu[b], max_step, mu_max, LU, piv, delta, trial, rt, d, u, free)
                 if stuck:
-                    rnorm = 0.0
-                    for j in range(N):
-                        rnorm = max(rnorm, abs(rv[j]))
-                    status[b] = st.SLOW_POINT if gnorm <= max(gtol, stuck_rtol * rnorm) else st.DIVERGED
+                    status[b] = _stall_status(hb, rv, g, gnorm, lower, upper, gtol, stuck_rtol)
                     break
                 it += 1
                 continue
             if failed == 1:
                 status[b] = st.SINGULAR
             else:
-                status[b] = st.DIVERGED  # no decrease along the Newton direction
+                status[b] = _stall_status(hb, rv, g, gnorm, lower, upper, gtol, stuck_rtol)  # no decrease along Newton
             break
         iters[b] = it

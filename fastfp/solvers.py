@@ -469,7 +469,8 @@ def _recheck_float32_slow(result, params, opts, backend):
     solver's test (gtol, or the slow-manifold test, on the float32 values it stopped on) keep
     their status. The others are re-evaluated in float64 (r, and g = (J - I)^T r by a VJP: O(N)
     memory) and stay slow points only if stationary there (||g||_inf <= max(gtol, 10 sqrt(eps_32)
-    ||r||_inf)) or on the slow manifold; otherwise they are DIVERGED, as before the float32 threshold.
+    ||r||_inf)) or on the slow manifold; otherwise they are DIVERGED where pressed against the root
+    box with q decreasing outward, NO_DECREASE elsewhere (the labels of a float64 stall).
     """
     from dataclasses import replace
 
@@ -492,17 +493,21 @@ def _recheck_float32_slow(result, params, opts, backend):
             keep = np.abs(g).max(axis=1) <= np.maximum(opts["gtol"], stationary_rtol(np.float32) * np.abs(r).max(axis=1))
             keep |= _is_slow(r, g, opts)
             demoted = unexplained[~keep]
+            lower, upper = state_bounds(p64)
+            labels = _stall_status(np, h[~keep], r[~keep], g[~keep], lower, upper, opts)
     status = result.status.copy()
-    status[demoted] = st.DIVERGED
+    if len(demoted):
+        # Not stationary in float64 (that is why they are demoted): DIVERGED or NO_DECREASE.
+        status[demoted] = np.where(labels == st.SLOW_POINT, st.NO_DECREASE, labels)
     meta = dict(result.metadata, float32_slow_points_rechecked=int(len(slow)), float32_slow_points_demoted=int(len(demoted)))
     return replace(result, status=status, metadata=meta)
 
 
 def _retry_dense(result, kernels, params, H0, X, method, opts, metadata, dtype, memory_limit):
-    """'auto': points the matrix-free path left at MAX_ITER / DIVERGED / SINGULAR are solved again
+    """'auto': points the matrix-free path left at MAX_ITER / DIVERGED / SINGULAR / NO_DECREASE are solved again
     from their initial states with dense Newton / hybrid (LM), where N is small enough to afford
     it; the matrix-free path is faster but its steepest-descent fallback is weaker than LM."""
-    failed = np.flatnonzero(np.isin(result.status, (st.MAX_ITER, st.DIVERGED, st.SINGULAR)))
+    failed = np.flatnonzero(np.isin(result.status, (st.MAX_ITER, st.DIVERGED, st.SINGULAR, st.NO_DECREASE)))
     if _dense_bytes_per_point(H0.shape[1], dtype.itemsize) > _default_memory_limit(memory_limit):
         failed = failed[:0]  # auto chose matrix-free because dense does not fit: no retry
     result.metadata["dense_retries"] = int(len(failed))
@@ -879,7 +884,8 @@ def _dense(kernels, params, H0, X, method, opts, progress, metadata):
         if method == "newton":
             new_h, new_r, failed = _newton_step(kernels, params, ha, ra, Xa, A, qa, bounds, factors=factors, ids=work)
             status[work[failed == 1]] = st.SINGULAR
-            status[work[failed == 2]] = st.DIVERGED  # no decrease along the Newton direction
+            nd = np.flatnonzero(failed == 2)  # no decrease along the Newton direction
+            status[work[nd]] = _stall_status(np, ha[nd], ra[nd], g[nd], bounds[0], bounds[1], opts)
         else:
             new_h, new_r = ha.copy(), ra.copy()
             lm_rows = np.ones(len(work), bool)
@@ -902,11 +908,10 @@ def _dense(kernels, params, H0, X, method, opts, progress, metadata):
                 # Damping blew up without progress: a slow point if q is numerically stationary
                 # (||grad q|| tiny next to ||r||); pinned to the root box with q stationary on the
                 # free coordinates, it is heading out of the region that holds every root
-                # (DIVERGED); otherwise no step can decrease q here (also DIVERGED).
+                # (DIVERGED); otherwise no step can decrease q here (NO_DECREASE).
                 stuck_ids = sub[stuck]
-                stationary = np.abs(g[stuck_ids]).max(axis=1) <= np.maximum(
-                    opts["gtol"], opts["stuck_rtol"] * np.abs(ra[stuck_ids]).max(axis=1))
-                status[work[stuck_ids]] = np.where(stationary, st.SLOW_POINT, st.DIVERGED)
+                status[work[stuck_ids]] = _stall_status(np, ha[stuck_ids], ra[stuck_ids], g[stuck_ids],
+                                                        bounds[0], bounds[1], opts)
         h[work], r[work] = new_h, new_r
         active = active[status[active] == st.RUNNING]
     status[status == st.RUNNING] = st.MAX_ITER
@@ -1003,6 +1008,17 @@ def stationary_rtol(dtype) -> float:
     (the float64 search from the same starts reaches the same points, 1e-4 away).
     """
     return max(1e-6, 10.0 * float(np.sqrt(np.finfo(np.dtype(dtype)).eps)))
+
+
+def _stall_status(xp, h, r, g, lower, upper, opts):
+    """Status of points where no step decreased q: SLOW_POINT where q is numerically stationary
+    (||grad q||_inf <= max(gtol, stuck_rtol ||r||_inf)), DIVERGED where a coordinate is pressed
+    against the root box with q decreasing outward (heading out of the region of roots), otherwise
+    NO_DECREASE. The dense, matrix-free and float32-recheck paths share it (the Numba kernel
+    mirrors it), so one stall gets one label whichever path stopped it."""
+    stationary = xp.abs(g).max(axis=1) <= xp.maximum(opts["gtol"], opts["stuck_rtol"] * xp.abs(r).max(axis=1))
+    at_box = (((h <= lower) & (g > 0)) | ((h >= upper) & (g < 0))).any(axis=1)
+    return xp.where(stationary, st.SLOW_POINT, xp.where(at_box, st.DIVERGED, st.NO_DECREASE))
 
 
 def _is_slow(r, g, opts):

@@ -13,6 +13,7 @@ NONFINITE = 4
 DIVERGED = 5
 Q_TOLERANCE = 6
 BATCH_STOPPED = 7
+NO_DECREASE = 8
 RUNNING = -1  # never returned: marks points still in the working set
 
 _MESSAGES = {
@@ -22,11 +23,13 @@ _MESSAGES = {
     MAX_ITER: "stopped at maxiter without meeting a tolerance",
     SINGULAR: "the linear system (J - I) was singular and no damped step could be taken",
     NONFINITE: "NaN or Inf appeared in the state or the residual",
-    DIVERGED: "diverged: the state left the region |x| <= max_norm, is pressed against the box that holds "
-    "every root with q decreasing outward, or no step decreased the residual",
+    DIVERGED: "diverged: the state left the region |x| <= max_norm or is pressed against the box that "
+    "holds every root with q decreasing outward",
     Q_TOLERANCE: "q below tol_q (the FixedPointFinder / study stop rule) but the residual is above atol",
     BATCH_STOPPED: "adam stopped the whole batch (its mean q below tol_q, renn's rule; the mean q "
     "stalled, tol_dq; or it went non-finite) before this point met a tolerance itself",
+    NO_DECREASE: "no decrease: no damped step decreased q although q is not stationary (||grad q|| above "
+    "max(gtol, stuck_rtol * ||r||)), inside the root box; the solver cannot go on from here; not a fixed point",
 }
 
 
@@ -41,6 +44,7 @@ class Status(IntEnum):
     DIVERGED = DIVERGED
     Q_TOLERANCE = Q_TOLERANCE
     BATCH_STOPPED = BATCH_STOPPED
+    NO_DECREASE = NO_DECREASE
 
     @property
     def message(self) -> str:

@@ -110,6 +110,34 @@ def test_float32_stall_that_is_not_stationary_in_float64_stays_diverged():
     assert f64.q[0] < 0.9 * fp.q[0]  # float64 LM from there still decreases q
 
 
+@pytest.mark.parametrize("backend", ["cpu", "numpy"])
+@pytest.mark.parametrize("jacobian", ["dense", "matrix_free"])
+def test_newton_stalls_are_labelled_by_where_they_stop(backend, jacobian):
+    """Plain Newton on a high-gain vanilla RNN stalls at many starts. Each stall is checked with the
+    reference Jacobian: NO_DECREASE points are inside the root box's reach (no coordinate pressed
+    against it with q decreasing outward) and not stationary (a small steepest-descent step still
+    lowers q, so they are neither slow points nor divergent); DIVERGED points are pressed against it."""
+    p = fastfp.RNNParams.random("vanilla", 24, 3, scale=2.0, seed=1)
+    rng = np.random.default_rng(1)
+    h0, x = rng.uniform(-1, 1, (100, 24)), rng.normal(size=3) * 0.5
+    fp = fastfp.find_fixed_points(p, h0, x, method="newton", jacobian=jacobian, maxiter=300, backend=backend)
+    h = fp.x
+    r = fastfp.step(p, h, x, backend="numpy") - h
+    g = np.einsum("bij,bi->bj", fastfp.jacobian(p, h, x, backend="numpy") - np.eye(24), r)
+    pressed = (((h <= -1) & (g > 0)) | ((h >= 1) & (g < 0))).any(axis=1)
+    no_dec = np.flatnonzero(fp.status == Status.NO_DECREASE)
+    diverged = np.flatnonzero(fp.status == Status.DIVERGED)
+    assert len(no_dec) >= 3 and len(diverged) >= 3, np.bincount(fp.status)
+    assert not pressed[no_dec].any() and pressed[diverged].all()
+    assert (np.abs(g[no_dec]).max(axis=1) > 0.1 * np.abs(r[no_dec]).max(axis=1)).all()
+    t = (1e-3 * np.abs(r[no_dec]).max(axis=1) / np.abs(g[no_dec]).max(axis=1))[:, None]
+    h2 = h[no_dec] - t * g[no_dec]
+    r2 = fastfp.step(p, h2, x, backend="numpy") - h2
+    assert ((r2 ** 2).sum(axis=1) < (r[no_dec] ** 2).sum(axis=1)).all()
+    assert not fp.on_slow_manifold(1e-2)[no_dec].any()
+    assert "no decrease" in Status.NO_DECREASE.message
+
+
 def test_float32_slow_point_at_the_speed_limit_keeps_its_status():
     """A float32 slow point stopped by the slow-manifold test with slow_speed between its float32
     and float64 speeds: the solver's own test explains it, so the float64 re-check leaves it."""
