@@ -730,6 +730,9 @@ def order_invariance(model, task_data, *, seed=None, backend: str = "cpu") -> Or
         )
     if model.readout_weight is None:
         raise ShapeError("argument 'model': has no readout_weight, so it predicts no class")
+    from .model import _check_task_data_matches
+
+    _check_task_data_matches(model, task_data)
     E = _embedding(model)
     if task_data.vocab_size > E.shape[0]:
         raise ShapeError(

@@ -37,7 +37,9 @@ class _Group(click.Group):
                 import traceback
 
                 traceback.print_exc(file=sys.stderr)
-            text = " ".join(str(exc).split()) or type(exc).__name__
+            # A list of bad records keeps its lines; other messages are one line.
+            lines = [ln.rstrip() for ln in str(exc).strip().splitlines() if ln.strip()]
+            text = "\n".join([" ".join(lines[0].split())] + lines[1:]) if lines else type(exc).__name__
             click.echo(f"fastfp: error: {text}", err=True)
             ctx.exit(1)
 
@@ -227,15 +229,99 @@ def _weights_name(weights) -> str:
     return f"{_RESOURCE}{Path(weights).name}" if shipped else str(weights)
 
 
+_CORPUS_OPTIONS = ("text_column", "label_column", "encoding", "skip_bad_rows")
+
+
+def _store_corpus_option(ctx, param, value):
+    ctx.meta.setdefault("fastfp_corpus", {})[param.name] = value
+    return value
+
+
+def _corpus_options() -> dict:
+    ctx = click.get_current_context(silent=True)
+    return dict(ctx.meta.get("fastfp_corpus", {})) if ctx is not None else {}
+
+
+def _read_corpus_for(model, corpus, n_docs, length):
+    """The corpus file as the model reads it (its vocabulary and recorded settings), all of its
+    documents or the first --docs, truncated at --length; notes on stderr for what a reader of the
+    numbers must know (unknown words, suspect rows)."""
+    import warnings
+
+    import numpy as np
+
+    import fastfp
+    from .errors import FileFormatError, InvalidOptionError
+
+    opts = _corpus_options()
+    kwargs = dict(text_column=opts.get("text_column") or "text", label_column=opts.get("label_column") or "label",
+                  encoding=opts.get("encoding") or "utf-8", on_error="skip" if opts.get("skip_bad_rows") else "raise",
+                  max_length=length)
+    if model.vocab is not None and model.embedding is not None:
+        kwargs["model"] = model
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            corpus_data = fastfp.read_corpus(corpus, **kwargs)
+    except FileFormatError as exc:
+        # read_corpus names its Python arguments; name the options instead.
+        text = (str(exc).replace("pass on_error='skip' to drop them (they are then listed in Corpus.report)",
+                                 "pass --skip-bad-rows to drop them")
+                .replace("pass text_column=... / label_column=...", "pass --text-column / --label-column"))
+        raise FileFormatError(text) from None
+    except InvalidOptionError as exc:
+        if "tokenizer" in str(exc):
+            raise InvalidOptionError(
+                f"--corpus: the model was trained on a corpus split by a custom tokenizer, which the CLI cannot "
+                f"apply; read it from Python: fastfp.read_corpus({str(corpus)!r}, model=model, tokenizer=...)"
+            ) from None
+        raise
+    for w in caught:
+        click.echo(f"fastfp: warning: {str(w.message).replace('; see Corpus.report.suspects', '')}", err=True)
+    rep = corpus_data.report
+    if rep.n_skipped:
+        click.echo(f"fastfp: note: {corpus}: {rep.n_skipped} bad record(s) skipped (--skip-bad-rows); first: "
+                   f"{rep.problems[0]}", err=True)
+    if "model" in kwargs and corpus_data.unknown_fraction > 0:
+        # Shown even with -q: words the model never saw all read as one <unk> row.
+        n_unk = rep.n_unk_train + rep.n_unk_test
+        click.echo(f"fastfp: note: {corpus}: {n_unk} of {corpus_data.n_tokens_train} tokens "
+                   f"({100 * corpus_data.unknown_fraction:.1f}%) are not in the model's vocabulary and read as <unk>",
+                   err=True)
+        if corpus_data.unknown_fraction > 0.5:
+            raise InvalidOptionError(
+                f"--corpus: {100 * corpus_data.unknown_fraction:.0f}% of the tokens of {corpus} are unknown to the "
+                "model: this is not text of the model's vocabulary (another tokenizer, language or corpus?)"
+            )
+    data = corpus_data.train
+    if n_docs is not None and n_docs < data.n_docs:
+        idx = np.arange(n_docs)
+        data = type(data)(tokens=data.tokens[idx], lengths=data.lengths[idx], labels=data.labels[idx], vocab=data.vocab,
+                          evidence=data.evidence, name=data.name, params=dict(data.params, first_docs=int(n_docs)))
+    return data
+
+
 def _task_data(model, task, classes, length, corpus, n_docs, seed):
     """TaskData for the rollouts: a corpus file, the options, or the model's own task (metadata)."""
     import fastfp
     from .errors import InvalidOptionError
 
+    given = [f"--{k.replace('_', '-')}" for k, v in _corpus_options().items() if v]
     if corpus is not None:
         if task is not None or classes is not None:
             raise InvalidOptionError("options '--corpus' and '--task/--classes': give one or the other")
-        return fastfp.read_corpus(corpus).train
+        return _read_corpus_for(model, corpus, n_docs, length)
+    if given:
+        raise InvalidOptionError(f"{', '.join(given)}: say how to read a corpus; give --corpus FILE too")
+    trained_on = model.metadata.get("task") if isinstance(model.metadata.get("task"), dict) else {}
+    if trained_on.get("name") == "corpus" and task is None and classes is None:
+        src = (trained_on.get("params") or {}).get("source")
+        raise InvalidOptionError(
+            f"the model was trained on a text corpus{f' ({src})' if src else ''}, whose words synthetic task "
+            "documents do not hold (they would all read as <unk>); pass --corpus FILE, or --task/--classes to "
+            "drive it with synthetic documents anyway"
+        )
+    n_docs = 256 if n_docs is None else n_docs
     meta = model.metadata.get("task_params", {}) if model.metadata.get("task") in TASKS else {}
     if task is None:
         task = model.metadata.get("task") if model.metadata.get("task") in TASKS else "categorical"
@@ -374,12 +460,21 @@ def _status_counts(fp):
 
 
 def _data_options(f):
+    f = click.option("--encoding", default=None, expose_value=False, callback=_store_corpus_option,
+                     help="--corpus: the file's text encoding (default utf-8).")(f)
+    f = click.option("--skip-bad-rows", is_flag=True, default=False, expose_value=False, callback=_store_corpus_option,
+                     help="--corpus: drop bad records (empty text, unknown label, ...) instead of stopping; they are counted on stderr.")(f)
+    f = click.option("--label-column", default=None, expose_value=False, callback=_store_corpus_option,
+                     help="--corpus: CSV column / JSON key of the label (default 'label').")(f)
+    f = click.option("--text-column", default=None, expose_value=False, callback=_store_corpus_option,
+                     help="--corpus: CSV column / JSON key of the text (default 'text').")(f)
     f = click.option("--length", type=click.IntRange(min=1), default=None,
-                     help="Document length (default: the model's task, else 50).")(f)
-    f = click.option("--docs", "n_docs", type=click.IntRange(min=1), default=256, show_default=True,
-                     help="Documents to roll out.")(f)
+                     help="Document length (default: the model's task, else 50); with --corpus, truncate documents to it.")(f)
+    f = click.option("--docs", "n_docs", type=click.IntRange(min=1), default=None,
+                     help="Documents to roll out (default 256; with --corpus, all of them, or the first --docs).")(f)
     f = click.option("--corpus", type=click.Path(exists=True, dir_okay=False),
-                     help="A CSV / JSON Lines corpus (fastfp.read_corpus) as the input data.")(f)
+                     help="A CSV / JSON Lines corpus (fastfp.read_corpus) as the input data, read with the model's "
+                          "vocabulary and, for a model trained on a corpus, its recorded label names and casing.")(f)
     f = click.option("--classes", type=click.IntRange(min=2), default=None,
                      help="Classes (labels for multilabel) of the task.")(f)
     f = click.option("--task", type=click.Choice(TASKS), default=None,

@@ -192,7 +192,9 @@ class Corpus:
     test : TaskData or None
         None when ``test_fraction == 0``.
     vocab : tuple of str
-        ``vocab[PAD_ID] == '<pad>'``, ``vocab[UNK_ID] == '<unk>'``; same as ``train.vocab``.
+        ``vocab[PAD_ID] == '<pad>'``, ``vocab[UNK_ID] == '<unk>'``; same as ``train.vocab``. With
+        ``vocab=`` / ``model=`` it is the given vocabulary (``pad_id``, ``unk_id`` say where the
+        special tokens sit in it).
     label_names : tuple of str
         Name of each class (single-label) or label column (multi-label), in index order.
     report : CorpusReport
@@ -200,6 +202,8 @@ class Corpus:
         Source line (record start) of each document of each split (``test_lines`` empty when
         there is no test split).
     multilabel : bool
+    n_tokens_train, n_tokens_test : int
+        Kept token positions per split (``unknown_fraction`` is the share of them read as ``'<unk>'``).
     """
 
     train: TaskData
@@ -207,18 +211,28 @@ class Corpus:
     vocab: tuple
     label_names: tuple
     report: CorpusReport
-    train_lines: np.ndarray
-    test_lines: np.ndarray
+    train_lines: np.ndarray = field(repr=False)
+    test_lines: np.ndarray = field(repr=False)
     multilabel: bool = False
     word_index: dict = field(default_factory=dict, repr=False)
+    n_tokens_train: int = 0
+    n_tokens_test: int = 0
 
     @property
     def pad_id(self) -> int:
-        return PAD_ID
+        """Id of the padding positions: ``PAD_ID`` (0), or where ``'<pad>'`` sits in a given vocabulary."""
+        return self.word_index.get(PAD, PAD_ID) if self.word_index else PAD_ID
 
     @property
-    def unk_id(self) -> int:
-        return UNK_ID
+    def unk_id(self) -> int | None:
+        """Id of ``'<unk>'``: ``UNK_ID`` (1), its place in a given vocabulary, or None if it has none."""
+        return self.word_index.get(UNK) if self.word_index else UNK_ID
+
+    @property
+    def unknown_fraction(self) -> float:
+        """Share of all kept tokens (both splits) that map to ``'<unk>'``."""
+        n = self.n_tokens_train + self.n_tokens_test
+        return (self.report.n_unk_train + self.report.n_unk_test) / n if n else 0.0
 
     def decode(self, ids) -> list[str]:
         """Token strings of a sequence of ids (e.g. ``train.tokens[b, :train.lengths[b]]``)."""
@@ -264,6 +278,76 @@ def _check_args(format, on_error, min_count, max_vocab, max_length, test_fractio
         raise InvalidOptionError(
             f"argument 'encoding': got {encoding!r}, expected the name of a text encoding such as 'utf-8' or 'latin-1'"
         ) from None
+
+
+def _model_settings(model, vocab, labels, lowercase, multilabel, tokenizer):
+    """``vocab, labels, lowercase, multilabel`` with ``model``'s recorded corpus settings filled in."""
+    if model is None:
+        return vocab, labels, True if lowercase is None else lowercase, False if multilabel is None else multilabel
+    from .model import Model
+
+    if not isinstance(model, Model):
+        raise ArgumentTypeError(f"argument 'model': got {type(model).__name__}, expected a fastfp.Model")
+    if vocab is not None:
+        raise InvalidOptionError("arguments 'vocab' and 'model': give one or the other (model= uses model.vocab)")
+    if model.vocab is None:
+        raise InvalidOptionError(
+            "argument 'model': the model has no vocabulary (Model.vocab), so its embedding rows cannot be "
+            "matched to words; attach one (Model.vocab, saved by fastfp.save_params) or pass vocab="
+        )
+    task = model.metadata.get("task") if isinstance(model.metadata.get("task"), dict) else {}
+    rec = task.get("params", {}) if task.get("name") == "corpus" and isinstance(task.get("params"), dict) else {}
+
+    def pick(name, given, default):
+        if name not in rec:
+            return default if given is None else given
+        if given is not None and bool(given) != bool(rec[name]):
+            raise InvalidOptionError(
+                f"argument {name!r}: got {given!r}, but the model was trained on a corpus read with "
+                f"{name}={bool(rec[name])!r}; leave it out (None) to use the model's"
+            )
+        return bool(rec[name])
+
+    lowercase = pick("lowercase", lowercase, True)
+    multilabel = pick("multilabel", multilabel, False)
+    recorded = rec.get("label_names")
+    if recorded is not None:
+        recorded = [str(x) for x in recorded]
+        if labels is None:
+            labels = recorded
+        elif [str(x) for x in labels] != recorded:
+            raise InvalidOptionError(
+                f"argument 'labels': got {list(labels)!r}, but the model's outputs are the labels {recorded!r} "
+                "in that order; leave it out to use the model's"
+            )
+    if rec.get("tokenizer") == "custom" and tokenizer is None:
+        raise InvalidOptionError(
+            "argument 'tokenizer': the model was trained on a corpus split by a custom tokenizer; pass the "
+            "same tokenizer= again (the default one would give other tokens)"
+        )
+    return tuple(model.vocab), labels, lowercase, multilabel
+
+
+def _vocab_list(vocab, min_count, max_vocab) -> tuple | None:
+    if vocab is None:
+        return None
+    if isinstance(vocab, (str, bytes)) or not hasattr(vocab, "__iter__"):
+        raise ArgumentTypeError(f"argument 'vocab': got {type(vocab).__name__}, expected a sequence of str")
+    words = tuple(vocab)
+    bad = [w for w in words if not isinstance(w, str)]
+    if bad or not words:
+        raise ArgumentTypeError(
+            f"argument 'vocab': expected a non-empty sequence of str, got {'an empty one' if not words else repr(bad[0])}"
+        )
+    if len(set(words)) != len(words):
+        dup = next(w for w in words if words.count(w) > 1)
+        raise InvalidOptionError(f"argument 'vocab': the word {dup!r} appears more than once")
+    if min_count != 1 or max_vocab is not None:
+        raise InvalidOptionError(
+            "arguments 'min_count' / 'max_vocab' build a vocabulary and do not apply with a given one "
+            f"(vocab= or model=); got min_count={min_count!r}, max_vocab={max_vocab!r}"
+        )
+    return words
 
 
 def _label_list(labels) -> tuple | None:
@@ -343,12 +427,16 @@ class _Record:
     has_label: bool
 
 
-def _iter_jsonl(lines, bad_lines, text_column, label_column, problems):
+def _undecodable(encoding) -> str:
+    return f"bytes that do not decode as {encoding!r} (pass encoding=... if the file is in another one)"
+
+
+def _iter_jsonl(lines, bad_lines, text_column, label_column, problems, encoding="utf-8"):
     for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
         if i in bad_lines:
-            problems.append(Problem(i, "undecodable", "bytes that do not decode with the given encoding"))
+            problems.append(Problem(i, "undecodable", _undecodable(encoding)))
             continue
         try:
             obj = json.loads(line.rstrip("\r\n"), object_pairs_hook=_unique_keys)
@@ -356,7 +444,7 @@ def _iter_jsonl(lines, bad_lines, text_column, label_column, problems):
             problems.append(Problem(i, "malformed_json", f"the key {e.args[0]!r} appears twice in the object"))
             continue
         except json.JSONDecodeError as e:
-            problems.append(Problem(i, "malformed_json", f"not valid JSON: {e.msg} at column {e.colno}"))
+            problems.append(Problem(i, "malformed_json", f"not valid JSON: {e.msg} (column {e.colno})"))
             continue
         except ValueError as e:  # e.g. numbers too large
             problems.append(Problem(i, "malformed_json", f"not valid JSON: {e}"))
@@ -365,7 +453,8 @@ def _iter_jsonl(lines, bad_lines, text_column, label_column, problems):
             problems.append(Problem(i, "malformed_json", _TOO_DEEP))
             continue
         if not isinstance(obj, dict):
-            problems.append(Problem(i, "not_an_object", f"expected a JSON object, got {type(obj).__name__}"))
+            hint = " (JSON Lines holds one object per line; a JSON array of objects is not read)" if isinstance(obj, list) else ""
+            problems.append(Problem(i, "not_an_object", f"expected a JSON object, got {type(obj).__name__}{hint}"))
             continue
         yield _Record(i, obj.get(text_column), obj.get(label_column), label_column in obj)
 
@@ -384,7 +473,7 @@ def _unique_keys(pairs):
 
 
 def _iter_csv(lines, bad_lines, text_column, label_column, problems, path, counter, label_names, multilabel,
-              suspects):
+              suspects, encoding="utf-8"):
     pos = [0]  # lines handed to the csv reader so far
 
     def feed():
@@ -433,7 +522,7 @@ def _iter_csv(lines, bad_lines, text_column, label_column, problems, path, count
             continue
         counter[0] += 1
         if bad:
-            problems.append(Problem(bad[0], "undecodable", f"bytes that do not decode with the given encoding (record starting on line {start})"))
+            problems.append(Problem(bad[0], "undecodable", f"{_undecodable(encoding)} (record starting on line {start})"))
             continue
         # A stray quote makes the csv reader swallow the following lines into one record: say
         # which lines went with it, so that nothing is lost without a trace.
@@ -496,7 +585,8 @@ def _parse_label(rec: _Record, multilabel: bool):
     """(list of names, None) or (None, Problem)."""
     v = rec.label
     if not rec.has_label or v is None or (isinstance(v, str) and not v.strip()):
-        return None, Problem(rec.line, "missing_label", "no label")
+        return None, Problem(rec.line, "missing_label",
+                             "no label (an empty JSON list [] means no labels)" if multilabel else "no label")
 
     def name(x):
         if isinstance(x, bool) or not isinstance(x, (str, int)):
@@ -579,16 +669,18 @@ def read_corpus(
     label_column: str = "label",
     format: str | None = None,
     encoding: str = "utf-8",
-    lowercase: bool = True,
+    lowercase: bool | None = None,
     tokenizer: Callable[[str], Iterable[str]] | None = None,
     min_count: int = 1,
     max_vocab: int | None = None,
     max_length: int | None = None,
     labels=None,
-    multilabel: bool = False,
+    multilabel: bool | None = None,
     test_fraction: float = 0.0,
     seed=None,
     on_error: str = "raise",
+    vocab=None,
+    model=None,
 ) -> Corpus:
     """Read a labelled text corpus from a CSV or JSON Lines file.
 
@@ -602,20 +694,33 @@ def read_corpus(
         (first non-blank line starting with ``{`` -> JSON Lines, else CSV).
     encoding : str
         Codec of the file (a UTF-8 byte-order mark is ignored).
-    lowercase : bool
-        Lower-case texts before tokenizing.
+    lowercase : bool or None
+        Lower-case texts before tokenizing. None: True, or what ``model`` was trained with.
     tokenizer : callable or None
         ``str -> iterable of str``; None: :func:`default_tokenize`.
     min_count : int >= 1
-        Training-split words seen fewer times map to ``'<unk>'``.
+        Training-split words seen fewer times map to ``'<unk>'`` (counted after ``max_length``
+        truncation: only the tokens the documents keep count).
     max_vocab : int or None
         Keep at most this many real words (the two special tokens not counted).
     max_length : int or None
         Truncate documents to their first ``max_length`` tokens (counted in the report).
     labels : list of str or None
         Explicit label names (their order gives the indices); other labels are bad rows.
-    multilabel : bool
+    multilabel : bool or None
         Labels are sets (see the module docstring); ``labels`` arrays are ``(n, K)`` 0/1.
+        None: False, or what ``model`` was trained with.
+    vocab : sequence of str, optional
+        Use this vocabulary instead of building one (e.g. a trained model's ``Model.vocab``): each
+        token gets the id of the same word in it, words it lacks map to its ``'<unk>'`` (an error
+        if it has none and such a word occurs), counted in ``report.n_unk_train`` /
+        ``n_unk_test``. Excludes ``min_count`` and ``max_vocab``.
+    model : fastfp.Model, optional
+        Read the corpus as ``model`` was trained to read it: its vocabulary (as ``vocab``) and,
+        when it was trained on a corpus (``fastfp.train.train_classifier`` records them), its
+        label names and order, ``lowercase`` and ``multilabel``. An explicit argument that
+        contradicts the record is an error; a custom tokenizer must be passed again (the record
+        only says one was used).
     test_fraction : float in [0, 1)
         Fraction of documents put in ``test`` (stratified by label for single-label corpora; the
         test split holds ``round(test_fraction * n)`` documents, at least 1). Documents keep
@@ -640,6 +745,8 @@ def read_corpus(
     """
     _check_args(format, on_error, min_count, max_vocab, max_length, test_fraction, tokenizer, encoding,
                 text_column, label_column)
+    vocab, labels, lowercase, multilabel = _model_settings(model, vocab, labels, lowercase, multilabel, tokenizer)
+    given_vocab = _vocab_list(vocab, min_count, max_vocab)
     label_names = _label_list(labels)
     if isinstance(seed, bool):
         raise InvalidOptionError(f"argument 'seed': got {seed!r}, expected None, a non-negative int or a numpy Generator")
@@ -664,10 +771,17 @@ def read_corpus(
     suspects: list[Problem] = []
     counter = [0]
     if fmt == "jsonl":
-        gen = _iter_jsonl(lines, bad_lines, text_column, label_column, problems)
+        gen = _iter_jsonl(lines, bad_lines, text_column, label_column, problems, encoding)
     else:
-        gen = _iter_csv(lines, bad_lines, text_column, label_column, problems, path_str, counter, label_names, multilabel,
-                        suspects)
+        # The csv module refuses fields over 131072 characters by default (a process-wide limit);
+        # a long document is valid CSV, so the limit is lifted to the file's size while reading.
+        old_limit = csv.field_size_limit()
+        csv.field_size_limit(max(old_limit, len(data) + 1))
+        try:
+            gen = list(_iter_csv(lines, bad_lines, text_column, label_column, problems, path_str, counter, label_names,
+                                 multilabel, suspects, encoding))
+        finally:
+            csv.field_size_limit(old_limit)
 
     docs: list[list[str]] = []
     doc_labels: list[list[str]] = []
@@ -678,7 +792,7 @@ def read_corpus(
             problems.append(Problem(rec.line, "bad_text", f"text {text!r} is not a string"))
             continue
         if text is None or not text.strip():
-            problems.append(Problem(rec.line, "empty_text", "no text" if text is None else "empty text"))
+            problems.append(Problem(rec.line, "empty_text", f"no {text_column!r} value" if text is None else "empty text"))
             continue
         if "\x00" in text:  # a NUL token could not be kept in a saved vocabulary (NumPy strings drop it)
             problems.append(Problem(rec.line, "bad_text", "text holds the character NUL ('\\x00')"))
@@ -693,10 +807,19 @@ def read_corpus(
                 problems.append(Problem(rec.line, "unknown_label", f"label {', '.join(map(repr, unknown))} not in labels={list(label_names)}"))
                 continue
         s = text.lower() if lowercase else text
-        toks = tok(s)
-        if isinstance(toks, str):
-            raise ArgumentTypeError("argument 'tokenizer': returned a str, expected an iterable of str tokens")
-        toks = list(toks)
+        try:
+            toks = tok(s)
+            if isinstance(toks, str):
+                raise ArgumentTypeError("argument 'tokenizer': returned a str, expected an iterable of str tokens")
+            toks = list(toks)
+        except ArgumentTypeError:
+            raise
+        except TypeError as e:
+            raise ArgumentTypeError(f"argument 'tokenizer': on the record at line {rec.line} it returned something "
+                                    f"that is not an iterable of str tokens ({e})") from e
+        except Exception as e:
+            raise InvalidOptionError(f"argument 'tokenizer': raised {type(e).__name__} on the record at line "
+                                     f"{rec.line}: {e}") from e
         for t in toks:
             if not isinstance(t, str):
                 raise ArgumentTypeError(f"argument 'tokenizer': returned a {type(t).__name__} token, expected str")
@@ -748,16 +871,30 @@ def read_corpus(
     is_test = _split(n, y, float(test_fraction), rng, stratify=not multilabel)
     train_idx, test_idx = np.flatnonzero(~is_test), np.flatnonzero(is_test)
 
-    # vocabulary on the training split
-    counts = Counter(t for b in train_idx for t in docs[b])
-    for special in (PAD, UNK):
-        counts.pop(special, None)
-    words = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
-    if max_vocab is not None:
-        words = words[:max_vocab]
-    vocab = (PAD, UNK) + tuple(words)
+    if given_vocab is None:
+        # vocabulary on the training split
+        counts = Counter(t for b in train_idx for t in docs[b])
+        for special in (PAD, UNK):
+            counts.pop(special, None)
+        words = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
+        if max_vocab is not None:
+            words = words[:max_vocab]
+        vocab = (PAD, UNK) + tuple(words)
+        pad_id, unk_id = PAD_ID, UNK_ID
+    else:
+        vocab = given_vocab
+        pad_id, unk_id = vocab.index(PAD) if PAD in vocab else 0, vocab.index(UNK) if UNK in vocab else None
     word_index = {w: i for i, w in enumerate(vocab)}
-    word_index[PAD] = UNK_ID  # a literal '<pad>' token is an unknown word, never padding
+    if PAD in word_index:
+        word_index[PAD] = unk_id  # a literal '<pad>' token is an unknown word, never padding
+    if unk_id is None:
+        unknown = sorted({t for toks in docs for t in toks if word_index.get(t) is None})
+        if unknown:
+            raise InvalidOptionError(
+                f"argument {'model' if model is not None else 'vocab'!r}: the vocabulary has no {UNK!r} and lacks "
+                f"{len(unknown)} word(s) of {path_str}: {unknown[:8]}{' ...' if len(unknown) > 8 else ''}; "
+                "a vocabulary with '<unk>' (as read_corpus builds) maps them there"
+            )
     L = max(len(t) for t in docs)
     evidence = np.zeros((len(vocab), 0), dtype=np.float64)
 
@@ -768,6 +905,8 @@ def read_corpus(
         "label_names": label_names,
         "multilabel": bool(multilabel),
         "lowercase": bool(lowercase),
+        "tokenizer": "default" if tokenizer is None else "custom",
+        "vocab": "built" if given_vocab is None else ("model's" if model is not None else "given"),
         "min_count": int(min_count),
         "max_vocab": max_vocab,
         "max_length": max_length,
@@ -776,12 +915,12 @@ def read_corpus(
     }
 
     def build(idx, split):
-        tokens = np.full((len(idx), L), PAD_ID, dtype=np.int32)
+        tokens = np.full((len(idx), L), pad_id, dtype=np.int32)
         lengths = np.zeros(len(idx), dtype=np.int64)
         n_unk = 0
         for r, b in enumerate(idx):
-            ids = [word_index.get(t, UNK_ID) for t in docs[b]]
-            n_unk += ids.count(UNK_ID)
+            ids = [word_index.get(t, unk_id) for t in docs[b]]
+            n_unk += ids.count(unk_id) if unk_id is not None else 0
             tokens[r, : len(ids)] = ids
             lengths[r] = len(ids)
         td = TaskData(
@@ -833,4 +972,6 @@ def read_corpus(
         test_lines=sl,
         multilabel=bool(multilabel),
         word_index={w: i for i, w in enumerate(vocab)},
+        n_tokens_train=int(train.lengths.sum()),
+        n_tokens_test=0 if test is None else int(test.lengths.sum()),
     )

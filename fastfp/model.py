@@ -263,3 +263,35 @@ def load_params(path) -> Model:
         return Model(params, get("embedding"), get("readout_weight"), get("readout_bias"), vocab, metadata)
     except FastFPError as exc:
         raise type(exc)(f"{where}: {exc}") from None
+
+
+def _check_task_data_matches(model, data, name: str = "task_data") -> None:
+    """Refuse data whose token ids or label order mean something else to ``model``.
+
+    Token ids index the model's embedding rows: with a different vocabulary (same size or not)
+    they would pick other words' rows and every number that follows would be silently wrong.
+    Checked where both sides name their words (``Model.vocab``, ``TaskData.vocab``) and, for a
+    model trained on a corpus, where both record their label names.
+    """
+    mv = model.vocab
+    if mv is not None and tuple(mv) != tuple(data.vocab):
+        mv, dv = tuple(mv), tuple(data.vocab)
+        if len(mv) != len(dv):
+            detail = f"{len(dv)} words against the model's {len(mv)}"
+        else:
+            j = next(i for i, (a, b) in enumerate(zip(mv, dv)) if a != b)
+            detail = f"id {j} is {dv[j]!r} in the data but {mv[j]!r} in the model"
+        raise InvalidOptionError(
+            f"argument {name!r}: its vocabulary is not the model's ({detail}), so its token ids would pick "
+            "other words' embedding rows; read a corpus with fastfp.read_corpus(path, model=model), or remap "
+            "the data with data.with_vocab(model.vocab)"
+        )
+    task = model.metadata.get("task") if isinstance(model.metadata.get("task"), dict) else {}
+    rec = task.get("params", {}).get("label_names") if task.get("name") == "corpus" and isinstance(
+        task.get("params"), dict) else None
+    got = data.params.get("label_names") if isinstance(data.params, dict) else None
+    if rec is not None and got is not None and [str(x) for x in rec] != [str(x) for x in got]:
+        raise InvalidOptionError(
+            f"argument {name!r}: its labels are {list(got)!r} in that order, but the model's outputs are "
+            f"{[str(x) for x in rec]!r}; read the corpus with fastfp.read_corpus(path, model=model) (or labels=...)"
+        )

@@ -47,12 +47,13 @@ _MAX_ROUNDS = 10_000
 
 @dataclass(frozen=True, eq=False)
 class TaskData:
-    """A synthetic dataset.
+    """A dataset of token-id documents: a synthetic task, or a corpus read by :func:`fastfp.read_corpus`.
 
     Attributes
     ----------
     tokens : ndarray of int32, shape (n, L)
-        Token ids (indices into ``vocab``); entries at t >= lengths[b] are padding (the neutral word).
+        Token ids (indices into ``vocab``); entries at t >= lengths[b] are padding (the neutral
+        word for the synthetic tasks, ``'<pad>'`` for a corpus); ``lengths`` says which, never the id.
     lengths : ndarray of int64, shape (n,)
         Valid length of each document (all equal to L unless ``min_length`` was given).
     labels : ndarray of int64, shape (n,) or (n, K)
@@ -140,6 +141,53 @@ class TaskData:
     def scores(self) -> np.ndarray:
         """(n, C) float64: ``counts() @ evidence``, the score vector each label is computed from."""
         return self.counts() @ self.evidence
+
+    def with_vocab(self, vocab, *, unknown: str = "<unk>") -> "TaskData":
+        """The same documents with the token ids of another vocabulary, matched by word.
+
+        For feeding data to a model whose ``Model.vocab`` orders the words differently (or holds
+        more of them): each id becomes the id of the same word in ``vocab``; words ``vocab`` lacks
+        become ``unknown`` (an error if ``vocab`` has no such entry and one of those words occurs
+        in a document). ``evidence`` rows move with their words (zero for words ``vocab`` lacks);
+        ``params`` records ``remapped_unknown_tokens``, the valid positions mapped to ``unknown``.
+
+        Parameters
+        ----------
+        vocab : sequence of str
+            The target vocabulary (V' distinct words).
+        unknown : str
+
+        Returns
+        -------
+        TaskData
+            tokens (n, L) in ``range(V')``, ``vocab`` the given one, evidence (V', C).
+        """
+        if isinstance(vocab, (str, bytes)) or not hasattr(vocab, "__iter__"):
+            raise InvalidOptionError(f"argument 'vocab': got {type(vocab).__name__}, expected a sequence of str")
+        target = tuple(vocab)
+        if not target or not all(isinstance(w, str) for w in target) or len(set(target)) != len(target):
+            raise InvalidOptionError("argument 'vocab': expected a non-empty sequence of distinct str")
+        index = {w: i for i, w in enumerate(target)}
+        unk = index.get(unknown)
+        table = np.array([index.get(w, -1) for w in self.vocab], dtype=np.int64)
+        valid = self.mask()
+        used = np.zeros(self.vocab_size, dtype=bool)
+        used[self.tokens[valid]] = True
+        lost = [self.vocab[j] for j in np.flatnonzero(used & (table < 0))]
+        if lost and unk is None:
+            raise InvalidOptionError(
+                f"argument 'vocab': lacks the words {lost[:8]}{' ...' if len(lost) > 8 else ''} of the documents "
+                f"and has no {unknown!r} entry to map them to"
+            )
+        n_unknown = int((table[self.tokens] < 0)[valid].sum())
+        table = np.where(table < 0, unk if unk is not None else 0, table)
+        tokens = np.where(valid, table[self.tokens], index.get("<pad>", 0)).astype(self.tokens.dtype)
+        evidence = np.zeros((len(target), self.evidence.shape[1]), dtype=self.evidence.dtype)
+        for j, w in enumerate(self.vocab):
+            if w in index:
+                evidence[index[w]] = self.evidence[j]
+        return TaskData(tokens=tokens, lengths=self.lengths, labels=self.labels, vocab=target, evidence=evidence,
+                        name=self.name, params=dict(self.params, remapped_unknown_tokens=n_unknown))
 
     def __repr__(self) -> str:
         return (

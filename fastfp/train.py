@@ -36,8 +36,8 @@ init of renn, the study's JAX library: spectral radius about g, eigenvalues fill
 ``g = recurrent_gain`` (1.0 by default). Only ``weight_hh`` changes; the input weights and biases
 keep PyTorch's init (plus ``forget_bias`` on the LSTM's forget block of ``bias_ih``, when given).
 
-The optimiser defaults are the study's (``/work/shared/docs/paper-notes.md``, "Training used for
-the synthetic networks"): Adam (b1 0.9, b2 0.99, eps 0.1), lr 0.1 * 0.9997^step, clipping at
+The optimiser defaults are the study's (Aitken et al. 2021, the settings of its synthetic
+networks; docs/reproduction.md): Adam (b1 0.9, b2 0.99, eps 0.1), lr 0.1 * 0.9997^step, clipping at
 global norm 10, L2 penalty 5e-4 * (sum of squares of all parameters) added to the loss, batch 128,
 readout without bias.
 """
@@ -587,7 +587,8 @@ def train_classifier(
     ----------
     task_data : TaskData or callable
         The training documents. A ``TaskData``: each step takes the next ``batch_size`` documents of
-        a fresh seeded permutation per epoch (a short tail is dropped). A callable: called as
+        a fresh seeded permutation per epoch (a short tail is dropped; with at most ``batch_size``
+        documents every step takes all of them, ``metadata["batch_size_used"]``). A callable: called as
         ``task_data(rng)`` with the run's ``numpy.random.Generator`` (seeded from ``seed``) whenever
         more documents are needed, it returns a ``TaskData`` of fresh documents which are used in
         consecutive slices of ``batch_size`` (e.g. ``lambda rng: fastfp.tasks.categorical(128 * 50,
@@ -710,6 +711,11 @@ def train_classifier(
     V, C, multilabel = _task_info("task_data", first)
     if eval_data is not None:
         Ve, Ce, mle = _task_info("eval_data", eval_data)
+        if tuple(eval_data.vocab) != tuple(first.vocab):
+            raise ShapeError(
+                "argument 'eval_data': its vocabulary is not task_data's (the same ids would mean other words); "
+                "read both splits in one fastfp.read_corpus call, or remap with eval_data.with_vocab(task_data.vocab)"
+            )
         if Ve != V or mle != multilabel or (multilabel and Ce != C) or (not multilabel and Ce > C):
             raise ShapeError(
                 f"argument 'eval_data': vocabulary size {Ve} and labels {eval_data.labels.shape[1:]} do not "
@@ -843,7 +849,9 @@ def train_classifier(
         init=dict(recurrent=recurrent_init, recurrent_gain=recurrent_gain, forget_bias=forget_bias,
                   other="PyTorch's default (cell input weights and biases, readout, embedding)"
                   + (" plus forget_bias on the forget block of bias_ih" if forget_bias else "")),
-        batch_size=batch_size, max_steps=steps, steps=done, seed=int(seed), threads=threads,
+        batch_size=batch_size,
+        batch_size_used=min(batch_size, first.n_docs) if source_fn is None else batch_size,
+        max_steps=steps, steps=done, seed=int(seed), threads=threads,
         target_accuracy=target_accuracy, eval_accuracy=None if acc is None else round(float(acc), 6),
         eval_n=None if eval_data is None else eval_data.n_docs,
         train_seconds=round(seconds, 3), torch_version=torch.__version__, fastfp_version=__version__,
@@ -890,6 +898,9 @@ def predict(model: Model, task_data: TaskData, *, backend: str = "cpu", chunk: i
     if model.embedding is None or model.readout_weight is None:
         raise ShapeError("argument 'model': needs an embedding (identity for one-hot inputs) and a readout")
     V, _, multilabel = _task_info("task_data", task_data)
+    from .model import _check_task_data_matches
+
+    _check_task_data_matches(model, task_data)
     if np.shape(model.embedding)[0] != V:
         raise ShapeError(
             f"argument 'task_data': vocabulary of {V} tokens, but the model's embedding has "

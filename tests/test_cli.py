@@ -629,3 +629,71 @@ def test_run_speed_units_parts_scales_the_lstm_cell_state():
 def test_run_speed_units_rejects_unknown():
     r = _invoke("-q", "run", "--speed-units", "coords", *SMALL)
     assert r.exit_code == 2 and "--speed-units" in r.output
+
+
+# ----------------------------------------------------------------------------- corpus-trained models
+def _corpus_model(tmp_path, words=("<pad>", "<unk>", "good", "bad", "the", "film")):
+    """A saved GRU classifier over ``words`` whose metadata says it was trained on a corpus with
+    labels (neg, pos), as train_classifier records it."""
+    V = len(words)
+    params = fastfp.RNNParams.random("gru", 6, 4, seed=0)
+    rng = np.random.default_rng(0)
+    meta = {"task": {"name": "corpus", "params": {"label_names": ["neg", "pos"], "lowercase": True,
+                                                  "multilabel": False, "tokenizer": "default", "source": "train.csv"}}}
+    model = fastfp.Model(params, rng.normal(size=(V, 4)), rng.normal(size=(2, 6)), vocab=tuple(words), metadata=meta)
+    path = tmp_path / "corpus_model.npz"
+    fastfp.save_params(path, model)
+    return path
+
+
+def test_corpus_model_needs_its_corpus(tmp_path):
+    m = _corpus_model(tmp_path)
+    r = _invoke("-q", "find", m, "-o", tmp_path / "fp.npz", "--states", "8")
+    assert r.exit_code == 1 and "trained on a text corpus (train.csv)" in r.stderr and "--corpus FILE" in r.stderr
+    r = _invoke("-q", "find", m, "-o", tmp_path / "fp.npz", "--states", "8", "--text-column", "review")
+    assert r.exit_code == 1 and "--text-column" in r.stderr and "--corpus FILE" in r.stderr
+
+
+def test_corpus_is_read_with_the_models_vocabulary_and_options(tmp_path):
+    m = _corpus_model(tmp_path)
+    rows = [("Good film, good!", "pos"), ("bad the film", "neg"), ("the good", "pos"), ("bad bad", "neg"),
+            ("Film: good", "pos"), ("bad film", "neg")]
+    corpus = tmp_path / "c.csv"
+    corpus.write_text("id,review,stars\n" + "".join(f'{i},"{t}",{y}\n' for i, (t, y) in enumerate(rows)))
+    vocab = {"good", "bad", "the", "film"}
+    tokens = [w for t, _ in rows for w in fastfp.corpus.default_tokenize(t.lower())]
+    n_unknown = sum(w not in vocab for w in tokens)  # the oracle: the punctuation
+    assert n_unknown == 3
+    base = ("-q", "run", m, "--corpus", corpus, "--no-report", "--json", "--states", "8")
+    r = _invoke(*base)
+    assert r.exit_code == 1 and "--text-column / --label-column" in r.stderr
+    r = _invoke(*base, "--text-column", "review", "--label-column", "stars")
+    assert r.exit_code == 0, r.output + r.stderr
+    assert f"{n_unknown} of {len(tokens)} tokens ({100 * n_unknown / len(tokens):.1f}%) are not in the model's" in r.stderr
+    assert json.loads(r.stdout)["data"]["docs"] == 6
+    r = _invoke(*base, "--text-column", "review", "--label-column", "stars", "--docs", "4", "--length", "2")
+    assert r.exit_code == 0, r.output + r.stderr
+    d = json.loads(r.stdout)["data"]
+    assert d["docs"] == 4 and d["length"] == 2
+
+
+def test_corpus_bad_rows_are_listed_line_by_line_or_skipped(tmp_path):
+    m = _corpus_model(tmp_path)
+    corpus = tmp_path / "c.csv"
+    corpus.write_text("text,label\ngood film,pos\n,neg\nbad,meh\nthe bad film,neg\n")
+    base = ("-q", "find", m, "-o", tmp_path / "fp.npz", "--corpus", corpus, "--states", "4")
+    r = _invoke(*base)
+    assert r.exit_code == 1
+    assert "2 bad record(s) of 4:\n  line 3: empty_text" in r.stderr and "\n  line 4: unknown_label" in r.stderr
+    assert "pass --skip-bad-rows" in r.stderr and "on_error" not in r.stderr
+    r = _invoke(*base, "--skip-bad-rows")
+    assert r.exit_code == 0, r.output + r.stderr
+    assert "2 bad record(s) skipped (--skip-bad-rows); first: line 3: empty_text" in r.stderr
+
+
+def test_corpus_of_mostly_unknown_words_is_refused(tmp_path):
+    m = _corpus_model(tmp_path)
+    corpus = tmp_path / "c.csv"
+    corpus.write_text("text,label\nxyzzy foo,pos\nbar qux good,neg\n")
+    r = _invoke("-q", "find", m, "-o", tmp_path / "fp.npz", "--corpus", corpus, "--states", "4")
+    assert r.exit_code == 1 and "80% of the tokens" in r.stderr and "unknown to the model" in r.stderr

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastfp import FileFormatError, InvalidOptionError, TaskData
+from fastfp import ArgumentTypeError, FileFormatError, InvalidOptionError, TaskData
 from fastfp.analysis import wordcount_prediction
 from fastfp.corpus import PAD, PAD_ID, UNK, UNK_ID, default_tokenize, read_corpus
 
@@ -510,3 +510,145 @@ def test_deeply_nested_json_is_a_bad_row(tmp_path):
 def test_non_text_encoding(encoding):
     with pytest.raises(InvalidOptionError, match=rf"argument 'encoding': got {encoding!r}, expected .*text encoding"):
         read_corpus(REVIEWS_CSV, encoding=encoding)
+
+
+# --------------------------------------------------------------------------- reading with a model's vocabulary
+def _model_for(corpus, *, labels=None, lowercase=True, tokenizer="default", seed=0):
+    """A random GRU classifier over ``corpus``'s vocabulary, with the metadata train_classifier
+    records for a corpus (so read_corpus(model=...) and the checks see a corpus-trained model)."""
+    import fastfp
+
+    V, C = len(corpus.vocab), len(corpus.label_names)
+    params = fastfp.RNNParams.random("gru", 6, 4, seed=seed)
+    rng = np.random.default_rng(seed)
+    meta = {"task": {"name": "corpus", "params": {
+        "label_names": list(labels or corpus.label_names), "lowercase": lowercase, "multilabel": False,
+        "tokenizer": tokenizer, "source": "reviews.csv"}}}
+    return fastfp.Model(params, rng.normal(size=(V, 4)), rng.normal(size=(C, 6)), vocab=corpus.vocab, metadata=meta)
+
+
+def test_vocab_argument_maps_words_to_the_given_ids():
+    built = read_corpus(REVIEWS_CSV, test_fraction=0.25, seed=0)
+    shuffled = tuple(np.random.default_rng(3).permutation(built.vocab[:-5]))  # 5 words missing, <unk> kept
+    c = read_corpus(REVIEWS_CSV, vocab=shuffled)
+    assert c.vocab == shuffled and c.train.vocab == shuffled
+    texts, _ = texts_and_labels(REVIEWS_CSV)
+    known = set(shuffled)
+    expected = [[w if w in known and w != PAD else UNK for w in default_tokenize(t.lower())] for t in texts]
+    assert docs(c, c.train) == expected  # the oracle: tokenise and look the words up by hand
+    n_unk = sum(d.count(UNK) for d in expected)
+    assert c.report.n_unk_train == n_unk > 0
+    assert c.unknown_fraction == pytest.approx(n_unk / sum(map(len, expected)))
+    assert c.unk_id == shuffled.index(UNK) and c.pad_id == shuffled.index(PAD)
+
+
+def test_vocab_without_unk_names_the_missing_words():
+    with pytest.raises(InvalidOptionError, match=r"argument 'vocab'.*no '<unk>'.*lacks"):
+        read_corpus(REVIEWS_CSV, vocab=("<pad>", "the", "was"))
+    with pytest.raises(InvalidOptionError, match="min_count"):
+        read_corpus(REVIEWS_CSV, vocab=("<pad>", "<unk>"), min_count=2)
+    with pytest.raises(InvalidOptionError, match="more than once"):
+        read_corpus(REVIEWS_CSV, vocab=("<unk>", "a", "a"))
+
+
+def test_model_argument_reads_as_the_model_was_trained():
+    trained = read_corpus(REVIEWS_CSV, test_fraction=0.25, seed=0, labels=["pos", "neutral", "neg"])
+    model = _model_for(trained)
+    other = read_corpus(REVIEWS_CSV, test_fraction=0.3, seed=5)  # another split: another vocabulary order
+    assert other.vocab != trained.vocab and len(other.vocab) != 0
+    c = read_corpus(REVIEWS_CSV, model=model)
+    assert c.vocab == trained.vocab and c.label_names == ("pos", "neutral", "neg")
+    # every document reads to the same ids as in the training read (the oracle: the training split)
+    same = {int(line): list(trained.train.tokens[b, : trained.train.lengths[b]])
+            for b, line in enumerate(trained.train_lines)}
+    for b, line in enumerate(c.train_lines):
+        if int(line) in same:
+            assert list(c.train.tokens[b, : c.train.lengths[b]]) == same[int(line)]
+    with pytest.raises(InvalidOptionError, match="argument 'labels'"):
+        read_corpus(REVIEWS_CSV, model=model, labels=["neg", "neutral", "pos"])
+    with pytest.raises(InvalidOptionError, match="argument 'lowercase'"):
+        read_corpus(REVIEWS_CSV, model=model, lowercase=False)
+    with pytest.raises(InvalidOptionError, match="custom tokenizer"):
+        read_corpus(REVIEWS_CSV, model=_model_for(trained, tokenizer="custom"))
+    with pytest.raises(InvalidOptionError, match="give one or the other"):
+        read_corpus(REVIEWS_CSV, model=model, vocab=trained.vocab)
+
+
+def test_read_records_tokenizer_and_vocabulary_origin():
+    c = read_corpus(REVIEWS_CSV, tokenizer=str.split)
+    assert c.train.params["tokenizer"] == "custom" and c.train.params["vocab"] == "built"
+    assert read_corpus(REVIEWS_CSV).train.params["tokenizer"] == "default"
+
+
+def test_predictions_refuse_data_of_another_vocabulary_or_label_order():
+    from fastfp.analysis import order_invariance
+    from fastfp.train import accuracy, predict
+
+    trained = read_corpus(REVIEWS_CSV, test_fraction=0.25, seed=0)
+    model = _model_for(trained)
+    other = read_corpus(REVIEWS_CSV, test_fraction=0.3, seed=5)
+    assert other.vocab != trained.vocab
+    for fn in (predict, accuracy, order_invariance):
+        with pytest.raises(InvalidOptionError, match="vocabulary is not the model's"):
+            fn(model, other.train)
+    # remapped by word, the same documents give the model's own predictions (oracle: the read with model=)
+    own = read_corpus(REVIEWS_CSV, model=model, test_fraction=0.3, seed=5)
+    np.testing.assert_array_equal(predict(model, other.train.with_vocab(model.vocab)), predict(model, own.train))
+    relabelled = read_corpus(REVIEWS_CSV, vocab=model.vocab, labels=list(reversed(trained.label_names)))
+    with pytest.raises(InvalidOptionError, match="labels"):
+        accuracy(model, relabelled.train)
+
+
+def test_with_vocab_moves_ids_and_evidence_by_word():
+    from fastfp.tasks import categorical
+
+    d = categorical(20, n_classes=3, length=8, seed=0)  # vocab w0 w1 w2 the
+    target = ("the", "x", "w2", "w0", "w1", "<unk>")
+    r = d.with_vocab(target)
+    words = lambda data: [[data.vocab[i] for i in data.tokens[b, : data.lengths[b]]] for b in range(data.n_docs)]  # noqa: E731
+    assert words(r) == words(d)
+    for j, w in enumerate(d.vocab):
+        np.testing.assert_array_equal(r.evidence[target.index(w)], d.evidence[j])
+    np.testing.assert_array_equal(r.scores(), d.scores())
+    assert r.params["remapped_unknown_tokens"] == 0
+    r2 = d.with_vocab(("w0", "the", "<unk>"))
+    assert r2.params["remapped_unknown_tokens"] == int(np.isin(d.tokens, [1, 2]).sum())
+    with pytest.raises(InvalidOptionError, match="lacks the words"):
+        d.with_vocab(("w0", "the"))
+
+
+def test_csv_field_longer_than_the_csv_module_limit(tmp_path):
+    import csv as csv_module
+
+    long_text = "word " * 30000  # 150000 characters: over csv's default 131072
+    p = tmp_path / "long.csv"
+    p.write_text(f'text,label\n"{long_text}",a\nshort one,b\n')
+    before = csv_module.field_size_limit()
+    c = read_corpus(p, max_length=50)
+    assert csv_module.field_size_limit() == before
+    assert c.train.lengths.tolist() == [50, 2] and c.report.n_truncated == 1
+
+
+def test_tokenizer_failures_name_the_record_line(tmp_path):
+    p = tmp_path / "c.csv"
+    p.write_text("text,label\nfine text,a\nboom,b\n")
+    with pytest.raises(InvalidOptionError, match=r"tokenizer.*ZeroDivisionError.*line 3"):
+        read_corpus(p, tokenizer=lambda s: s.split() if s != "boom" else 1 / 0)
+    with pytest.raises(ArgumentTypeError, match=r"tokenizer.*line 2"):
+        read_corpus(p, tokenizer=lambda s: 5)
+
+
+def test_row_messages_name_the_encoding_and_json_arrays(tmp_path):
+    p = tmp_path / "bad.csv"
+    p.write_bytes(b"text,label\ngood,a\ncaf\xe9,b\n")
+    with pytest.raises(FileFormatError, match=r"line 3: undecodable: bytes that do not decode as 'utf-8' \(pass encoding="):
+        read_corpus(p)
+    j = tmp_path / "a.json"
+    j.write_text('[{"text": "a", "label": "x"}]\n')
+    with pytest.raises(FileFormatError, match="a JSON array of objects is not read"):
+        read_corpus(j)
+    k = tmp_path / "k.jsonl"
+    k.write_text('{"label": "x"}\n{"text": "a", "label": "x"}\n{"text": "a\n')
+    with pytest.raises(FileFormatError) as e:
+        read_corpus(k)
+    assert "line 1: empty_text: no 'text' value" in str(e.value) and "at at" not in str(e.value)
