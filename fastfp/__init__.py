@@ -18,7 +18,7 @@ from .errors import (
 )
 from .fixed_points import FixedPoints, concatenate
 from . import analysis, corpus, train
-from .corpus import Corpus, read_corpus
+from .corpus import Corpus, encode_texts, read_corpus
 from .io_flax import load_flax, read_flax_msgpack
 from .io_safetensors import read_safetensors
 from .io_torch import load_torch_rnn, read_torch_state_dict
@@ -50,6 +50,7 @@ __all__ = [
     "train",
     "Corpus",
     "read_corpus",
+    "encode_texts",
     "read_torch_state_dict",
     "step",
     "rollout",

@@ -75,6 +75,7 @@ from .tasks import TaskData
 
 __all__ = [
     "read_corpus",
+    "encode_texts",
     "Corpus",
     "CorpusReport",
     "Problem",
@@ -975,3 +976,81 @@ def read_corpus(
         n_tokens_train=int(train.lengths.sum()),
         n_tokens_test=0 if test is None else int(test.lengths.sum()),
     )
+
+
+def encode_texts(texts, *, model=None, vocab=None, lowercase: bool | None = None, tokenizer=None,
+                 max_length: int | None = None) -> TaskData:
+    """Token ids of unlabelled texts in a model's (or a given) vocabulary: new text to predict on.
+
+    Tokenised as :func:`read_corpus` does (and, with ``model``, with the settings it records:
+    casing, and whether a custom tokenizer must be passed again); words the vocabulary lacks map to
+    its ``'<unk>'`` (counted in ``params['n_unknown_tokens']``; an error if it has none).
+
+    Parameters
+    ----------
+    texts : sequence of str
+        n texts, each with at least one token.
+    model : fastfp.Model, optional
+        Use its vocabulary and recorded settings (see :func:`read_corpus`).
+    vocab : sequence of str, optional
+        A vocabulary instead of ``model``'s.
+    lowercase, tokenizer, max_length
+        As in :func:`read_corpus`.
+
+    Returns
+    -------
+    TaskData
+        ``tokens`` (n, L), ``lengths`` (n,), ``vocab`` the model's; no labels: ``labels`` is -1
+        everywhere, (n,) or (n, K) for a multi-label model, and ``params['unlabelled']`` is True.
+        :func:`fastfp.train.predict`, :func:`fastfp.analysis.order_invariance` and the rollouts take
+        it; :func:`fastfp.train.accuracy` refuses it.
+    """
+    if isinstance(texts, (str, bytes)) or not hasattr(texts, "__iter__"):
+        raise ArgumentTypeError(f"argument 'texts': got {type(texts).__name__}, expected a sequence of str")
+    texts = list(texts)
+    if not texts:
+        raise InvalidOptionError("argument 'texts': got no texts, expected at least one")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise ArgumentTypeError(f"argument 'texts': item {i} is a {type(t).__name__}, expected str")
+    if tokenizer is not None and not callable(tokenizer):
+        raise ArgumentTypeError(f"argument 'tokenizer': got {type(tokenizer).__name__}, expected None or a callable")
+    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer))
+                                   or max_length < 1):
+        raise InvalidOptionError(f"argument 'max_length': got {max_length!r}, expected None or an integer >= 1")
+    if model is None and vocab is None:
+        raise InvalidOptionError("arguments 'model' / 'vocab': give one (the vocabulary the ids index)")
+    vocab, _, lowercase, multilabel = _model_settings(model, vocab, None, lowercase, None, tokenizer)
+    words = _vocab_list(vocab, 1, None)
+    index = {w: i for i, w in enumerate(words)}
+    unk, pad_id = index.get(UNK), index.get(PAD, 0)
+    if PAD in index:
+        index[PAD] = unk  # a literal '<pad>' is an unknown word, never padding
+    tok = tokenizer if tokenizer is not None else default_tokenize
+    docs = []
+    for i, t in enumerate(texts):
+        toks = [w for w in tok(t.lower() if lowercase else t) if w]
+        if not toks:
+            raise InvalidOptionError(f"argument 'texts': item {i} ({t[:40]!r}) has no tokens")
+        docs.append(toks[:max_length] if max_length is not None else toks)
+    missing = sorted({w for d in docs for w in d if index.get(w) is None})
+    if missing and unk is None:
+        raise InvalidOptionError(
+            f"argument {'model' if model is not None else 'vocab'!r}: the vocabulary has no {UNK!r} and lacks the "
+            f"words {missing[:8]}{' ...' if len(missing) > 8 else ''}"
+        )
+    L = max(map(len, docs))
+    tokens = np.full((len(docs), L), pad_id, dtype=np.int32)
+    n_unknown = 0
+    for b, d in enumerate(docs):
+        ids = [index[w] if index.get(w) is not None else unk for w in d]
+        n_unknown += sum(index.get(w) is None or w == PAD for w in d)
+        tokens[b, : len(ids)] = ids
+    n_out = None
+    if model is not None and model.readout_weight is not None:
+        n_out = int(np.shape(model.readout_weight)[0])
+    labels = np.full((len(docs), n_out) if multilabel and n_out else (len(docs),), -1, dtype=np.int64)
+    params = {"unlabelled": True, "n_unknown_tokens": int(n_unknown), "lowercase": bool(lowercase),
+              "tokenizer": "default" if tokenizer is None else "custom", "max_length": max_length}
+    return TaskData(tokens=tokens, lengths=np.array(list(map(len, docs)), dtype=np.int64), labels=labels,
+                    vocab=words, evidence=np.zeros((len(words), 0)), name="texts", params=params)

@@ -486,8 +486,9 @@ def _pos_float(name: str, value: Any, *, zero: bool = False, upper: float | None
     return v
 
 
-def _task_info(name: str, data: Any) -> tuple[int, int, bool]:
-    """(vocab size, number of outputs, multilabel) of a TaskData, checking it."""
+def _task_info(name: str, data: Any, *, allow_unlabelled: bool = False) -> tuple[int, int, bool]:
+    """(vocab size, number of outputs, multilabel) of a TaskData, checking it (unlabelled texts of
+    fastfp.encode_texts only where ``allow_unlabelled``: predictions, never training)."""
     if not isinstance(data, TaskData):
         raise ArgumentTypeError(
             f"argument {name!r}: got {type(data).__name__}, expected a fastfp.TaskData (e.g. from fastfp.tasks)"
@@ -495,6 +496,10 @@ def _task_info(name: str, data: Any) -> tuple[int, int, bool]:
     labels = data.labels
     if data.n_docs < 1:
         raise ShapeError(f"argument {name!r}: holds no documents")
+    if isinstance(data.params, dict) and data.params.get("unlabelled"):
+        if not allow_unlabelled:
+            raise InvalidOptionError(f"argument {name!r}: unlabelled texts (fastfp.encode_texts) cannot train or be scored")
+        return data.vocab_size, labels.shape[1] if labels.ndim == 2 else 0, labels.ndim == 2
     if labels.dtype.kind not in "iub":
         raise ArgumentTypeError(f"argument {name!r}: labels have dtype {labels.dtype}, expected integers")
     if labels.ndim == 2:
@@ -897,7 +902,7 @@ def predict(model: Model, task_data: TaskData, *, backend: str = "cpu", chunk: i
         raise ArgumentTypeError(f"argument 'model': got {type(model).__name__}, expected a fastfp.Model")
     if model.embedding is None or model.readout_weight is None:
         raise ShapeError("argument 'model': needs an embedding (identity for one-hot inputs) and a readout")
-    V, _, multilabel = _task_info("task_data", task_data)
+    V, _, multilabel = _task_info("task_data", task_data, allow_unlabelled=True)
     from .model import _check_task_data_matches
 
     _check_task_data_matches(model, task_data)
@@ -923,5 +928,8 @@ def accuracy(model: Model, task_data: TaskData, *, backend: str = "cpu") -> floa
     Single-label: fraction with argmax == label. Multi-label: fraction of documents with every label
     right (logit > 0 exactly for the labels equal to 1).
     """
+    if isinstance(task_data, TaskData) and isinstance(task_data.params, dict) and task_data.params.get("unlabelled"):
+        raise InvalidOptionError("argument 'task_data': unlabelled texts (fastfp.encode_texts) have no labels to "
+                                 "score against; use fastfp.train.predict")
     pred = predict(model, task_data, backend=backend)
     return _score(pred, task_data.labels, task_data.labels.ndim == 2)

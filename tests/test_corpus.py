@@ -652,3 +652,35 @@ def test_row_messages_name_the_encoding_and_json_arrays(tmp_path):
     with pytest.raises(FileFormatError) as e:
         read_corpus(k)
     assert "line 1: empty_text: no 'text' value" in str(e.value) and "at at" not in str(e.value)
+
+
+def test_encode_texts_reads_new_text_as_read_corpus_does():
+    from fastfp import encode_texts
+    from fastfp.train import accuracy, predict, train_classifier
+
+    trained = read_corpus(REVIEWS_CSV, test_fraction=0.25, seed=0)
+    model = _model_for(trained)
+    texts, _ = texts_and_labels(REVIEWS_CSV)
+    d = encode_texts(texts + ["zzz unseen words", "<pad> here"], model=model)
+    ref = read_corpus(REVIEWS_CSV, model=model).train  # file order, same vocabulary
+    n = len(texts)
+    for b in range(n):
+        assert list(d.tokens[b, : d.lengths[b]]) == list(ref.tokens[b, : ref.lengths[b]])
+    assert d.vocab == model.vocab and (d.labels == -1).all() and d.params["unlabelled"]
+    expected = [w if w in model.vocab else UNK for w in ("zzz", "unseen", "words")]
+    assert [d.vocab[i] for i in d.tokens[n, : d.lengths[n]]] == expected
+    all_tokens = [w for t in texts + ["zzz unseen words", "<pad> here"] for w in default_tokenize(t.lower())]
+    assert d.params["n_unknown_tokens"] == sum(w not in model.vocab or w == PAD for w in all_tokens)
+    assert d.tokens[n + 1, 0] == d.vocab.index(UNK)  # a literal <pad> is a word, never padding
+    assert (d.tokens[:, :][~d.mask()] == d.vocab.index(PAD)).all()
+    np.testing.assert_array_equal(predict(model, d)[:n], predict(model, ref))
+    with pytest.raises(InvalidOptionError, match="no labels to score"):
+        accuracy(model, d)
+    with pytest.raises(InvalidOptionError, match="cannot train"):
+        train_classifier(d, steps=1)
+    with pytest.raises(InvalidOptionError, match="item 1 .* has no tokens"):
+        encode_texts(["fine", "  "], model=model)
+    with pytest.raises(InvalidOptionError, match="give one"):
+        encode_texts(["fine"])
+    with pytest.raises(ArgumentTypeError, match="item 0 is a int"):
+        encode_texts([3], model=model)
