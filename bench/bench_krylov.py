@@ -45,3 +45,34 @@ def test_top_eigenvalues(benchmark, pinned_threads, problem, how):
 
     benchmark.pedantic(dense if how == "dense_eig" else krylov, rounds=2, iterations=1)
     benchmark.extra_info.update(**pinned_threads)
+
+
+def _trained_slow_problem(name, B):
+    """A trained classifier of bench/data, its visited states and the neutral word's input."""
+    from pathlib import Path
+
+    model = fastfp.load(Path(__file__).parent / "data" / f"{name}.npz")
+    params = model.params.astype(np.float64)
+    docs = fastfp.tasks.categorical(64, n_classes=3, length=50, seed=0)
+    traj = fastfp.rollout(params, None, model.inputs(docs.tokens).astype(np.float64), lengths=docs.lengths)
+    h0 = fastfp.sample_states(traj, B, mask=docs.mask(), seed=0)
+    return params, h0, model.inputs(np.array([model.vocab.index("the")]))[0].astype(np.float64)
+
+
+@pytest.mark.parametrize("network", ["gru128_cat3", "gru256_cat3", "structured-512"])
+@pytest.mark.parametrize("jacobian", ["dense", "matrix_free"])
+def test_slow_manifold_time_to_solution(benchmark, pinned_threads, network, jacobian):
+    """Slow-manifold mode (slow_ratio 0.05, slow_speed 1e-2): dense LM against matrix-free LM (CG
+    on the damped normal equations) from the same starts; compare within a group."""
+    if network.startswith("structured"):
+        N = int(network.split("-")[1])
+        params, rng = kl.structured_gru(N)
+        h0, x = kl.initial_states(params, rng, 32), np.zeros(params.input_size)
+    else:
+        params, h0, x = _trained_slow_problem(network, 64)
+    benchmark.group = f"slow-manifold mode {network} B={len(h0)}"
+    kw = dict(slow_ratio=0.05, slow_speed=1e-2, jacobian=jacobian)
+    fastfp.find_fixed_points(params, h0[:2], x, maxiter=3, **kw)  # compile
+    fp = benchmark.pedantic(fastfp.find_fixed_points, args=(params, h0, x), kwargs=kw, rounds=2, iterations=1)
+    benchmark.extra_info.update(kept=int(fp.on_slow_manifold(1e-2).sum()), nit=float(fp.nit.mean()),
+                                n_matvec=fp.metadata.get("n_matvec", 0), **pinned_threads)

@@ -19,7 +19,7 @@ import numpy as np
 
 from ._cells_ref import _xp
 
-__all__ = ["GMRESResult", "batched_gmres", "EigsResult", "batched_eigs"]
+__all__ = ["GMRESResult", "batched_gmres", "CGResult", "batched_cg", "EigsResult", "batched_eigs"]
 
 # GMRES finishes the points that have stopped, and drops them from the block, once no more than
 # this fraction of the block is still iterating.
@@ -44,6 +44,71 @@ def _orthogonalize(xp, basis, w):
     h2 = xp.matmul(basis, w[:, :, None])[:, :, 0]
     w = w - xp.matmul(h2[:, None, :], basis)[:, 0, :]
     return w, h + h2
+
+
+# ----------------------------------------------------------------------------------- CG
+@dataclass(frozen=True)
+class CGResult:
+    """x: (B, N) solutions; converged: (B,) bool (||b - A x||_2 <= rtol ||b||_2 by the recurrence);
+    nit: (B,) operator applications spent on each point."""
+
+    x: object
+    converged: object
+    nit: object
+
+
+def batched_cg(matvec, b, *, rtol=1e-6, maxiter=200) -> CGResult:
+    """Conjugate gradients on B symmetric positive definite systems A_b x_b = b_b at once.
+
+    Each iteration is one ``matvec(idx, P)`` on the points still iterating (the working set is
+    compacted once at most half of it is left, so the index array passed stays the same object
+    between compactions). A point stops at ||r|| <= rtol ||b|| or when p^T A p <= 0 (A not
+    positive definite there, or rounding at convergence); x = 0 where b = 0.
+
+    Parameters
+    ----------
+    matvec : callable (idx, V) -> (len(idx), N)
+    b : array, shape (B, N)
+    rtol : float
+    maxiter : int
+
+    Returns
+    -------
+    CGResult
+    """
+    xp = _xp(b)
+    B = b.shape[0]
+    x = xp.zeros_like(b)
+    r = b.copy()
+    p = r.copy()
+    rr = xp.einsum("bn,bn->b", r, r)
+    bnorm = xp.sqrt(rr)
+    tiny = np.finfo(b.dtype).tiny
+    nit = xp.zeros(B, dtype=xp.int64)
+    going = xp.sqrt(rr) > rtol * bnorm
+    idx = xp.flatnonzero(going)
+    for _ in range(maxiter):
+        if idx.size == 0:
+            break
+        run = going[idx]
+        if int(run.sum()) <= _COMPACT_BELOW * idx.size:
+            idx = idx[run]
+            if idx.size == 0:
+                break
+            run = going[idx]
+        Ap = matvec(idx, p[idx])
+        pAp = xp.einsum("bn,bn->b", p[idx], Ap)
+        ok = run & (pAp > tiny)
+        alpha = xp.where(ok, rr[idx] / xp.where(ok, pAp, 1.0), 0.0)
+        x[idx] += alpha[:, None] * p[idx]
+        r[idx] -= alpha[:, None] * Ap
+        rr_new = xp.einsum("bn,bn->b", r[idx], r[idx])
+        beta = xp.where(ok, rr_new / xp.maximum(rr[idx], tiny), 0.0)
+        p[idx] = xp.where(ok[:, None], r[idx] + beta[:, None] * p[idx], p[idx])
+        rr[idx] = xp.where(ok, rr_new, rr[idx])
+        nit[idx] += run.astype(xp.int64)
+        going[idx] = ok & (xp.sqrt(rr_new) > rtol * bnorm[idx])
+    return CGResult(x, xp.sqrt(rr) <= rtol * bnorm, nit)
 
 
 # ----------------------------------------------------------------------------------- GMRES

@@ -38,6 +38,7 @@ from contextlib import nullcontext
 import numpy as np
 
 from . import status as st
+from ._cells_ref import _xp
 from ._blas import blas_threads
 from ._linalg import SPLIT_BELOW_N, batched_solve, split_rows
 from ._validate import as_float_array, check_finite, check_params, prepare_inputs, state_size_text
@@ -56,6 +57,10 @@ ADAM_SCHEDULES = ("plateau", "constant")
 # N = 256, 13x at N = 2048; bench/RESULTS-krylov.md). Up to DENSE_RETRY_MAX_N, 'auto' solves the
 # points it leaves unconverged again with the dense method.
 MATRIX_FREE_MIN_N = 128
+# 'auto' runs the Levenberg-Marquardt path (method 'lm', slow-manifold mode) matrix-free from this
+# size on: measured 1.5-2x faster than dense LM from N = 128 to 1024 in slow-manifold mode, the same
+# at N = 64 (bench/RESULTS-krylov.md, "Slow-manifold mode").
+MATRIX_FREE_LM_MIN_N = 128
 DENSE_RETRY_MAX_N = 1024
 _DEFAULT_MAXITER = {"hybrid": 100, "newton": 100, "lm": 200, "adam": 5000}
 _ARMIJO = 1e-4
@@ -289,15 +294,18 @@ def find_fixed_points(
     memory_limit : float, optional
         Bytes the solver may use; default half of the available physical memory.
     jacobian : {'auto', 'dense', 'matrix_free'}
-        How ``newton`` and ``hybrid`` solve (J - I) delta = -r. ``'dense'`` forms J (B x N x N)
-        and factorises it; ``'matrix_free'`` runs Newton-Krylov: batched GMRES on J v products
-        (memory O(gmres_restart * N) per point, each iteration one GEMM), with a steepest-descent
-        step on q where Newton gives no decrease (it replaces hybrid's LM step). ``'auto'`` picks
-        matrix-free for N >= 128 (where it measures faster, see bench/RESULTS-krylov.md) or
-        when not even one dense point fits in ``memory_limit``, dense otherwise; with N <= 1024
-        the points matrix-free leaves unconverged (max iterations, diverged, singular) are
-        solved again with the dense method (``metadata['dense_retries']``). ``lm``, slow-
-        manifold mode and ``adam`` always use their own (dense / gradient) paths.
+        How the linear systems of ``newton``, ``hybrid`` and ``lm`` are solved. ``'dense'`` forms
+        J (B x N x N) and factorises it. ``'matrix_free'`` forms no N x N matrix: for ``newton`` /
+        ``hybrid`` it runs Newton-Krylov, batched GMRES on J v products (memory
+        O(gmres_restart * N) per point, each iteration one GEMM), with a steepest-descent step on
+        q where Newton gives no decrease (it replaces hybrid's LM step); for ``lm`` and the
+        slow-manifold mode (``slow_ratio``) it runs the same Levenberg-Marquardt iteration with
+        the damped normal equations solved by batched conjugate gradients on J v and J^T w
+        products (memory O(N) per point). ``'auto'`` picks matrix-free for N >= 128 (where both
+        measure faster, see bench/RESULTS-krylov.md) or when not even one dense point fits in
+        ``memory_limit``, dense otherwise; with N <= 1024 the points matrix-free leaves
+        unconverged (max iterations, diverged, singular, no decrease) are solved again with the
+        dense method (``metadata['dense_retries']``). ``adam`` uses gradients only.
     gmres_restart : int
         Krylov dimension of the matrix-free path's GMRES(m).
     chord : bool, optional
@@ -426,7 +434,7 @@ def find_fixed_points(
     if dtype == np.float32 or opts["slow_ratio"] is not None:
         opts["mixed_precision"] = False
     chunk = _plan_chunks(method, B, N, dtype, batch_size, memory_limit, mode=mode, restart=int(gmres_restart),
-                         backend=backend, slow=opts["slow_ratio"] is not None)
+                         backend=backend, slow=opts["slow_ratio"] is not None, lm=_uses_lm(method, opts))
     metadata = {
         "method": method,
         "jacobian": mode,
@@ -505,8 +513,10 @@ def _recheck_float32_slow(result, params, opts, backend):
 
 def _retry_dense(result, kernels, params, H0, X, method, opts, metadata, dtype, memory_limit):
     """'auto': points the matrix-free path left at MAX_ITER / DIVERGED / SINGULAR / NO_DECREASE are solved again
-    from their initial states with dense Newton / hybrid (LM), where N is small enough to afford
-    it; the matrix-free path is faster but its steepest-descent fallback is weaker than LM."""
+    from their initial states with the dense method, where N is small enough to afford it (the
+    Newton-Krylov path's steepest-descent fallback is weaker than LM; the matrix-free LM's steps
+    are inexact); a retry replaces the point where it converged (or, in slow-manifold mode, is a
+    slow point)."""
     failed = np.flatnonzero(np.isin(result.status, (st.MAX_ITER, st.DIVERGED, st.SINGULAR, st.NO_DECREASE)))
     if _dense_bytes_per_point(H0.shape[1], dtype.itemsize) > _default_memory_limit(memory_limit):
         failed = failed[:0]  # auto chose matrix-free because dense does not fit: no retry
@@ -521,6 +531,8 @@ def _retry_dense(result, kernels, params, H0, X, method, opts, metadata, dtype, 
         parts.append(_dense(kernels, params, H0[idx], _rows(X, idx), method, opts, False, meta))
     redo = concatenate(parts) if len(parts) > 1 else parts[0]
     better = redo.status == st.CONVERGED
+    if opts["slow_ratio"] is not None:  # slow-manifold mode: a slow point is what it is after
+        better |= redo.status == st.SLOW_POINT
     if not better.any():
         return result
     take = failed[better]
@@ -553,34 +565,45 @@ def _dense_bytes_per_point(N, itemsize):
 
 def _plan_jacobian(method, jacobian, N, dtype, opts, memory_limit, backend="cpu"):
     """'dense' or 'matrix_free' for this solve (see find_fixed_points' ``jacobian``)."""
-    can_mf = method in ("newton", "hybrid") and opts["slow_ratio"] is None
+    # Matrix-free: Newton-Krylov for newton / hybrid, matrix-free LM (CG on the damped normal
+    # equations) for lm and the slow-manifold mode (lm / hybrid only).
+    can_mf = method in ("newton", "hybrid", "lm")
+    lm = _uses_lm(method, opts)
     if backend == "gpu":
         if not can_mf or jacobian == "dense":
             raise InvalidOptionError(
-                f"argument 'backend': 'gpu' runs the matrix-free Newton-Krylov solver (method 'newton' or "
-                f"'hybrid', jacobian 'auto' or 'matrix_free', no slow_ratio); got method={method!r}, "
-                f"jacobian={jacobian!r}, slow_ratio={opts['slow_ratio']!r}; use backend='cpu' for the others"
+                f"argument 'backend': 'gpu' runs the matrix-free solvers (method 'newton', 'hybrid' or 'lm', "
+                f"jacobian 'auto' or 'matrix_free'); got method={method!r}, jacobian={jacobian!r}; use "
+                "backend='cpu' for the others"
             )
         return "matrix_free"
     if jacobian == "matrix_free":
         if not can_mf:
-            why = "slow-manifold mode (slow_ratio)" if opts["slow_ratio"] is not None else f"method={method!r}"
             raise InvalidOptionError(
-                f"argument 'jacobian': 'matrix_free' works with method 'newton' or 'hybrid' without slow_ratio, "
-                f"got {why}; use jacobian='dense' (or 'auto')"
+                f"argument 'jacobian': 'matrix_free' works with method 'newton', 'hybrid' or 'lm', got "
+                f"method={method!r}; use jacobian='dense' (or 'auto')"
             )
         return "matrix_free"
     if jacobian == "dense" or not can_mf:
         return "dense"
     too_big = _dense_bytes_per_point(N, dtype.itemsize) > _default_memory_limit(memory_limit)
-    return "matrix_free" if (N >= MATRIX_FREE_MIN_N or too_big) else "dense"
+    return "matrix_free" if (N >= (MATRIX_FREE_LM_MIN_N if lm else MATRIX_FREE_MIN_N) or too_big) else "dense"
+
+
+def _uses_lm(method, opts) -> bool:
+    """Whether the solve takes Levenberg-Marquardt steps only (lm, and hybrid in slow-manifold mode)."""
+    return method == "lm" or (method == "hybrid" and opts["slow_ratio"] is not None)
 
 
 def _plan_chunks(method, B, N, dtype, batch_size, memory_limit, *, mode="dense", restart=40, backend="cpu",
-                 slow=False):
+                 slow=False, lm=False):
     itemsize = dtype.itemsize
     if method == "adam":
         per_point = 16 * N * itemsize
+    elif mode == "matrix_free" and lm:
+        # CG's x, r, p, A p, the step, trial and model residuals, the gate coefficients (up to
+        # 4 gates x 3) and ~12 work vectors.
+        per_point = 40 * N * itemsize
     elif mode == "matrix_free":
         # GMRES basis (restart + 1 vectors), its rotated Hessenberg (restart^2), the gate
         # coefficients and ~16 work vectors.
@@ -610,18 +633,16 @@ def _memory_message(method, N, per_point, B, limit, fits, mode="dense", slow=Fal
         f"the {method!r} solver on {B} points of dimension N = {N} needs about {need / 2**30:.3g} GiB "
         f"({per_point / 2**20:.3g} MiB per point) but memory_limit is {limit / 2**30:.3g} GiB; "
     )
+    lm = method == "lm" or (method == "hybrid" and slow)
+    can_mf = method in ("newton", "hybrid", "lm")
+    mf = f"jacobian='matrix_free' ({'matrix-free LM' if lm else 'Newton-Krylov'}, O(N) memory per point)"
     if fits >= 1:
         return text + (f"pass batch_size={fits} (or batch_size='auto') to solve in chunks (fastfp find / run: "
-                       "--batch-size)"
-                       + (", or jacobian='matrix_free' (Newton-Krylov, O(N) memory per point)"
-                          if mode == "dense" and method in ("newton", "hybrid") and not slow else ""))
-    if mode == "dense" and slow:
-        return text + ("even one point does not fit: raise memory_limit (slow-manifold mode, slow_ratio=, is "
-                       "dense only; without it jacobian='matrix_free' needs O(N) memory per point)")
+                       "--batch-size)" + (f", or {mf}" if mode == "dense" and can_mf else ""))
     if mode == "dense":
-        return text + ("even one point does not fit: raise memory_limit, or use jacobian='matrix_free' "
-                       "(Newton-Krylov, O(N) memory per point) or method='adam'")
-    return text + "even one point does not fit: raise memory_limit (or lower gmres_restart)"
+        return text + ("even one point does not fit: raise memory_limit" + (f", or use {mf}" if can_mf else "")
+                       + (" or method='adam'" if not slow else ""))
+    return text + "even one point does not fit: raise memory_limit" + ("" if lm else " (or lower gmres_restart)")
 
 
 # ------------------------------------------------------------------------------ shared helpers
@@ -1023,12 +1044,15 @@ def _stall_status(xp, h, r, g, lower, upper, opts):
 
 def _is_slow(r, g, opts):
     """Slow points: q stationary (||grad q||_inf <= gtol) or, in slow-manifold mode, the
-    remaining speed lies along slow directions."""
-    slow = np.abs(g).max(axis=1) <= opts["gtol"]
+    remaining speed lies along slow directions (||grad q||_2 <= slow_ratio ||r||_2) and is below
+    slow_speed. In the namespace of r (the matrix-free LM runs it on the device)."""
+    xp = _xp(r)
+    slow = xp.abs(g).max(axis=1) <= opts["gtol"]
     if opts["slow_ratio"] is not None:
-        g2 = np.linalg.norm(g, axis=1)
-        r2 = np.linalg.norm(r, axis=1)
-        speed = np.abs(r if opts["speed_scale"] is None else r / opts["speed_scale"]).max(axis=1)
+        g2 = xp.sqrt(xp.einsum("bi,bi->b", g, g))
+        r2 = xp.sqrt(xp.einsum("bi,bi->b", r, r))
+        scale = opts["speed_scale"]
+        speed = xp.abs(r if scale is None else r / xp.asarray(scale, dtype=r.dtype)).max(axis=1)
         slow |= (g2 <= opts["slow_ratio"] * r2) & (speed <= opts["slow_speed"])
     return slow
 
@@ -1117,6 +1141,8 @@ def _lm_step(kernels, params, h, r, X, A, g, q, mu, nu, ids, bounds, max_step, m
 
 # ------------------------------------------------------------------------------ matrix-free
 def _matrix_free(kernels, params, H0, X, method, opts, progress, metadata):
+    if _uses_lm(method, opts):
+        return _matrix_free_lm(kernels, params, H0, X, opts, progress, metadata)
     from ._newton_krylov import newton_krylov
 
     cell, act = params.cell_code, params.nonlinearity_code
@@ -1164,6 +1190,44 @@ def _matrix_free(kernels, params, H0, X, method, opts, progress, metadata):
                         pilot_matvec=int(pilot_matvec))
     # The pilot's products count too (the preconditioner's N x N products do not: they are not J v).
     metadata = dict(metadata, n_matvec=int(n_matvec.sum()) + metadata.get("pilot_matvec", 0))
+    return _finish(kernels, params, H0, X, h, status, nit, opts, metadata)
+
+
+def _matrix_free_lm(kernels, params, H0, X, opts, progress, metadata):
+    """Matrix-free LM (``_lm_krylov``): method 'lm' and the slow-manifold mode without N x N matrices."""
+    from ._lm_krylov import lm_krylov
+
+    cell, act = params.cell_code, params.nonlinearity_code
+    w = params.arrays(H0.dtype)
+    if kernels.name == "gpu":
+        import cupy
+
+        from ._cells_gpu import device_cells
+
+        dev = device_cells()
+        wd = tuple(cupy.asarray(a) for a in w)
+        out = lm_krylov(lambda h, Xr: dev.step(cell, act, h, Xr, *wd), wd, cell, act, cupy.asarray(H0),
+                        cupy.asarray(X), state_bounds(params), opts, progress=progress, linearize_fn=dev.linearize)
+        h, status, nit, n_matvec = (cupy.asnumpy(a) for a in out)
+    else:
+        from ._linearize import linearize, linearize_cpu
+
+        lin_fn = linearize_cpu if kernels.name == "cpu" else linearize
+
+        def step(h, Xr):
+            return kernels.step(cell, act, h, Xr, *w)
+
+        def solve(lo, hi):
+            return lm_krylov(step, w, cell, act, H0[lo:hi], X if X.shape[0] == 1 else X[lo:hi], state_bounds(params),
+                             opts, progress=progress, linearize_fn=lin_fn)
+
+        if not progress and len(H0) >= 2 * _MF_MIN_PER_THREAD:
+            with blas_threads(1):  # one share of the points per thread, as the Newton-Krylov path
+                parts = split_rows(solve, len(H0), min_rows=_MF_MIN_PER_THREAD, chunks_per_thread=1)
+            h, status, nit, n_matvec = (np.concatenate([p[k] for p in parts]) for k in range(4))
+        else:
+            h, status, nit, n_matvec = solve(0, len(H0))
+    metadata = dict(metadata, n_matvec=int(n_matvec.sum()))
     return _finish(kernels, params, H0, X, h, status, nit, opts, metadata)
 
 

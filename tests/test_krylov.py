@@ -236,10 +236,10 @@ def test_jacobian_planner_and_errors():
         fastfp.find_fixed_points(p, h0, jacobian="sparse")
     with pytest.raises(InvalidOptionError, match="'gmres_restart'"):
         fastfp.find_fixed_points(p, h0, gmres_restart=0)
-    with pytest.raises(InvalidOptionError, match="matrix_free"):
-        fastfp.find_fixed_points(p, h0, method="lm", jacobian="matrix_free")
-    with pytest.raises(InvalidOptionError, match="slow_ratio"):
-        fastfp.find_fixed_points(p, h0, slow_ratio=0.05, jacobian="matrix_free")
+    with pytest.raises(InvalidOptionError, match="'matrix_free' works with method 'newton', 'hybrid' or 'lm'"):
+        fastfp.find_fixed_points(p, h0, method="adam", jacobian="matrix_free")
+    for kw in (dict(method="lm"), dict(slow_ratio=0.05)):  # matrix-free LM
+        assert fastfp.find_fixed_points(p, h0, jacobian="matrix_free", **kw).metadata["jacobian"] == "matrix_free"
     assert fastfp.find_fixed_points(p, h0).metadata["jacobian"] == "dense"  # small N: dense
     # 'auto' goes matrix-free when not even one dense point fits in memory_limit.
     limit = 5 * 64 * 64 * 8  # < 5 N^2 + 16 N doubles: one dense point does not fit; 3 matrix-free ones do

@@ -449,14 +449,18 @@ def test_request_that_cannot_fit_in_memory(gru):
         fastfp.find_fixed_points(gru, np.zeros((1000, 8)), memory_limit=100_000)
     with pytest.raises(fastfp.MemoryLimitError, match="even one point"):
         fastfp.find_fixed_points(gru, np.zeros((2, 8)), memory_limit=100)
-    # the matrix-free path is suggested only where the call could take it, not in slow-manifold mode
-    with pytest.raises(fastfp.MemoryLimitError, match=r"9.31e-05 GiB; pass batch_size=\d+.*jacobian='matrix_free'"):
+    # the matrix-free path is suggested: Newton-Krylov, or matrix-free LM in slow-manifold mode
+    with pytest.raises(fastfp.MemoryLimitError, match=r"9.31e-05 GiB; pass batch_size=\d+.*jacobian='matrix_free' \(Newton-Krylov"):
         fastfp.find_fixed_points(gru, np.zeros((1000, 8)), memory_limit=100_000)
-    with pytest.raises(fastfp.MemoryLimitError) as slow:
+    with pytest.raises(fastfp.MemoryLimitError, match=r"batch_size=\d+.*jacobian='matrix_free' \(matrix-free LM"):
         fastfp.find_fixed_points(gru, np.zeros((1000, 8)), memory_limit=100_000, slow_ratio=0.05)
-    assert "batch_size=" in str(slow.value) and "matrix_free" not in str(slow.value)
-    with pytest.raises(fastfp.MemoryLimitError, match="slow-manifold mode, slow_ratio=, is dense only"):
-        fastfp.find_fixed_points(gru, np.zeros((2, 8)), memory_limit=100, slow_ratio=0.05)
+    with pytest.raises(fastfp.MemoryLimitError, match="even one point does not fit: raise memory_limit, or use jacobian='matrix_free' \\(matrix-free LM"):
+        fastfp.find_fixed_points(gru, np.zeros((2, 8)), memory_limit=100, slow_ratio=0.05, jacobian="dense")
+    with pytest.raises(fastfp.MemoryLimitError, match="even one point does not fit: raise memory_limit$"):
+        fastfp.find_fixed_points(gru, np.zeros((2, 8)), memory_limit=100, slow_ratio=0.05)  # auto: matrix-free LM
+    # and taken, the slow-manifold solve fits where the dense one does not (2 x 4 kB dense, 2 x 2.5 kB)
+    fp = fastfp.find_fixed_points(gru, np.zeros((2, 8)), memory_limit=6000, slow_ratio=0.05, jacobian="matrix_free")
+    assert fp.metadata["jacobian"] == "matrix_free" and len(fp) == 2
 
 
 def test_chunked_solve_equals_one_batch(gru):
