@@ -118,6 +118,27 @@ def participation_ratio(v) -> float:
 
 
 # --------------------------------------------------------------------------- PCA
+def _short_repr(obj) -> str:
+    """``Name(field=value, ...)`` with arrays of more than 6 numbers summarised by shape and dtype,
+    so printing a result does not fill the screen (the full arrays are the attributes)."""
+    from dataclasses import fields
+
+    parts = []
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        if isinstance(v, np.ndarray) and v.size > 6:
+            parts.append(f"{f.name}=<{v.dtype} array {v.shape}>")
+        elif isinstance(v, np.ndarray):
+            parts.append(f"{f.name}={np.array2string(v, precision=4, separator=', ')}")
+        elif isinstance(v, (float, np.floating)):
+            parts.append(f"{f.name}={float(v):.4g}")
+        elif isinstance(v, (tuple, list)) and len(v) > 6:
+            parts.append(f"{f.name}=<{type(v).__name__} of {len(v)}>")
+        else:
+            parts.append(f"{f.name}={v!r}")
+    return f"{type(obj).__name__}({', '.join(parts)})"
+
+
 @dataclass(frozen=True, eq=False)
 class PCAResult:
     """Principal components of a cloud of states.
@@ -140,6 +161,8 @@ class PCAResult:
     n_samples : int
         S, the number of states analysed.
     """
+
+    __repr__ = _short_repr
 
     components: np.ndarray
     explained_variance: np.ndarray
@@ -260,6 +283,8 @@ class ManifoldDimension:
         The requested fraction of variance.
     """
 
+    __repr__ = _short_repr
+
     participation_ratio: float
     n_components: int
     n_components_90: int
@@ -334,6 +359,8 @@ class EqualizedDimension:
         Number of input points used.
     resolution : float
     """
+
+    __repr__ = _short_repr
 
     participation_ratio: float
     n_components_90: int
@@ -441,6 +468,8 @@ class IntegrationModes:
     max_rotation : float or None
     """
 
+    __repr__ = _short_repr
+
     n_modes: np.ndarray
     median: float
     time_constants: np.ndarray
@@ -540,6 +569,8 @@ class ReadoutGeometry:
         Length of each readout vector.
     """
 
+    __repr__ = _short_repr
+
     angles: np.ndarray
     pairwise: np.ndarray
     simplex_angle: float
@@ -599,6 +630,8 @@ class WordDeflections:
     words : ndarray of int, shape (V,)
         Token ids of the words, in order.
     """
+
+    __repr__ = _short_repr
 
     linear: np.ndarray
     exact: np.ndarray
@@ -683,6 +716,8 @@ class OrderInvariance:
     predicted, predicted_shuffled : ndarray of int, shape (n,)
         Predicted class (argmax of the readout on the last valid state) before / after shuffling.
     """
+
+    __repr__ = _short_repr
 
     fraction: float
     predicted: np.ndarray
@@ -778,6 +813,8 @@ class WordCountPrediction:
         Components reaching 90% / 95% of the variance of M.
     tol : float
     """
+
+    __repr__ = _short_repr
 
     class_means: np.ndarray
     singular_values: np.ndarray

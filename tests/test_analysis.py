@@ -495,3 +495,13 @@ def test_equalized_dimension_errors():
         equalized_dimension(np.zeros(3))
     with pytest.raises(ShapeError, match="argument 'points': got 1 finite point"):
         equalized_dimension(np.zeros((1, 3)))
+
+
+def test_result_reprs_summarise_large_arrays():
+    from fastfp.analysis import pca, wordcount_prediction
+
+    X = np.random.default_rng(0).normal(size=(100, 10))
+    text = repr(pca(X))
+    assert "components=<float64 array (10, 10)>" in text and "n_samples=100" in text and len(text) < 400
+    wc = wordcount_prediction(fastfp.tasks.categorical(200, n_classes=3, length=20, seed=0))
+    assert "dimension=2" in repr(wc) and "class_means=<float64 array (3, 4)>" in repr(wc)
