@@ -623,6 +623,27 @@ def _parse_label(rec: _Record, multilabel: bool):
     return [s], None
 
 
+def _warn_numeric_aliases(path: str, names) -> None:
+    """Warn when label strings spell the same number ('1', '01', '1.0'): they are different classes
+    (labels are strings), which is rarely what the file meant."""
+    by_value: dict = {}
+    for name in names:
+        try:
+            value = float(name)
+        except ValueError:
+            continue
+        if value == value:  # not NaN
+            by_value.setdefault(value, []).append(name)
+    aliases = [group for group in by_value.values() if len(group) > 1]
+    if aliases:
+        shown = "; ".join(" / ".join(map(repr, g)) for g in aliases[:3])
+        warnings.warn(
+            f"{path}: labels {shown} spell the same number but are read as different classes (labels are "
+            "strings); write them one way, or pass labels=[...] to list the classes",
+            UserWarning, stacklevel=3,
+        )
+
+
 def _sort_names(names) -> tuple:
     names = list(names)
     if names and all(_INT_RE.fullmatch(s) for s in names):
@@ -850,6 +871,7 @@ def read_corpus(
     # labels
     if label_names is None:
         label_names = _sort_names({s for names in doc_labels for s in names})
+    _warn_numeric_aliases(path_str, label_names)
     index = {s: i for i, s in enumerate(label_names)}
     n, K = len(docs), len(label_names)
     if multilabel:

@@ -684,3 +684,17 @@ def test_encode_texts_reads_new_text_as_read_corpus_does():
         encode_texts(["fine"])
     with pytest.raises(ArgumentTypeError, match="item 0 is a int"):
         encode_texts([3], model=model)
+
+
+def test_numeric_label_spellings_of_one_number_warn(tmp_path):
+    p = tmp_path / "n.csv"
+    p.write_text("text,label\na b,1\nc d,01\ne f,1.0\ng h,2\n")
+    with pytest.warns(UserWarning, match="spell the same number") as rec:
+        c = read_corpus(p)
+    assert all(f"'{x}'" in str(rec[0].message) for x in ("01", "1", "1.0")) and "'2'" not in str(rec[0].message)
+    assert sorted(c.label_names) == ["01", "1", "1.0", "2"]  # still read as written: nothing merged silently
+    q = tmp_path / "ok.csv"
+    q.write_text("text,label\na b,1\nc d,2\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_corpus(q)
