@@ -189,17 +189,21 @@ def _classify(h, r, atol, rtol, tol_q, max_norm):
 @njit(cache=True, nogil=True, error_model="numpy")
 def _stall_status(h, r, g, gnorm, lower, upper, gtol, stuck_rtol):
     """solvers._stall_status for one point: no step decreased q here. SLOW_POINT if q is
-    numerically stationary, DIVERGED if pressed against the root box with q decreasing outward,
-    else NO_DECREASE."""
+    numerically stationary, DIVERGED if pressed against the root box with q decreasing outward
+    and stationary on the free coordinates, else NO_DECREASE."""
     rnorm = 0.0
+    free_g = 0.0
     at_box = False
     for j in range(h.shape[0]):
         rnorm = max(rnorm, abs(r[j]))
         if (h[j] <= lower[j] and g[j] > 0) or (h[j] >= upper[j] and g[j] < 0):
             at_box = True
-    if gnorm <= max(gtol, stuck_rtol * rnorm):
+        else:
+            free_g = max(free_g, abs(g[j]))
+    tol = max(gtol, stuck_rtol * rnorm)
+    if gnorm <= tol:
         return st.SLOW_POINT
-    return st.DIVERGED if at_box else st.NO_DECREASE
+    return st.DIVERGED if at_box and free_g <= tol else st.NO_DECREASE
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

@@ -257,7 +257,7 @@ def _read_corpus_for(model, corpus, n_docs, length):
     kwargs = dict(text_column=opts.get("text_column") or "text", label_column=opts.get("label_column") or "label",
                   encoding=opts.get("encoding") or "utf-8", on_error="skip" if opts.get("skip_bad_rows") else "raise",
                   max_length=length)
-    if model.vocab is not None and model.embedding is not None:
+    if model.vocab is not None:  # its words name the embedding rows, or the one-hot input columns
         kwargs["model"] = model
     try:
         with warnings.catch_warnings(record=True) as caught:

@@ -623,6 +623,27 @@ def _parse_label(rec: _Record, multilabel: bool):
     return [s], None
 
 
+def _tokens(tok, text: str, where: str) -> list:
+    """``tok(text)`` as a list of non-empty str tokens; a tokenizer that fails, or returns
+    anything else, is an error naming ``where`` (the record or text it was given)."""
+    try:
+        toks = tok(text)
+        if isinstance(toks, str):
+            raise ArgumentTypeError(f"argument 'tokenizer': returned a str on {where}, expected an iterable of str tokens")
+        toks = list(toks)
+    except ArgumentTypeError:
+        raise
+    except TypeError as e:
+        raise ArgumentTypeError(f"argument 'tokenizer': on {where} it returned something that is not an iterable "
+                                f"of str tokens ({e})") from e
+    except Exception as e:
+        raise InvalidOptionError(f"argument 'tokenizer': raised {type(e).__name__} on {where}: {e}") from e
+    for t in toks:
+        if not isinstance(t, str):
+            raise ArgumentTypeError(f"argument 'tokenizer': returned a {type(t).__name__} token on {where}, expected str")
+    return [t for t in toks if t]
+
+
 def _warn_numeric_aliases(path: str, names) -> None:
     """Warn when label strings spell the same number ('1', '01', '1.0'): they are different classes
     (labels are strings), which is rarely what the file meant."""
@@ -828,24 +849,7 @@ def read_corpus(
             if unknown:
                 problems.append(Problem(rec.line, "unknown_label", f"label {', '.join(map(repr, unknown))} not in labels={list(label_names)}"))
                 continue
-        s = text.lower() if lowercase else text
-        try:
-            toks = tok(s)
-            if isinstance(toks, str):
-                raise ArgumentTypeError("argument 'tokenizer': returned a str, expected an iterable of str tokens")
-            toks = list(toks)
-        except ArgumentTypeError:
-            raise
-        except TypeError as e:
-            raise ArgumentTypeError(f"argument 'tokenizer': on the record at line {rec.line} it returned something "
-                                    f"that is not an iterable of str tokens ({e})") from e
-        except Exception as e:
-            raise InvalidOptionError(f"argument 'tokenizer': raised {type(e).__name__} on the record at line "
-                                     f"{rec.line}: {e}") from e
-        for t in toks:
-            if not isinstance(t, str):
-                raise ArgumentTypeError(f"argument 'tokenizer': returned a {type(t).__name__} token, expected str")
-        toks = [t for t in toks if t]
+        toks = _tokens(tok, text.lower() if lowercase else text, f"the record at line {rec.line}")
         if not toks:
             problems.append(Problem(rec.line, "empty_text", f"text {text!r} has no tokens"))
             continue
@@ -1051,7 +1055,7 @@ def encode_texts(texts, *, model=None, vocab=None, lowercase: bool | None = None
     tok = tokenizer if tokenizer is not None else default_tokenize
     docs = []
     for i, t in enumerate(texts):
-        toks = [w for w in tok(t.lower() if lowercase else t) if w]
+        toks = _tokens(tok, t.lower() if lowercase else t, f"text {i}")
         if not toks:
             raise InvalidOptionError(f"argument 'texts': item {i} ({t[:40]!r}) has no tokens")
         docs.append(toks[:max_length] if max_length is not None else toks)
@@ -1071,6 +1075,9 @@ def encode_texts(texts, *, model=None, vocab=None, lowercase: bool | None = None
     n_out = None
     if model is not None and model.readout_weight is not None:
         n_out = int(np.shape(model.readout_weight)[0])
+        task = model.metadata.get("task") if isinstance(model.metadata.get("task"), dict) else {}
+        # A model trained on fastfp.tasks.multilabel (not a corpus) records the flag on its task.
+        multilabel = bool(multilabel or task.get("multilabel", False))
     labels = np.full((len(docs), n_out) if multilabel and n_out else (len(docs),), -1, dtype=np.int64)
     params = {"unlabelled": True, "n_unknown_tokens": int(n_unknown), "lowercase": bool(lowercase),
               "tokenizer": "default" if tokenizer is None else "custom", "max_length": max_length}

@@ -58,8 +58,9 @@ ADAM_SCHEDULES = ("plateau", "constant")
 # points it leaves unconverged again with the dense method.
 MATRIX_FREE_MIN_N = 128
 # 'auto' runs the Levenberg-Marquardt path (method 'lm', slow-manifold mode) matrix-free from this
-# size on: measured 1.5-2x faster than dense LM from N = 128 to 1024 in slow-manifold mode, the same
-# at N = 64 (bench/RESULTS-krylov.md, "Slow-manifold mode").
+# size on: measured 1.1-2x faster than dense LM from N = 128 to 1024 in slow-manifold mode (1.1x
+# at GRU-256 by pytest-benchmark's minimum), the same at N = 64, and O(N) memory per point
+# (bench/RESULTS-krylov.md, "Slow-manifold mode").
 MATRIX_FREE_LM_MIN_N = 128
 DENSE_RETRY_MAX_N = 1024
 _DEFAULT_MAXITER = {"hybrid": 100, "newton": 100, "lm": 200, "adam": 5000}
@@ -641,7 +642,7 @@ def _memory_message(method, N, per_point, B, limit, fits, mode="dense", slow=Fal
                        "--batch-size)" + (f", or {mf}" if mode == "dense" and can_mf else ""))
     if mode == "dense":
         return text + ("even one point does not fit: raise memory_limit" + (f", or use {mf}" if can_mf else "")
-                       + (" or method='adam'" if not slow else ""))
+                       + (", or method='adam'" if not slow and method != "adam" else ""))
     return text + "even one point does not fit: raise memory_limit" + ("" if lm else " (or lower gmres_restart)")
 
 
@@ -1033,12 +1034,16 @@ def stationary_rtol(dtype) -> float:
 
 def _stall_status(xp, h, r, g, lower, upper, opts):
     """Status of points where no step decreased q: SLOW_POINT where q is numerically stationary
-    (||grad q||_inf <= max(gtol, stuck_rtol ||r||_inf)), DIVERGED where a coordinate is pressed
-    against the root box with q decreasing outward (heading out of the region of roots), otherwise
-    NO_DECREASE. The dense, matrix-free and float32-recheck paths share it (the Numba kernel
-    mirrors it), so one stall gets one label whichever path stopped it."""
-    stationary = xp.abs(g).max(axis=1) <= xp.maximum(opts["gtol"], opts["stuck_rtol"] * xp.abs(r).max(axis=1))
-    at_box = (((h <= lower) & (g > 0)) | ((h >= upper) & (g < 0))).any(axis=1)
+    (||grad q||_inf <= max(gtol, stuck_rtol ||r||_inf)); DIVERGED where coordinates are pressed
+    against the root box with q decreasing outward and q is stationary on the others (the only way
+    down leads out of the region of roots); otherwise NO_DECREASE (q could still go down inside
+    the box, along the face). The dense, matrix-free and float32-recheck paths share it (the Numba
+    kernel mirrors it), so one stall gets one label whichever path stopped it."""
+    tol = xp.maximum(opts["gtol"], opts["stuck_rtol"] * xp.abs(r).max(axis=1))
+    stationary = xp.abs(g).max(axis=1) <= tol
+    pinned = ((h <= lower) & (g > 0)) | ((h >= upper) & (g < 0))
+    face_stationary = xp.abs(xp.where(pinned, 0.0, g)).max(axis=1) <= tol
+    at_box = pinned.any(axis=1) & face_stationary
     return xp.where(stationary, st.SLOW_POINT, xp.where(at_box, st.DIVERGED, st.NO_DECREASE))
 
 

@@ -721,6 +721,12 @@ def train_classifier(
                 "argument 'eval_data': its vocabulary is not task_data's (the same ids would mean other words); "
                 "read both splits in one fastfp.read_corpus call, or remap with eval_data.with_vocab(task_data.vocab)"
             )
+        names = [(d.params.get("label_names") if isinstance(d.params, dict) else None) for d in (first, eval_data)]
+        if names[0] is not None and names[1] is not None and list(map(str, names[0])) != list(map(str, names[1])):
+            raise ShapeError(
+                f"argument 'eval_data': its labels are {list(names[1])!r} in that order, task_data's "
+                f"{list(names[0])!r}; read both splits in one fastfp.read_corpus call (or pass the same labels=)"
+            )
         if Ve != V or mle != multilabel or (multilabel and Ce != C) or (not multilabel and Ce > C):
             raise ShapeError(
                 f"argument 'eval_data': vocabulary size {Ve} and labels {eval_data.labels.shape[1:]} do not "

@@ -697,3 +697,18 @@ def test_corpus_of_mostly_unknown_words_is_refused(tmp_path):
     corpus.write_text("text,label\nxyzzy foo,pos\nbar qux good,neg\n")
     r = _invoke("-q", "find", m, "-o", tmp_path / "fp.npz", "--corpus", corpus, "--states", "4")
     assert r.exit_code == 1 and "80% of the tokens" in r.stderr and "unknown to the model" in r.stderr
+
+
+def test_corpus_of_a_one_hot_model_with_a_vocabulary_uses_it(tmp_path):
+    words = ("film", "the", "bad", "good", "<unk>", "<pad>")  # not the order read_corpus would build
+    params = fastfp.RNNParams.random("gru", 6, len(words), seed=0)
+    meta = {"task": {"name": "corpus", "params": {"label_names": ["neg", "pos"], "lowercase": True,
+                                                  "multilabel": False, "tokenizer": "default"}}}
+    model = fastfp.Model(params, None, np.random.default_rng(0).normal(size=(2, 6)), vocab=words, metadata=meta)
+    path = tmp_path / "onehot.npz"
+    fastfp.save_params(path, model)
+    corpus = tmp_path / "c.csv"
+    corpus.write_text("text,label\ngood film!,pos\nbad the film,neg\nthe good,pos\n")
+    r = _invoke("-q", "find", path, "-o", tmp_path / "fp.npz", "--corpus", corpus, "--states", "4")
+    assert r.exit_code == 0, r.output + r.stderr
+    assert "1 of 8 tokens (12.5%) are not in the model's vocabulary" in r.stderr

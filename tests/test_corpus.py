@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastfp import ArgumentTypeError, FileFormatError, InvalidOptionError, TaskData
+from fastfp import errors as fastfp_errors
 from fastfp.analysis import wordcount_prediction
 from fastfp.corpus import PAD, PAD_ID, UNK, UNK_ID, default_tokenize, read_corpus
 
@@ -698,3 +699,28 @@ def test_numeric_label_spellings_of_one_number_warn(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         read_corpus(q)
+
+
+def test_training_refuses_eval_data_of_another_label_order(tmp_path):
+    pytest.importorskip("torch")
+    from fastfp.train import train_classifier
+
+    tr = read_corpus(REVIEWS_CSV, test_fraction=0.25, seed=0)
+    ev = read_corpus(REVIEWS_CSV, vocab=tr.vocab, labels=list(reversed(tr.label_names)))
+    with pytest.raises(fastfp_errors.ShapeError, match=r"argument 'eval_data': its labels are"):
+        train_classifier(tr.train, eval_data=ev.train, steps=1, hidden_size=4)
+
+
+def test_encode_texts_of_a_multilabel_task_model_gives_labels_per_output():
+    import fastfp
+    from fastfp import encode_texts
+    from fastfp.train import predict
+
+    d = fastfp.tasks.multilabel(20, n_labels=3, length=10, seed=0)
+    p = fastfp.RNNParams.random("gru", 5, len(d.vocab), seed=0)
+    meta = {"task": {"name": "multilabel", "multilabel": True, "params": {"n_labels": 3}}}
+    m = fastfp.Model(p, np.eye(len(d.vocab)), np.random.default_rng(0).normal(size=(3, 5)), vocab=d.vocab, metadata=meta)
+    e = encode_texts([" ".join(d.vocab[:3])], model=m)
+    assert e.labels.shape == (1, 3) and predict(m, e).shape == (1, 3) == predict(m, d)[:1].shape
+    with pytest.raises(ArgumentTypeError, match="returned a str on text 0"):
+        encode_texts(["a b"], model=m, tokenizer=lambda s: s)
