@@ -24,7 +24,7 @@ from . import status as st
 from ._cells_ref import _xp
 from ._krylov import batched_cg
 from ._linearize import linearize
-from ._newton_krylov import _classify
+from ._newton_krylov import _stop_finished
 from .solvers import _MU_MAX, _is_slow, _stall_status
 
 __all__ = ["lm_krylov"]
@@ -61,12 +61,7 @@ def lm_krylov(step, params_arrays, cell, act, H0, X, bounds, opts, *, progress=F
     nu = xp.full(B, 2.0, dtype=dtype)
     active = xp.arange(B)
     for it in range(opts["maxiter"] + 1):
-        ha, ra = h[active], r[active]
-        done = _classify(xp, ha, ra, opts)
-        stop = done >= 0
-        if bool(stop.any()):
-            status[active[stop]] = done[stop]
-            active, ha, ra = active[~stop], ha[~stop], ra[~stop]
+        active, ha, ra = _stop_finished(xp, h, r, active, status, opts)
         if active.size == 0:
             break
         lin = linearize_fn(cell, act, ha, rows(active), *params_arrays)

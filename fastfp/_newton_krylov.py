@@ -64,12 +64,7 @@ def newton_krylov(step, params_arrays, cell, act, H0, X, bounds, opts, *, restar
     active = xp.arange(B)
     store, store_w = None, None  # with forward_fn: the linearisation at every point's current state
     for it in range(opts["maxiter"] + 1):
-        ha, ra = h[active], r[active]
-        done = _classify(xp, ha, ra, opts)
-        stop = done >= 0
-        if bool(stop.any()):
-            status[active[stop]] = done[stop]
-            active, ha, ra = active[~stop], ha[~stop], ra[~stop]
+        active, ha, ra = _stop_finished(xp, h, r, active, status, opts)
         if active.size == 0:
             break
         Xa = rows(active)
@@ -203,6 +198,18 @@ def _mixed_solve(xp, lin, ra, rn, eta, active, precise, restart, opts, dtype, pr
         delta[short] = sol.x
         spent[short] += sol.nit
     return delta, spent
+
+
+def _stop_finished(xp, h, r, active, status, opts):
+    """Residual checks on the active points: those finished (converged, q tolerance, non-finite,
+    too far) get their status and leave. Returns (active, h[active], r[active]) of the rest."""
+    ha, ra = h[active], r[active]
+    done = _classify(xp, ha, ra, opts)
+    stop = done >= 0
+    if bool(stop.any()):
+        status[active[stop]] = done[stop]
+        active, ha, ra = active[~stop], ha[~stop], ra[~stop]
+    return active, ha, ra
 
 
 def _classify(xp, h, r, opts):
