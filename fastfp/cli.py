@@ -520,8 +520,9 @@ class _Bar:
     def __init__(self, label, total, *, force=False):
         ctx = click.get_current_context(silent=True)
         quiet = bool(ctx is not None and (ctx.find_root().obj or {}).get("quiet"))
-        stream = click.get_text_stream("stderr")
-        self.enabled = not quiet and (force or stream.isatty())
+        # sys.stderr at call time: click's test runner swaps it, and get_text_stream goes in Click 9.
+        isatty = getattr(sys.stderr, "isatty", None)
+        self.enabled = not quiet and (force or bool(isatty and isatty()))
         self.label, self.total, self.done, self._last = label, max(int(total), 0), 0, -1.0
 
     def __call__(self, n_done, n_total=None):
@@ -938,9 +939,13 @@ def find(weights, output, input_spec, states, noise, seed, batch_size, method, b
     out = out.decompose(params.astype(np.dtype(dtype)), k=k, backend=backend)
     out.metadata.update(model=name, input=input_spec, seed=seed, noise=noise, kept=keep)
     out.save(output)
+    saved_bytes = Path(output).stat().st_size
+    # Full decompositions hold 3 N x N arrays per point: a file size worth knowing before --keep all.
+    _log(f"saved {len(out)} points to {output} ({saved_bytes / 1e6:.1f} MB)")
     _echo_json({
         "model": name,
         "output": str(output),
+        "saved_bytes": saved_bytes,
         "points": len(fp),
         "status": _status_counts(fp),
         "distinct": len(distinct),

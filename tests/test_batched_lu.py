@@ -196,16 +196,20 @@ def test_chord_on_float32_solves_keeps_one_precision():
 
 
 @pytest.mark.parametrize("backend", ["cpu", "numpy"])
-@pytest.mark.parametrize("seed", [1, 2, 7])
-def test_float32_step_too_long_is_retried_in_float64(seed, backend):
-    # Review regression: at cond(J - I) ~ 1e8 and N = 30 the float32 direction is far too long
-    # (failed == 3); it must be retried from float64 factors, not handed to LM (which ended at
-    # slow points ~1 away from the root). Seeds where, without the retry, hybrid failed; the
-    # per-point kernel (cpu) and the vectorised loop (numpy) must both retry.
-    params, root, h0 = near_singular_relu(30, 1e-8, 8, seed=seed)
-    fp = fastfp.find_fixed_points(params, h0, method="hybrid", jacobian="dense", backend=backend)
-    assert fp.metadata["mixed_precision"] and fp.metadata["precise_factors"] >= 1
-    assert fp.success.all(), fp.status
-    assert (_reference_residual(params, fp.x, fp.inputs) <= 1e-10).all()
-    # A residual of 1e-10 pins x only to ~cond * 1e-10 = 1e-2 here (the old failure sat ~1 away).
-    assert np.abs(fp.x - root).max() < 1e-2 * np.abs(root).max()
+def test_float32_step_too_long_is_retried_in_float64(backend):
+    # Review regression: at cond(J - I) ~ 1e8 and N = 30 the float32 direction can be far too
+    # long (failed == 3); it must be retried from float64 factors, not handed to LM (which ended
+    # at slow points ~1 away from the root). Whether a given float32 step is too long depends on
+    # the BLAS kernels' rounding (seeds 1 and 7 trigger on one machine and not on another), so
+    # the seeds are pooled: the retry must be used somewhere and every point must reach the root.
+    retried = 0
+    for seed in (1, 2, 3, 5, 6, 7):
+        params, root, h0 = near_singular_relu(30, 1e-8, 8, seed=seed)
+        fp = fastfp.find_fixed_points(params, h0, method="hybrid", jacobian="dense", backend=backend)
+        assert fp.metadata["mixed_precision"]
+        retried += fp.metadata["precise_factors"]
+        assert fp.success.all(), (seed, fp.status)
+        assert (_reference_residual(params, fp.x, fp.inputs) <= 1e-10).all(), seed
+        # A residual of 1e-10 pins x only to ~cond * 1e-10 = 1e-2 here (the old failure sat ~1 away).
+        assert np.abs(fp.x - root).max() < 1e-2 * np.abs(root).max(), seed
+    assert retried >= 1

@@ -145,6 +145,7 @@ def test_find_then_analyze(tmp_path):
     assert r.exit_code == 0, r.output
     s = json.loads(r.stdout)
     assert s["points"] == 48 and s["status"]["converged"] > 0 and s["saved"] == s["distinct"]
+    assert s["saved_bytes"] == out.stat().st_size
     fp = fastfp.FixedPoints.load(out)
     assert len(fp) == s["distinct"] and fp.eigvals is not None
     a = _invoke("analyze", out, "--json")
@@ -153,6 +154,14 @@ def test_find_then_analyze(tmp_path):
     assert summary["n_points"] == len(fp) and summary["stable"] >= 1 and summary["top_abs_eigenvalue"]["max"] > 0
     text = _invoke("analyze", out)
     assert text.exit_code == 0 and "top |lambda|" in text.stdout
+
+
+def test_find_says_how_large_the_saved_file_is(tmp_path):
+    out = tmp_path / "fp.npz"
+    r = _invoke("find", DATA / "gru64_cat3.npz", "-o", out, "--states", "8", "--docs", "4", "--keep", "all")
+    assert r.exit_code == 0, r.output + r.stderr
+    assert f"saved 8 points to {out} ({out.stat().st_size / 1e6:.1f} MB)" in r.stderr
+    assert json.loads(r.stdout)["saved_bytes"] == out.stat().st_size
 
 
 @pytest.mark.parametrize("extra", [
