@@ -53,8 +53,8 @@ METHODS = ("hybrid", "newton", "lm", "adam")
 JACOBIANS = ("auto", "dense", "matrix_free")
 ADAM_STOPS = ("all", "mean")
 ADAM_SCHEDULES = ("plateau", "constant")
-# From N = 128 on, Newton-Krylov beats dense Newton on the trained GRUs (1.7x at N = 128, 2.6x at
-# N = 256, 13x at N = 2048; bench/RESULTS-krylov.md). Up to DENSE_RETRY_MAX_N, 'auto' solves the
+# From N = 128 on, Newton-Krylov beats dense Newton on the trained GRUs (1.2-1.5x at N = 128,
+# 2.3-3x at N = 256: bench/RESULTS-solvers.md; 13x at N = 2048: bench/RESULTS-krylov.md). Up to DENSE_RETRY_MAX_N, 'auto' solves the
 # points it leaves unconverged again with the dense method.
 MATRIX_FREE_MIN_N = 128
 # 'auto' runs the Levenberg-Marquardt path (method 'lm', slow-manifold mode) matrix-free from this
