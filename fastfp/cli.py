@@ -149,7 +149,8 @@ def _check_output(output, source) -> None:
 
 _CLI_NAMES = {"source": "WEIGHTS", "path": "WEIGHTS", "cell": "option '--cell'", "layer": "option '--layer'",
               "direction": "option '--direction'", "key_prefix": "option '--key-prefix'",
-              "embedding_key": "option '--embedding-key'", "readout_key": "option '--readout-key'"}
+              "embedding_key": "option '--embedding-key'", "readout_key": "option '--readout-key'",
+              "nonlinearity": "option '--nonlinearity'"}
 
 
 def _load(weights, *, has_load_options=False, **options):
@@ -163,20 +164,31 @@ def _load(weights, *, has_load_options=False, **options):
     import fastfp
     from .errors import FastFPError
 
-    try:
-        return fastfp.load(weights, **options)
-    except FastFPError as exc:
-        text = str(exc)
-        pattern = r"argument '(" + "|".join(_CLI_NAMES) + r")'"
-        if vars(exc):  # state that a new error would lose
-            raise
+    pattern = r"argument '(" + "|".join(_CLI_NAMES) + r")'"
+    # "cell='gru' given", "pass embedding_key=": the options as the command line spells them
+    asks = r"\b(cell|layer|direction|key_prefix|embedding_key|readout_key|nonlinearity)="
+
+    def cli_text(text):
         text = re.sub(pattern, lambda m: _CLI_NAMES[m.group(1)], text)
-        # "cell='gru' given", "pass embedding_key=": the options as the command line spells them
-        asks = r"\b(cell|layer|direction|key_prefix|embedding_key|readout_key)="
         if re.search(asks, text) and not has_load_options:
             text += ("; these are options of fastfp convert: fastfp convert WEIGHTS -o model.npz --cell ... "
-                     "(--layer, --direction, --key-prefix, --embedding-key, --readout-key), then pass model.npz")
-        text = re.sub(asks, lambda m: "--" + m.group(1).replace("_", "-") + " ", text)
+                     "(--layer, --direction, --key-prefix, --nonlinearity, --embedding-key, --readout-key), "
+                     "then pass model.npz")
+        return re.sub(asks, lambda m: "--" + m.group(1).replace("_", "-") + " ", text)
+
+    import warnings
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = fastfp.load(weights, **options)
+        for w in caught:  # e.g. the tanh assumed for a vanilla RNN's state dict
+            click.echo(f"fastfp: warning: {cli_text(str(w.message))}", err=True)
+        return model
+    except FastFPError as exc:
+        if vars(exc):  # state that a new error would lose
+            raise
+        text = cli_text(str(exc))
         try:
             renamed = type(exc)(text)
         except Exception:  # an error type with other constructor arguments: keep it as it is
@@ -1078,11 +1090,13 @@ def _write_analyze_report(path, summary, fp, horizon):
 @click.option("--layer", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--direction", type=click.IntRange(0, 1), default=0, show_default=True)
 @click.option("--key-prefix", type=str, default=None, help="Key prefix of the RNN in a state dict.")
+@click.option("--nonlinearity", type=click.Choice(["tanh", "relu"]), default=None,
+              help="Activation of a vanilla RNN, which a state dict does not store (default: tanh, with a warning).")
 @click.option("--embedding-key", type=str, default=None, metavar="KEY",
               help="State-dict key of the embedding (V, M) when fastfp's guess misses; 'none' for no embedding.")
 @click.option("--readout-key", type=str, default=None, metavar="KEY",
               help="State-dict key of the readout weight (C, H) when fastfp's guess misses; 'none' for no readout.")
-def convert(weights, output, cell, layer, direction, key_prefix, embedding_key, readout_key) -> None:
+def convert(weights, output, cell, layer, direction, key_prefix, nonlinearity, embedding_key, readout_key) -> None:
     """Convert a weights file to fastfp's params .npz.
 
     WEIGHTS is any file fastfp.load reads (torch .pt, .safetensors, Flax msgpack, .npz), or
@@ -1094,13 +1108,14 @@ def convert(weights, output, cell, layer, direction, key_prefix, embedding_key, 
     keys = {name: (False if value == "none" else value)
             for name, value in (("embedding_key", embedding_key), ("readout_key", readout_key))}
     model = _load(weights, has_load_options=True, cell=cell, layer=layer, direction=direction, key_prefix=key_prefix,
-                  **keys)
+                  nonlinearity=nonlinearity, **keys)
     fastfp.save_params(output, model)
     p = model.params
     _echo_json({
         "input": _weights_name(weights),
         "output": str(output),
         "cell": p.cell,
+        "nonlinearity": p.nonlinearity if p.cell == "vanilla" else None,
         "hidden_size": p.hidden_size,
         "input_size": p.input_size,
         "embedding": model.embedding is not None,

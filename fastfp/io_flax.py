@@ -953,6 +953,12 @@ def params_from_flax(tree, *, cell: str | None = None, key_prefix: str | None = 
     if nonlinearity is not None and nonlinearity != "tanh" and found_cell != "vanilla":
         raise InvalidOptionError(f"{where}: nonlinearity={nonlinearity!r} applies only to a vanilla cell, found {found_cell!r}")
     src = f"{note}; from {_fmt(cpath)}" + (f" of {path}" if path is not None else "")
+    if found_cell == "vanilla" and nonlinearity is None:
+        import warnings
+
+        warnings.warn(f"{where}: a vanilla cell at {_fmt(cpath)!r}, whose activation a parameter tree does not "
+                      "store: assumed 'tanh' (SimpleCell's default); pass nonlinearity='relu' for a relu cell",
+                      UserWarning, stacklevel=4)
     try:
         params = RNNParams(found_cell, w_ih, w_hh, b_ih, b_hh, nonlinearity=nonlinearity or "tanh", source=src)
     except FastFPError as exc:  # name the file and the sub-tree, as the state-dict readers do

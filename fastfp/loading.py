@@ -141,8 +141,20 @@ def load(source, *, cell: str | None = None, layer: int = 0, direction: int = 0,
         skipped: dict = {}
         sd = _module_state_dict(source, skipped)
         where = f"argument 'source' (torch module {type(source).__name__})"
+        # A state dict does not record nn.RNN's nonlinearity; the live module does.
+        found = _module_nonlinearity(source, key_prefix)
+        nonlinearity_from = None
+        if found is not None:
+            name, value = found
+            if nonlinearity is not None and nonlinearity != value:
+                raise InvalidOptionError(
+                    f"{where}: nonlinearity={nonlinearity!r} given, but the module's RNN "
+                    f"{name or type(source).__name__!r} has nonlinearity={value!r}"
+                )
+            opts["nonlinearity"] = value
+            nonlinearity_from = f"read from the module ({name or 'the RNN'}.nonlinearity)"
         return model_from_state_dict(sd, where, fmt="torch nn.Module state_dict()", torch_convention=True,
-                                      file=None, skipped=skipped, **opts)
+                                      file=None, skipped=skipped, nonlinearity_from=nonlinearity_from, **opts)
     if _looks_like_flax(source):
         _flax_single_cells("the Flax / renn parameter tree", layer, direction)
         return load_flax(source, cell=cell, key_prefix=key_prefix, nonlinearity=nonlinearity,
@@ -248,6 +260,26 @@ def _looks_like_safetensors(head: bytes, is_pickle: bool) -> bool:
     return not (is_text or is_pickle or is_msgpack_head(head))
 
 
+def _as_source_argument(reader, path, **kwargs):
+    """``reader(path, ...)`` whose errors and warnings name load's argument 'source', not 'path'."""
+    import warnings
+
+    def renamed(text):
+        return text.replace("argument 'path'", "argument 'source'")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = reader(path, **kwargs)
+        except FastFPError as exc:
+            if vars(exc) or "argument 'path'" not in str(exc):  # state a new error would lose
+                raise
+            raise type(exc)(renamed(str(exc))) from None
+    for w in caught:
+        warnings.warn(renamed(str(w.message)), w.category, stacklevel=4)
+    return result
+
+
 def _load_zip(path, where, **opts) -> Model:
     try:
         with zipfile.ZipFile(path) as zf:
@@ -255,9 +287,9 @@ def _load_zip(path, where, **opts) -> Model:
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
         raise FileFormatError(f"{where} starts like a zip archive but is not a readable one ({exc}); {_supported()}") from None
     if any(n.endswith("data.pkl") for n in names):
-        model = load_torch_rnn(path, layer=opts["layer"], direction=opts["direction"],
-                               key_prefix=opts["key_prefix"], nonlinearity=opts["nonlinearity"],
-                               embedding_key=opts["embedding_key"], readout_key=opts["readout_key"])
+        model = _as_source_argument(load_torch_rnn, path, layer=opts["layer"], direction=opts["direction"],
+                                    key_prefix=opts["key_prefix"], nonlinearity=opts["nonlinearity"],
+                                    embedding_key=opts["embedding_key"], readout_key=opts["readout_key"])
         _check_torch_cell(model, opts["cell"], where)
         return model
     if _FASTFP_NPZ_ENTRY in names:
@@ -293,6 +325,25 @@ def _tensor_to_numpy(t) -> np.ndarray:
     if str(getattr(t, "dtype", "")) == "torch.bfloat16":  # NumPy has no bfloat16; exact in float32
         t = t.float()
     return np.array(t.numpy(), copy=True)
+
+
+def _module_nonlinearity(module, key_prefix):
+    """(name, 'tanh' | 'relu') of the torch vanilla RNN in ``module`` (the one under ``key_prefix``
+    when given), or None: no such RNN, several with different nonlinearities, or no way to ask."""
+    try:
+        subs = list(module.named_modules())
+    except Exception:
+        return None
+    found = {name: sub.nonlinearity for name, sub in subs
+             if type(sub).__module__.startswith("torch.nn") and getattr(sub, "nonlinearity", None) in ("tanh", "relu")}
+    if key_prefix is not None:
+        want = key_prefix.rstrip(".")
+        picked = [n for n in found if n == want or n.endswith("." + want)]
+        return (picked[0], found[picked[0]]) if len(picked) == 1 else None
+    if len(set(found.values())) == 1:
+        name = next(iter(found))
+        return name, found[name]
+    return None
 
 
 def _module_state_dict(module, skipped: dict) -> dict:

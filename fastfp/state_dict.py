@@ -136,7 +136,8 @@ def choose_cell(G: int, cell, torch_convention: bool, where: str, w_hh_key: str,
 
 def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: bool, file=None, cell=None,
                           layer=0, direction=0, key_prefix=None, nonlinearity=None, embedding_key=None,
-                          readout_key=None, extra_metadata=None, skipped=None, keys_in_module_order=True) -> Model:
+                          readout_key=None, extra_metadata=None, skipped=None, keys_in_module_order=True,
+                          nonlinearity_from=None) -> Model:
     """One recurrent layer of a state dict with PyTorch key names, as a :class:`fastfp.Model`.
 
     Shared by :func:`fastfp.load_torch_rnn` and :func:`fastfp.load` (torch files, modules,
@@ -148,7 +149,8 @@ def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: b
     where a weight is needed, or a list under a parameter's name, is an error, not a weight left out.
     ``keys_in_module_order``: the dict lists the keys as the model registered its modules (a torch
     file or module, a dict, an ``.npz``), which lets an embedding be told by its place; False for
-    safetensors, whose writer sorts the keys by name.
+    safetensors, whose writer sorts the keys by name. ``nonlinearity_from``: where a given
+    ``nonlinearity`` was read (for the notes; default: the caller).
     """
     skipped = skipped or {}
     groups = _rnn_groups(sd)
@@ -287,8 +289,13 @@ def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: b
         if nonlinearity is None:
             nonlinearity = "tanh"
             notes.append("nonlinearity not stored in a state dict: assumed 'tanh' (pass nonlinearity='relu' if needed)")
+            import warnings
+
+            # A relu RNN read as tanh gives wrong numbers everywhere: say so where it is assumed.
+            warnings.warn(f"{where}: a vanilla RNN, whose nonlinearity a state dict does not store: assumed "
+                          "'tanh' (PyTorch's default); pass nonlinearity='relu' for a relu RNN", UserWarning, stacklevel=4)
         else:
-            notes.append(f"nonlinearity {nonlinearity!r} given by the caller")
+            notes.append(f"nonlinearity {nonlinearity!r} " + (nonlinearity_from or "given by the caller"))
     elif nonlinearity is None:
         nonlinearity = "tanh"
 

@@ -721,3 +721,23 @@ def test_corpus_of_a_one_hot_model_with_a_vocabulary_uses_it(tmp_path):
     r = _invoke("-q", "find", path, "-o", tmp_path / "fp.npz", "--corpus", corpus, "--states", "4")
     assert r.exit_code == 0, r.output + r.stderr
     assert "1 of 8 tokens (12.5%) are not in the model's vocabulary" in r.stderr
+
+
+def test_vanilla_state_dicts_warn_of_tanh_and_convert_takes_the_nonlinearity(tmp_path):
+    rng = np.random.default_rng(0)
+    sd = {"rnn.weight_ih_l0": rng.normal(size=(6, 3)), "rnn.weight_hh_l0": 0.3 * rng.normal(size=(6, 6)),
+          "rnn.bias_ih_l0": rng.normal(size=6), "rnn.bias_hh_l0": rng.normal(size=6)}
+    np.savez(tmp_path / "relu_sd.npz", **sd)
+    r = _invoke("-q", "find", tmp_path / "relu_sd.npz", "-o", tmp_path / "fp.npz", "--states", "8", "--docs", "4",
+                "--task", "categorical", "--classes", "2")
+    assert r.exit_code == 0, r.output + r.stderr
+    assert "fastfp: warning: WEIGHTS: " in r.stderr and "assumed 'tanh'" in r.stderr
+    assert "pass --nonlinearity 'relu'" in r.stderr and "options of fastfp convert" in r.stderr
+    r = _invoke("convert", tmp_path / "relu_sd.npz", "-o", tmp_path / "relu.npz", "--nonlinearity", "relu")
+    assert r.exit_code == 0, r.output + r.stderr
+    assert json.loads(r.stdout)["nonlinearity"] == "relu" and "warning" not in r.stderr
+    params = fastfp.load_params(tmp_path / "relu.npz").params
+    h = rng.normal(size=(4, 6))
+    np.testing.assert_allclose(fastfp.step(params, h, None),
+                               np.maximum(h @ sd["rnn.weight_hh_l0"].T + sd["rnn.bias_ih_l0"] + sd["rnn.bias_hh_l0"], 0),
+                               atol=1e-12)

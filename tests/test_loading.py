@@ -480,6 +480,40 @@ def test_load_in_memory_modules_equal_saved_files(tmp_path):
     assert_same_model(load(gru.state_dict()), load(gru))
 
 
+def test_a_relu_rnn_module_is_read_as_relu_and_its_state_dict_warns_of_the_tanh_assumed(tmp_path):
+    torch = pytest.importorskip("torch")
+
+    class Clf(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(6, 4)
+            self.rnn = torch.nn.RNN(4, 8, nonlinearity="relu", batch_first=True)
+            self.out = torch.nn.Linear(8, 3)
+
+    torch.manual_seed(3)
+    net = Clf().double()
+    tokens = torch.tensor([[1, 5, 0, 3, 2, 2]])
+    with torch.no_grad():
+        ref = net.rnn(net.embed(tokens))[0].numpy()[0]
+    import warnings
+
+    for source in (net, net.rnn):  # live modules record their nonlinearity: read, no warning
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            model = load(source)
+        assert model.params.nonlinearity == "relu" and "read from the module" in model.params.source
+        x = model.inputs(tokens.numpy()[0]) if model.embedding is not None else net.embed(tokens).detach().numpy()[0]
+        assert_allclose(fastfp.rollout(model.params, None, x[None].astype(np.float64))[0], ref, atol=1e-12)
+    with pytest.raises(InvalidOptionError, match="nonlinearity='tanh' given, but the module's RNN 'rnn' has nonlinearity='relu'"):
+        load(net, nonlinearity="tanh")
+    torch.save(net.state_dict(), tmp_path / "relu.pt")  # a state dict does not: tanh, said so
+    with pytest.warns(UserWarning, match=r"argument 'source': .*relu.pt: a vanilla RNN.*assumed 'tanh'"):
+        assert load(tmp_path / "relu.pt").params.nonlinearity == "tanh"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load(tmp_path / "relu.pt", nonlinearity="relu").params.nonlinearity == "relu"
+
+
 def test_an_embedding_not_named_embed_is_found_by_its_place_and_logits_match_torch(tmp_path):
     torch = pytest.importorskip("torch")
 
