@@ -134,7 +134,9 @@ def rollout(params, h0, xs, *, lengths=None, mask=None, backend: str = "cpu") ->
     ----------
     params : RNNParams
     h0 : array_like, shape (B, N) or (N,), or None
-        Initial states (one shared state when 1-D; zeros when None).
+        Initial states (one shared state when 1-D; zeros when None). The rollout runs in the dtype
+        of ``h0``, or with ``h0=None`` in the wider of the params' and ``xs``' dtypes (float64
+        params with float32 inputs, e.g. ``model.inputs(tokens)``, run in float64).
     xs : array_like, shape (B, T, M) or (T, M)
         Input sequences (a single sequence when 2-D; then the result is (T, N)).
     lengths : array_like of int, shape (B,), optional
@@ -164,6 +166,7 @@ def rollout(params, h0, xs, *, lengths=None, mask=None, backend: str = "cpu") ->
     B, T, _ = X.shape
     N = params.state_size
     if h0 is None:
+        X = X.astype(np.result_type(params.dtype, X.dtype), copy=False)
         h = np.zeros((B, N), dtype=X.dtype)
     else:
         h = prepare_states("h0", params, h0)  # computation runs in the dtype of the states

@@ -250,3 +250,17 @@ def test_gru_variants_differ_on_the_same_weights(rng):
     b = RNNParams("gru_reset_before", a.w_ih, a.w_hh, a.b_ih, a.b_hh)
     h = random_states(rng, a, 4)
     assert not np.allclose(fastfp.step(a, h), fastfp.step(b, h))
+
+
+def test_rollout_from_zeros_runs_in_the_wider_of_the_params_and_inputs_dtypes():
+    # float64 params with float32 inputs (model.inputs gives float32) ran in float32: 4e-7 off.
+    params = fastfp.RNNParams.random("gru", 8, 3, seed=0)
+    xs = np.random.default_rng(0).normal(size=(4, 6, 3)).astype(np.float32)
+    out = fastfp.rollout(params, None, xs)
+    assert out.dtype == np.float64
+    h = np.zeros((4, 8))
+    for t in range(6):
+        h = fastfp.step(params, h, xs[:, t].astype(np.float64), backend="numpy")
+    np.testing.assert_allclose(out[:, -1], h, rtol=0, atol=1e-14)
+    assert fastfp.rollout(params.astype(np.float32), None, xs).dtype == np.float32
+    assert fastfp.rollout(params.astype(np.float32), None, xs.astype(np.float64)).dtype == np.float64
