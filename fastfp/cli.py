@@ -1087,8 +1087,10 @@ def _write_analyze_report(path, summary, fp, horizon):
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="fastfp params .npz to write.")
 @click.option("--cell", type=click.Choice(["vanilla", "gru", "gru_reset_before", "ugrnn", "lstm"]), default=None,
               help="The fastfp cell when the file cannot tell (fastfp.CELLS).")
-@click.option("--layer", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--direction", type=click.IntRange(0, 1), default=0, show_default=True)
+@click.option("--layer", type=click.IntRange(min=0), default=None,
+              help="Layer of a stacked RNN (default 0, with a warning when there are several).")
+@click.option("--direction", type=click.IntRange(0, 1), default=None,
+              help="1: the reverse direction of a bidirectional RNN (default 0, with a warning when it has two).")
 @click.option("--key-prefix", type=str, default=None, help="Key prefix of the RNN in a state dict.")
 @click.option("--nonlinearity", type=click.Choice(["tanh", "relu"]), default=None,
               help="Activation of a vanilla RNN, which a state dict does not store (default: tanh, with a warning).")

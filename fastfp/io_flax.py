@@ -716,6 +716,15 @@ def _extras(tree, cell_path, cell_sizes, H, M, where, embedding_key=None, readou
         outs = [(p, k, b) for p, k, b in denses if k.shape[0] == H and np.issubdtype(k.dtype, np.floating)]
         for p, k, b in outs:
             _check_readout_bias(where, p, "kernel", "bias", k, b)
+        # A Dense (H, C1) whose output another Dense (C1, C2) takes in is an MLP head's first layer,
+        # not a linear readout ((H, H) cannot be told apart by shape).
+        hidden = {p: [q for q, kq, _ in denses if q != p and kq.ndim == 2 and kq.shape[0] == k.shape[1]]
+                  for p, k, _ in outs if k.shape[1] != H}
+        hidden = {p: later for p, later in hidden.items() if later}
+        for p, later in hidden.items():
+            notes.append(f"no readout from {_fmt(p)}: {', '.join(map(_fmt, later))} takes its output "
+                         "(an MLP head, not a linear readout; readout_key= uses it anyway)")
+        outs = [o for o in outs if o[0] not in hidden]
         if outs and order is None:
             notes.append("readout not attached (the tree holds several cells, " + ", ".join(map(_fmt, cell_paths))
                          + ", whose order its key names do not tell; pass readout_key=)")

@@ -501,7 +501,7 @@ def _read_state_dict(path) -> tuple:
 
 
 # ----------------------------------------------------------------------------- RNN layers
-def load_torch_rnn(path, *, layer: int = 0, direction: int = 0, key_prefix: str | None = None,
+def load_torch_rnn(path, *, layer: int | None = None, direction: int | None = None, key_prefix: str | None = None,
                    nonlinearity: str | None = None, embedding_key=None, readout_key=None) -> Model:
     """Load one recurrent layer of a PyTorch checkpoint (state dict) as a :class:`fastfp.Model`.
 
@@ -514,10 +514,11 @@ def load_torch_rnn(path, *, layer: int = 0, direction: int = 0, key_prefix: str 
         ``bias_hh``), possibly under a module prefix (``'rnn.'``, ``'encoder.gru.'``) and possibly
         nested (``{'state_dict': ...}``). Read with :func:`read_torch_state_dict` (torch not needed,
         nothing executed).
-    layer, direction : int
+    layer, direction : int, optional
         Which layer of a stacked RNN, and 0 (forward) or 1 (``_reverse``, for bidirectional RNNs; the
         returned cell then runs over the reversed sequence). The input of layer k > 0 is the output
-        of layer k - 1 (both directions concatenated for a bidirectional RNN).
+        of layer k - 1 (both directions concatenated for a bidirectional RNN). None (default): 0,
+        with a warning when the RNN has several layers (directions) to choose from.
     key_prefix : str, optional
         The RNN module's key prefix (``'rnn'`` or ``'rnn.'``; ``''`` for the top level). Needed only
         when the state dict holds several RNNs.

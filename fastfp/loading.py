@@ -66,7 +66,7 @@ def _supported() -> str:
 
 
 # ============================================================================ entry point
-def load(source, *, cell: str | None = None, layer: int = 0, direction: int = 0,
+def load(source, *, cell: str | None = None, layer: int | None = None, direction: int | None = None,
          key_prefix: str | None = None, nonlinearity: str | None = None,
          embedding_key=None, readout_key=None) -> Model:
     """Load one recurrent layer (and a classifier's embedding and readout) as a :class:`fastfp.Model`.
@@ -123,8 +123,8 @@ def load(source, *, cell: str | None = None, layer: int = 0, direction: int = 0,
     if cell is not None and (not isinstance(cell, str) or cell not in CELLS):
         raise InvalidOptionError(f"argument 'cell': got {cell!r}, expected None or one of {', '.join(map(repr, CELLS))}")
     for name, value in (("layer", layer), ("direction", direction)):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise InvalidOptionError(f"argument {name!r}: got {value!r}, expected an int")
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise InvalidOptionError(f"argument {name!r}: got {value!r}, expected None or an int")
     if key_prefix is not None and not isinstance(key_prefix, str):
         raise InvalidOptionError(f"argument 'key_prefix': got {key_prefix!r}, expected a str")
     for name, value in (("embedding_key", embedding_key), ("readout_key", readout_key)):
@@ -189,7 +189,7 @@ def _looks_like_flax(source) -> bool:
 def _flax_single_cells(what: str, layer, direction) -> None:
     """A Flax tree holds single cells under their own key paths: one is picked by key_prefix."""
     for name, value in (("layer", layer), ("direction", direction)):
-        if value != 0:
+        if value not in (None, 0):
             raise InvalidOptionError(
                 f"argument {name!r}: got {value!r}, but {what} holds single cells (a stack or a "
                 "bidirectional layer is one cell per key path); pick one with key_prefix= (e.g. "
@@ -425,7 +425,7 @@ def _single_layer(model: Model, where: str, *, cell, layer, direction, key_prefi
         raise InvalidOptionError(
             f"{where}: cell={cell!r} given, but the params are of cell {p.cell!r} ({describe_gates(p.n_gates)})"
         )
-    if layer != 0 or direction != 0:
+    if layer not in (None, 0) or direction not in (None, 0):
         raise InvalidOptionError(
             f"{where}: holds a single layer; layer={layer}, direction={direction} cannot be picked"
         )

@@ -135,7 +135,7 @@ def choose_cell(G: int, cell, torch_convention: bool, where: str, w_hh_key: str,
 
 
 def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: bool, file=None, cell=None,
-                          layer=0, direction=0, key_prefix=None, nonlinearity=None, embedding_key=None,
+                          layer=None, direction=None, key_prefix=None, nonlinearity=None, embedding_key=None,
                           readout_key=None, extra_metadata=None, skipped=None, keys_in_module_order=True,
                           nonlinearity_from=None) -> Model:
     """One recurrent layer of a state dict with PyTorch key names, as a :class:`fastfp.Model`.
@@ -155,8 +155,10 @@ def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: b
     skipped = skipped or {}
     groups = _rnn_groups(sd)
     for name, value in (("layer", layer), ("direction", direction)):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise FileFormatError(f"argument {name!r}: got {value!r}, expected an int")
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise FileFormatError(f"argument {name!r}: got {value!r}, expected None or an int")
+    layer_given, direction_given = layer is not None, direction is not None
+    layer, direction = layer or 0, direction or 0
     if key_prefix is not None and not isinstance(key_prefix, str):
         raise FileFormatError(f"argument 'key_prefix': got {key_prefix!r}, expected a str")
     if key_prefix is not None:
@@ -209,6 +211,18 @@ def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: b
         raise FileFormatError(
             f"{where}: the RNN {_prefix_text(prefix)} has no layer={layer}, direction={direction}; available: {listing}"
         )
+    n_layers = len({k for k, _ in group["layers"]})
+    n_directions = len({d for _, d in group["layers"]})
+    unpicked = [f"{n} {what}s" for n, what, given in ((n_layers, "layer", layer_given),
+                                                      (n_directions, "direction", direction_given))
+                if n > 1 and not given]
+    if unpicked:
+        import warnings
+
+        # A stack read as its first layer is a different network from the one that feeds the readout.
+        warnings.warn(f"{where}: the RNN {_prefix_text(prefix)} has {' and '.join(unpicked)}; loaded "
+                      f"layer={layer}, direction={direction} (pass layer= / direction= to pick one; a readout "
+                      "is attached only to the last forward layer)", UserWarning, stacklevel=4)
     suffix = (f"_l{layer}" + ("_reverse" if direction else "")) if group["kind"] == "layered" else ""
     keys = {name: f"{prefix}{name}{suffix}" for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
     if group["kind"] == "layered" and f"{prefix}weight_hr{suffix}" in sd:
@@ -356,6 +370,28 @@ def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: b
     ro_candidates = [
         k for k in weights_with_columns(H) if k != emb_key and "embed" not in k.lower()
     ] if applicable else []
+    if not applicable and readout_key is None:
+        notes.append("no readout: " + ("a bidirectional RNN's readout reads both directions, which one cell does not hold"
+                                       if bidirectional else f"a readout reads the last layer ({last_layer}), not this one"))
+    if readout_key is None and len(ro_candidates) >= 1:
+        # A (C1, H) weight whose output another weight (C2, C1) takes in is an MLP head's first
+        # layer, not a linear readout: its C1 outputs are no class scores.
+        order = {k: i for i, k in enumerate(sd)}
+        feeds = {}
+        for k in ro_candidates:
+            rows = sd[k].shape[0]
+            if rows == H:  # (H, H): cannot be told from a readout of H classes by shape
+                continue
+            later = [j for j in weights_with_columns(rows) if j not in (k, emb_key)
+                     and (not keys_in_module_order or order[j] > order[k])]
+            if later:
+                feeds[k] = later
+        if feeds:
+            ro_candidates = [k for k in ro_candidates if k not in feeds]
+            metadata["readout_hidden_layers"] = {k: v for k, v in feeds.items()}
+            for k, later in feeds.items():
+                notes.append(f"no readout from {k!r} {sd[k].shape}: {', '.join(map(repr, later))} takes its output "
+                             "(an MLP head, not a linear readout; readout_key= uses it anyway)")
     ro_key = _pick(sd, readout_key, "readout_key", where, ro_candidates, H)
     metadata["readout_key"] = ro_key
     if ro_key is None and len(ro_candidates) > 1 and readout_key is None:

@@ -727,3 +727,18 @@ def test_renn_network_tuple_parts_with_and_without_keys():
     assert picked.embedding is None
     with pytest.raises(InvalidOptionError, match=r"^argument 'source': cell='lstm' given"):
         load_flax(renn, cell="lstm")
+
+
+def test_the_first_dense_of_an_mlp_head_is_not_taken_for_the_readout():
+    # Dense(3)(relu(Dense(6)(h))) in a compact module: Dense_0 is the (6, 3) one, built first.
+    rng = np.random.default_rng(6)
+    tree = {"params": {"GRUCell_0": _gru_tree(4, 2)["params"],
+                       "Dense_1": {"kernel": rng.standard_normal((4, 6)).astype(np.float32)},
+                       "Dense_0": {"kernel": rng.standard_normal((6, 3)).astype(np.float32)}}}
+    m = load_flax(tree)
+    assert m.readout_weight is None
+    assert "no readout from params/Dense_1: params/Dense_0 takes its output" in " ".join(m.metadata["extras"])
+    forced = load_flax(tree, readout_key="params/Dense_1")
+    np.testing.assert_array_equal(forced.readout_weight, tree["params"]["Dense_1"]["kernel"].T)
+    del tree["params"]["Dense_0"]  # alone, the (4, 6) Dense is a readout of 6 classes
+    np.testing.assert_array_equal(load_flax(tree).readout_weight, tree["params"]["Dense_1"]["kernel"].T)

@@ -156,3 +156,57 @@ def test_misspelt_bias_is_an_error_not_zeros():
     m = fastfp.load(nobias, cell="gru")
     assert_array_equal(m.params.b_hh, np.zeros(3 * H))
     assert "absent (bias=False)" in m.params.source
+
+
+# ---------------------------------------------------------------------------- layers and heads
+def _stacked_sd(n_layers, bidirectional, rng):
+    sd = {}
+    for k in range(n_layers):
+        for suffix in ("", "_reverse") if bidirectional else ("",):
+            m = M if k == 0 else H * (2 if bidirectional else 1)
+            sd.update({f"rnn.weight_ih_l{k}{suffix}": rng.normal(size=(3 * H, m)),
+                       f"rnn.weight_hh_l{k}{suffix}": rng.normal(size=(3 * H, H)),
+                       f"rnn.bias_ih_l{k}{suffix}": rng.normal(size=3 * H),
+                       f"rnn.bias_hh_l{k}{suffix}": rng.normal(size=3 * H)})
+    return sd
+
+
+def test_a_stack_loaded_without_layer_or_direction_warns_and_picking_one_does_not():
+    import warnings
+
+    rng = np.random.default_rng(0)
+    sd = {**_stacked_sd(2, True, rng), "fc.weight": rng.normal(size=(3, 2 * H)), "fc.bias": np.zeros(3)}
+    with pytest.warns(UserWarning, match=r"has 2 layers and 2 directions; loaded layer=0, direction=0"):
+        first = fastfp.load(sd, cell="gru")
+    assert_array_equal(first.params.w_hh, sd["rnn.weight_hh_l0"])
+    with pytest.warns(UserWarning, match=r"has 2 directions; loaded layer=1, direction=0") as caught:
+        fastfp.load(sd, cell="gru", layer=1)
+    assert not any("layers" in str(w.message) for w in caught)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        last = fastfp.load(sd, cell="gru", layer=1, direction=1)
+        fastfp.load(sd, cell="gru", layer=0, direction=0)  # an explicit 0 is a choice too
+    assert_array_equal(last.params.w_hh, sd["rnn.weight_hh_l1_reverse"])
+    # The (3, 2H) head reads both directions: no single cell's readout, and the notes say why.
+    assert last.readout_weight is None and "bidirectional RNN's readout reads both directions" in last.params.source
+    one_way = {**_stacked_sd(2, False, rng), "fc.weight": rng.normal(size=(3, H))}
+    with pytest.warns(UserWarning, match="has 2 layers"):
+        lower = fastfp.load(one_way, cell="gru")
+    assert lower.readout_weight is None and "a readout reads the last layer (1)" in lower.params.source
+    assert_array_equal(fastfp.load(one_way, cell="gru", layer=1).readout_weight, one_way["fc.weight"])
+
+
+def test_the_first_layer_of_an_mlp_head_is_not_taken_for_the_readout():
+    p, sd = _gru_sd()
+    rng = np.random.default_rng(1)
+    mlp = {**sd, "head.0.weight": rng.normal(size=(6, H)), "head.0.bias": np.zeros(6),
+           "head.2.weight": rng.normal(size=(3, 6)), "head.2.bias": np.zeros(3)}
+    model = fastfp.load(mlp, cell="gru")
+    assert model.readout_weight is None
+    assert model.metadata["readout_hidden_layers"] == {"head.0.weight": ["head.2.weight"]}
+    assert "no readout from 'head.0.weight' (6, 4): 'head.2.weight' takes its output" in model.params.source
+    forced = fastfp.load(mlp, cell="gru", readout_key="head.0.weight")
+    assert_array_equal(forced.readout_weight, mlp["head.0.weight"])
+    # A linear readout beside an unrelated weight of another width is still found.
+    linear = {**sd, "fc.weight": rng.normal(size=(3, H)), "aux.weight": rng.normal(size=(5, 7))}
+    assert_array_equal(fastfp.load(linear, cell="gru").readout_weight, linear["fc.weight"])
