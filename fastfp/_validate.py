@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ArgumentTypeError, DTypeError, NonFiniteError, ShapeError
+from .errors import ArgumentTypeError, DTypeError, InvalidOptionError, NonFiniteError, ShapeError
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -47,6 +47,11 @@ def as_float_array(name: str, value: Any, dtype=None) -> np.ndarray:
     host = _device_array_to_host(name, value)
     if host is not None:
         value = host
+    kind = type(value).__name__
+    if kind in ("FixedPoints", "TopEigs", "Model", "RNNParams") and type(value).__module__.startswith("fastfp"):
+        hint = {"FixedPoints": f"its states, e.g. {name}=fp.x (and fp.inputs as the input)",
+                "TopEigs": "the states it was computed at"}.get(kind, "an array of states")
+        raise ArgumentTypeError(f"argument {name!r}: got a fastfp {kind}, expected an array; pass {hint}")
     try:
         arr = np.asarray(value)
     except Exception as exc:
@@ -127,3 +132,13 @@ def progress_logger(progress):
     from .errors import InvalidOptionError
 
     raise InvalidOptionError(f"argument 'progress': got {progress!r}, expected a bool or a callable")
+
+
+def real_number(name: str, value: Any, expected: str) -> float:
+    """``value`` as a float when it is a real number (int, float, a NumPy scalar or 0-d array);
+    float() alone would also take '1e-3' and True (= 1.0), which are no numbers here."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InvalidOptionError(f"argument {name!r}: got {value!r} ({type(value).__name__}), expected {expected}")
+    return float(value)

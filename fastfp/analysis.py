@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validate import as_float_array, check_finite
+from ._validate import as_float_array, check_finite, real_number
 from .errors import ArgumentTypeError, InvalidOptionError, ShapeError
 
 __all__ = [
@@ -45,20 +45,14 @@ _CUM_SLACK = 1e-12
 
 # --------------------------------------------------------------------------- small helpers
 def _fraction(name, value, *, allow_one=True):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InvalidOptionError(f"argument {name!r}: got {value!r}, expected a number in (0, 1]") from None
+    v = real_number(name, value, "a number in (0, 1]")
     if not np.isfinite(v) or v <= 0 or v > 1 or (v == 1 and not allow_one):
         raise InvalidOptionError(f"argument {name!r}: got {value!r}, expected a number in (0, 1]")
     return v
 
 
 def _positive(name, value, *, allow_inf=False):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InvalidOptionError(f"argument {name!r}: got {value!r}, expected a number > 0") from None
+    v = real_number(name, value, "a number > 0")
     if np.isnan(v) or v <= 0 or (np.isinf(v) and not allow_inf):
         raise InvalidOptionError(f"argument {name!r}: got {value!r}, expected a finite number > 0")
     return v
@@ -624,11 +618,15 @@ class WordDeflections:
     Attributes
     ----------
     linear : ndarray, shape (P, V, N)
-        J_inp(h_p) e_w: the input Jacobian dF/dx at (h_p, x = 0) applied to word w's input vector.
+        J_inp(h_p, x0) (e_w - x0): the input Jacobian dF/dx at the baseline input x0 (zero unless
+        given) applied to word w's input vector's departure from it.
     exact : ndarray, shape (P, V, N)
-        F(h_p, e_w) - h_p: the exact one-step deflection.
+        F(h_p, e_w) - h_p: the exact one-step deflection. At a fixed point of x0 (F(h_p, x0) =
+        h_p) this is F(h_p, e_w) - F(h_p, x0), which ``linear`` approximates to first order.
     words : ndarray of int, shape (V,)
         Token ids of the words, in order.
+    baseline : ndarray, shape (M,) or (P, M)
+        The baseline input x0.
     """
 
     __repr__ = _short_repr
@@ -636,6 +634,7 @@ class WordDeflections:
     linear: np.ndarray
     exact: np.ndarray
     words: np.ndarray
+    baseline: np.ndarray | None = None
 
 
 def _word_ids(model, words, n_tokens) -> np.ndarray:
@@ -645,10 +644,15 @@ def _word_ids(model, words, n_tokens) -> np.ndarray:
     ids = []
     for w in items:
         if isinstance(w, str):
-            if model.vocab is None or w not in model.vocab:
+            if model.vocab is None:
+                raise InvalidOptionError(
+                    f"argument 'words': got {w!r}, but the model has no vocabulary; pass token ids "
+                    "(rows of its embedding) or attach one (fastfp.Model(..., vocab=...))"
+                )
+            if w not in model.vocab:
                 raise InvalidOptionError(
                     f"argument 'words': got {w!r}, which is not in the model's vocab "
-                    f"({'none' if model.vocab is None else ', '.join(map(repr, model.vocab[:10]))})"
+                    f"({', '.join(map(repr, model.vocab[:10]))})"
                 )
             ids.append(model.vocab.index(w))
         elif isinstance(w, (int, np.integer)) and not isinstance(w, bool) and 0 <= w < n_tokens:
@@ -660,7 +664,7 @@ def _word_ids(model, words, n_tokens) -> np.ndarray:
     return np.asarray(ids, dtype=np.int64)
 
 
-def word_deflections(model, h, *, words=None, backend: str = "cpu") -> WordDeflections:
+def word_deflections(model, h, *, words=None, x=None, backend: str = "cpu") -> WordDeflections:
     """Linearised and exact one-step deflection of the state by each word.
 
     Parameters
@@ -669,10 +673,14 @@ def word_deflections(model, h, *, words=None, backend: str = "cpu") -> WordDefle
         The network; word w's input vector is row w of ``model.embedding`` (the identity, i.e.
         one-hot inputs, when the model has no embedding).
     h : array_like, shape (P, N) or (N,)
-        States (typically fixed points found with zero input, where F(h, 0) = h and the linear
-        deflection is the first-order approximation of the exact one).
+        States, typically fixed points: ``fp.x`` of points found with the input ``x`` (then the
+        linear deflection is the first-order approximation of the exact one).
     words : sequence of int or str, optional
         Token ids or vocab strings; all V tokens by default.
+    x : array_like, shape (M,) or (P, M), or str, optional
+        The baseline input x0 at which the input Jacobian is taken and from which each word's
+        input departs: the input the points were found with (``fp.inputs``), or a vocab string for
+        that word's input (e.g. ``'the'`` for points found at the neutral word). None: zero.
     backend : {'cpu', 'numpy', 'gpu'}
 
     Returns
@@ -693,15 +701,31 @@ def word_deflections(model, h, *, words=None, backend: str = "cpu") -> WordDefle
         raise ShapeError(f"argument 'h': got shape {hs.shape}, expected (P, N) or (N,) with N = {params.state_size}")
     check_finite("h", h2)
     Ew = E[ids].astype(h2.dtype)  # (V, M)
-    Jx = input_jacobian(params, h2, None, backend=backend)  # (P, N, M) at zero input
-    linear = np.einsum("pnm,vm->pvn", Jx, Ew)
+    M = Ew.shape[1]
+    if x is None:
+        x0 = np.zeros(M, dtype=h2.dtype)
+    elif isinstance(x, str):
+        if model.vocab is None or x not in model.vocab:
+            raise InvalidOptionError(f"argument 'x': got {x!r}, which is not in the model's vocab"
+                                     + ("" if model.vocab is None else f" ({', '.join(map(repr, model.vocab[:10]))})")
+                                     + "; expected a vocab string, an input array of shape (M,) or (P, M), or None")
+        x0 = E[model.vocab.index(x)].astype(h2.dtype)
+    else:
+        x0 = as_float_array("x", x, h2.dtype)
+        if x0.shape not in ((M,), (h2.shape[0], M)):
+            raise ShapeError(f"argument 'x': got shape {x0.shape}, expected ({M},) or ({h2.shape[0]}, {M}) (the input size "
+                             "M of the model's cell), a vocab string, or None (zero input)")
+        check_finite("x", x0)
+    Jx = input_jacobian(params, h2, x0, backend=backend)  # (P, N, M) at the baseline input
+    dx = Ew[None, :, :] - (x0[None, None, :] if x0.ndim == 1 else x0[:, None, :])  # (1 or P, V, M)
+    linear = np.einsum("pnm,pvm->pvn", Jx, np.broadcast_to(dx, (h2.shape[0],) + Ew.shape))
     P, V = h2.shape[0], ids.size
     hrep = np.repeat(h2, V, axis=0)  # (P*V, N): state p repeated for every word
     xrep = np.tile(Ew, (P, 1))  # (P*V, M)
     exact = (step(params, hrep, xrep, backend=backend) - hrep).reshape(P, V, -1)
     if single:
         linear, exact = linear[0], exact[0]
-    return WordDeflections(linear, exact, ids)
+    return WordDeflections(linear, exact, ids, x0)
 
 
 # --------------------------------------------------------------------------- order invariance

@@ -12,6 +12,7 @@ import numpy as np
 
 from ._atomic import atomic_path
 from ._npz import json_object_entry, read_npz
+from ._validate import real_number
 from .errors import DTypeError, FastFPError, FileFormatError, InvalidOptionError, MemoryLimitError, ShapeError
 from .status import CONVERGED, Q_TOLERANCE, SLOW_POINT, Status
 
@@ -438,10 +439,7 @@ def _check_full_decomposition_fits(B, N, memory_limit) -> None:
 
 
 def _positive(name, value):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InvalidOptionError(f"argument {name!r}: got {value!r}, expected a positive number") from None
+    v = real_number(name, value, "a positive number")
     if not np.isfinite(v) or v <= 0:
         raise InvalidOptionError(f"argument {name!r}: got {value!r}, expected a finite number > 0")
     return v

@@ -246,6 +246,38 @@ def test_word_deflections_match_finite_differences_and_steps(cell, rng):
     np.testing.assert_allclose(sub.exact, wd.exact[0, [2, 1]], atol=1e-14)
 
 
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_word_deflections_from_a_baseline_input_approximate_the_exact_ones_at_its_fixed_points(cell, rng):
+    # Points found at the neutral word: the deflection of word w is F(h*, e_w) - F(h*, e_the), which
+    # J_x(h*, e_the) (e_w - e_the) approximates; J_x(h*, 0) e_w (the zero baseline) does not.
+    params = fastfp.RNNParams.random(cell, 8, 3, seed=5)
+    emb = 0.05 * rng.normal(size=(4, 3))
+    model = fastfp.Model(params, emb, vocab=("a", "b", "c", "the"))
+    fp = fastfp.find_fixed_points(params, rng.uniform(-0.3, 0.3, (6, params.state_size)), emb[3])
+    fp = fp[fp.success]
+    assert len(fp)
+    base = word_deflections(model, fp.x, x="the")
+    np.testing.assert_array_equal(base.baseline, emb[3])
+    np.testing.assert_allclose(word_deflections(model, fp.x, x=fp.inputs).linear, base.linear, atol=1e-14)
+    np.testing.assert_allclose(word_deflections(model, fp.x, x=emb[3]).linear, base.linear, atol=1e-14)
+    eps = 1e-6
+    for p in range(len(fp)):
+        for w in range(4):
+            d = emb[w] - emb[3]
+            fd = (fastfp.step(params, fp.x[p], emb[3] + eps * d) - fastfp.step(params, fp.x[p], emb[3] - eps * d)) / (2 * eps)
+            np.testing.assert_allclose(base.linear[p, w], fd, atol=1e-8)
+    np.testing.assert_allclose(base.linear[:, 3], 0.0, atol=1e-15)  # the baseline word itself
+    second_order = np.abs(base.exact - base.linear).max()
+    zero = word_deflections(model, fp.x)
+    assert second_order < 0.1 * np.abs(zero.exact - zero.linear).max()
+    with pytest.raises(fastfp.ShapeError, match="argument 'x': got shape \\(2,\\)"):
+        word_deflections(model, fp.x, x=np.zeros(2))
+    with pytest.raises(fastfp.InvalidOptionError, match="argument 'x': got 'zzz', which is not in the model's vocab"):
+        word_deflections(model, fp.x, x="zzz")
+    with pytest.raises(fastfp.ArgumentTypeError, match="got a fastfp FixedPoints, expected an array; pass its states"):
+        word_deflections(model, fp)
+
+
 def test_word_deflections_one_hot_without_embedding_and_errors(rng):
     params = fastfp.RNNParams.random("gru", 6, 3, seed=1)
     h = rng.uniform(-0.5, 0.5, (2, 6))
@@ -254,7 +286,7 @@ def test_word_deflections_one_hot_without_embedding_and_errors(rng):
     np.testing.assert_allclose(wd.linear, np.swapaxes(Jx, 1, 2), atol=1e-14)
     with pytest.raises(fastfp.InvalidOptionError, match="'words'"):
         word_deflections(fastfp.Model(params), h, words=[7])
-    with pytest.raises(fastfp.InvalidOptionError, match="'words'"):
+    with pytest.raises(fastfp.InvalidOptionError, match="'words': got 'good', but the model has no vocabulary"):
         word_deflections(fastfp.Model(params), h, words=["good"])
     with pytest.raises(fastfp.ShapeError, match="'h'"):
         word_deflections(fastfp.Model(params), np.zeros((2, 5)))
@@ -505,3 +537,17 @@ def test_result_reprs_summarise_large_arrays():
     assert "components=<float64 array (10, 10)>" in text and "n_samples=100" in text and len(text) < 400
     wc = wordcount_prediction(fastfp.tasks.categorical(200, n_classes=3, length=20, seed=0))
     assert "dimension=2" in repr(wc) and "class_means=<float64 array (3, 4)>" in repr(wc)
+
+
+@pytest.mark.parametrize("bad", ["20", True, b"20", None, [20]])
+def test_numbers_are_numbers(bad):
+    # float() would take '20' and True (= 1.0, which counted 31 modes at horizon 1).
+    lam = np.array([[0.99, 0.5]])
+    with pytest.raises(fastfp.InvalidOptionError, match="argument 'horizon': got"):
+        integration_modes(lam, horizon=bad)
+    fp = fastfp.find_fixed_points(fastfp.RNNParams.random("gru", 4, 2, seed=0), np.zeros((2, 4)))
+    with pytest.raises(fastfp.InvalidOptionError, match="argument 'tol': got"):
+        fp.unique(bad)
+    with pytest.raises(fastfp.InvalidOptionError, match="argument 'variance': got"):
+        fastfp.analysis.manifold_dimension(np.random.default_rng(0).normal(size=(10, 3)), variance=bad)
+    assert integration_modes(lam, horizon=np.array(20.0)).n_modes[0] == 1  # a 0-d array holds a number
