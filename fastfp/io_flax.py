@@ -679,7 +679,7 @@ def _check_readout_bias(where, path, kernel_key, bias_key, kernel, bias):
         )
 
 
-def _extras(tree, cell_path, cell_sizes, H, M, where, embedding_key=None, readout_key=None):
+def _extras(tree, cell_path, cell_sizes, H, M, where, embedding_key=None, readout_key=None, scope=()):
     """(embedding, readout_weight, readout_bias, notes) found outside the cells when unambiguous.
 
     ``cell_sizes``: every recurrent cell of the tree, path -> (input size, hidden size), or None
@@ -688,10 +688,14 @@ def _extras(tree, cell_path, cell_sizes, H, M, where, embedding_key=None, readou
     order, any other cell of input size M), so both directions of a bidirectional layer get it; a
     readout only for the last layer (a Dense after a stack reads it). ``embedding_key`` /
     ``readout_key``: a '/'-separated key path naming the map, False for none, None to guess.
+    ``scope``: the key path the guesses are looked for under (the top-level key of ``key_prefix``).
     """
     cell_paths = list(cell_sizes)
     embs, denses = [], []
     _collect(tree, (), set(cell_paths), embs, denses)
+    if scope:
+        embs = [e for e in embs if e[0][:len(scope)] == scope]
+        denses = [d for d in denses if d[0][:len(scope)] == scope]
     notes = []
     others = [p for p in cell_paths if p != cell_path]
     order = _stack_order(cell_paths) if others else [cell_path]
@@ -972,10 +976,19 @@ def params_from_flax(tree, *, cell: str | None = None, key_prefix: str | None = 
         params = RNNParams(found_cell, w_ih, w_hh, b_ih, b_hh, nonlinearity=nonlinearity or "tanh", source=src)
     except FastFPError as exc:  # name the file and the sub-tree, as the state-dict readers do
         raise type(exc)(f"{where}: the cell at {_fmt(cpath)!r} ({note}): {exc}") from None
-    sizes = {p: _cell_sizes(where, p, k, n, float(gate_bias), float(forget_bias)) for p, k, n in all_found}
+    # key_prefix's top-level key scopes the embedding and readout guesses too: 'params' of a
+    # checkpoint that also holds the optimiser's copies of every weight ('opt_state/0/mu/params/...').
+    # (Deeper scopes would lose a classifier's Embed / Dense beside a nested cell: 'params/RNN_0/cell'.)
+    scope = ()
+    if key_prefix not in (None, ""):
+        scope = prefix[:1]
+    sizes = {p: _cell_sizes(where, p, k, n, float(gate_bias), float(forget_bias)) for p, k, n in all_found
+             if p[:len(scope)] == scope}
     sizes[cpath] = (params.input_size, H)
     emb, rw, rb, notes = _extras(norm, cpath, sizes, H, params.input_size, where,
-                                 embedding_key=embedding_key, readout_key=readout_key)
+                                 embedding_key=embedding_key, readout_key=readout_key, scope=scope)
+    if scope and (emb is not None or rw is not None):
+        notes.append(f"embedding and readout looked for under key_prefix {_fmt(scope)!r}")
     notes = ignored + notes
     meta = {"format": "flax/jax parameter tree", "cell_path": _fmt(cpath), "cell_kind": kind, "conversions": note}
     if notes:

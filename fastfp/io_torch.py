@@ -158,7 +158,12 @@ class _RestrictedUnpickler(pickle.Unpickler):
                 return _UNTYPED
         if module == "torch.storage" and name in ("UntypedStorage", "_UntypedStorage"):
             return _UNTYPED
-        if module.startswith("torch.nn"):
+        if getattr(self._reader, "torchscript", False):
+            hint = (
+                "; the file is a TorchScript archive (torch.jit.save): load it with torch.jit.load and "
+                "save its weights with torch.save(module.state_dict(), path)"
+            )
+        elif module.startswith("torch.nn"):
             hint = (
                 "; the file holds a pickled module, not a state dict: re-save it with "
                 "torch.save(module.state_dict(), path)"
@@ -289,6 +294,7 @@ class _Archive:
         self.path = path
         self.zf = zf
         names = zf.namelist()
+        self.torchscript = any("/code/__torch__/" in n or n.endswith("/constants.pkl") for n in names)
         roots = sorted({n[: -len("data.pkl")] for n in names if n.endswith("data.pkl") and n.count("/") == 1})
         if not roots:
             hint = ""

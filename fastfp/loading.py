@@ -192,8 +192,8 @@ def _flax_single_cells(what: str, layer, direction) -> None:
         if value not in (None, 0):
             raise InvalidOptionError(
                 f"argument {name!r}: got {value!r}, but {what} holds single cells (a stack or a "
-                "bidirectional layer is one cell per key path); pick one with key_prefix= (e.g. "
-                "'params/RNN_1'; loading without it lists the cells)"
+                "bidirectional layer is one cell per key path); pick one with key_prefix= (its key "
+                "path, e.g. 'params/GRUCell_1' or 'params/RNN_1'; loading without it lists the cells' paths)"
             )
 
 

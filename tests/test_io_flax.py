@@ -742,3 +742,22 @@ def test_the_first_dense_of_an_mlp_head_is_not_taken_for_the_readout():
     np.testing.assert_array_equal(forced.readout_weight, tree["params"]["Dense_1"]["kernel"].T)
     del tree["params"]["Dense_0"]  # alone, the (4, 6) Dense is a readout of 6 classes
     np.testing.assert_array_equal(load_flax(tree).readout_weight, tree["params"]["Dense_1"]["kernel"].T)
+
+
+def test_key_prefix_scopes_the_embedding_and_readout_to_its_top_level_key():
+    # A checkpoint of params and Adam's moments: every weight has two copies under opt_state.
+    import copy
+
+    params = _stacked_classifier()["params"]
+    del params["GRUCell_1"]
+    params["Dense_0"]["kernel"] = params["Dense_0"]["kernel"][:, :2].copy()
+    params["Dense_0"]["bias"] = params["Dense_0"]["bias"][:2].copy()
+    tree = {"params": params, "step": np.array(3),
+            "opt_state": {"0": {"mu": {"params": copy.deepcopy(params)}, "nu": {"params": copy.deepcopy(params)}}}}
+    with pytest.raises(FileFormatError, match="several recurrent cells.*opt_state/0/mu/params/GRUCell_0"):
+        load_flax(tree)
+    for prefix in ("params", "params/GRUCell_0"):
+        m = load_flax(tree, key_prefix=prefix)
+        np.testing.assert_array_equal(m.embedding, params["Embed_0"]["embedding"])
+        np.testing.assert_array_equal(m.readout_weight, params["Dense_0"]["kernel"].T)
+        assert "looked for under key_prefix 'params'" in " ".join(m.metadata["extras"])

@@ -623,6 +623,25 @@ def test_torch_pickled_module_is_refused(tmp_path):
 
 
 @pytest.mark.torch
+def test_torchscript_archives_are_refused_with_the_way_out(tmp_path):
+    torch = _torch()
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gru = torch.nn.GRU(3, 4, batch_first=True)
+
+        def forward(self, x):
+            return self.gru(x)[0]
+
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(Net()), str(path))
+    with pytest.raises(FileFormatError, match=r"scripted\.pt .*TorchScript archive \(torch\.jit\.save\): load it with "
+                                              r"torch\.jit\.load"):
+        load_no_torch(path)
+
+
+@pytest.mark.torch
 def test_torch_legacy_format_is_refused(tmp_path):
     torch = _torch()
     path = _save(torch.nn.GRU(3, 4).state_dict(), tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
