@@ -63,6 +63,8 @@ MATRIX_FREE_MIN_N = 128
 # (bench/RESULTS-krylov.md, "Slow-manifold mode").
 MATRIX_FREE_LM_MIN_N = 128
 DENSE_RETRY_MAX_N = 1024
+# Steps of the map before a stalled point is solved again (find_fixed_points' restart_steps).
+_DEFAULT_RESTART_STEPS = 100
 _DEFAULT_MAXITER = {"hybrid": 100, "newton": 100, "lm": 200, "adam": 5000}
 _ARMIJO = 1e-4
 _MAX_HALVINGS = 16
@@ -230,6 +232,7 @@ def find_fixed_points(
     gmres_restart: int = 40,
     chord: bool | None = None,
     mixed_precision: bool | None = None,
+    restart_steps: int | None = None,
     progress: bool = False,
 ) -> FixedPoints:
     """Solve F(h, x) = h from B initial states.
@@ -330,6 +333,16 @@ def find_fixed_points(
         (``metadata['preconditioner_roots']``): near a root that leaves a few GMRES iterations
         per step, and GMRES's residual stays the true one. Default: True for ``hybrid``, False
         for ``newton``.
+    restart_steps : int, optional
+        Points left diverged, without decrease or singular (not those at the iteration cap) are moved by
+        this many steps of the map itself, h <- F(h, x), from where they stopped, and solved once
+        more; a second attempt that converges replaces the first (``nit`` counts the solver
+        iterations of both; ``metadata['restarts']`` and ``['restarts_converged']`` count them).
+        Newton and LM stall where q has a local minimum on the face of the box that holds every
+        root (a saturated unit), while the map's own flow leaves the face towards an attractor:
+        on a trained GRU-32, 183 of 256 starts stalled and all 183 converged after 100 steps.
+        Default: 100 for ``newton``, ``hybrid`` and ``lm``; 0 (no restart) for ``adam`` and in
+        slow-manifold mode, whose points are to stay near where they started.
     progress : bool or callable
         True: report iterations and active points on stderr. A callable is called as
         ``progress(n_done, n_total)`` with the number of points finished so far (over all chunks)
@@ -409,6 +422,13 @@ def find_fixed_points(
         )
     if opts["atol"] == 0 and opts["rtol"] == 0:
         raise InvalidOptionError("arguments 'atol' and 'rtol': both are 0, expected at least one > 0")
+    if restart_steps is None:
+        restart_steps = 0 if method == "adam" or opts["slow_ratio"] is not None else _DEFAULT_RESTART_STEPS
+    if not isinstance(restart_steps, (int, np.integer)) or isinstance(restart_steps, bool) or restart_steps < 0:
+        raise InvalidOptionError(f"argument 'restart_steps': got {restart_steps!r}, expected None or an integer >= 0")
+    if restart_steps and method == "adam":
+        raise InvalidOptionError("argument 'restart_steps': restarts are for newton, hybrid and lm; got method='adam'")
+    opts["restart_steps"] = int(restart_steps)
     opts["speed_scale"] = _check_speed_scale(speed_scale, N, opts["slow_ratio"])
     if opts["slow_ratio"] is not None and method not in ("lm", "hybrid"):
         raise InvalidOptionError(
@@ -463,6 +483,9 @@ def find_fixed_points(
     result = concatenate(parts) if len(parts) > 1 else parts[0]
     if jacobian == "auto" and mode == "matrix_free" and backend != "gpu" and N <= DENSE_RETRY_MAX_N:
         result = _retry_dense(result, kernels, params, H0, X, method, opts, metadata, dtype, memory_limit)
+    if opts["restart_steps"]:
+        result = _restart_by_iterating(result, kernels, params, X, method, mode, opts, metadata, dtype, memory_limit,
+                                       backend)
     if dtype == np.float32 and method != "adam":
         result = _recheck_float32_slow(result, params, opts, backend)
     result.metadata["wall_time_s"] = time.perf_counter() - t0
@@ -544,6 +567,53 @@ def _retry_dense(result, kernels, params, H0, X, method, opts, metadata, dtype, 
     from dataclasses import replace
 
     return replace(result, **fields, metadata=dict(result.metadata, dense_retries_converged=int(better.sum())))
+
+
+# Points the solver gave up on; not MAX_ITER, which is the caller's cap (maxiter=0 evaluates).
+_RESTARTED = (st.DIVERGED, st.SINGULAR, st.NO_DECREASE)
+
+
+def _restart_by_iterating(result, kernels, params, X, method, mode, opts, metadata, dtype, memory_limit, backend):
+    """Points stopped as DIVERGED / SINGULAR / NO_DECREASE: ``restart_steps`` steps of
+    the map from where they stopped, then one more solve; a second attempt that converges (or, in
+    slow-manifold mode, is a slow point) replaces the first."""
+    failed = np.flatnonzero(np.isin(result.status, _RESTARTED))
+    result.metadata["restarts"] = int(len(failed))
+    result.metadata["restarts_converged"] = 0
+    if len(failed) == 0:
+        return result
+    cell, act = params.cell_code, params.nonlinearity_code
+    w = params.arrays(dtype)
+    Xf = _rows(X, failed)
+    h = np.ascontiguousarray(result.x[failed], dtype=dtype)
+    with np.errstate(all="ignore"):
+        for _ in range(opts["restart_steps"]):
+            h = kernels.step(cell, act, h, Xf, *w)
+    finite = np.isfinite(h).all(axis=1) & (np.abs(h).max(axis=1, initial=0.0) <= opts["max_norm"])
+    failed, h = failed[finite], h[finite]
+    if len(failed) == 0:
+        return result
+    Xf = _rows(X, failed)
+    chunk = _plan_chunks(method, len(failed), h.shape[1], dtype, "auto", memory_limit, mode=mode,
+                         restart=opts["gmres_restart"], backend=backend, slow=opts["slow_ratio"] is not None,
+                         lm=_uses_lm(method, opts))
+    solver = _matrix_free if mode == "matrix_free" else _dense
+    parts = [solver(kernels, params, h[lo:lo + chunk], Xf if Xf.shape[0] == 1 else Xf[lo:lo + chunk], method, opts,
+                    False, metadata) for lo in range(0, len(failed), chunk)]
+    redo = concatenate(parts) if len(parts) > 1 else parts[0]
+    better = redo.status == st.CONVERGED
+    if opts["slow_ratio"] is not None:
+        better |= redo.status == st.SLOW_POINT
+    if not better.any():
+        return result
+    take = failed[better]
+    fields = {name: getattr(result, name).copy() for name in ("x", "fx", "residual", "q", "grad_norm", "status", "nit")}
+    for name, arr in fields.items():
+        arr[take] = getattr(redo, name)[better]
+    fields["nit"][take] += result.nit[take]  # x0 stays the caller's start: the row is still that start's
+    from dataclasses import replace
+
+    return replace(result, **fields, metadata=dict(result.metadata, restarts_converged=int(better.sum())))
 
 
 def _default_memory_limit(memory_limit, backend="cpu"):

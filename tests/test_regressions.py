@@ -127,11 +127,17 @@ def test_points_pinned_to_the_root_box_stop_instead_of_burning_maxiter():
     # can lie. A projected LM step settles them and they stop as DIVERGED well before maxiter.
     params = fastfp.RNNParams.random("gru", 6, 2, scale=3 / np.sqrt(6), seed=2)
     h0 = np.random.default_rng(0).uniform(-1, 1, (64, 6))
-    fp = fastfp.find_fixed_points(params, h0, method="lm", maxiter=1000)
+    fp = fastfp.find_fixed_points(params, h0, method="lm", maxiter=1000, restart_steps=0)
     assert not (fp.status == Status.MAX_ITER).any(), np.bincount(fp.status)
     pinned = fp[fp.status == Status.DIVERGED]
     assert len(pinned) > 0 and (np.abs(pinned.x).max(axis=1) >= 1.0).all()
     assert pinned.nit.max() < 200
     roots = fp[fp.success]
     res = np.abs(fastfp.step(params, roots.x, backend="numpy") - roots.x).max(axis=1)
+    assert (res <= 1e-10).all()
+    # By default the stopped points are moved along the map's flow and solved again.
+    again = fastfp.find_fixed_points(params, h0, method="lm", maxiter=1000)
+    assert again.metadata["restarts"] == len(pinned) + int((fp.status == Status.NO_DECREASE).sum())
+    assert again.success.sum() == fp.success.sum() + again.metadata["restarts_converged"] > fp.success.sum()
+    res = np.abs(fastfp.step(params, again.x[again.success], backend="numpy") - again.x[again.success]).max(axis=1)
     assert (res <= 1e-10).all()
