@@ -883,6 +883,9 @@ def _write_run_report(path, summary, *, model, data, traj, roots, kept, kept_all
 @click.option("--tol-q", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Also stop points with q = ||F(h) - h||^2 / 2 below this (the study's rule; adam's "
                    "default 1e-12).")
+@click.option("--restart-steps", type=click.IntRange(min=0), default=None,
+              help="Steps of the map from a point that stalled (diverged, no decrease, singular) before one "
+                   "more solve; 0: none (default 100, 0 for adam and --slow-ratio).")
 @click.option("--adam-lr", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="adam: initial learning rate (the study's code: 0.01).")
 @click.option("--adam-stop", type=click.Choice(["all", "mean"]), default="all", show_default=True,
@@ -896,7 +899,7 @@ def _write_run_report(path, summary, *, model, data, traj, roots, kept, kept_all
 @_data_options
 @_progress_option
 def find(weights, output, input_spec, states, noise, seed, batch_size, method, backend, jacobian, eig_k, scheduler, workers,
-         shard_size, results_dir, atol, maxiter, dtype, slow_ratio, slow_speed, tol_q, adam_lr, adam_stop,
+         shard_size, results_dir, atol, maxiter, dtype, slow_ratio, slow_speed, tol_q, restart_steps, adam_lr, adam_stop,
          adam_schedule, keep,
          task, classes, corpus, n_docs, length, force_progress) -> None:
     """Find fixed points of WEIGHTS and save them (-o) as a .npz.
@@ -924,6 +927,8 @@ def find(weights, output, input_spec, states, noise, seed, batch_size, method, b
     solver_options = dict(method=method, backend=backend, jacobian=jacobian, atol=atol, maxiter=maxiter,
                           dtype=np.dtype(dtype), slow_ratio=slow_ratio, slow_speed=slow_speed, tol_q=tol_q,
                           batch_size=batch_size)
+    if restart_steps is not None:
+        solver_options["restart_steps"] = restart_steps
     if method == "adam":
         solver_options.update(adam_lr=adam_lr, adam_stop=adam_stop, adam_schedule=adam_schedule)
     else:

@@ -169,6 +169,7 @@ def test_find_says_how_large_the_saved_file_is(tmp_path):
     ["--input", "word:w1", "--method", "newton", "--backend", "numpy", "--keep", "all"],
     ["--dtype", "float32", "--atol", "1e-5", "--slow-ratio", "0.05"],
     ["--method", "adam", "--maxiter", "20", "--noise", "0.1", "--task", "categorical", "--classes", "3"],
+    ["--method", "newton", "--restart-steps", "0", "--maxiter", "3"],
 ])
 def test_find_options(tmp_path, extra):
     out = tmp_path / "fp.npz"
@@ -184,6 +185,8 @@ def test_find_options(tmp_path, extra):
     if "all" in extra:
         assert s["saved"] == 16
     assert fastfp.FixedPoints.load(out).eigvals is not None
+    if "--restart-steps" in extra:
+        assert saved.metadata["restart_steps"] == 0
 
 
 def test_find_notes_task_ids_read_as_embedding_rows_without_a_vocabulary(tmp_path):
