@@ -418,7 +418,18 @@ def concatenate(parts) -> FixedPoints:
             kwargs[f.name] = None
         else:
             kwargs[f.name] = np.concatenate(values, axis=0)
-    return FixedPoints(**kwargs, metadata=dict(parts[0].metadata))
+    metadata = dict(parts[0].metadata)
+    for key in _SUMMED_METADATA:  # per-run counts: of all the parts, not of the first
+        values = [p.metadata.get(key) for p in parts]
+        if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+            metadata[key] = int(sum(values))
+    return FixedPoints(**kwargs, metadata=metadata)
+
+
+# Counts the solvers record per call (chunk, shard): concatenate adds them up.
+_SUMMED_METADATA = ("n_matvec", "pilot_matvec", "n_factorizations", "precise_factors", "dense_retries",
+                    "dense_retries_converged", "restarts", "restarts_converged", "float32_slow_points_rechecked",
+                    "float32_slow_points_demoted")
 
 
 def _check_full_decomposition_fits(B, N, memory_limit) -> None:

@@ -54,7 +54,8 @@ JACOBIANS = ("auto", "dense", "matrix_free")
 ADAM_STOPS = ("all", "mean")
 ADAM_SCHEDULES = ("plateau", "constant")
 # From N = 128 on, Newton-Krylov beats dense Newton on the trained GRUs (1.2-1.5x at N = 128,
-# 2.3-3x at N = 256: bench/RESULTS-solvers.md; 13x at N = 2048: bench/RESULTS-krylov.md). Up to DENSE_RETRY_MAX_N, 'auto' solves the
+# 2.3-3x at N = 256: bench/RESULTS-solvers.md) and on the structured GRU of the large-N bench
+# (13x at N = 2048: bench/RESULTS-krylov.md). Up to DENSE_RETRY_MAX_N, 'auto' solves the
 # points it leaves unconverged again with the dense method.
 MATRIX_FREE_MIN_N = 128
 # 'auto' runs the Levenberg-Marquardt path (method 'lm', slow-manifold mode) matrix-free from this
@@ -483,11 +484,16 @@ def find_fixed_points(
     result = concatenate(parts) if len(parts) > 1 else parts[0]
     if jacobian == "auto" and mode == "matrix_free" and backend != "gpu" and N <= DENSE_RETRY_MAX_N:
         result = _retry_dense(result, kernels, params, H0, X, method, opts, metadata, dtype, memory_limit)
-    if opts["restart_steps"]:
-        result = _restart_by_iterating(result, kernels, params, X, method, mode, opts, metadata, dtype, memory_limit,
-                                       backend)
     if dtype == np.float32 and method != "adam":
         result = _recheck_float32_slow(result, params, opts, backend)
+    if opts["restart_steps"]:
+        # After the float32 re-check, whose demoted slow points (pressed against the box) are
+        # what a restart is for.
+        with blas_threads(1) if N < SPLIT_BELOW_N else nullcontext():
+            result = _restart_by_iterating(result, kernels, params, X, method, mode, opts, metadata, dtype,
+                                           memory_limit, backend)
+        if dtype == np.float32 and opts["slow_ratio"] is not None and result.metadata["restarts_converged"]:
+            result = _recheck_float32_slow(result, params, opts, backend)  # the restarts' slow points
     result.metadata["wall_time_s"] = time.perf_counter() - t0
     return result
 
@@ -587,8 +593,20 @@ def _restart_by_iterating(result, kernels, params, X, method, mode, opts, metada
     Xf = _rows(X, failed)
     h = np.ascontiguousarray(result.x[failed], dtype=dtype)
     with np.errstate(all="ignore"):
-        for _ in range(opts["restart_steps"]):
-            h = kernels.step(cell, act, h, Xf, *w)
+        if kernels.name == "gpu":  # the steps stay on the device: weights and states go over once
+            import cupy
+
+            from ._cells_gpu import device_cells
+
+            dev = device_cells()
+            wd = tuple(cupy.asarray(a) for a in w)
+            hd, Xd = cupy.asarray(h), cupy.asarray(Xf)
+            for _ in range(opts["restart_steps"]):
+                hd = dev.step(cell, act, hd, Xd, *wd)
+            h = cupy.asnumpy(hd)
+        else:
+            for _ in range(opts["restart_steps"]):
+                h = kernels.step(cell, act, h, Xf, *w)
     finite = np.isfinite(h).all(axis=1) & (np.abs(h).max(axis=1, initial=0.0) <= opts["max_norm"])
     failed, h = failed[finite], h[finite]
     if len(failed) == 0:
@@ -601,6 +619,8 @@ def _restart_by_iterating(result, kernels, params, X, method, mode, opts, metada
     parts = [solver(kernels, params, h[lo:lo + chunk], Xf if Xf.shape[0] == 1 else Xf[lo:lo + chunk], method, opts,
                     False, metadata) for lo in range(0, len(failed), chunk)]
     redo = concatenate(parts) if len(parts) > 1 else parts[0]
+    if "n_matvec" in redo.metadata:  # the second solves' products count too
+        result.metadata["n_matvec"] = result.metadata.get("n_matvec", 0) + redo.metadata["n_matvec"]
     better = redo.status == st.CONVERGED
     if opts["slow_ratio"] is not None:
         better |= redo.status == st.SLOW_POINT

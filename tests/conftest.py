@@ -47,3 +47,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def first_pass(monkeypatch):
+    """The solvers' first attempt alone (no restart of stalled points, find_fixed_points'
+    restart_steps default 0): for tests of what that attempt does, which a restart could mask."""
+    import fastfp.solvers
+
+    monkeypatch.setattr(fastfp.solvers, "_DEFAULT_RESTART_STEPS", 0)

@@ -14,6 +14,9 @@ from fastfp import InvalidOptionError, Status
 from fastfp._batched_lu import PIVOT_DTYPE, lu_factor_cpu, lu_factor_ref, lu_solve_cpu, lu_solve_ref
 from fastfp._linalg import split_rows
 
+# What the solvers' first attempt does: no restart of stalled points (see conftest.first_pass).
+pytestmark = pytest.mark.usefixtures("first_pass")
+
 DATA = pathlib.Path(__file__).parent / "data"
 
 

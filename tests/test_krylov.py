@@ -14,6 +14,9 @@ from fastfp._linearize import linearize, linearize_cpu
 from fastfp.errors import InvalidOptionError, MemoryLimitError, ShapeError
 from fastfp.spectra import top_eigs
 
+# What the solvers' first attempt does: no restart of stalled points (see conftest.first_pass).
+pytestmark = pytest.mark.usefixtures("first_pass")
+
 CELLS = ["vanilla", "gru", "gru_reset_before", "ugrnn", "lstm"]
 
 

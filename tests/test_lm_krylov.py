@@ -10,6 +10,9 @@ from fastfp import Status
 from fastfp._krylov import batched_cg
 from support import linear_relu
 
+# What the solvers' first attempt does: no restart of stalled points (see conftest.first_pass).
+pytestmark = pytest.mark.usefixtures("first_pass")
+
 DATA = __import__("pathlib").Path(__file__).parent / "data"
 
 

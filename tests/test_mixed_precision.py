@@ -10,6 +10,9 @@ import fastfp
 from support import near_singular_relu
 from fastfp import InvalidOptionError
 
+# What the solvers' first attempt does: no restart of stalled points (see conftest.first_pass).
+pytestmark = pytest.mark.usefixtures("first_pass")
+
 DATA = pathlib.Path(__file__).parent / "data"
 
 

@@ -15,6 +15,9 @@ from fastfp._cells_cpu import _jacobian_serial
 from fastfp._cells_ref import jacobian_ref, step_ref
 from fastfp._newton_points import _MAX_COEFFS, forward_point
 
+# What the solvers' first attempt does: no restart of stalled points (see conftest.first_pass).
+pytestmark = pytest.mark.usefixtures("first_pass")
+
 
 def _ref_residual(params, fp):
     F = fastfp.step(params.astype(np.float64), fp.x.astype(np.float64), fp.inputs.astype(np.float64), backend="numpy")

@@ -13,6 +13,9 @@ import fastfp
 import fastfp.solvers as solvers
 from fastfp._newton_krylov import RootPreconditioner
 
+# What the solvers' first attempt does: no restart of stalled points (see conftest.first_pass).
+pytestmark = pytest.mark.usefixtures("first_pass")
+
 DATA = pathlib.Path(__file__).parent / "data"
 
 

@@ -1,0 +1,47 @@
+"""find_fixed_points' restarts: stalled points moved along the map's flow and solved again
+(restart_steps). The tests of the first attempt alone pin restart_steps to 0 (conftest.first_pass)."""
+
+import numpy as np
+import pytest
+
+import fastfp
+from fastfp import Status
+
+
+@pytest.mark.parametrize("method,jacobian", [("hybrid", "dense"), ("newton", "dense"), ("lm", "dense"),
+                                             ("newton", "matrix_free")])
+def test_stalled_points_are_restarted_along_the_maps_flow(method, jacobian):
+    # A high-gain GRU: many starts stall on the face of the root box (a saturated unit with q
+    # decreasing outward); the map's own flow from there reaches an attractor, and the second
+    # solve converges there. The oracle for the roots is the NumPy reference step.
+    params = fastfp.RNNParams.random("gru", 6, 2, scale=3 / np.sqrt(6), seed=2)
+    h0 = np.random.default_rng(0).uniform(-1, 1, (64, 6))
+    opts = dict(method=method, jacobian=jacobian)
+    raw = fastfp.find_fixed_points(params, h0, restart_steps=0, **opts)
+    stalled = np.isin(raw.status, (Status.DIVERGED, Status.NO_DECREASE, Status.SINGULAR))
+    assert stalled.any() and "restarts" not in raw.metadata
+    fp = fastfp.find_fixed_points(params, h0, **opts)
+    assert fp.metadata["restart_steps"] == 100 and fp.metadata["restarts"] == stalled.sum()
+    assert fp.success.sum() == raw.success.sum() + fp.metadata["restarts_converged"]
+    assert fp.metadata["restarts_converged"] >= stalled.sum() // 2
+    np.testing.assert_array_equal(fp.x[raw.success], raw.x[raw.success])  # the first attempt's roots stay
+    np.testing.assert_array_equal(fp.x0, h0)  # each row is still its caller's start
+    res = np.abs(fastfp.step(params, fp.x[fp.success], backend="numpy") - fp.x[fp.success]).max(axis=1)
+    assert (res <= 1e-10).all()
+    # The restarted points are where the flow goes: their roots attract (every |lambda| < 1).
+    restarted = fp[stalled & fp.success].decompose(params)
+    assert (np.abs(restarted.eigvals).max(axis=1) < 1).all()
+    assert (fp.nit[stalled & fp.success] > raw.nit[stalled & fp.success]).all()
+
+
+def test_restart_steps_option():
+    params = fastfp.RNNParams.random("gru", 4, 2, seed=0)
+    h0 = np.zeros((2, 4))
+    for bad in (-1, True, 1.5, "100"):
+        with pytest.raises(fastfp.InvalidOptionError, match="argument 'restart_steps': got"):
+            fastfp.find_fixed_points(params, h0, restart_steps=bad)
+    with pytest.raises(fastfp.InvalidOptionError, match="restarts are for newton, hybrid and lm; got method='adam'"):
+        fastfp.find_fixed_points(params, h0, method="adam", restart_steps=10)
+    # Off by default where points are to stay near their starts, and for adam.
+    assert fastfp.find_fixed_points(params, h0, slow_ratio=0.05).metadata["restart_steps"] == 0
+    assert fastfp.find_fixed_points(params, h0, method="adam", maxiter=5).metadata["restart_steps"] == 0
