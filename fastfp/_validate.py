@@ -49,8 +49,9 @@ def as_float_array(name: str, value: Any, dtype=None) -> np.ndarray:
         value = host
     kind = type(value).__name__
     if kind in ("FixedPoints", "TopEigs", "Model", "RNNParams") and type(value).__module__.startswith("fastfp"):
-        hint = {"FixedPoints": f"its states, e.g. {name}=fp.x (and fp.inputs as the input)",
-                "TopEigs": "the states it was computed at"}.get(kind, "an array of states")
+        inputs = name in ("x", "xs", "inputs", "x0")
+        hint = {"FixedPoints": f"its inputs, {name}=fp.inputs" if inputs else f"its states, {name}=fp.x",
+                "TopEigs": "the states it was computed at"}.get(kind, "an array")
         raise ArgumentTypeError(f"argument {name!r}: got a fastfp {kind}, expected an array; pass {hint}")
     try:
         arr = np.asarray(value)

@@ -174,7 +174,8 @@ def _load(weights, *, has_load_options=False, **options):
             text += ("; these are options of fastfp convert: fastfp convert WEIGHTS -o model.npz --cell ... "
                      "(--layer, --direction, --key-prefix, --nonlinearity, --embedding-key, --readout-key), "
                      "then pass model.npz")
-        return re.sub(asks, lambda m: "--" + m.group(1).replace("_", "-") + " ", text)
+        # "layer=" -> "--layer " ("cell='gru'" -> "--cell 'gru'"), without a doubled space before "or"
+        return re.sub(asks + r" ?", lambda m: "--" + m.group(1).replace("_", "-") + " ", text)
 
     import warnings
 
@@ -182,8 +183,12 @@ def _load(weights, *, has_load_options=False, **options):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             model = fastfp.load(weights, **options)
-        for w in caught:  # e.g. the tanh assumed for a vanilla RNN's state dict
-            click.echo(f"fastfp: warning: {cli_text(str(w.message))}", err=True)
+        for w in caught:
+            if isinstance(w.message, UserWarning) and str(w.message).startswith("argument "):
+                # fastfp's own (e.g. the tanh assumed for a vanilla RNN's state dict): as the CLI says it
+                click.echo(f"fastfp: warning: {cli_text(str(w.message))}", err=True)
+            else:  # anyone else's, under the user's own warning filters
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         return model
     except FastFPError as exc:
         if vars(exc):  # state that a new error would lose

@@ -71,3 +71,17 @@ class TaskFailedError(FastFPError, RuntimeError):
     def __init__(self, message: str, failures: dict | None = None):
         super().__init__(message)
         self.failures = dict(failures or {})
+
+
+def warn_user(message: str, category=UserWarning) -> None:
+    """``warnings.warn`` attributed to the first frame outside fastfp: the user's call, however
+    deep inside fastfp (loaders nest differently per format) the warning is raised."""
+    import os
+    import sys
+    import warnings
+
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)

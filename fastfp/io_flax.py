@@ -129,7 +129,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .errors import FastFPError, FileFormatError, InvalidOptionError, MissingDependencyError
+from .errors import FastFPError, FileFormatError, InvalidOptionError, MissingDependencyError, warn_user
 from .model import Model
 from .params import CELLS, GATE_ORDER, RNNParams
 
@@ -688,7 +688,7 @@ def _extras(tree, cell_path, cell_sizes, H, M, where, embedding_key=None, readou
     order, any other cell of input size M), so both directions of a bidirectional layer get it; a
     readout only for the last layer (a Dense after a stack reads it). ``embedding_key`` /
     ``readout_key``: a '/'-separated key path naming the map, False for none, None to guess.
-    ``scope``: the key path the guesses are looked for under (the top-level key of ``key_prefix``).
+    ``scope``: a key path the guesses are restricted to (key_prefix's top-level key), or () for all.
     """
     cell_paths = list(cell_sizes)
     embs, denses = [], []
@@ -722,7 +722,9 @@ def _extras(tree, cell_path, cell_sizes, H, M, where, embedding_key=None, readou
             _check_readout_bias(where, p, "kernel", "bias", k, b)
         # A Dense (H, C1) whose output another Dense (C1, C2) takes in is an MLP head's first layer,
         # not a linear readout ((H, H) cannot be told apart by shape).
-        hidden = {p: [q for q, kq, _ in denses if q != p and kq.ndim == 2 and kq.shape[0] == k.shape[1]]
+        # (Not a Dense whose output is the cell's input, an input projection (C1, M).)
+        hidden = {p: [q for q, kq, _ in denses if q != p and kq.ndim == 2 and kq.shape[0] == k.shape[1]
+                      and kq.shape[1] != M]
                   for p, k, _ in outs if k.shape[1] != H}
         hidden = {p: later for p, later in hidden.items() if later}
         for p, later in hidden.items():
@@ -967,28 +969,29 @@ def params_from_flax(tree, *, cell: str | None = None, key_prefix: str | None = 
         raise InvalidOptionError(f"{where}: nonlinearity={nonlinearity!r} applies only to a vanilla cell, found {found_cell!r}")
     src = f"{note}; from {_fmt(cpath)}" + (f" of {path}" if path is not None else "")
     if found_cell == "vanilla" and nonlinearity is None:
-        import warnings
-
-        warnings.warn(f"{where}: a vanilla cell at {_fmt(cpath)!r}, whose activation a parameter tree does not "
-                      "store: assumed 'tanh' (SimpleCell's default); pass nonlinearity='relu' for a relu cell",
-                      UserWarning, stacklevel=4)
+        warn_user(f"{where}: a vanilla cell at {_fmt(cpath)!r}, whose activation a parameter tree does not "
+                  "store: assumed 'tanh' (SimpleCell's default); pass nonlinearity='relu' for a relu cell")
     try:
         params = RNNParams(found_cell, w_ih, w_hh, b_ih, b_hh, nonlinearity=nonlinearity or "tanh", source=src)
     except FastFPError as exc:  # name the file and the sub-tree, as the state-dict readers do
         raise type(exc)(f"{where}: the cell at {_fmt(cpath)!r} ({note}): {exc}") from None
-    # key_prefix's top-level key scopes the embedding and readout guesses too: 'params' of a
-    # checkpoint that also holds the optimiser's copies of every weight ('opt_state/0/mu/params/...').
-    # (Deeper scopes would lose a classifier's Embed / Dense beside a nested cell: 'params/RNN_0/cell'.)
-    scope = ()
-    if key_prefix not in (None, ""):
-        scope = prefix[:1]
-    sizes = {p: _cell_sizes(where, p, k, n, float(gate_bias), float(forget_bias)) for p, k, n in all_found
-             if p[:len(scope)] == scope}
+    sizes = {p: _cell_sizes(where, p, k, n, float(gate_bias), float(forget_bias)) for p, k, n in all_found}
     sizes[cpath] = (params.input_size, H)
     emb, rw, rb, notes = _extras(norm, cpath, sizes, H, params.input_size, where,
-                                 embedding_key=embedding_key, readout_key=readout_key, scope=scope)
-    if scope and (emb is not None or rw is not None):
-        notes.append(f"embedding and readout looked for under key_prefix {_fmt(scope)!r}")
+                                 embedding_key=embedding_key, readout_key=readout_key)
+    scope = () if key_prefix in (None, "") or len(cpath) < 2 else prefix[:1]
+    if scope and (emb is None or rw is None):
+        # What the whole tree leaves ambiguous may be clear under key_prefix's top-level key: the
+        # 'params' of a checkpoint that also holds the optimiser's copies of every weight
+        # ('opt_state/0/mu/params/...'). Taken only where it finds what the whole tree gave and more.
+        inner = {p: v for p, v in sizes.items() if p[:1] == scope}
+        emb2, rw2, rb2, notes2 = _extras(norm, cpath, inner, H, params.input_size, where,
+                                         embedding_key=embedding_key, readout_key=readout_key, scope=scope)
+        more = (emb2 is not None and emb is None) or (rw2 is not None and rw is None)
+        if more and (emb is None or emb2 is not None) and (rw is None or rw2 is not None):
+            emb, rw, rb = emb2, rw2, rb2
+            notes = notes2 + [f"embedding and readout looked for under key_prefix's {_fmt(scope)!r} (the whole "
+                              "tree holds other copies)"]
     notes = ignored + notes
     meta = {"format": "flax/jax parameter tree", "cell_path": _fmt(cpath), "cell_kind": kind, "conversions": note}
     if notes:

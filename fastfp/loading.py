@@ -40,7 +40,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ._npz import read_npz
-from .errors import ArgumentTypeError, FastFPError, FileFormatError, InvalidOptionError
+from .errors import ArgumentTypeError, FastFPError, FileFormatError, InvalidOptionError, warn_user
 from .io_safetensors import _MAX_HEADER, _read as _read_safetensors_with_metadata
 from .io_flax import _find as _flax_cells, _normalise as _flax_normalise, is_msgpack_head, load_flax
 from .io_torch import _LEGACY_MAGIC, load_torch_rnn
@@ -276,7 +276,7 @@ def _as_source_argument(reader, path, **kwargs):
                 raise
             raise type(exc)(renamed(str(exc))) from None
     for w in caught:
-        warnings.warn(renamed(str(w.message)), w.category, stacklevel=4)
+        warn_user(renamed(str(w.message)), w.category)
     return result
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 
-from .errors import FastFPError, FileFormatError, InvalidOptionError
+from .errors import FastFPError, FileFormatError, InvalidOptionError, warn_user
 from .model import Model
 from .params import CELLS, GATE_ORDER, RNNParams
 
@@ -217,12 +217,10 @@ def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: b
                                                       (n_directions, "direction", direction_given))
                 if n > 1 and not given]
     if unpicked:
-        import warnings
-
         # A stack read as its first layer is a different network from the one that feeds the readout.
-        warnings.warn(f"{where}: the RNN {_prefix_text(prefix)} has {' and '.join(unpicked)}; loaded "
-                      f"layer={layer}, direction={direction} (pass layer= / direction= to pick one; a readout "
-                      "is attached only to the last forward layer)", UserWarning, stacklevel=4)
+        warn_user(f"{where}: the RNN {_prefix_text(prefix)} has {' and '.join(unpicked)}; loaded "
+                  f"layer {layer}, direction {direction} (pass layer= or direction= to pick one; a readout "
+                  "is attached only to the last forward layer)")
     suffix = (f"_l{layer}" + ("_reverse" if direction else "")) if group["kind"] == "layered" else ""
     keys = {name: f"{prefix}{name}{suffix}" for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
     if group["kind"] == "layered" and f"{prefix}weight_hr{suffix}" in sd:
@@ -303,11 +301,9 @@ def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: b
         if nonlinearity is None:
             nonlinearity = "tanh"
             notes.append("nonlinearity not stored in a state dict: assumed 'tanh' (pass nonlinearity='relu' if needed)")
-            import warnings
-
             # A relu RNN read as tanh gives wrong numbers everywhere: say so where it is assumed.
-            warnings.warn(f"{where}: a vanilla RNN, whose nonlinearity a state dict does not store: assumed "
-                          "'tanh' (PyTorch's default); pass nonlinearity='relu' for a relu RNN", UserWarning, stacklevel=4)
+            warn_user(f"{where}: a vanilla RNN, whose nonlinearity a state dict does not store: assumed "
+                      "'tanh' (PyTorch's default); pass nonlinearity='relu' for a relu RNN")
         else:
             notes.append(f"nonlinearity {nonlinearity!r} " + (nonlinearity_from or "given by the caller"))
     elif nonlinearity is None:
@@ -382,8 +378,11 @@ def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: b
             rows = sd[k].shape[0]
             if rows == H:  # (H, H): cannot be told from a readout of H classes by shape
                 continue
+            # In a dict in module order the consumer comes after the candidate; in one sorted by
+            # name (safetensors) a weight whose output is the RNN's input (an input projection,
+            # (M, C1)) is no consumer.
             later = [j for j in weights_with_columns(rows) if j not in (k, emb_key)
-                     and (not keys_in_module_order or order[j] > order[k])]
+                     and (order[j] > order[k] if keys_in_module_order else sd[j].shape[0] != M)]
             if later:
                 feeds[k] = later
         if feeds:

@@ -9,7 +9,8 @@ device-to-host copy, which CuPy refuses), NumPy-only functions, a device array l
 ``DeviceArray`` holds a NumPy array and behaves as CuPy's ndarray does where that matters:
 
 - arithmetic and ufuncs with device arrays and Python or NumPy scalars only; a NumPy array of
-  one or more dimensions in the same expression is a ``TypeError`` (CuPy: "Unsupported type");
+  one or more dimensions in the same expression is a ``TypeError`` (CuPy: "Unsupported type"),
+  and so is one assigned into part of a device array (CuPy takes ``d[:] = host`` only);
 - ``np.asarray(d)`` / ``np.array(d)`` / ``float(...)`` on more than one element raise; ``d.get()``
   and ``fake.asnumpy(d)`` copy to the host;
 - reductions give 0-d device arrays, not NumPy scalars;
@@ -31,7 +32,7 @@ import types
 import numpy as np
 
 # NumPy functions CuPy does not provide (general eigendecomposition is host-only in CuPy).
-DENIED = {np.linalg.eig, np.linalg.eigvals, np.linalg.lstsq}
+DENIED = {np.linalg.eig, np.linalg.eigvals}
 
 
 def _is_host_array(x) -> bool:
@@ -129,6 +130,10 @@ class DeviceArray:
         return _wrap(self._a[_index(k)])
 
     def __setitem__(self, k, v):
+        if _is_host_array(v) and not (k == slice(None) or k is Ellipsis):
+            # CuPy copies a host array in only as a whole-array assignment, d[:] = host.
+            raise TypeError(f"DeviceArray.__setitem__: a NumPy array of shape {v.shape} assigned at {k!r} "
+                            "(CuPy takes host arrays only as d[:] = host; use cupy.asarray)")
         self._a[_index(k)] = v._a if isinstance(v, DeviceArray) else v
 
     # -- what CuPy refuses

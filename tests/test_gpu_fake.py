@@ -57,6 +57,9 @@ def test_the_fake_refuses_what_cupy_refuses(cp):
         np.ones(3) * d
     with pytest.raises(TypeError, match="not available in CuPy"):
         np.linalg.eigvals(cp.asarray(np.eye(2)))
+    with pytest.raises(TypeError, match="takes host arrays only as d"):
+        d[1:] = np.zeros(2)
+    d[:] = np.ones(3)  # a whole-array copy in is what CuPy allows
     assert isinstance(d.sum(), DeviceArray) and float(d.sum()) == 3.0  # 0-d device arrays, as CuPy
     assert isinstance(d * np.float64(2.0) + 1.0, DeviceArray)  # scalars mix freely
     assert isinstance(cp.asnumpy(d), np.ndarray) and not isinstance(cp.asnumpy(d), DeviceArray)
@@ -150,6 +153,12 @@ def test_analyses_on_the_device_match_numpy(cp):
     model = fastfp.load("fastfp:data/gru64_cat3.npz")
     docs = fastfp.tasks.categorical(32, n_classes=3, length=20, seed=0)
     np.testing.assert_array_equal(predict(model, docs, backend="gpu"), predict(model, docs, backend="numpy"))
+    from fastfp.train import accuracy
+
+    assert accuracy(model, docs, backend="gpu") == accuracy(model, docs, backend="numpy")
+    shuffled = fastfp.analysis.order_invariance(model, docs, seed=1, backend="gpu")
+    reference = fastfp.analysis.order_invariance(model, docs, seed=1, backend="numpy")
+    np.testing.assert_array_equal(shuffled.predicted_shuffled, reference.predicted_shuffled)
     h = np.random.default_rng(0).uniform(-0.5, 0.5, (4, model.params.state_size))
     gpu = fastfp.analysis.word_deflections(model, h, backend="gpu")
     host = fastfp.analysis.word_deflections(model, h, backend="numpy")

@@ -740,6 +740,10 @@ def test_the_first_dense_of_an_mlp_head_is_not_taken_for_the_readout():
     assert "no readout from params/Dense_1: params/Dense_0 takes its output" in " ".join(m.metadata["extras"])
     forced = load_flax(tree, readout_key="params/Dense_1")
     np.testing.assert_array_equal(forced.readout_weight, tree["params"]["Dense_1"]["kernel"].T)
+    # An input projection Dense (6, M) takes 6-vectors too, but feeds the cell: no MLP (review).
+    proj = {"params": {"GRUCell_0": tree["params"]["GRUCell_0"], "Dense_1": tree["params"]["Dense_1"],
+                       "Dense_0": {"kernel": rng.standard_normal((6, 2)).astype(np.float32)}}}
+    np.testing.assert_array_equal(load_flax(proj).readout_weight, tree["params"]["Dense_1"]["kernel"].T)
     del tree["params"]["Dense_0"]  # alone, the (4, 6) Dense is a readout of 6 classes
     np.testing.assert_array_equal(load_flax(tree).readout_weight, tree["params"]["Dense_1"]["kernel"].T)
 
@@ -760,4 +764,14 @@ def test_key_prefix_scopes_the_embedding_and_readout_to_its_top_level_key():
         m = load_flax(tree, key_prefix=prefix)
         np.testing.assert_array_equal(m.embedding, params["Embed_0"]["embedding"])
         np.testing.assert_array_equal(m.readout_weight, params["Dense_0"]["kernel"].T)
-        assert "looked for under key_prefix 'params'" in " ".join(m.metadata["extras"])
+        assert "looked for under key_prefix's 'params'" in " ".join(m.metadata["extras"])
+    # A tree without the 'params' level (state.params): the prefix names the cell, and the
+    # Embed and Dense beside it are found as without a prefix (review).
+    bare = _stacked_classifier()["params"]
+    del bare["GRUCell_1"]
+    for prefix in ("GRUCell_0", None):
+        m = load_flax(bare, key_prefix=prefix)
+        np.testing.assert_array_equal(m.embedding, bare["Embed_0"]["embedding"])
+        np.testing.assert_array_equal(m.readout_weight, bare["Dense_0"]["kernel"].T)
+    stack = _stacked_classifier()["params"]
+    np.testing.assert_array_equal(load_flax(stack, key_prefix="GRUCell_1").readout_weight, stack["Dense_0"]["kernel"].T)

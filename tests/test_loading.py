@@ -646,3 +646,20 @@ def test_shipped_model_by_name_in_python():
         fastfp.load("fastfp:data/nope.npz")
     with pytest.raises(FileFormatError, match=r"argument 'path': 'fastfp:data/x' is not a shipped model"):
         fastfp.load_params("fastfp:data/x")
+
+
+def test_load_warnings_name_the_callers_line(tmp_path):
+    # Each loader nests differently; the warning is attributed to the line that called fastfp.
+    import warnings
+
+    rng = np.random.default_rng(0)
+    sd = {"rnn.weight_ih_l0": rng.normal(size=(6, 3)), "rnn.weight_hh_l0": rng.normal(size=(6, 6)),
+          "rnn.bias_ih_l0": np.zeros(6), "rnn.bias_hh_l0": np.zeros(6)}
+    np.savez(tmp_path / "sd.npz", **sd)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load(sd)
+        load(tmp_path / "sd.npz")
+        fastfp.load_torch_rnn(GRU_PT, layer=0)  # nothing assumed: no warning
+    assert len(caught) == 2 and {w.filename for w in caught} == {__file__}, [(w.filename, str(w.message)) for w in caught]
+    assert all("assumed 'tanh'" in str(w.message) for w in caught)

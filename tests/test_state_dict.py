@@ -176,10 +176,10 @@ def test_a_stack_loaded_without_layer_or_direction_warns_and_picking_one_does_no
 
     rng = np.random.default_rng(0)
     sd = {**_stacked_sd(2, True, rng), "fc.weight": rng.normal(size=(3, 2 * H)), "fc.bias": np.zeros(3)}
-    with pytest.warns(UserWarning, match=r"has 2 layers and 2 directions; loaded layer=0, direction=0"):
+    with pytest.warns(UserWarning, match=r"has 2 layers and 2 directions; loaded layer 0, direction 0"):
         first = fastfp.load(sd, cell="gru")
     assert_array_equal(first.params.w_hh, sd["rnn.weight_hh_l0"])
-    with pytest.warns(UserWarning, match=r"has 2 directions; loaded layer=1, direction=0") as caught:
+    with pytest.warns(UserWarning, match=r"has 2 directions; loaded layer 1, direction 0") as caught:
         fastfp.load(sd, cell="gru", layer=1)
     assert not any("layers" in str(w.message) for w in caught)
     with warnings.catch_warnings():
@@ -207,6 +207,14 @@ def test_the_first_layer_of_an_mlp_head_is_not_taken_for_the_readout():
     assert "no readout from 'head.0.weight' (6, 4): 'head.2.weight' takes its output" in model.params.source
     forced = fastfp.load(mlp, cell="gru", readout_key="head.0.weight")
     assert_array_equal(forced.readout_weight, mlp["head.0.weight"])
+    # An input projection (M, C) ahead of the RNN takes C-vectors too, but feeds the RNN: the (C, H)
+    # weight is still the readout, in module order and in sorted (safetensors) order (review).
+    proj = {"inp.weight": rng.normal(size=(M, 3)), **sd, "fc.weight": rng.normal(size=(3, H))}
+    assert_array_equal(fastfp.load(proj, cell="gru").readout_weight, proj["fc.weight"])
+    from fastfp.state_dict import model_from_state_dict
+
+    unordered = model_from_state_dict(proj, "test", fmt="test", torch_convention=True, keys_in_module_order=False)
+    assert_array_equal(unordered.readout_weight, proj["fc.weight"])
     # A linear readout beside an unrelated weight of another width is still found.
     linear = {**sd, "fc.weight": rng.normal(size=(3, H)), "aux.weight": rng.normal(size=(5, 7))}
     assert_array_equal(fastfp.load(linear, cell="gru").readout_weight, linear["fc.weight"])
