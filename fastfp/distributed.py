@@ -905,6 +905,7 @@ def find_fixed_points_sharded(
         "shard_size": shard_size, "n_shards": n_shards,
         "solver_options": json.loads(json.dumps(solver_options, default=_json_default, sort_keys=True)),
         "load_options": json.loads(json.dumps(load_options, default=_json_default, sort_keys=True)),
+        "solver_defaults": _SOLVER_DEFAULTS,
     }
     config_path = results_dir / _SHARDS_CONFIG
     if config_path.exists():
@@ -915,6 +916,10 @@ def find_fixed_points_sharded(
             raise FileFormatError(
                 f"argument 'results_dir': {str(config_path)!r} is not a fastfp sharded-run file; use another results_dir"
             ) from None
+        if old.get("solver_defaults", 1) < 2 and isinstance(old.get("solver_options"), dict):
+            # Written before find_fixed_points restarted stalled points by default: its shards were
+            # solved as restart_steps=0 asks now (in root-finding mode, where restarts are on).
+            old["solver_options"].setdefault("restart_steps", 0 if _restarts_on(old["solver_options"]) else None)
         differ = [k for k in ("weights", "h0", "x", "shard_size", "solver_options", "load_options")
                   if _comparable(k, old.get(k)) != _comparable(k, config[k])]
         if "solver_options" in differ:
@@ -923,6 +928,10 @@ def find_fixed_points_sharded(
             now = _comparable("solver_options", config["solver_options"])
             keys = sorted(k for k in set(before) | set(now) if before.get(k, "<default>") != now.get(k, "<default>"))
             differ[differ.index("solver_options")] = f"solver_options: {', '.join(keys)}"
+        if old.get("solver_defaults", 1) < 2 and any(d.startswith("solver_options") and "restart_steps" in d
+                                                     for d in differ):
+            differ.append("its shards were solved without restarts of stalled points, which find_fixed_points "
+                          "now makes by default: pass restart_steps=0 to resume it as it was")
         if differ:
             raise InvalidOptionError(
                 f"argument 'results_dir': {str(results_dir)!r} holds shards of another problem (different "
@@ -979,6 +988,16 @@ def find_fixed_points_sharded(
     distinct = everything.unique(unique_tol)
     _atomic_save_fixed_points(results_dir / "fixed-points.npz", distinct)
     return distinct
+
+
+def _restarts_on(solver_options) -> bool:
+    """find_fixed_points restarts stalled points at these options' defaults (root-finding methods)."""
+    return solver_options.get("method", "hybrid") != "adam" and solver_options.get("slow_ratio") is None
+
+
+# What find_fixed_points does at its defaults, for resumed runs: 2 = stalled points are restarted
+# (restart_steps); shards.json files without the entry were written at 1.
+_SOLVER_DEFAULTS = 2
 
 
 def _solver_defaults_json() -> dict:

@@ -373,6 +373,15 @@ def test_sharded_resume_skips_finished_shards(client, gru_weights, tmp_path):
     np.testing.assert_array_equal(same.x, first.x)
     with pytest.raises(InvalidOptionError, match="another problem .*shard_size"):
         fd.find_fixed_points_sharded(gru_weights, h0_path, res, shard_size=9, client=client, progress=False)
+    # Shards written before stalled points were restarted by default are another solve at the
+    # same arguments: refused, unless restart_steps=0 asks for the old one.
+    config["solver_defaults"] = 1
+    (res / "shards.json").write_text(json.dumps(config))
+    with pytest.raises(InvalidOptionError, match="solved without restarts of stalled points.*restart_steps=0"):
+        fd.find_fixed_points_sharded(gru_weights, h0_path, res, shard_size=8, client=client, progress=False)
+    old = fd.find_fixed_points_sharded(gru_weights, h0_path, res, shard_size=8, client=client, progress=False,
+                                       unique_tol=None, restart_steps=0)
+    assert old.metadata["sharded"]["computed_shards"] == 0
 
 
 def test_sharded_load_options_reach_the_workers(client, tmp_path):
