@@ -276,6 +276,13 @@ def _read_corpus_for(model, corpus, n_docs, length):
                   max_length=length)
     if model.vocab is not None:  # its words name the embedding rows, or the one-hot input columns
         kwargs["model"] = model
+    else:
+        # Word ids of a vocabulary built from this corpus would pick arbitrary embedding rows.
+        raise InvalidOptionError(
+            "--corpus: the model has no vocabulary, so its embedding rows (or one-hot inputs) cannot be matched "
+            "to the corpus' words; attach the tokenizer's vocabulary first: fastfp convert WEIGHTS -o model.npz "
+            "--vocab vocab.txt [--labels labels.txt], then pass model.npz"
+        )
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -365,8 +372,8 @@ def _token_ids(model, data):
         click.echo(f"fastfp: note: the model has an embedding but no vocabulary; the {data.name} data's word ids "
                    f"are used as its rows ({', '.join(f'{w}={i}' for i, w in enumerate(data.vocab[:6]))}"
                    f"{', ...' if len(data.vocab) > 6 else ''}); right for a model trained on fastfp.tasks ids, "
-                   "arbitrary otherwise: attach the vocabulary (Model.vocab, saved with fastfp.save_params)"
-                   + ("" if getattr(data, "name", "") == "corpus" else " or pass --corpus"), err=True)
+                   "arbitrary otherwise: attach its vocabulary (fastfp convert WEIGHTS -o model.npz --vocab "
+                   "vocab.txt, or Model.with_vocab) and pass --corpus", err=True)
         return np.asarray(data.tokens)
     index = {w: i for i, w in enumerate(model.vocab)}
     unk = index.get("<unk>")
@@ -1092,6 +1099,35 @@ def _write_analyze_report(path, summary, fp, horizon):
     rp.write_html_report(path, title=f"fastfp analyze: {summary['file']}", summary_rows=rows, figures=figures)
 
 
+def _word_list(path, option) -> list:
+    """Tokens (or labels) of a file: a JSON list when it ends in .json, else one per line (UTF-8;
+    trailing newline and carriage returns dropped, nothing else stripped: a token may hold spaces)."""
+    import json
+
+    from .errors import FileFormatError
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise FileFormatError(f"{option} {path}: not UTF-8 text ({exc})") from None
+    if str(path).lower().endswith(".json"):
+        try:
+            items = json.loads(text)
+        except ValueError as exc:
+            raise FileFormatError(f"{option} {path}: not JSON ({exc})") from None
+        if not isinstance(items, list) or not all(isinstance(t, str) for t in items):
+            raise FileFormatError(f"{option} {path}: expected a JSON list of strings")
+        return items
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines = lines[:-1]
+    lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+    empty = [i + 1 for i, ln in enumerate(lines) if ln == ""]
+    if empty:
+        raise FileFormatError(f"{option} {path}: line {empty[0]} is empty; expected one token per line")
+    return lines
+
+
 @main.command()
 @click.argument("weights", type=_WeightsPath())
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="fastfp params .npz to write.")
@@ -1106,9 +1142,17 @@ def _write_analyze_report(path, summary, fp, horizon):
               help="Activation of a vanilla RNN, which a state dict does not store (default: tanh, with a warning).")
 @click.option("--embedding-key", type=str, default=None, metavar="KEY",
               help="State-dict key of the embedding (V, M) when fastfp's guess misses; 'none' for no embedding.")
+@click.option("--vocab", "vocab_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The tokenizer's vocabulary: one token per line (or a .json list), line i naming embedding row i; "
+                   "needed to read text (--corpus) with the model.")
+@click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The readout's outputs in order, one label string per line (or a .json list), as they appear in "
+                   "a corpus' label column (with --vocab).")
+@click.option("--cased", is_flag=True, help="With --labels: the training text was not lowercased.")
 @click.option("--readout-key", type=str, default=None, metavar="KEY",
               help="State-dict key of the readout weight (C, H) when fastfp's guess misses; 'none' for no readout.")
-def convert(weights, output, cell, layer, direction, key_prefix, nonlinearity, embedding_key, readout_key) -> None:
+def convert(weights, output, cell, layer, direction, key_prefix, nonlinearity, embedding_key, vocab_file, labels_file,
+            cased, readout_key) -> None:
     """Convert a weights file to fastfp's params .npz.
 
     WEIGHTS is any file fastfp.load reads (torch .pt, .safetensors, Flax msgpack, .npz), or
@@ -1121,6 +1165,21 @@ def convert(weights, output, cell, layer, direction, key_prefix, nonlinearity, e
             for name, value in (("embedding_key", embedding_key), ("readout_key", readout_key))}
     model = _load(weights, has_load_options=True, cell=cell, layer=layer, direction=direction, key_prefix=key_prefix,
                   nonlinearity=nonlinearity, **keys)
+    if labels_file is not None and vocab_file is None:
+        raise click.UsageError("--labels: give --vocab too (labels say how to read a corpus, which needs the vocabulary)")
+    if cased and labels_file is None:
+        raise click.UsageError("--cased: give --labels (and --vocab) too")
+    if vocab_file is not None:
+        from .errors import FastFPError
+
+        try:
+            model = model.with_vocab(_word_list(vocab_file, "--vocab"),
+                                     labels=None if labels_file is None else _word_list(labels_file, "--labels"),
+                                     lowercase=not cased)
+        except FastFPError as exc:
+            text = str(exc).replace("argument 'vocab'", f"--vocab {vocab_file}").replace(
+                "argument 'labels'", f"--labels {labels_file}")
+            raise type(exc)(text) from None
     fastfp.save_params(output, model)
     p = model.params
     _echo_json({
@@ -1135,6 +1194,8 @@ def convert(weights, output, cell, layer, direction, key_prefix, nonlinearity, e
         "readout": model.readout_weight is not None,
         "readout_key": model.metadata.get("readout_key"),
         "vocab": model.vocab is not None,
+        "labels": ((model.metadata.get("task") or {}).get("params") or {}).get("label_names")
+        if isinstance(model.metadata.get("task"), dict) else None,
     })
 
 

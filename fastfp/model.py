@@ -108,6 +108,48 @@ class Model:
         if not isinstance(self.metadata, dict):
             raise InvalidOptionError(f"argument 'metadata': got {type(self.metadata).__name__}, expected a dict")
 
+    def with_vocab(self, vocab, *, labels=None, lowercase: bool = True) -> "Model":
+        """A copy with ``vocab`` (one token per embedding row, or per one-hot input) and, for a
+        classifier, the names of its outputs in order, as :func:`fastfp.read_corpus` (``model=``)
+        and ``fastfp run/find --corpus`` read text for it.
+
+        Parameters
+        ----------
+        vocab : sequence of str, length V
+            Token i names row i of the embedding (column i of a one-hot input): the tokenizer's
+            vocabulary the model was trained with, in its id order.
+        labels : sequence of str, optional
+            The readout's outputs in order (their label strings in the corpus), recorded so a
+            corpus is read with this label order (without: sorted label strings, which may not be
+            the order the model was trained with).
+        lowercase : bool
+            Whether the training text was lowercased (recorded with ``labels``).
+        """
+        from dataclasses import replace
+
+        metadata = dict(self.metadata)
+        if labels is not None:
+            if isinstance(labels, (str, bytes)) or not hasattr(labels, "__iter__"):
+                raise InvalidOptionError(f"argument 'labels': got {labels!r}, expected a sequence of label strings")
+            names = [str(x) for x in labels]
+            if len(set(names)) != len(names) or not all(names):
+                raise InvalidOptionError(f"argument 'labels': got {names!r}, expected distinct, non-empty label strings")
+            if self.readout_weight is not None and len(names) != np.shape(self.readout_weight)[0]:
+                raise ShapeError(f"argument 'labels': got {len(names)} labels, expected "
+                                 f"{np.shape(self.readout_weight)[0]} (the readout's outputs)")
+            metadata["task"] = {"name": "corpus", "params": {"label_names": names, "lowercase": bool(lowercase),
+                                                             "vocab": "attached (Model.with_vocab)"}}
+        if isinstance(vocab, (str, bytes)) or not hasattr(vocab, "__iter__"):
+            raise InvalidOptionError(f"argument 'vocab': got {vocab!r}, expected a sequence of token strings")
+        vocab = tuple(vocab)
+        if not all(isinstance(t, str) and t for t in vocab):
+            raise InvalidOptionError("argument 'vocab': expected non-empty token strings")
+        n_in = np.shape(self.embedding)[0] if self.embedding is not None else self.params.input_size
+        if len(vocab) != n_in:
+            raise ShapeError(f"argument 'vocab': got {len(vocab)} tokens, expected {n_in} ("
+                             + ("rows of the embedding)" if self.embedding is not None else "one-hot inputs of the cell)"))
+        return replace(self, vocab=vocab, metadata=metadata)
+
     def inputs(self, tokens) -> np.ndarray:
         """Input vectors of token ids: (...,) ints in [0, V) -> (..., M)."""
         if self.embedding is None:

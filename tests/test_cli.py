@@ -195,12 +195,50 @@ def test_find_notes_task_ids_read_as_embedding_rows_without_a_vocabulary(tmp_pat
     r = _invoke("-q", "find", DATA / "torch_gru_classifier.pt", "-o", tmp_path / "fp.npz", *SMALL)
     assert r.exit_code == 0, r.output + r.stderr
     assert "no vocabulary; the categorical data's word ids are used as its rows (w0=0, w1=1, w2=2, the=3)" in r.stderr
-    assert "or pass --corpus" in r.stderr
+    assert "fastfp convert WEIGHTS -o model.npz --vocab vocab.txt" in r.stderr
     r = _invoke("-q", "find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp2.npz", *SMALL)
     assert r.exit_code == 0 and r.stderr == "", r.stderr
+    # Text needs the vocabulary: a corpus' own word ids would pick arbitrary rows (tester report).
     corpus = DATA / "corpus" / "reviews.csv"
     r = _invoke("-q", "find", DATA / "torch_gru_classifier.pt", "-o", tmp_path / "fp3.npz", "--corpus", corpus)
-    assert "the corpus data's word ids are used as its rows" in r.stderr and "or pass --corpus" not in r.stderr
+    assert r.exit_code == 1 and "--corpus: the model has no vocabulary" in r.stderr
+    assert "--vocab vocab.txt [--labels labels.txt]" in r.stderr and not (tmp_path / "fp3.npz").exists()
+
+
+def test_convert_attaches_a_vocabulary_and_labels_that_corpora_are_read_with(tmp_path):
+    # The torch fixture's embedding has 10 rows; name them, and its 3 outputs.
+    words = ["<pad>", "<unk>", "good", "bad", "movie", "the", "plot", "great", "awful", "fine"]
+    (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+    (tmp_path / "labels.json").write_text(json.dumps(["neg", "pos", "mixed"]))
+    r = _invoke("convert", DATA / "torch_gru_classifier.pt", "-o", tmp_path / "m.npz", "--vocab", tmp_path / "vocab.txt",
+                "--labels", tmp_path / "labels.json")
+    assert r.exit_code == 0, r.output + r.stderr
+    assert json.loads(r.stdout)["labels"] == ["neg", "pos", "mixed"] and json.loads(r.stdout)["vocab"] is True
+    model = fastfp.load(tmp_path / "m.npz")
+    assert model.vocab == tuple(words)
+    corpus = tmp_path / "c.csv"
+    corpus.write_text("text,label\nGood movie the plot,pos\nawful bad movie,neg\nfine but odd,mixed\n")
+    data = fastfp.read_corpus(corpus, model=model)
+    assert data.label_names == ("neg", "pos", "mixed")  # the model's order, not the sorted one
+    np.testing.assert_array_equal(data.train.labels, [1, 0, 2])
+    # Tokens map by string onto the rows ('Good' -> 2, lowercased), unknown words onto <unk> (1).
+    tokens = [np.asarray(t[:n]).tolist() for t, n in zip(data.train.tokens, data.train.lengths)]
+    assert tokens == [[2, 4, 5, 6], [8, 3, 4], [9, 1, 1]]
+    r = _invoke("-q", "find", tmp_path / "m.npz", "-o", tmp_path / "fp.npz", "--corpus", corpus, "--states", "8")
+    assert r.exit_code == 0, r.output + r.stderr
+    # Mistakes are named: a count that is not the embedding's, labels without a vocabulary, an empty line.
+    (tmp_path / "short.txt").write_text("a\nb\n")
+    r = _invoke("convert", DATA / "torch_gru_classifier.pt", "-o", tmp_path / "x.npz", "--vocab", tmp_path / "short.txt")
+    assert r.exit_code == 1 and "short.txt: got 2 tokens, expected 10 (rows of the embedding)" in r.stderr
+    r = _invoke("convert", DATA / "torch_gru_classifier.pt", "-o", tmp_path / "x.npz", "--labels", tmp_path / "labels.json")
+    assert r.exit_code == 2 and "give --vocab too" in r.output + r.stderr
+    (tmp_path / "gap.txt").write_text("\n".join(words[:4] + [""] + words[5:]) + "\n")
+    r = _invoke("convert", DATA / "torch_gru_classifier.pt", "-o", tmp_path / "x.npz", "--vocab", tmp_path / "gap.txt")
+    assert r.exit_code == 1 and "line 5 is empty" in r.stderr
+    (tmp_path / "two.json").write_text(json.dumps(["a", "b"]))
+    r = _invoke("convert", DATA / "torch_gru_classifier.pt", "-o", tmp_path / "x.npz", "--vocab", tmp_path / "vocab.txt",
+                "--labels", tmp_path / "two.json")
+    assert r.exit_code == 1 and "got 2 labels, expected 3 (the readout's outputs)" in r.stderr
 
 
 def test_find_adam_with_the_study_rules(tmp_path):
