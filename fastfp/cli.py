@@ -971,6 +971,10 @@ def find(weights, output, input_spec, states, noise, seed, batch_size, method, b
     saved_bytes = Path(output).stat().st_size
     # Full decompositions hold 3 N x N arrays per point: a file size worth knowing before --keep all.
     _log(f"saved {len(out)} points to {output} ({saved_bytes / 1e6:.1f} MB)")
+    gave_up = ~np.isin(out.status, (fastfp.Status.CONVERGED, fastfp.Status.SLOW_POINT, fastfp.Status.Q_TOLERANCE))
+    if gave_up.any():  # shown even with -q: they are in the file, but they are no fixed points
+        click.echo(f"fastfp: note: {int(gave_up.sum())} of the {len(out)} saved points are ones the solver gave up on "
+                   f"({_status_counts(out[gave_up])}); fastfp analyze leaves them out unless --points all", err=True)
     _echo_json({
         "model": name,
         "output": str(output),
@@ -992,7 +996,10 @@ def find(weights, output, input_spec, states, noise, seed, batch_size, method, b
 @click.option("--horizon", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Steps a mode must last to integrate (e.g. the document length): counts integration "
                    "modes and draws the line in the time-constant figure.")
-def analyze(fixedpoints, as_json, report, horizon) -> None:
+@click.option("--points", "which", type=click.Choice(["found", "all"]), default="found", show_default=True,
+              help="Analyse the points the solver found (converged, slow point, q tolerance) or every point of "
+                   "the file (also those it gave up on: max iterations, diverged, ...).")
+def analyze(fixedpoints, as_json, report, horizon, which) -> None:
     """Eigen-analysis summary of a saved (decomposed) FixedPoints file; figures with --report."""
     if report is not None:
         _report_target(report, False)  # fails now, before any work, when matplotlib is missing
@@ -1001,16 +1008,21 @@ def analyze(fixedpoints, as_json, report, horizon) -> None:
     import fastfp
     from fastfp import analysis
 
-    fp = fastfp.FixedPoints.load(fixedpoints)
+    whole = fastfp.FixedPoints.load(fixedpoints)
+    found = np.isin(whole.status, (fastfp.Status.CONVERGED, fastfp.Status.SLOW_POINT, fastfp.Status.Q_TOLERANCE))
+    # A point the solver gave up on is no fixed point: its eigenvalues describe nothing in particular.
+    fp = whole[found] if which == "found" else whole
     top = np.abs(fp._need("eigvals"))[:, 0] if len(fp) else np.zeros(0)
     finite = np.isfinite(top)
     pr = analysis.manifold_dimension(fp) if len(fp) >= 2 else None
     stats = (lambda a: {"min": float(a.min()), "median": float(np.median(a)), "max": float(a.max())} if a.size else None)
     summary = {
         "file": str(fixedpoints),
-        "n_points": len(fp),
-        "state_size": int(fp.x.shape[1]) if fp.x.ndim == 2 else None,
-        "status": _status_counts(fp),
+        "n_points": len(whole),
+        "points": which,
+        "n_analysed": len(fp),
+        "state_size": int(whole.x.shape[1]) if whole.x.ndim == 2 else None,
+        "status": _status_counts(whole),
         "stable": int(fp.is_stable.sum()),
         "unstable_counts": {int(k): int(v) for k, v in zip(*np.unique(fp.n_unstable, return_counts=True))},
         "top_abs_eigenvalue": stats(top[finite]),
@@ -1019,8 +1031,8 @@ def analyze(fixedpoints, as_json, report, horizon) -> None:
         "n95": pr.n_components_95 if pr else None,
         "integration_modes": None,
         # decompose(k=...) keeps the top k eigenvalues only: counts of k mean "k or more"
-        "eigenvalues_per_point": int(fp.eigvals.shape[1]),
-        "counts_capped_at": int(fp.eigvals.shape[1]) if fp.eigvals.shape[1] < fp.x.shape[1] else None,
+        "eigenvalues_per_point": int(whole._need("eigvals").shape[1]),
+        "counts_capped_at": int(whole.eigvals.shape[1]) if whole.eigvals.shape[1] < whole.x.shape[1] else None,
         "report": None,
     }
     if horizon is not None and len(fp):
@@ -1038,9 +1050,11 @@ def analyze(fixedpoints, as_json, report, horizon) -> None:
     im = summary["integration_modes"]
     cap = summary["counts_capped_at"]
     counts = "{" + ", ".join(f"{'>=' if k == cap else ''}{k}: {v}" for k, v in summary["unstable_counts"].items()) + "}"
+    left_out = summary["n_points"] - summary["n_analysed"]
     lines = [
         f"file             {fixedpoints}",
-        f"points           {summary['n_points']} (N={summary['state_size']}), status {summary['status']}",
+        f"points           {summary['n_points']} (N={summary['state_size']}), status {summary['status']}"
+        + (f"; the {left_out} the solver gave up on are left out (--points all keeps them)" if left_out else ""),
         f"stable           {summary['stable']}; unstable-eigenvalue counts {counts}",
         "top |lambda|     " + (f"min {t['min']:.4f}, median {t['median']:.4f}, max {t['max']:.4f}" if t else "-"),
         "points PR        " + (f"{pr.participation_ratio:.2f} (n95 {pr.n_components_95})" if pr else "-"),

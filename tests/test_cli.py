@@ -782,3 +782,22 @@ def test_vanilla_state_dicts_warn_of_tanh_and_convert_takes_the_nonlinearity(tmp
     np.testing.assert_allclose(fastfp.step(params, h, None),
                                np.maximum(h @ sd["rnn.weight_hh_l0"].T + sd["rnn.bias_ih_l0"] + sd["rnn.bias_hh_l0"], 0),
                                atol=1e-12)
+
+
+def test_analyze_leaves_out_the_points_the_solver_gave_up_on(tmp_path):
+    out = tmp_path / "fp.npz"
+    r = _invoke("-q", "find", DATA / "gru64_cat3.npz", "-o", out, "--states", "24", "--docs", "8", "--maxiter", "6",
+                "--keep", "all")
+    assert r.exit_code == 0, r.output + r.stderr
+    assert "saved points are ones the solver gave up on ({'max_iter':" in r.stderr
+    fp = fastfp.FixedPoints.load(out)
+    found = np.isin(fp.status, (fastfp.Status.CONVERGED, fastfp.Status.SLOW_POINT, fastfp.Status.Q_TOLERANCE))
+    assert 0 < found.sum() < len(fp)  # some points stopped at the cap of 6 iterations
+    summary = json.loads(_invoke("analyze", out, "--json").stdout)
+    assert summary["n_points"] == len(fp) and summary["n_analysed"] == int(found.sum())
+    assert summary["stable"] == int(fp[found].is_stable.sum())
+    assert summary["top_abs_eigenvalue"]["max"] == pytest.approx(float(np.abs(fp[found].eigvals[:, 0]).max()))
+    every = json.loads(_invoke("analyze", out, "--json", "--points", "all").stdout)
+    assert every["n_analysed"] == len(fp) and every["stable"] == int(fp.is_stable.sum())
+    text = _invoke("analyze", out).stdout
+    assert f"the {len(fp) - int(found.sum())} the solver gave up on are left out (--points all keeps them)" in text
