@@ -739,6 +739,12 @@ def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, bat
         "report": None,
         "wall_time_s": time.perf_counter() - t0,  # the analysis; updated below to include the report
     }
+    if len(kept) < max(2, 0.1 * states):
+        # Shown even with -q: every manifold number below rests on these few points.
+        click.echo(f"fastfp: warning: only {len(kept)} of {states} slow-point searches settled within "
+                   f"{slow_speed:g} ({_gave_up(slow) or 'the others moved faster'}): the manifold and mode numbers "
+                   "rest on them; at this input the network may have no slow manifold near the states it visits "
+                   "(see the exact roots, or try another --input or --speed-units parts)", err=True)
     if report_path is not None:
         _log("drawing the figures of the report ...")
         _write_run_report(report_path, summary, model=model, data=data, traj=traj, roots=roots, kept=kept_d,
@@ -751,14 +757,17 @@ def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, bat
         return
     fp, sp, im = summary["fixed_points"], summary["slow_points"], summary["integration_modes"]
     pr = sp["participation_ratio"]
+    gave_up_exact = _gave_up(exact)
+    gave_up_slow = _gave_up(slow)
     lines = [
         f"model            {name} ({params.cell}, N={params.state_size})",
         f"data             {data.name}: {data.n_docs} docs, length {data.max_length}, {data.n_classes} classes",
         f"input            {summary['input']} (held fixed during the search)",
         f"fixed points     {fp['found']} found, {fp['converged']} converged, {fp['distinct']} distinct, "
-        f"{fp['stable']} stable",
+        f"{fp['stable']} stable" + (f"; {gave_up_exact}" if gave_up_exact else ""),
         f"slow points      {sp['kept']} kept ({sp['distinct']} distinct), speed below {summary['slow_speed']:g} "
-        f"in {_units_text(summary)}" + (f"; {sp['too_fast']} stalled faster, dropped" if sp["too_fast"] else ""),
+        f"in {_units_text(summary)}" + (f"; {sp['too_fast']} stalled faster, dropped" if sp["too_fast"] else "")
+        + (f"; {gave_up_slow}" if gave_up_slow else ""),
         f"manifold         PR {pr:.2f}, n95 {sp['n95']}" if pr is not None else "manifold         (too few points)",
         f"integration      median modes {im['median']} (two-sided {im['median_two_sided']}) at horizon {horizon:g}, "
         f"{im['median_two_sided_half_horizon']} at {horizon / 2:g}",
@@ -771,6 +780,20 @@ def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, bat
         lines.append(f"report           {summary['report']}")
     lines.append(f"wall time        {summary['wall_time_s']:.2f} s")
     click.echo("\n".join(lines))
+
+
+def _gave_up(fp) -> str:
+    """'N gave up (max_iter K, ...)' for the points a search neither converged nor stopped as slow
+    points or at the q tolerance; '' when there are none."""
+    import numpy as np
+
+    import fastfp
+
+    bad = ~np.isin(fp.status, (fastfp.Status.CONVERGED, fastfp.Status.SLOW_POINT, fastfp.Status.Q_TOLERANCE))
+    if not bad.any():
+        return ""
+    counts = _status_counts(fp[bad])
+    return f"{int(bad.sum())} gave up (" + ", ".join(f"{k} {v}" for k, v in counts.items()) + ")"
 
 
 def _units_text(summary):

@@ -801,3 +801,13 @@ def test_analyze_leaves_out_the_points_the_solver_gave_up_on(tmp_path):
     assert every["n_analysed"] == len(fp) and every["stable"] == int(fp.is_stable.sum())
     text = _invoke("analyze", out).stdout
     assert f"the {len(fp) - int(found.sum())} the solver gave up on are left out (--points all keeps them)" in text
+
+
+def test_run_says_when_few_searches_settled_and_why():
+    # At a slow-speed limit no search can meet, every manifold number would rest on nothing.
+    r = _invoke("-q", "run", "--states", "32", "--docs", "8", "--slow-speed", "1e-9", "--no-report")
+    assert r.exit_code == 0, r.output + r.stderr
+    assert "fastfp: warning: only 0 of 32 slow-point searches settled within 1e-09 (32 gave up (max_iter 32))" in r.stderr
+    assert "slow points      0 kept (0 distinct)" in r.stdout and "; 32 gave up (max_iter 32)" in r.stdout
+    r = _invoke("-q", "run", *SMALL, "--no-report")
+    assert "warning" not in r.stderr and "gave up" not in r.stdout
