@@ -294,6 +294,10 @@ def _read_corpus_for(model, corpus, n_docs, length):
                 .replace("pass text_column=... / label_column=...", "pass --text-column / --label-column"))
         raise FileFormatError(text) from None
     except InvalidOptionError as exc:
+        if "the vocabulary has no '<unk>'" in str(exc):
+            raise InvalidOptionError(str(exc).replace("argument 'model': ", "--corpus: the model's vocabulary: ")
+                                     + "; if it spells its unknown-word token otherwise, name it: fastfp convert "
+                                     "WEIGHTS -o model.npz --vocab vocab.txt --unk TOKEN") from None
         if "tokenizer" in str(exc):
             raise InvalidOptionError(
                 f"--corpus: the model was trained on a corpus split by a custom tokenizer, which the CLI cannot "
@@ -739,12 +743,14 @@ def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, bat
         "report": None,
         "wall_time_s": time.perf_counter() - t0,  # the analysis; updated below to include the report
     }
-    if len(kept) < max(2, 0.1 * states):
+    if states >= 2 and len(kept) < max(2, 0.1 * states):
         # Shown even with -q: every manifold number below rests on these few points.
+        why = [t for t in (_gave_up(slow), f"{int(found.sum() - len(kept))} moved faster" if found.sum() > len(kept)
+                           else "") if t]
         click.echo(f"fastfp: warning: only {len(kept)} of {states} slow-point searches settled within "
-                   f"{slow_speed:g} ({_gave_up(slow) or 'the others moved faster'}): the manifold and mode numbers "
-                   "rest on them; at this input the network may have no slow manifold near the states it visits "
-                   "(see the exact roots, or try another --input or --speed-units parts)", err=True)
+                   f"{slow_speed:g} ({'; '.join(why)}): the manifold and mode numbers rest on them; at this input the "
+                   "network may have no slow manifold near the states it visits (see the exact roots, or try "
+                   "another --input or --speed-units parts)", err=True)
     if report_path is not None:
         _log("drawing the figures of the report ...")
         _write_run_report(report_path, summary, model=model, data=data, traj=traj, roots=roots, kept=kept_d,
@@ -783,7 +789,7 @@ def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, bat
 
 
 def _gave_up(fp) -> str:
-    """'N gave up (max_iter K, ...)' for the points a search neither converged nor stopped as slow
+    """'N not settled (max_iter K, ...)' for the points a search neither converged nor stopped as slow
     points or at the q tolerance; '' when there are none."""
     import numpy as np
 
@@ -793,7 +799,7 @@ def _gave_up(fp) -> str:
     if not bad.any():
         return ""
     counts = _status_counts(fp[bad])
-    return f"{int(bad.sum())} gave up (" + ", ".join(f"{k} {v}" for k, v in counts.items()) + ")"
+    return f"{int(bad.sum())} not settled (" + ", ".join(f"{k} {v}" for k, v in counts.items()) + ")"
 
 
 def _units_text(summary):
@@ -985,7 +991,11 @@ def find(weights, output, input_spec, states, noise, seed, batch_size, method, b
         _log(f"solving {states} states with {method} on {backend} ({dtype}) ...")
         with _Bar("fixed points", states, force=force_progress) as bar:
             fp = fastfp.find_fixed_points(params, h0, x, progress=bar, **solver_options)
-    distinct = fp.unique(1e-3)
+    # Settled and unsettled points apart: unique keeps the lowest-q point of a cluster, and a point
+    # at the iteration cap must not absorb a slow point next to it.
+    settled = np.isin(fp.status, (fastfp.Status.CONVERGED, fastfp.Status.SLOW_POINT, fastfp.Status.Q_TOLERANCE))
+    parts = [part.unique(1e-3) for part in (fp[settled], fp[~settled]) if len(part)]
+    distinct = (fastfp.concatenate(parts) if len(parts) > 1 else parts[0]) if parts else fp.unique(1e-3)
     out = distinct if keep == "distinct" else fp
     _log(f"eigen-decomposition of {len(out)} points{'' if k is None else f' (top {k}, matrix-free)'} ...")
     out = out.decompose(params.astype(np.dtype(dtype)), k=k, backend=backend)
@@ -996,7 +1006,7 @@ def find(weights, output, input_spec, states, noise, seed, batch_size, method, b
     _log(f"saved {len(out)} points to {output} ({saved_bytes / 1e6:.1f} MB)")
     gave_up = ~np.isin(out.status, (fastfp.Status.CONVERGED, fastfp.Status.SLOW_POINT, fastfp.Status.Q_TOLERANCE))
     if gave_up.any():  # shown even with -q: they are in the file, but they are no fixed points
-        click.echo(f"fastfp: note: {int(gave_up.sum())} of the {len(out)} saved points are ones the solver gave up on "
+        click.echo(f"fastfp: note: {int(gave_up.sum())} of the {len(out)} saved points did not settle "
                    f"({_status_counts(out[gave_up])}); fastfp analyze leaves them out unless --points all", err=True)
     _echo_json({
         "model": name,
@@ -1021,7 +1031,7 @@ def find(weights, output, input_spec, states, noise, seed, batch_size, method, b
                    "modes and draws the line in the time-constant figure.")
 @click.option("--points", "which", type=click.Choice(["found", "all"]), default="found", show_default=True,
               help="Analyse the points the solver found (converged, slow point, q tolerance) or every point of "
-                   "the file (also those it gave up on: max iterations, diverged, ...).")
+                   "the file (also those that did not settle: max iterations, diverged, ...).")
 def analyze(fixedpoints, as_json, report, horizon, which) -> None:
     """Eigen-analysis summary of a saved (decomposed) FixedPoints file; figures with --report."""
     if report is not None:
@@ -1033,7 +1043,7 @@ def analyze(fixedpoints, as_json, report, horizon, which) -> None:
 
     whole = fastfp.FixedPoints.load(fixedpoints)
     found = np.isin(whole.status, (fastfp.Status.CONVERGED, fastfp.Status.SLOW_POINT, fastfp.Status.Q_TOLERANCE))
-    # A point the solver gave up on is no fixed point: its eigenvalues describe nothing in particular.
+    # A point that did not settle is no fixed point: its eigenvalues describe nothing in particular.
     fp = whole[found] if which == "found" else whole
     top = np.abs(fp._need("eigvals"))[:, 0] if len(fp) else np.zeros(0)
     finite = np.isfinite(top)
@@ -1042,7 +1052,7 @@ def analyze(fixedpoints, as_json, report, horizon, which) -> None:
     summary = {
         "file": str(fixedpoints),
         "n_points": len(whole),
-        "points": which,
+        "analysed_points": which,
         "n_analysed": len(fp),
         "state_size": int(whole.x.shape[1]) if whole.x.ndim == 2 else None,
         "status": _status_counts(whole),
@@ -1077,7 +1087,7 @@ def analyze(fixedpoints, as_json, report, horizon, which) -> None:
     lines = [
         f"file             {fixedpoints}",
         f"points           {summary['n_points']} (N={summary['state_size']}), status {summary['status']}"
-        + (f"; the {left_out} the solver gave up on are left out (--points all keeps them)" if left_out else ""),
+        + (f"; the {left_out} that did not settle are left out (--points all keeps them)" if left_out else ""),
         f"stable           {summary['stable']}; unstable-eigenvalue counts {counts}",
         "top |lambda|     " + (f"min {t['min']:.4f}, median {t['median']:.4f}, max {t['max']:.4f}" if t else "-"),
         "points PR        " + (f"{pr.participation_ratio:.2f} (n95 {pr.n_components_95})" if pr else "-"),
@@ -1102,12 +1112,15 @@ def _write_analyze_report(path, summary, fp, horizon):
     finite = np.isfinite(fp.x).all(axis=1)
     if finite.sum() < 2:
         raise InvalidOptionError(
-            f"option '--report': the file has {int(finite.sum())} finite point(s); the figures need at least 2"
+            f"option '--report': {int(finite.sum())} finite point(s) to draw"
+            + (f" of the {summary['n_points']} in the file (the others did not settle; --points all draws them)"
+               if summary["n_analysed"] < summary["n_points"] else " in the file") + "; the figures need at least 2"
         )
     t, im = summary["top_abs_eigenvalue"], summary["integration_modes"]
     rows = [
         ("file", summary["file"]),
         ("points", f"{summary['n_points']} (N={summary['state_size']})"),
+        ("analysed", f"{summary['n_analysed']} ({'every point' if summary['analysed_points'] == 'all' else 'the ones that settled: converged, slow point, q tolerance'})"),
         ("solver status", ", ".join(f"{k} {v}" for k, v in summary["status"].items())),
         ("method", fp.metadata.get("method")),
         ("model", fp.metadata.get("model")),
@@ -1137,14 +1150,15 @@ def _write_analyze_report(path, summary, fp, horizon):
 
 
 def _word_list(path, option) -> list:
-    """Tokens (or labels) of a file: a JSON list when it ends in .json, else one per line (UTF-8;
-    trailing newline and carriage returns dropped, nothing else stripped: a token may hold spaces)."""
+    """Tokens (or labels) of a file: a JSON list (or {token: id} object) when it ends in .json, else
+    one per line (UTF-8, a byte-order mark dropped; trailing newline and carriage returns dropped,
+    nothing else stripped: a token may hold spaces)."""
     import json
 
     from .errors import FileFormatError
 
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # a byte-order mark is no part of the first token
     except UnicodeDecodeError as exc:
         raise FileFormatError(f"{option} {path}: not UTF-8 text ({exc})") from None
     if str(path).lower().endswith(".json"):
@@ -1152,8 +1166,15 @@ def _word_list(path, option) -> list:
             items = json.loads(text)
         except ValueError as exc:
             raise FileFormatError(f"{option} {path}: not JSON ({exc})") from None
+        if isinstance(items, dict):  # {token: id}, as Hugging Face's vocab.json: in id order
+            ids = sorted(items.values()) if all(isinstance(v, int) and not isinstance(v, bool)
+                                                for v in items.values()) else None
+            if ids != list(range(len(items))):
+                raise FileFormatError(f"{option} {path}: a JSON object must map each token to its id, "
+                                      f"0..{len(items) - 1} once each")
+            return sorted(items, key=items.get)
         if not isinstance(items, list) or not all(isinstance(t, str) for t in items):
-            raise FileFormatError(f"{option} {path}: expected a JSON list of strings")
+            raise FileFormatError(f"{option} {path}: expected a JSON list of strings or an object {{token: id}}")
         return items
     lines = text.split("\n")
     if lines and lines[-1] == "":
@@ -1185,11 +1206,14 @@ def _word_list(path, option) -> list:
 @click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="The readout's outputs in order, one label string per line (or a .json list), as they appear in "
                    "a corpus' label column (with --vocab).")
-@click.option("--cased", is_flag=True, help="With --labels: the training text was not lowercased.")
+@click.option("--cased", is_flag=True, help="With --vocab: the training text was not lowercased.")
+@click.option("--multilabel", is_flag=True, help="With --vocab: the outputs are independent labels (sigmoid).")
+@click.option("--unk", type=str, default=None, metavar="TOKEN",
+              help="With --vocab: the vocabulary's unknown-word token when it is not '<unk>' (e.g. '[UNK]').")
 @click.option("--readout-key", type=str, default=None, metavar="KEY",
               help="State-dict key of the readout weight (C, H) when fastfp's guess misses; 'none' for no readout.")
 def convert(weights, output, cell, layer, direction, key_prefix, nonlinearity, embedding_key, vocab_file, labels_file,
-            cased, readout_key) -> None:
+            cased, multilabel, unk, readout_key) -> None:
     """Convert a weights file to fastfp's params .npz.
 
     WEIGHTS is any file fastfp.load reads (torch .pt, .safetensors, Flax msgpack, .npz), or
@@ -1204,18 +1228,20 @@ def convert(weights, output, cell, layer, direction, key_prefix, nonlinearity, e
                   nonlinearity=nonlinearity, **keys)
     if labels_file is not None and vocab_file is None:
         raise click.UsageError("--labels: give --vocab too (labels say how to read a corpus, which needs the vocabulary)")
-    if cased and labels_file is None:
-        raise click.UsageError("--cased: give --labels (and --vocab) too")
+    given = [f for f, v in (("--cased", cased), ("--multilabel", multilabel), ("--unk", unk is not None)) if v]
+    if given and vocab_file is None:
+        raise click.UsageError(f"{', '.join(given)}: say how the vocabulary was used; give --vocab too")
     if vocab_file is not None:
         from .errors import FastFPError
 
         try:
             model = model.with_vocab(_word_list(vocab_file, "--vocab"),
                                      labels=None if labels_file is None else _word_list(labels_file, "--labels"),
-                                     lowercase=not cased)
+                                     lowercase=False if cased else None, multilabel=True if multilabel else None,
+                                     unk=unk)
         except FastFPError as exc:
-            text = str(exc).replace("argument 'vocab'", f"--vocab {vocab_file}").replace(
-                "argument 'labels'", f"--labels {labels_file}")
+            text = (str(exc).replace("argument 'vocab'", f"--vocab {vocab_file}")
+                    .replace("argument 'labels'", f"--labels {labels_file}").replace("argument 'unk'", "--unk"))
             raise type(exc)(text) from None
     fastfp.save_params(output, model)
     p = model.params

@@ -108,10 +108,11 @@ class Model:
         if not isinstance(self.metadata, dict):
             raise InvalidOptionError(f"argument 'metadata': got {type(self.metadata).__name__}, expected a dict")
 
-    def with_vocab(self, vocab, *, labels=None, lowercase: bool = True) -> "Model":
-        """A copy with ``vocab`` (one token per embedding row, or per one-hot input) and, for a
-        classifier, the names of its outputs in order, as :func:`fastfp.read_corpus` (``model=``)
-        and ``fastfp run/find --corpus`` read text for it.
+    def with_vocab(self, vocab, *, labels=None, lowercase: bool | None = None, multilabel: bool | None = None,
+                   unk: str | None = None) -> "Model":
+        """A copy with ``vocab`` (one token per embedding row, or per one-hot input) and a record
+        of how its training text was read, as :func:`fastfp.read_corpus` (``model=``) and
+        ``fastfp run/find --corpus`` then read text for it.
 
         Parameters
         ----------
@@ -119,36 +120,51 @@ class Model:
             Token i names row i of the embedding (column i of a one-hot input): the tokenizer's
             vocabulary the model was trained with, in its id order.
         labels : sequence of str, optional
-            The readout's outputs in order (their label strings in the corpus), recorded so a
-            corpus is read with this label order (without: sorted label strings, which may not be
-            the order the model was trained with).
-        lowercase : bool
-            Whether the training text was lowercased (recorded with ``labels``).
+            The readout's outputs in order (their label strings in the corpus, stripped as
+            read_corpus strips them). Without: the corpus' label strings in sorted order, which
+            need not be the order the model was trained with.
+        lowercase, multilabel : bool, optional
+            Whether the training text was lowercased (default True) and whether the outputs are
+            independent labels (default False); None keeps what the model records already.
+        unk : str, optional
+            The vocabulary's unknown-word token when it is not spelt ``'<unk>'`` (``'[UNK]'``,
+            ``'<UNK>'``): stored as ``'<unk>'``, the row words outside the vocabulary read as.
         """
         from dataclasses import replace
 
-        metadata = dict(self.metadata)
-        if labels is not None:
-            if isinstance(labels, (str, bytes)) or not hasattr(labels, "__iter__"):
-                raise InvalidOptionError(f"argument 'labels': got {labels!r}, expected a sequence of label strings")
-            names = [str(x) for x in labels]
-            if len(set(names)) != len(names) or not all(names):
-                raise InvalidOptionError(f"argument 'labels': got {names!r}, expected distinct, non-empty label strings")
-            if self.readout_weight is not None and len(names) != np.shape(self.readout_weight)[0]:
-                raise ShapeError(f"argument 'labels': got {len(names)} labels, expected "
-                                 f"{np.shape(self.readout_weight)[0]} (the readout's outputs)")
-            metadata["task"] = {"name": "corpus", "params": {"label_names": names, "lowercase": bool(lowercase),
-                                                             "vocab": "attached (Model.with_vocab)"}}
+        from .corpus import _label_list
+
         if isinstance(vocab, (str, bytes)) or not hasattr(vocab, "__iter__"):
             raise InvalidOptionError(f"argument 'vocab': got {vocab!r}, expected a sequence of token strings")
-        vocab = tuple(vocab)
+        vocab = list(vocab)
         if not all(isinstance(t, str) and t for t in vocab):
             raise InvalidOptionError("argument 'vocab': expected non-empty token strings")
+        if unk is not None:
+            if unk not in vocab:
+                raise InvalidOptionError(f"argument 'unk': got {unk!r}, which is not in the vocabulary")
+            if "<unk>" in vocab and unk != "<unk>":
+                raise InvalidOptionError(f"argument 'unk': got {unk!r}, but the vocabulary also holds '<unk>'")
+            vocab[vocab.index(unk)] = "<unk>"
         n_in = np.shape(self.embedding)[0] if self.embedding is not None else self.params.input_size
         if len(vocab) != n_in:
             raise ShapeError(f"argument 'vocab': got {len(vocab)} tokens, expected {n_in} ("
                              + ("rows of the embedding)" if self.embedding is not None else "one-hot inputs of the cell)"))
-        return replace(self, vocab=vocab, metadata=metadata)
+        old = self.metadata.get("task") if isinstance(self.metadata.get("task"), dict) else {}
+        record = dict(old.get("params") or {}) if old.get("name") == "corpus" else {}
+        if labels is not None:
+            names = list(_label_list(labels))
+            if self.readout_weight is not None and len(names) != np.shape(self.readout_weight)[0]:
+                raise ShapeError(f"argument 'labels': got {len(names)} labels, expected "
+                                 f"{np.shape(self.readout_weight)[0]} (the readout's outputs)")
+            record["label_names"] = names
+        for name, value, default in (("lowercase", lowercase, True), ("multilabel", multilabel, False)):
+            if value is not None:
+                record[name] = bool(value)
+            record.setdefault(name, default)
+        record["vocab"] = "attached (Model.with_vocab)"
+        # A corpus record: this model reads text (a synthetic task's words would all be <unk>).
+        metadata = {**self.metadata, "task": {**old, "name": "corpus", "params": record}}
+        return replace(self, vocab=tuple(vocab), metadata=metadata)
 
     def inputs(self, tokens) -> np.ndarray:
         """Input vectors of token ids: (...,) ints in [0, V) -> (..., M)."""

@@ -784,12 +784,12 @@ def test_vanilla_state_dicts_warn_of_tanh_and_convert_takes_the_nonlinearity(tmp
                                atol=1e-12)
 
 
-def test_analyze_leaves_out_the_points_the_solver_gave_up_on(tmp_path):
+def test_analyze_leaves_out_the_points_that_did_not_settle(tmp_path):
     out = tmp_path / "fp.npz"
     r = _invoke("-q", "find", DATA / "gru64_cat3.npz", "-o", out, "--states", "24", "--docs", "8", "--maxiter", "6",
                 "--keep", "all")
     assert r.exit_code == 0, r.output + r.stderr
-    assert "saved points are ones the solver gave up on ({'max_iter':" in r.stderr
+    assert "saved points did not settle ({'max_iter':" in r.stderr
     fp = fastfp.FixedPoints.load(out)
     found = np.isin(fp.status, (fastfp.Status.CONVERGED, fastfp.Status.SLOW_POINT, fastfp.Status.Q_TOLERANCE))
     assert 0 < found.sum() < len(fp)  # some points stopped at the cap of 6 iterations
@@ -800,14 +800,55 @@ def test_analyze_leaves_out_the_points_the_solver_gave_up_on(tmp_path):
     every = json.loads(_invoke("analyze", out, "--json", "--points", "all").stdout)
     assert every["n_analysed"] == len(fp) and every["stable"] == int(fp.is_stable.sum())
     text = _invoke("analyze", out).stdout
-    assert f"the {len(fp) - int(found.sum())} the solver gave up on are left out (--points all keeps them)" in text
+    assert f"the {len(fp) - int(found.sum())} that did not settle are left out (--points all keeps them)" in text
 
 
 def test_run_says_when_few_searches_settled_and_why():
     # At a slow-speed limit no search can meet, every manifold number would rest on nothing.
     r = _invoke("-q", "run", "--states", "32", "--docs", "8", "--slow-speed", "1e-9", "--no-report")
     assert r.exit_code == 0, r.output + r.stderr
-    assert "fastfp: warning: only 0 of 32 slow-point searches settled within 1e-09 (32 gave up (max_iter 32))" in r.stderr
-    assert "slow points      0 kept (0 distinct)" in r.stdout and "; 32 gave up (max_iter 32)" in r.stdout
+    assert "fastfp: warning: only 0 of 32 slow-point searches settled within 1e-09 (32 not settled (max_iter 32))" in r.stderr
+    assert "slow points      0 kept (0 distinct)" in r.stdout and "; 32 not settled (max_iter 32)" in r.stdout
     r = _invoke("-q", "run", *SMALL, "--no-report")
-    assert "warning" not in r.stderr and "gave up" not in r.stdout
+    assert "warning" not in r.stderr and "not settled" not in r.stdout
+
+
+def test_vocabulary_files_as_tokenizers_write_them(tmp_path):
+    # A byte-order mark, {token: id} JSON (Hugging Face), an unknown-word token spelt otherwise,
+    # labels with stray spaces, cased text: each read as meant (review).
+    words = ["[PAD]", "[UNK]", "good", "bad", "movie", "the", "plot", "great", "awful", "fine"]
+    ids = {w: i for i, w in enumerate(words)}
+    (tmp_path / "vocab.json").write_text(json.dumps(dict(reversed(list(ids.items())))))  # any key order: by id
+    (tmp_path / "labels.txt").write_bytes("\ufeffneg \r\npos\r\nmixed\r\n".encode("utf-8"))
+    r = _invoke("convert", DATA / "torch_gru_classifier.pt", "-o", tmp_path / "m.npz", "--vocab", tmp_path / "vocab.json",
+                "--labels", tmp_path / "labels.txt", "--unk", "[UNK]", "--cased")
+    assert r.exit_code == 0, r.output + r.stderr
+    model = fastfp.load(tmp_path / "m.npz")
+    assert model.vocab == ("[PAD]", "<unk>") + tuple(words[2:])
+    record = model.metadata["task"]["params"]
+    assert record["label_names"] == ["neg", "pos", "mixed"] and record["lowercase"] is False
+    corpus = tmp_path / "c.csv"
+    corpus.write_text("text,label\ngood movie,pos\nGood plot,neg\n")
+    data = fastfp.read_corpus(corpus, model=model)
+    tokens = [np.asarray(t[:n]).tolist() for t, n in zip(data.train.tokens, data.train.lengths)]
+    assert tokens == [[2, 4], [1, 6]]  # cased: 'Good' is not 'good', so it reads as <unk>
+    (tmp_path / "gaps.json").write_text(json.dumps({"a": 0, "b": 2}))
+    r = _invoke("convert", DATA / "torch_gru_classifier.pt", "-o", tmp_path / "x.npz", "--vocab", tmp_path / "gaps.json")
+    assert r.exit_code == 1 and "must map each token to its id, 0..1 once each" in r.stderr
+    r = _invoke("convert", DATA / "torch_gru_classifier.pt", "-o", tmp_path / "x.npz", "--cased")
+    assert r.exit_code == 2 and "give --vocab too" in r.output + r.stderr
+
+
+def test_with_vocab_records_how_text_was_read_and_keeps_an_earlier_record():
+    params = fastfp.RNNParams.random("gru", 4, 3, seed=0)
+    model = fastfp.Model(params, np.eye(5, 3), np.ones((2, 4)))
+    m = model.with_vocab(["<pad>", "<unk>", "a", "b", "c"])
+    assert m.metadata["task"]["params"] == {"lowercase": True, "multilabel": False, "vocab": "attached (Model.with_vocab)"}
+    m2 = m.with_vocab(m.vocab, labels=[" x", "y "], multilabel=True)
+    assert m2.metadata["task"]["params"]["label_names"] == ["x", "y"] and m2.metadata["task"]["params"]["multilabel"]
+    assert m2.with_vocab(m.vocab).metadata["task"]["params"]["label_names"] == ["x", "y"]  # kept
+    for bad, match in (([" "], "empty name"), (["x", "x"], "duplicate"), (["x"], "got 1 labels, expected 2")):
+        with pytest.raises((fastfp.InvalidOptionError, fastfp.ShapeError), match=match):
+            m.with_vocab(m.vocab, labels=bad)
+    with pytest.raises(fastfp.InvalidOptionError, match="argument 'unk': got 'zz', which is not in the vocabulary"):
+        m.with_vocab(m.vocab, unk="zz")
