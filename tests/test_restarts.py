@@ -45,3 +45,24 @@ def test_restart_steps_option():
     # Off by default where points are to stay near their starts, and for adam.
     assert fastfp.find_fixed_points(params, h0, slow_ratio=0.05).metadata["restart_steps"] == 0
     assert fastfp.find_fixed_points(params, h0, method="adam", maxiter=5).metadata["restart_steps"] == 0
+
+
+def test_points_at_the_cap_still_moving_fast_are_restarted_and_slow_ones_not():
+    # A contracting GRU from far starts with a cap of 2 Newton iterations: points still moving by
+    # more than 1e-2 per step are carried by the map towards its attractor and solved again; points
+    # at the cap moving slower, and every point of maxiter=0 (an evaluation), are left as they are.
+    params = fastfp.RNNParams.random("gru", 8, 2, scale=0.5, seed=1)
+    h0 = np.random.default_rng(3).uniform(-1, 1, (40, 8))
+    raw = fastfp.find_fixed_points(params, h0, method="newton", maxiter=2, restart_steps=0)
+    capped = raw.status == Status.MAX_ITER
+    fast = capped & (raw.residual > 1e-2)
+    assert fast.any()
+    fp = fastfp.find_fixed_points(params, h0, method="newton", maxiter=2)
+    assert fp.metadata["restarts"] == fast.sum()
+    assert fp.metadata["restarts_converged"] == fast.sum()
+    np.testing.assert_array_equal(fp.status[capped & ~fast], Status.MAX_ITER)
+    np.testing.assert_array_equal(fp.x[capped & ~fast], raw.x[capped & ~fast])
+    res = np.abs(fastfp.step(params, fp.x[fast], backend="numpy") - fp.x[fast]).max(axis=1)
+    assert (res <= 1e-10).all()
+    evaluated = fastfp.find_fixed_points(params, h0, method="newton", maxiter=0)
+    assert evaluated.metadata["restarts"] == 0 and (evaluated.status == Status.MAX_ITER).all()
