@@ -918,7 +918,7 @@ def find_fixed_points_sharded(
             ) from None
         if old.get("solver_defaults", 1) < 2 and isinstance(old.get("solver_options"), dict):
             # Written before find_fixed_points restarted stalled points by default: its shards were
-            # solved as restart_steps=0 asks now (in root-finding mode, where restarts are on).
+            # solved as restart_steps=0 asks now (for the methods restarts are on for).
             old["solver_options"].setdefault("restart_steps", 0 if _restarts_on(old["solver_options"]) else None)
         differ = [k for k in ("weights", "h0", "x", "shard_size", "solver_options", "load_options")
                   if _comparable(k, old.get(k)) != _comparable(k, config[k])]
@@ -992,7 +992,7 @@ def find_fixed_points_sharded(
 
 def _restarts_on(solver_options) -> bool:
     """find_fixed_points restarts stalled points at these options' defaults (root-finding methods)."""
-    return solver_options.get("method", "hybrid") != "adam" and solver_options.get("slow_ratio") is None
+    return solver_options.get("method", "hybrid") != "adam"
 
 
 # What find_fixed_points does at its defaults, for resumed runs: 2 = stalled points are restarted

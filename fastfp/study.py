@@ -655,7 +655,8 @@ def _solve(params, h0, x, slow_ratio, slow_speed):
 
     # Dense LM, as every row in docs/reproduction.md was measured (from N = 128, e.g. an LSTM-64's
     # state, 'auto' now takes the matrix-free LM, whose inexact steps end a little elsewhere).
-    slow = find_fixed_points(params, h0, x, slow_ratio=slow_ratio, slow_speed=slow_speed, jacobian="dense")
+    slow = find_fixed_points(params, h0, x, slow_ratio=slow_ratio, slow_speed=slow_speed, jacobian="dense",
+                             restart_steps=0)
     kept = slow[_kept_mask(slow, slow_speed)]
     roots = kept[kept.success].unique(1e-3)
     distinct = kept.unique(1e-3).decompose(params) if len(kept) else kept

@@ -42,8 +42,8 @@ def test_restart_steps_option():
             fastfp.find_fixed_points(params, h0, restart_steps=bad)
     with pytest.raises(fastfp.InvalidOptionError, match="restarts are for newton, hybrid and lm; got method='adam'"):
         fastfp.find_fixed_points(params, h0, method="adam", restart_steps=10)
-    # Off by default where points are to stay near their starts, and for adam.
-    assert fastfp.find_fixed_points(params, h0, slow_ratio=0.05).metadata["restart_steps"] == 0
+    # On by default in the slow-manifold mode too; off for adam.
+    assert fastfp.find_fixed_points(params, h0, slow_ratio=0.05).metadata["restart_steps"] == 100
     assert fastfp.find_fixed_points(params, h0, method="adam", maxiter=5).metadata["restart_steps"] == 0
 
 

@@ -357,6 +357,7 @@ def test_quick_rows_match_independent_recomputation(quick):
         # integration modes from the saved eigenvalues: 1/|ln|lambda|| >= L (and L/2)
         fp = fastfp.FixedPoints.load(out / f"{spec.key}.fixed_points.npz")
         assert len(fp) == row["n_distinct"] and np.all(fp.residual <= row['options']['slow_speed'] + 1e-12)
+        assert fp.metadata["restart_steps"] == 0  # the search the documented rows were measured with
         with np.errstate(divide="ignore"):
             tau = 1 / np.abs(np.log(np.abs(fp.eigvals)))
         assert row["modes_median"] == float(np.median((tau >= spec.length).sum(1)))

@@ -41,7 +41,7 @@ def probe(spec: S.NetworkSpec, out: Path) -> list[str]:
     _, docs, _, _, h0 = S._candidates(spec, model, params, opts["n_test"], opts["n_rollout"], opts["n_states"])
     x = S._fp_input(opts["fp_input"], model, docs)
     limit = opts["slow_speed"]
-    ends = find_fixed_points(params, h0, x, slow_ratio=opts["slow_ratio"], slow_speed=limit)
+    ends = find_fixed_points(params, h0, x, slow_ratio=opts["slow_ratio"], slow_speed=limit, restart_steps=0)
     X = np.asarray(ends.x)
     ok = np.isfinite(X).all(axis=1)
     X = X[ok]
@@ -73,7 +73,8 @@ def probe(spec: S.NetworkSpec, out: Path) -> list[str]:
 
     top_h = f"{speed_h[dropped].max():.4f}" if dropped.any() else "-"
     # the solver itself in part units: a point stops once its part-scaled speed is within the limit
-    ends_p = find_fixed_points(params, h0, x, slow_ratio=opts["slow_ratio"], slow_speed=limit, speed_scale=scale)
+    ends_p = find_fixed_points(params, h0, x, slow_ratio=opts["slow_ratio"], slow_speed=limit, speed_scale=scale,
+                               restart_steps=0)
     speed_p = np.abs((ends_p.fx - ends_p.x) / scale).max(axis=1)
     kept_p = ends_p[(ends_p.success | ends_p.is_slow_point) & (speed_p <= limit)]
     pr_p = analysis.manifold_dimension(kept_p).participation_ratio if len(kept_p) > 1 else float("nan")

@@ -55,7 +55,7 @@ def probe(spec: study.NetworkSpec, out: str) -> list[str]:
     params = model.params.astype(np.float64)
     _, docs, _, _, h0 = S._candidates(spec, model, params, 2000, 256, 512)
     x = S._fp_input("neutral", model, docs)
-    ends = find_fixed_points(params, h0, x, slow_ratio=0.05, slow_speed=1e-2)
+    ends = find_fixed_points(params, h0, x, slow_ratio=0.05, slow_speed=1e-2, restart_steps=0)  # as the runner
     res = np.asarray(ends.residual)
     X = np.asarray(ends.x)
     H = params.hidden_size
