@@ -60,6 +60,7 @@ from ._version import __version__
 from .errors import (
     ArgumentTypeError,
     BackendUnavailableError,
+    FastFPError,
     FileFormatError,
     InvalidOptionError,
     MissingDependencyError,
@@ -150,7 +151,19 @@ def _describe(spec) -> dict:
 
 
 def _fn_name(fn) -> str:
-    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+    """The task function's identity in the manifest: stable across processes (no memory address),
+    a functools.partial with its bound arguments."""
+    import functools
+    import re
+
+    if isinstance(fn, functools.partial):
+        def arg(v):
+            return _fn_name(v) if callable(v) else re.sub(r" at 0x[0-9a-fA-F]+", "", repr(v))
+
+        bound = [arg(a) for a in fn.args] + [f"{k}={arg(v)}" for k, v in sorted(fn.keywords.items())]
+        return f"functools.partial({', '.join([_fn_name(fn.func)] + bound)})"
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{getattr(fn, '__module__', None) or type(fn).__module__}.{name}"
 
 
 # ============================================================================ argument checks
@@ -325,9 +338,13 @@ class _Manifest:
                     f"writes version {_MANIFEST_VERSION}: upgrade fastfp (pip install -U fastfp-rnn)"
                 )
             if data.get("fn") != fn_name:
+                old_fn = str(data.get("fn"))
+                same = old_fn.split(",")[0] == fn_name.split(",")[0] and fn_name.startswith("functools.partial(")
                 raise InvalidOptionError(
-                    f"argument 'fn': {str(results_dir)!r} holds results of {data.get('fn')!r}, got {fn_name!r}; "
-                    "results of different functions cannot share a results_dir: pass another results_dir"
+                    f"argument 'fn': {str(results_dir)!r} holds results of {old_fn!r}, got {fn_name!r}; "
+                    + ("the same function with other bound arguments (for fastfp study: other --states, --input "
+                       "or --slow-speed); " if same else "")
+                    + "results of different functions cannot share a results_dir: pass another results_dir"
                 )
         else:
             data = {"format": _MANIFEST_FORMAT, "version": _MANIFEST_VERSION, "fn": fn_name,
@@ -957,6 +974,20 @@ def find_fixed_points_sharded(
                   tuple(sorted(load_options.items())), width)
         for i, lo in enumerate(range(0, B, shard_size))
     ]
+    # A shard whose row says done but whose result file is missing or damaged (deleted by hand, a
+    # disk error) is computed again: its row goes, so run_tasks sees it pending.
+    for spec in specs:
+        row, shard = results_dir / ROWS_DIR / f"{spec.key}.json", results_dir / f"{spec.key}.npz"
+        if row.exists():
+            try:
+                ok = len(FixedPoints.load(shard)) == spec.hi - spec.lo
+            except (OSError, FastFPError):
+                ok = False
+            if not ok:
+                row.unlink()
+                if progress:
+                    print(f"fastfp: {spec.key}: its result file is missing or damaged; computing it again",
+                          file=sys.stderr)
     files = {"weights_path": weights_path, "h0": h0_path}
     if x_path is not None:
         files["x"] = x_path
@@ -1020,5 +1051,8 @@ def _comparable(name, value):
         return {k: v for k, v in value.items() if k != "path"}
     if isinstance(value, dict) and name == "solver_options":
         defaults = _solver_defaults_json()
-        return {k: v for k, v in value.items() if k not in defaults or defaults[k] != v}
+        # How many points a worker solves at once and the memory it may use do not change the
+        # answer: a run whose workers ran out of memory resumes with a smaller batch_size.
+        return {k: v for k, v in value.items()
+                if k not in ("batch_size", "memory_limit") and (k not in defaults or defaults[k] != v)}
     return value

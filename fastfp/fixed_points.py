@@ -222,8 +222,8 @@ class FixedPoints:
             Residual tolerance of the matrix-free eigenpairs (``k`` set).
         backend : {'cpu', 'numpy', 'gpu'}
         memory_limit : float, optional
-            Bytes the full decomposition may use (default: half the free memory, as the
-            solvers). It keeps three N x N arrays per point (J, R, L) and eig's work copies,
+            Bytes the decomposition may use (default: half the free memory, as the
+            solvers); with ``k`` passed on to :func:`fastfp.spectra.top_eigs`. It keeps three N x N arrays per point (J, R, L) and eig's work copies,
             about 64 N^2 bytes; past the limit it raises :class:`MemoryLimitError` naming ``k``.
 
         Returns
@@ -249,7 +249,7 @@ class FixedPoints:
                            input_jacobian=np.zeros((0, N, M)))
         finite = np.isfinite(x).all(axis=1)
         if k is not None:
-            return self._decompose_top(params, x, inputs, finite, k, tol, backend)
+            return self._decompose_top(params, x, inputs, finite, k, tol, backend, memory_limit)
         _check_full_decomposition_fits(len(self), x.shape[1], memory_limit)
         if not finite.all():  # NONFINITE points: NaN rows in every decomposition field
             part = self[finite].decompose(params, backend=backend, memory_limit=memory_limit)
@@ -281,7 +281,7 @@ class FixedPoints:
         L = np.swapaxes(Rinv, 1, 2)
         return replace(self, jacobian=J, eigvals=lam, eigvecs_right=R, eigvecs_left=L, input_jacobian=Jx)
 
-    def _decompose_top(self, params, x, inputs, finite, k, tol, backend):
+    def _decompose_top(self, params, x, inputs, finite, k, tol, backend, memory_limit=None):
         from .dynamics import input_jacobian
         from .spectra import top_eigs
 
@@ -291,7 +291,8 @@ class FixedPoints:
         L = np.full((B, N, k), np.nan, complex)
         Jx = np.full((B, N, M), np.nan)
         if finite.any():
-            te = top_eigs(params, x[finite], inputs[finite], k=k, tol=tol, left=True, backend=backend)
+            te = top_eigs(params, x[finite], inputs[finite], k=k, tol=tol, left=True, backend=backend,
+                          memory_limit=memory_limit)
             lam[finite], R[finite], L[finite] = te.eigvals, te.right, te.left
             Jx[finite] = input_jacobian(params, x[finite], inputs[finite], backend=backend)
             meta = dict(self.metadata, eig_k=int(k), eig_converged=int(te.converged.sum()))
@@ -444,8 +445,9 @@ def _check_full_decomposition_fits(B, N, memory_limit) -> None:
             f"decompose: the full eigendecomposition of {B} points of dimension N = {N} needs about "
             f"{B * per_point / 2**30:.3g} GiB ({per_point / 2**20:.3g} MiB per point: J, R and L are N x N) but "
             f"memory_limit is {limit / 2**30:.3g} GiB; pass k= (the top k eigenpairs, matrix-free, no N x N "
-            f"array; fastfp find --eig-k) or decompose fewer points at a time (at most {fits}, e.g. the distinct "
-            "ones: fp.unique(1e-3))"
+            f"array; fastfp find --eig-k)"
+            + (f" or decompose fewer points at a time (at most {fits}, e.g. the distinct ones: fp.unique(1e-3))"
+               if fits else " (not even one point's full decomposition fits)")
         )
 
 

@@ -852,3 +852,8 @@ def test_with_vocab_records_how_text_was_read_and_keeps_an_earlier_record():
             m.with_vocab(m.vocab, labels=bad)
     with pytest.raises(fastfp.InvalidOptionError, match="argument 'unk': got 'zz', which is not in the vocabulary"):
         m.with_vocab(m.vocab, unk="zz")
+
+
+def test_find_shard_options_need_a_sharded_run(tmp_path):
+    r = _invoke("-q", "find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--shard-size", "100")
+    assert r.exit_code == 2 and "--shard-size: options of a sharded run; give --workers N or --scheduler" in r.output

@@ -222,3 +222,12 @@ def test_status_messages_and_repr(fps):
     assert all(Status(s).message for s in Status)
     assert "converged" in repr(fps)
     assert json.dumps(fps.metadata, default=str)
+
+
+def test_decompose_memory_limits_are_kept_with_and_without_k():
+    params = fastfp.RNNParams.random("gru", 64, 2, seed=0)
+    fp = fastfp.find_fixed_points(params, np.zeros((2, 64)))
+    with pytest.raises(fastfp.MemoryLimitError, match="not even one point's full decomposition fits"):
+        fp.decompose(params, memory_limit=1e3)
+    with pytest.raises(fastfp.MemoryLimitError, match="top_eigs needs about"):  # k= passes the limit on
+        fp.decompose(params, k=4, memory_limit=1e3)
