@@ -1395,13 +1395,6 @@ def study(battery_name, out_dir, states, fp_input, slow_speed, as_json, schedule
                                          "extra: pip install 'fastfp-rnn[report]'") from None
     if scheduler is not None and workers is not None:
         raise click.UsageError("give --scheduler (an existing Dask cluster) or --workers (a local one), not both")
-    ctx_find = click.get_current_context()
-    if scheduler is None and workers is None:
-        sharding = [f"--{n.replace('_', '-')}" for n in ("shard_size", "results_dir")
-                    if ctx_find.get_parameter_source(n) != click.core.ParameterSource.DEFAULT]
-        if sharding:
-            raise click.UsageError(f"{', '.join(sharding)}: options of a sharded run; give --workers N or "
-                                   "--scheduler too")
     if scheduler is not None or workers is not None:
         import functools
 
