@@ -925,8 +925,9 @@ def _write_run_report(path, summary, *, model, data, traj, roots, kept, kept_all
               help="Also stop points with q = ||F(h) - h||^2 / 2 below this (the study's rule; adam's "
                    "default 1e-12).")
 @click.option("--restart-steps", type=click.IntRange(min=0), default=None,
-              help="Steps of the map from a point that stalled (diverged, no decrease, singular) before one "
-                   "more solve; 0: none (default 100, 0 for adam).")
+              help="Steps of the map from a point that stalled (diverged, no decrease, singular, or at the default "
+                   "iteration cap still moving faster than 1e-2) before one more solve; 0: none (default 100, "
+                   "0 for adam).")
 @click.option("--adam-lr", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="adam: initial learning rate (the study's code: 0.01).")
 @click.option("--adam-stop", type=click.Choice(["all", "mean"]), default="all", show_default=True,

@@ -949,6 +949,10 @@ def find_fixed_points_sharded(
                                                      for d in differ):
             differ.append("its shards were solved without restarts of stalled points, which find_fixed_points "
                           "now makes by default: pass restart_steps=0 to resume it as it was")
+        elif (old.get("solver_defaults", 1) == 2 and _restarts_on(config["solver_options"])
+              and config["solver_options"].get("restart_steps") is None):
+            differ.append("solver defaults: its shards were solved under an earlier rule for restarts of stalled "
+                          "points; pass a fresh results_dir")
         if differ:
             raise InvalidOptionError(
                 f"argument 'results_dir': {str(results_dir)!r} holds shards of another problem (different "
@@ -1026,9 +1030,10 @@ def _restarts_on(solver_options) -> bool:
     return solver_options.get("method", "hybrid") != "adam"
 
 
-# What find_fixed_points does at its defaults, for resumed runs: 2 = stalled points are restarted
-# (restart_steps); shards.json files without the entry were written at 1.
-_SOLVER_DEFAULTS = 2
+# What find_fixed_points does at its defaults, for resumed runs: 1 (no entry) = no restarts,
+# 2 = stalled points restarted in root-finding mode, 3 = also fast points at the cap, and in
+# slow-manifold mode.
+_SOLVER_DEFAULTS = 3
 
 
 def _solver_defaults_json() -> dict:
@@ -1051,8 +1056,15 @@ def _comparable(name, value):
         return {k: v for k, v in value.items() if k != "path"}
     if isinstance(value, dict) and name == "solver_options":
         defaults = _solver_defaults_json()
-        # How many points a worker solves at once and the memory it may use do not change the
-        # answer: a run whose workers ran out of memory resumes with a smaller batch_size.
+        # How many points a worker solves at once does not change the answer but for adam (its
+        # schedule follows the batch's mean q), nor the memory it may use where the Jacobian
+        # mode is given (under 'auto' the limit can choose it): a run whose workers ran out of
+        # memory resumes with a smaller batch_size.
+        neutral = set()
+        if value.get("method", "hybrid") != "adam":
+            neutral.add("batch_size")
+            if value.get("jacobian", "auto") != "auto":
+                neutral.add("memory_limit")
         return {k: v for k, v in value.items()
-                if k not in ("batch_size", "memory_limit") and (k not in defaults or defaults[k] != v)}
+                if k not in neutral and (k not in defaults or defaults[k] != v)}
     return value

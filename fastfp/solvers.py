@@ -335,8 +335,9 @@ def find_fixed_points(
         per step, and GMRES's residual stays the true one. Default: True for ``hybrid``, False
         for ``newton``.
     restart_steps : int, optional
-        Points left diverged, without decrease or singular, and those at the iteration cap still
-        moving by more than 1e-2 per step (far from any fixed or slow point), are moved by
+        Points left diverged, without decrease or singular, and those at the default iteration cap
+        still moving by more than 1e-2 per step (far from any fixed or slow point; in slow-manifold
+        mode by more than max(1e-2, slow_speed) in speed_scale units), are moved by
         this many steps of the map itself, h <- F(h, x), from where they stopped, and solved once
         more; a second attempt that converges replaces the first (``nit`` counts the solver
         iterations of both; ``metadata['restarts']`` and ``['restarts_converged']`` count them).
@@ -594,7 +595,12 @@ def _restart_by_iterating(result, kernels, params, X, method, mode, opts, metada
     """Points stopped as DIVERGED / SINGULAR / NO_DECREASE, or at MAX_ITER still moving faster than
     _RESTART_MAX_ITER_SPEED: ``restart_steps`` steps of the map from where they stopped, then one more solve; a second attempt that converges (or, in
     slow-manifold mode, is a slow point) replaces the first."""
-    capped = (result.status == st.MAX_ITER) & (result.residual > _RESTART_MAX_ITER_SPEED) & (opts["maxiter"] > 0)
+    # Points at the cap only under the default cap: a cap the caller lowered is the caller's choice.
+    # Their speed as the slow test measures it (speed_scale), against the larger of 1e-2 and slow_speed.
+    speed = result.residual if opts["speed_scale"] is None else np.abs(
+        (result.fx - result.x) / opts["speed_scale"]).max(axis=1, initial=0.0)
+    limit = max(_RESTART_MAX_ITER_SPEED, opts["slow_speed"]) if opts["slow_ratio"] is not None else _RESTART_MAX_ITER_SPEED
+    capped = ((result.status == st.MAX_ITER) & (speed > limit) & (opts["maxiter"] >= _DEFAULT_MAXITER[method]))
     failed = np.flatnonzero(np.isin(result.status, _RESTARTED) | capped)
     result.metadata["restarts"] = int(len(failed))
     result.metadata["restarts_converged"] = 0

@@ -382,6 +382,10 @@ def test_sharded_resume_skips_finished_shards(client, gru_weights, tmp_path):
     old = fd.find_fixed_points_sharded(gru_weights, h0_path, res, shard_size=8, client=client, progress=False,
                                        unique_tol=None, restart_steps=0)
     assert old.metadata["sharded"]["computed_shards"] == 0
+    config["solver_defaults"] = 2  # restarts, under the earlier rule (no points at the cap)
+    (res / "shards.json").write_text(json.dumps(config))
+    with pytest.raises(InvalidOptionError, match="solved under an earlier rule for restarts"):
+        fd.find_fixed_points_sharded(gru_weights, h0_path, res, shard_size=8, client=client, progress=False)
 
 
 def test_sharded_load_options_reach_the_workers(client, tmp_path):

@@ -3,7 +3,7 @@
 
 Why `fastfp run` reports a median of 0 integration modes where the study expects N - 1 = 2: prints,
 for the inputs x* = 0, the neutral word 'the' and the mean one-hot input, the exact roots, the slow
-points (slow-manifold mode as `fastfp run`, slow speed 1e-3 and 1e-2), their PR, the median top |lambda| and the median number
+points (slow-manifold mode as `fastfp run`, without its restarts (restart_steps=0, as the table was measured), slow speed 1e-3 and 1e-2), their PR, the median top |lambda| and the median number
 of integration modes (one- and two-sided, horizon L = 50 and L/2 = 25).
 
     python tools/shipped_gru_modes.py            # markdown table on stdout
