@@ -788,14 +788,19 @@ def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, bat
     click.echo("\n".join(lines))
 
 
-def _gave_up(fp) -> str:
-    """'N not settled (max_iter K, ...)' for the points a search neither converged nor stopped as slow
-    points or at the q tolerance; '' when there are none."""
+def _settled(fp):
+    """Mask of the points a search settled: converged, slow points, the study's q tolerance."""
     import numpy as np
 
     import fastfp
 
-    bad = ~np.isin(fp.status, (fastfp.Status.CONVERGED, fastfp.Status.SLOW_POINT, fastfp.Status.Q_TOLERANCE))
+    return np.isin(fp.status, (fastfp.Status.CONVERGED, fastfp.Status.SLOW_POINT, fastfp.Status.Q_TOLERANCE))
+
+
+def _gave_up(fp) -> str:
+    """'N not settled (max_iter K, ...)' for the points a search neither converged nor stopped as slow
+    points or at the q tolerance; '' when there are none."""
+    bad = ~_settled(fp)
     if not bad.any():
         return ""
     counts = _status_counts(fp[bad])
@@ -1001,7 +1006,7 @@ def find(weights, output, input_spec, states, noise, seed, batch_size, method, b
             fp = fastfp.find_fixed_points(params, h0, x, progress=bar, **solver_options)
     # Settled and unsettled points apart: unique keeps the lowest-q point of a cluster, and a point
     # at the iteration cap must not absorb a slow point next to it.
-    settled = np.isin(fp.status, (fastfp.Status.CONVERGED, fastfp.Status.SLOW_POINT, fastfp.Status.Q_TOLERANCE))
+    settled = _settled(fp)
     parts = [part.unique(1e-3) for part in (fp[settled], fp[~settled]) if len(part)]
     distinct = (fastfp.concatenate(parts) if len(parts) > 1 else parts[0]) if parts else fp.unique(1e-3)
     out = distinct if keep == "distinct" else fp
@@ -1012,7 +1017,7 @@ def find(weights, output, input_spec, states, noise, seed, batch_size, method, b
     saved_bytes = Path(output).stat().st_size
     # Full decompositions hold 3 N x N arrays per point: a file size worth knowing before --keep all.
     _log(f"saved {len(out)} points to {output} ({saved_bytes / 1e6:.1f} MB)")
-    gave_up = ~np.isin(out.status, (fastfp.Status.CONVERGED, fastfp.Status.SLOW_POINT, fastfp.Status.Q_TOLERANCE))
+    gave_up = ~_settled(out)
     if gave_up.any():  # shown even with -q: they are in the file, but they are no fixed points
         click.echo(f"fastfp: note: {int(gave_up.sum())} of the {len(out)} saved points did not settle "
                    f"({_status_counts(out[gave_up])}); fastfp analyze leaves them out unless --points all", err=True)
@@ -1050,7 +1055,7 @@ def analyze(fixedpoints, as_json, report, horizon, which) -> None:
     from fastfp import analysis
 
     whole = fastfp.FixedPoints.load(fixedpoints)
-    found = np.isin(whole.status, (fastfp.Status.CONVERGED, fastfp.Status.SLOW_POINT, fastfp.Status.Q_TOLERANCE))
+    found = _settled(whole)
     # A point that did not settle is no fixed point: its eigenvalues describe nothing in particular.
     fp = whole[found] if which == "found" else whole
     top = np.abs(fp._need("eigvals"))[:, 0] if len(fp) else np.zeros(0)

@@ -567,19 +567,26 @@ def _retry_dense(result, kernels, params, H0, X, method, opts, metadata, dtype, 
         idx = failed[lo:lo + chunk]
         parts.append(_dense(kernels, params, H0[idx], _rows(X, idx), method, opts, False, meta))
     redo = concatenate(parts) if len(parts) > 1 else parts[0]
+    return _take_second_attempts(result, redo, failed, opts, "dense_retries_converged")
+
+
+def _take_second_attempts(result, redo, rows, opts, count_key):
+    """``result`` with rows ``rows`` replaced by ``redo``'s points where the second attempt converged
+    (or, in slow-manifold mode, is a slow point: that is what it is after); ``nit`` counts the
+    iterations of both attempts, x0 stays the caller's start, ``metadata[count_key]`` the number taken."""
     better = redo.status == st.CONVERGED
-    if opts["slow_ratio"] is not None:  # slow-manifold mode: a slow point is what it is after
+    if opts["slow_ratio"] is not None:
         better |= redo.status == st.SLOW_POINT
     if not better.any():
         return result
-    take = failed[better]
+    take = rows[better]
     fields = {name: getattr(result, name).copy() for name in ("x", "fx", "residual", "q", "grad_norm", "status", "nit")}
     for name, arr in fields.items():
         arr[take] = getattr(redo, name)[better]
-    fields["nit"][take] += result.nit[take]  # the iterations spent on both attempts
+    fields["nit"][take] += result.nit[take]
     from dataclasses import replace
 
-    return replace(result, **fields, metadata=dict(result.metadata, dense_retries_converged=int(better.sum())))
+    return replace(result, **fields, metadata=dict(result.metadata, **{count_key: int(better.sum())}))
 
 
 # Points the solver gave up on, and those it left at the iteration cap still moving fast.
@@ -639,19 +646,7 @@ def _restart_by_iterating(result, kernels, params, X, method, mode, opts, metada
     redo = concatenate(parts) if len(parts) > 1 else parts[0]
     if "n_matvec" in redo.metadata:  # the second solves' products count too
         result.metadata["n_matvec"] = result.metadata.get("n_matvec", 0) + redo.metadata["n_matvec"]
-    better = redo.status == st.CONVERGED
-    if opts["slow_ratio"] is not None:
-        better |= redo.status == st.SLOW_POINT
-    if not better.any():
-        return result
-    take = failed[better]
-    fields = {name: getattr(result, name).copy() for name in ("x", "fx", "residual", "q", "grad_norm", "status", "nit")}
-    for name, arr in fields.items():
-        arr[take] = getattr(redo, name)[better]
-    fields["nit"][take] += result.nit[take]  # x0 stays the caller's start: the row is still that start's
-    from dataclasses import replace
-
-    return replace(result, **fields, metadata=dict(result.metadata, restarts_converged=int(better.sum())))
+    return _take_second_attempts(result, redo, failed, opts, "restarts_converged")
 
 
 def _default_memory_limit(memory_limit, backend="cpu"):
