@@ -70,6 +70,12 @@ def _log(msg: str) -> None:
     click.echo(msg, err=True)
 
 
+def _check_connect_timeout(scheduler) -> None:
+    ctx = click.get_current_context()
+    if scheduler is None and ctx.get_parameter_source("connect_timeout") != click.core.ParameterSource.DEFAULT:
+        raise click.UsageError("--connect-timeout: an option of --scheduler (a local --workers cluster needs none)")
+
+
 def _echo_json(obj) -> None:
     import json
 
@@ -911,6 +917,8 @@ def _write_run_report(path, summary, *, model, data, traj, roots, kept, kept_all
                    "else 8).")
 @click.option("--scheduler", type=str, default=None, metavar="tcp://HOST:PORT",
               help="Solve in shards on this Dask scheduler (needs the 'dask' extra).")
+@click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+              metavar="SECONDS", help="With --scheduler: how long to wait for it before giving up.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Solve in shards on a local Dask cluster of this many workers (needs the 'dask' extra).")
 @click.option("--shard-size", type=click.IntRange(min=1), default=4096, show_default=True,
@@ -945,7 +953,8 @@ def _write_run_report(path, summary, *, model, data, traj, roots, kept, kept_all
               help="Save the distinct points (unique 1e-3; every status, each point keeps its own) or every point.")
 @_data_options
 @_progress_option
-def find(weights, output, input_spec, states, noise, seed, batch_size, method, backend, jacobian, eig_k, scheduler, workers,
+def find(weights, output, input_spec, states, noise, seed, batch_size, method, backend, jacobian, eig_k, scheduler,
+         connect_timeout, workers,
          shard_size, results_dir, atol, maxiter, dtype, slow_ratio, slow_speed, tol_q, restart_steps, adam_lr, adam_stop,
          adam_schedule, keep,
          task, classes, corpus, n_docs, length, force_progress) -> None:
@@ -971,6 +980,7 @@ def find(weights, output, input_spec, states, noise, seed, batch_size, method, b
     h0 = _initial_states(params, xs, data, states, noise, seed)
     if scheduler is not None and workers is not None:
         raise click.UsageError("give --scheduler (an existing Dask cluster) or --workers (a local one), not both")
+    _check_connect_timeout(scheduler)
     ctx_find = click.get_current_context()
     if scheduler is None and workers is None:
         sharding = [f"--{n.replace('_', '-')}" for n in ("shard_size", "results_dir")
@@ -998,8 +1008,11 @@ def find(weights, output, input_spec, states, noise, seed, batch_size, method, b
         shards = results_dir or (str(output) + ".shards")
         weights = _weights_for_workers(weights, shards)
         _log(f"solving {states} states in shards of {shard_size} on Dask; shards in {shards} ...")
+        if scheduler is not None:
+            _log(f"connecting to {scheduler} (up to {connect_timeout:g} s; --connect-timeout) ...")
         fp = find_fixed_points_sharded(weights, h0, shards, x=x, shard_size=shard_size, scheduler=scheduler,
-                                       n_workers=workers, progress=not _quiet(), unique_tol=None, **solver_options)
+                                       n_workers=workers, progress=not _quiet(), unique_tol=None,
+                                       connect_timeout=connect_timeout, **solver_options)
     else:
         _log(f"solving {states} states with {method} on {backend} ({dtype}) ...")
         with _Bar("fixed points", states, force=force_progress) as bar:
@@ -1376,11 +1389,14 @@ def info() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of the table.")
 @click.option("--scheduler", type=str, default=None, metavar="tcp://HOST:PORT",
               help="Run the networks as tasks on this Dask scheduler (needs the 'dask' extra).")
+@click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+              metavar="SECONDS", help="With --scheduler: how long to wait for it before giving up.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Run the networks on a local Dask cluster of this many workers (needs the 'dask' extra).")
 @click.option("--report", "with_report", is_flag=True,
               help="Also write OUT/study.html with each network's figures (needs the 'report' extra).")
-def study(battery_name, out_dir, states, fp_input, slow_speed, as_json, scheduler, workers, with_report) -> None:
+def study(battery_name, out_dir, states, fp_input, slow_speed, as_json, scheduler, connect_timeout, workers,
+          with_report) -> None:
     """Reproduce the study: train or load a battery of classifiers, find fixed points, measure.
 
     Prints a table of measured vs predicted dimension (the study's values beside fastfp's) and
@@ -1401,13 +1417,17 @@ def study(battery_name, out_dir, states, fp_input, slow_speed, as_json, schedule
                                          "extra: pip install 'fastfp-rnn[report]'") from None
     if scheduler is not None and workers is not None:
         raise click.UsageError("give --scheduler (an existing Dask cluster) or --workers (a local one), not both")
+    _check_connect_timeout(scheduler)
     if scheduler is not None or workers is not None:
         import functools
 
         from fastfp.distributed import run_tasks
 
         fn = functools.partial(_study.run_network, n_states=states, fp_input=fp_input, slow_speed=slow_speed)
-        run = run_tasks(specs, fn, out_dir, scheduler=scheduler, n_workers=workers, progress=not _quiet())
+        if scheduler is not None:
+            _log(f"connecting to {scheduler} (up to {connect_timeout:g} s; --connect-timeout) ...")
+        run = run_tasks(specs, fn, out_dir, scheduler=scheduler, n_workers=workers, progress=not _quiet(),
+                        connect_timeout=connect_timeout)
         rows = list(run.rows)
         tables = _study.write_table(rows, out_dir)
         _log(f"{len(rows)} networks; tables: {tables['markdown']}")

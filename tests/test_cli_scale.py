@@ -64,6 +64,38 @@ def test_scheduler_and_workers_together_is_a_usage_error(tmp_path, command):
     assert r.exit_code == 2 and "not both" in r.output
 
 
+@pytest.mark.parametrize("command", ["find", "study"])
+def test_connect_timeout_needs_a_scheduler(tmp_path, command):
+    if command == "find":
+        args = ["find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--states", "8", "--docs", "8"]
+    else:
+        args = ["study", "--out", tmp_path / "s"]
+    r = _invoke(*args, "--workers", "2", "--connect-timeout", "5")
+    assert r.exit_code == 2 and "--connect-timeout: an option of --scheduler" in r.output
+
+
+@pytest.mark.parametrize("command", ["find", "study"])
+def test_unreachable_scheduler_gives_up_after_connect_timeout(tmp_path, command):
+    pytest.importorskip("distributed")
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    if command == "find":
+        args = ["find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--states", "8", "--docs", "8"]
+    else:
+        args = ["study", "--battery", "quick", "--out", tmp_path / "s"]
+    t0 = time.perf_counter()
+    r = _invoke(*args, "--scheduler", f"tcp://127.0.0.1:{port}", "--connect-timeout", "1")
+    waited = time.perf_counter() - t0
+    assert r.exit_code == 1, r.output
+    assert f"cannot connect to tcp://127.0.0.1:{port} within 1.0 s" in r.stderr and "Traceback" not in r.stderr
+    assert f"connecting to tcp://127.0.0.1:{port} (up to 1 s" in r.stderr
+    assert waited < 20  # the default 30 s would fail this (generous: dask's own retries add a few seconds)
+
+
 def test_find_on_a_local_dask_cluster_equals_serial(tmp_path):
     pytest.importorskip("distributed")
     common = ["--states", "40", "--docs", "8", "--seed", "5", "--keep", "all"]
