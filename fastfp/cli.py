@@ -813,6 +813,27 @@ def _gave_up(fp) -> str:
     return f"{int(bad.sum())} not settled (" + ", ".join(f"{k} {v}" for k, v in counts.items()) + ")"
 
 
+# A point at the iteration cap that moves by less than this per step is far slower than any
+# document moves the state: the mark of a slow manifold, where root finding creeps along.
+_SLOW_HINT_SPEED = 1e-2
+
+
+def _slow_hint(unsettled) -> str:
+    """A pointer to the slow-manifold mode when points at the iteration cap barely move; '' if none."""
+    import numpy as np
+
+    import fastfp
+
+    capped = unsettled.status == fastfp.Status.MAX_ITER
+    slow = capped & (unsettled.residual <= _SLOW_HINT_SPEED)
+    if not slow.any():
+        return ""
+    return (f"{int(slow.sum())} of the {int(capped.sum())} at the iteration cap move by less than "
+            f"{_SLOW_HINT_SPEED:g} per step (median |F(h) - h|_inf {np.median(unsettled.residual[slow]):.1e}): "
+            "approximate fixed points on a slow manifold rather than roots; --slow-ratio 0.05 --slow-speed 1e-2 "
+            "stops them as slow points (as fastfp run does)")
+
+
 def _units_text(summary):
     if summary.get("speed_units") != "parts":
         return "state units"
@@ -1034,6 +1055,9 @@ def find(weights, output, input_spec, states, noise, seed, batch_size, method, b
     if gave_up.any():  # shown even with -q: they are in the file, but they are no fixed points
         click.echo(f"fastfp: note: {int(gave_up.sum())} of the {len(out)} saved points did not settle "
                    f"({_status_counts(out[gave_up])}); fastfp analyze leaves them out unless --points all", err=True)
+        hint = _slow_hint(out[gave_up]) if slow_ratio is None and method != "adam" else ""
+        if hint:
+            click.echo(f"fastfp: note: {hint}", err=True)
     _echo_json({
         "model": name,
         "output": str(output),

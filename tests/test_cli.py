@@ -803,6 +803,29 @@ def test_analyze_leaves_out_the_points_that_did_not_settle(tmp_path):
     assert f"the {len(fp) - int(found.sum())} that did not settle are left out (--points all keeps them)" in text
 
 
+def test_find_points_creeping_at_the_cap_point_to_the_slow_manifold_mode(tmp_path):
+    out = tmp_path / "fp.npz"
+    r = _invoke("-q", "find", DATA / "gru64_cat3.npz", "-o", out, "--states", "24", "--docs", "8", "--maxiter", "3",
+                "--input", "word:the")
+    assert r.exit_code == 0, r.output + r.stderr
+    fp = fastfp.FixedPoints.load(out)
+    capped = fp.status == fastfp.Status.MAX_ITER
+    params = fastfp.load_params(DATA / "gru64_cat3.npz").params.astype(np.float64)
+    # the speed of each saved point, from the NumPy reference step rather than the solver's record
+    speed = np.abs(fastfp.step(params, fp.x, fp.inputs, backend="numpy") - fp.x).max(axis=1)
+    creeping = capped & (speed <= 1e-2)
+    assert creeping.any() and (capped & ~creeping).any()  # the count must tell the two apart
+    assert (f"{int(creeping.sum())} of the {int(capped.sum())} at the iteration cap move by less than 0.01 per step"
+            in r.stderr)
+    assert "--slow-ratio 0.05 --slow-speed 1e-2 stops them as slow points" in r.stderr
+    # in slow-manifold mode, or when nothing creeps, there is nothing to point at
+    r = _invoke("-q", "find", DATA / "gru64_cat3.npz", "-o", tmp_path / "s.npz", "--states", "24", "--docs", "8",
+                "--maxiter", "3", "--input", "word:the", "--slow-ratio", "0.05")
+    assert r.exit_code == 0 and "slow manifold rather than roots" not in r.stderr
+    r = _invoke("-q", "find", DATA / "gru64_cat3.npz", "-o", tmp_path / "r.npz", "--states", "24", "--docs", "8")
+    assert r.exit_code == 0 and "slow manifold rather than roots" not in r.stderr
+
+
 def test_run_says_when_few_searches_settled_and_why():
     # At a slow-speed limit no search can meet, every manifold number would rest on nothing.
     r = _invoke("-q", "run", "--states", "32", "--docs", "8", "--slow-speed", "1e-9", "--no-report")
