@@ -76,3 +76,28 @@ def test_slow_manifold_time_to_solution(benchmark, pinned_threads, network, jaco
     fp = benchmark.pedantic(fastfp.find_fixed_points, args=(params, h0, x), kwargs=kw, rounds=2, iterations=1)
     benchmark.extra_info.update(kept=int(fp.on_slow_manifold(1e-2).sum()), nit=float(fp.nit.mean()),
                                 n_matvec=fp.metadata.get("n_matvec", 0), **pinned_threads)
+
+
+@pytest.mark.parametrize("network", ["gru128_cat3", "gru256_cat3", "structured-512"])
+@pytest.mark.parametrize("preconditioner", ["pilot", "none"])
+def test_slow_manifold_lm_preconditioner(benchmark, pinned_threads, monkeypatch, network, preconditioner):
+    """Matrix-free LM in slow-manifold mode with CG preconditioned from a pilot's slow points
+    (the default from 128 points on) against plain CG, from the same starts; restarts off, so
+    both solve the same first attempt. Compare within a group; n_matvec includes the pilot's."""
+    from fastfp import solvers
+
+    if network.startswith("structured"):
+        params, rng = kl.structured_gru(int(network.split("-")[1]))
+        h0, x = kl.initial_states(params, rng, 128), np.zeros(params.input_size)
+    else:
+        params, h0, x = _trained_slow_problem(network, 256)
+    if preconditioner == "none":
+        monkeypatch.setattr(solvers, "_lm_preconditioner", lambda *a, **k: (None, 0))
+    benchmark.group = f"slow-manifold matrix-free LM {network} B={len(h0)}"
+    kw = dict(slow_ratio=0.05, slow_speed=1e-2, jacobian="matrix_free", restart_steps=0)
+    fastfp.find_fixed_points(params, h0[:2], x, maxiter=3, **kw)  # compile
+    fp = benchmark.pedantic(fastfp.find_fixed_points, args=(params, h0, x), kwargs=kw, rounds=2, iterations=1)
+    benchmark.extra_info.update(kept=int(fp.on_slow_manifold(1e-2).sum()), nit=float(fp.nit.mean()),
+                                n_matvec=fp.metadata["n_matvec"], pilot_matvec=fp.metadata.get("pilot_matvec", 0),
+                                preconditioner_points=fp.metadata.get("preconditioner_points", 0),
+                                **pinned_threads)

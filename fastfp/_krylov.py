@@ -57,7 +57,7 @@ class CGResult:
     nit: object
 
 
-def batched_cg(matvec, b, *, rtol=1e-6, maxiter=200) -> CGResult:
+def batched_cg(matvec, b, *, rtol=1e-6, maxiter=200, precond=None) -> CGResult:
     """Conjugate gradients on B symmetric positive definite systems A_b x_b = b_b at once.
 
     Each iteration is one ``matvec(idx, P)`` on the points still iterating (the working set is
@@ -71,6 +71,10 @@ def batched_cg(matvec, b, *, rtol=1e-6, maxiter=200) -> CGResult:
     b : array, shape (B, N)
     rtol : float
     maxiter : int
+    precond : callable (idx, R) -> (len(idx), N), optional
+        M_b^-1 applied to residual rows (preconditioned CG; each M_b symmetric positive definite).
+        The stopping test stays on the true residual ||r||_2, so a preconditioner changes the
+        number of iterations, not the accuracy asked for.
 
     Returns
     -------
@@ -80,13 +84,20 @@ def batched_cg(matvec, b, *, rtol=1e-6, maxiter=200) -> CGResult:
     B = b.shape[0]
     x = xp.zeros_like(b)
     r = b.copy()
-    p = r.copy()
     rr = xp.einsum("bn,bn->b", r, r)
     bnorm = xp.sqrt(rr)
     tiny = np.finfo(b.dtype).tiny
     nit = xp.zeros(B, dtype=xp.int64)
     going = xp.sqrt(rr) > rtol * bnorm
     idx = xp.flatnonzero(going)
+    if precond is None:
+        rz = rr
+        p = r.copy()
+    else:  # rz = r^T M^-1 r drives the recurrence; rr stays the true residual's norm
+        p = xp.zeros_like(b)
+        if idx.size:
+            p[idx] = precond(idx, r[idx])
+        rz = xp.einsum("bn,bn->b", r, p)
     # The count of running points is a host synchronisation: on a GPU it is read every 4th
     # iteration (as GMRES does); finished points are masked in between.
     sync_every = 1 if xp is np else 4
@@ -102,13 +113,23 @@ def batched_cg(matvec, b, *, rtol=1e-6, maxiter=200) -> CGResult:
         Ap = matvec(idx, p[idx])
         pAp = xp.einsum("bn,bn->b", p[idx], Ap)
         ok = run & (pAp > tiny)
-        alpha = xp.where(ok, rr[idx] / xp.where(ok, pAp, 1.0), 0.0)
+        alpha = xp.where(ok, rz[idx] / xp.where(ok, pAp, 1.0), 0.0)
         x[idx] += alpha[:, None] * p[idx]
         r[idx] -= alpha[:, None] * Ap
         rr_new = xp.einsum("bn,bn->b", r[idx], r[idx])
-        beta = xp.where(ok, rr_new / xp.maximum(rr[idx], tiny), 0.0)
-        p[idx] = xp.where(ok[:, None], r[idx] + beta[:, None] * p[idx], p[idx])
-        rr[idx] = xp.where(ok, rr_new, rr[idx])
+        if precond is None:
+            z, rz_new = r[idx], rr_new
+        else:
+            z = precond(idx, r[idx])
+            rz_new = xp.einsum("bn,bn->b", r[idx], z)
+            ok = ok & (rz_new > 0)  # M^-1 not positive definite there (rounding): stop that point
+        beta = xp.where(ok, rz_new / xp.maximum(rz[idx], tiny), 0.0)
+        p[idx] = xp.where(ok[:, None], z + beta[:, None] * p[idx], p[idx])
+        if precond is None:
+            rr[idx] = xp.where(ok, rr_new, rr[idx])
+        else:
+            rr[idx] = xp.where(run, rr_new, rr[idx])  # the true residual, whatever rz does
+            rz[idx] = xp.where(ok, rz_new, rz[idx])
         nit[idx] += run.astype(xp.int64)
         going[idx] = ok & (xp.sqrt(rr_new) > rtol * bnorm[idx])
     return CGResult(x, xp.sqrt(rr) <= rtol * bnorm, nit)

@@ -38,8 +38,13 @@ _CG_RTOL = 1e-3
 _CG_MAXITER = 200
 
 
-def lm_krylov(step, params_arrays, cell, act, H0, X, bounds, opts, *, progress=False, linearize_fn=linearize):
+def lm_krylov(step, params_arrays, cell, act, H0, X, bounds, opts, *, progress=False, linearize_fn=linearize,
+              preconditioner=None):
     """Slow-manifold LM from H0 (B, N) with inputs X (1 or B, M); arrays in one namespace.
+
+    ``preconditioner`` (a ``RootPreconditioner`` holding (A^T A + mu0 I)^-1 at known slow points,
+    float32) preconditions CG with the inverse at the point nearest each state, restricted to its
+    free coordinates; CG's stopping test stays on the true residual.
 
     Returns (h, status, nit, n_matvec), status per ``fastfp.status`` (no RUNNING left); n_matvec
     counts J v and J^T w products per point.
@@ -108,7 +113,18 @@ def lm_krylov(step, params_arrays, cell, act, H0, X, bounds, opts, *, progress=F
             AV = fwd(idx, fv) - fv
             return free[idx] * (bwd(idx, AV) - AV) + (m[idx, None] + (1.0 - free[idx])) * V
 
-        sol = batched_cg(normal, -g * free, rtol=_CG_RTOL, maxiter=_CG_MAXITER)
+        precond = None
+        if preconditioner is not None:
+            group = preconditioner.assign(ha)
+
+            def precond(idx, R, m=m, free=free, group=group):
+                # P M^-1 P on the free coordinates, and the system's own diagonal 1 / (m + 1) on the
+                # pinned ones: symmetric positive definite, as CG needs.
+                f = free[idx]
+                z = preconditioner.apply_rows(group[idx], (f * R).astype(xp.float32)).astype(dtype)
+                return f * z + (1.0 - f) * R / (m[idx, None] + 1.0)
+
+        sol = batched_cg(normal, -g * free, rtol=_CG_RTOL, maxiter=_CG_MAXITER, precond=precond)
         n_matvec[active] += 2 * sol.nit
         delta = sol.x
         trial = xp.clip(ha + delta, lower, upper)

@@ -265,6 +265,9 @@ def _backtrack(xp, step, rows, ids, h, r, q, delta, slope, lower, upper, forward
 class RootPreconditioner:
     """Right preconditioner for the Newton systems from inverses of J - I at known roots.
 
+    (The matrix-free LM uses the same class with the inverses of its damped normal matrices
+    A^T A + mu I at known slow points: see ``solvers._lm_preconditioner``.)
+
     Near a root h*, J(h) - I is close to J(h*) - I, so GMRES on (J(h) - I) M^-1 with
     M = J(h*) - I converges in a few iterations where unpreconditioned GMRES needs one per slow
     mode and more; a point farther than ``radius`` (2-norm) from every root is left
@@ -285,6 +288,14 @@ class RootPreconditioner:
         near = xp.argmin(d2, axis=1)
         ok = d2[xp.arange(h.shape[0]), near] <= self.radius ** 2
         return xp.where(ok, near, -1)
+
+    def apply_rows(self, group, V):
+        """M^-1 V per row for a ``group`` in any order (as :meth:`apply`, through a sort)."""
+        xp = _xp(V)
+        order = xp.argsort(group)
+        out = xp.empty_like(V)
+        out[order] = self.apply(group[order], V[order])
+        return out
 
     def apply(self, group, V):
         """M^-1 V per row: rows of V (len(group), N) whose ``group`` (non-decreasing, from
