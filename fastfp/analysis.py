@@ -59,8 +59,9 @@ def _positive(name, value, *, allow_inf=False):
 
 
 def _n_reaching(ratios: np.ndarray, level: float) -> int:
-    """Smallest k with ratios[:k].sum() >= level (ratios sorted descending, summing to 1)."""
-    if ratios.size == 0:
+    """Smallest k with ratios[:k].sum() >= level (ratios sorted descending, summing to 1); 0 for a
+    cloud without variance (all ratios 0), as its participation ratio is."""
+    if ratios.size == 0 or not ratios.any():
         return 0
     cum = np.cumsum(ratios)
     k = int(np.searchsorted(cum, level - _CUM_SLACK, side="left")) + 1
@@ -528,14 +529,18 @@ def integration_modes(fixed_points, *, horizon: float, two_sided: bool = False,
             )
     if lam.ndim != 2:
         raise ShapeError(f"argument 'fixed_points': eigenvalues of shape {lam.shape}, expected (P, N)")
+    from ._tau import _ULPS_OF_ONE, time_constants
+
     mag = np.abs(lam).astype(np.float64)
     valid = np.isfinite(mag).all(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log = np.log(mag)
-        tau = 1.0 / np.abs(log) if two_sided else -1.0 / log
-    tau = np.where(mag == 1.0, np.inf, tau)  # -1/ln 1 = -1/0 -> inf, both conventions
+    tau = time_constants(lam, two_sided=two_sided)  # |lambda| = 1 to rounding -> inf, both conventions
+    # The documented closed interval, tested on |lambda| itself (tau >= horizon through a log
+    # rounds either way at the boundary), with |lambda| = 1 to rounding inside it.
+    one = _ULPS_OF_ONE * (np.finfo(lam.dtype).eps if lam.dtype.kind in "fc" else np.finfo(np.float64).eps)
+    low = min(float(np.exp(-1.0 / horizon)), 1.0 - one)
+    high = max(float(np.exp(1.0 / horizon)), 1.0 + one) if two_sided else 1.0 + one
     with np.errstate(invalid="ignore"):
-        counted = (tau >= horizon) & np.isfinite(mag)
+        counted = (mag >= low) & (mag <= high) & np.isfinite(mag)
         if max_rotation is not None:
             counted &= np.abs(np.angle(lam)) * horizon <= max_rotation
     n_modes = np.where(valid, counted.sum(axis=1), 0).astype(np.int64)
@@ -736,9 +741,12 @@ class OrderInvariance:
     Attributes
     ----------
     fraction : float
-        Fraction of documents whose predicted class is unchanged.
-    predicted, predicted_shuffled : ndarray of int, shape (n,)
-        Predicted class (argmax of the readout on the last valid state) before / after shuffling.
+        Fraction of documents whose prediction is unchanged.
+    predicted, predicted_shuffled : ndarray of int, shape (n,) or (n, K)
+        Prediction before / after shuffling, from the readout on the last valid state: the class
+        (argmax) of a classifier; for multi-label data (labels (n, K)) and for a single-output
+        readout, the labels whose logit is positive (0/1 per label, (n, K)), all of which must
+        agree for a document to count as unchanged.
     """
 
     __repr__ = _short_repr
@@ -748,12 +756,15 @@ class OrderInvariance:
     predicted_shuffled: np.ndarray
 
 
-def _predict(model, tokens, lengths, E, backend):
+def _predict(model, tokens, lengths, E, backend, per_label):
     from .dynamics import rollout
 
     xs = E[tokens]  # (n, L, M)
     states = rollout(model.params, None, xs, lengths=lengths, backend=backend)
-    return np.argmax(model.logits(states[:, -1]), axis=-1)
+    logits = model.logits(states[:, -1])
+    # Independent sigmoid outputs (and one logit alone) have no argmax to speak of: their
+    # prediction is the set of positive logits.
+    return (logits > 0).astype(np.int64) if per_label else np.argmax(logits, axis=-1)
 
 
 def order_invariance(model, task_data, *, seed=None, backend: str = "cpu") -> OrderInvariance:
@@ -810,9 +821,11 @@ def order_invariance(model, task_data, *, seed=None, backend: str = "cpu") -> Or
     keys = rng.random((n, L))
     keys[np.arange(L)[None, :] >= lengths[:, None]] = np.inf  # padding keeps its place at the end
     shuffled = np.take_along_axis(tokens, np.argsort(keys, axis=1, kind="stable"), axis=1)
-    before = _predict(model, tokens, lengths, E, backend)
-    after = _predict(model, shuffled, lengths, E, backend)
-    return OrderInvariance(float((before == after).mean()), before, after)
+    per_label = np.ndim(task_data.labels) == 2 or model.readout_weight.shape[0] == 1
+    before = _predict(model, tokens, lengths, E, backend, per_label)
+    after = _predict(model, shuffled, lengths, E, backend, per_label)
+    same = before == after
+    return OrderInvariance(float((same.all(axis=1) if per_label else same).mean()), before, after)
 
 
 # --------------------------------------------------------------------------- word-count prediction

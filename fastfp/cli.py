@@ -356,18 +356,34 @@ def _task_data(model, task, classes, length, corpus, n_docs, seed):
             "drive it with synthetic documents anyway"
         )
     n_docs = 256 if n_docs is None else n_docs
-    meta = model.metadata.get("task_params", {}) if model.metadata.get("task") in TASKS else {}
+    # The task the model was trained on: fastfp.train records {'name', 'params'}; the shipped
+    # model (and files of fastfp before it) a name and 'task_params'.
+    if trained_on.get("name") in TASKS:
+        recorded, meta = trained_on["name"], dict(trained_on.get("params") or {})
+    elif model.metadata.get("task") in TASKS:
+        recorded, meta = model.metadata["task"], dict(model.metadata.get("task_params") or {})
+    else:
+        recorded, meta = None, {}
     if task is None:
-        task = model.metadata.get("task") if model.metadata.get("task") in TASKS else "categorical"
-        if classes is None:
-            classes = meta.get("n_classes", meta.get("n_labels"))
+        task = recorded or "categorical"
+    if task != recorded:
+        meta = {}  # another task than the model's: its recorded settings say nothing of this one
+    if classes is None:
+        classes = meta.get("n_classes", meta.get("n_labels"))
     if classes is None:
         classes = int(model.readout_weight.shape[0]) if model.readout_weight is not None and task == "categorical" else 3
     if length is None:
         length = int(meta.get("length", 50))
     make = getattr(fastfp.tasks, task)
     key = "n_labels" if task == "multilabel" else "n_classes"
-    extra = {"mixing": meta.get("mixing", 0.5)} if task == "correlated" else {}
+    # The recorded sampler settings (bank, sampler, mixing, min_length, ...) that this task takes;
+    # n and seed are this run's.
+    import inspect
+
+    takes = set(inspect.signature(make).parameters) - {"n", "seed", key, "length"}
+    extra = {k: v for k, v in meta.items() if k in takes and v is not None}
+    if extra.get("min_length") is not None and extra["min_length"] > length:  # a --length below it
+        del extra["min_length"]
     return make(n_docs, **{key: classes, "length": length, "seed": seed}, **extra)
 
 
@@ -695,7 +711,7 @@ def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, bat
     # summary says "speed below slow_speed", so those are dropped and counted, as in the study.
     found = slow.success | slow.is_slow_point
     kept = slow[slow.on_slow_manifold(slow_speed, speed_scale)]
-    if len(kept) >= 2:
+    if _distinct_count(kept) >= 2:  # copies of one point span no manifold: their PR is rounding's
         dim = analysis.manifold_dimension(kept)
         manifold = {"participation_ratio": dim.participation_ratio, "n95": dim.n_components_95,
                     "n90": dim.n_components_90, "top_variance": dim.explained_variance_ratio[:4]}
@@ -709,14 +725,22 @@ def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, bat
     half = analysis.integration_modes(kept_d, horizon=horizon / 2, two_sided=True) if len(kept_d) else None
     wc = analysis.wordcount_prediction(data)
     readout = None
+    multilabel = np.ndim(data.labels) == 2
     if model.readout_weight is not None and model.readout_weight.shape[0] >= 2:
         rg = analysis.readout_geometry(model)
-        readout = {"pairwise_angles": rg.pairwise, "simplex_angle": rg.simplex_angle, "max_deviation": rg.max_deviation}
+        # Classes read out at the corners of a simplex; independent labels by orthogonal readouts
+        # (the study's multi-label networks: 89.6-90.0 deg).
+        reference = 90.0 if multilabel else rg.simplex_angle
+        readout = {"pairwise_angles": rg.pairwise, "simplex_angle": rg.simplex_angle, "max_deviation": rg.max_deviation,
+                   "reference": "orthogonal (independent labels)" if multilabel else "simplex",
+                   "reference_angle": reference,
+                   "max_deviation_from_reference": float(np.max(np.abs(rg.pairwise - reference)))}
     summary = {
         "model": name,
         "cell": params.cell,
         "state_size": params.state_size,
-        "data": {"name": data.name, "docs": data.n_docs, "length": data.max_length, "classes": data.n_classes},
+        "data": {"name": data.name, "docs": data.n_docs, "length": data.max_length, "classes": data.n_classes,
+                 "multilabel": bool(multilabel)},
         "initial_states": states,
         "input": input_spec,
         "slow_speed": slow_speed,
@@ -773,21 +797,25 @@ def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, bat
     gave_up_slow = _gave_up(slow)
     lines = [
         f"model            {name} ({params.cell}, N={params.state_size})",
-        f"data             {data.name}: {data.n_docs} docs, length {data.max_length}, {data.n_classes} classes",
+        f"data             {data.name}: {data.n_docs} docs, length {data.max_length}, {data.n_classes} "
+        + {(False, True): "class", (False, False): "classes", (True, True): "label", (True, False): "labels"}[
+            (bool(multilabel), data.n_classes == 1)],
         f"input            {summary['input']} (held fixed during the search)",
         f"fixed points     {fp['found']} found, {fp['converged']} converged, {fp['distinct']} distinct, "
         f"{fp['stable']} stable" + (f"; {gave_up_exact}" if gave_up_exact else ""),
         f"slow points      {sp['kept']} kept ({sp['distinct']} distinct), speed below {summary['slow_speed']:g} "
         f"in {_units_text(summary)}" + (f"; {sp['too_fast']} stalled faster, dropped" if sp["too_fast"] else "")
         + (f"; {gave_up_slow}" if gave_up_slow else ""),
-        f"manifold         PR {pr:.2f}, n95 {sp['n95']}" if pr is not None else "manifold         (too few points)",
+        f"manifold         PR {pr:.2f}, n95 {sp['n95']}" if pr is not None else
+        f"manifold         (too few points: {sp['distinct']} distinct)",
         f"integration      median modes {im['median']} (two-sided {im['median_two_sided']}) at horizon {horizon:g}, "
         f"{im['median_two_sided_half_horizon']} at {horizon / 2:g}",
         f"word-count pred  dimension {wc.dimension} (PR {wc.participation_ratio:.2f})",
     ]
     if readout is not None:
         angles = ", ".join(f"{a:.1f}" for a in readout["pairwise_angles"])
-        lines.append(f"readout angles   {angles} deg (simplex {readout['simplex_angle']:.1f})")
+        lines.append(f"readout angles   {angles} deg (" + (f"independent labels: orthogonal, {readout['reference_angle']:.1f}"
+                                                            if multilabel else f"simplex {readout['simplex_angle']:.1f}") + ")")
     if summary["report"] is not None:
         lines.append(f"report           {summary['report']}")
     lines.append(f"wall time        {summary['wall_time_s']:.2f} s")
@@ -801,6 +829,23 @@ def _settled(fp):
     import fastfp
 
     return np.isin(fp.status, (fastfp.Status.CONVERGED, fastfp.Status.SLOW_POINT, fastfp.Status.Q_TOLERANCE))
+
+
+def _too_fast(fp):
+    """Mask of a slow-manifold search's slow points that move faster than its slow_speed: where
+    the damping ran out at a local minimum of q (q stationary), which is no point of the slow
+    manifold (FixedPoints.on_slow_manifold); none outside slow-manifold mode."""
+    import numpy as np
+
+    md = fp.metadata
+    if md.get("slow_ratio") is None or md.get("slow_speed") is None:
+        return np.zeros(len(fp), dtype=bool)
+    scale = md.get("speed_scale")
+    return fp.is_slow_point & ~fp.on_slow_manifold(md["slow_speed"], None if scale is None else np.asarray(scale))
+
+
+def _distinct_count(fp, tol=1e-3) -> int:
+    return len(fp.unique(tol)) if len(fp) else 0
 
 
 def _gave_up(fp) -> str:
@@ -866,8 +911,10 @@ def _summary_rows(summary):
     ]
     if summary["readout"] is not None:
         r = summary["readout"]
+        ref = (f"independent labels: orthogonal, {r['reference_angle']:.1f}" if r.get("reference", "simplex") != "simplex"
+               else f"simplex {r['simplex_angle']:.1f}")
         rows.append(("readout angles", ", ".join(f"{a:.1f}" for a in r["pairwise_angles"])
-                     + f" deg (simplex {r['simplex_angle']:.1f}, max deviation {r['max_deviation']:.1f})"))
+                     + f" deg ({ref}, max deviation {r.get('max_deviation_from_reference', r['max_deviation']):.1f})"))
     rows.append(("wall time of the analysis", f"{summary['wall_time_s']:.2f} s"))
     return rows
 
@@ -1040,7 +1087,7 @@ def find(weights, output, input_spec, states, noise, seed, batch_size, method, b
             fp = fastfp.find_fixed_points(params, h0, x, progress=bar, **solver_options)
     # Settled and unsettled points apart: unique keeps the lowest-q point of a cluster, and a point
     # at the iteration cap must not absorb a slow point next to it.
-    settled = _settled(fp)
+    settled = _settled(fp) & ~_too_fast(fp)
     parts = [part.unique(1e-3) for part in (fp[settled], fp[~settled]) if len(part)]
     distinct = (fastfp.concatenate(parts) if len(parts) > 1 else parts[0]) if parts else fp.unique(1e-3)
     out = distinct if keep == "distinct" else fp
@@ -1058,6 +1105,12 @@ def find(weights, output, input_spec, states, noise, seed, batch_size, method, b
         hint = _slow_hint(out[gave_up]) if slow_ratio is None and method != "adam" else ""
         if hint:
             click.echo(f"fastfp: note: {hint}", err=True)
+    fast = _too_fast(out)
+    if fast.any():
+        click.echo(f"fastfp: note: {int(fast.sum())} of the {len(out)} saved points are slow points that move faster "
+                   f"than --slow-speed {slow_speed:g} (median {np.median(out.residual[fast]):.2g} per step: local minima "
+                   "of the speed where the damping ran out, not on the slow manifold); fastfp analyze leaves them out "
+                   "unless --points all", err=True)
     _echo_json({
         "model": name,
         "output": str(output),
@@ -1092,12 +1145,14 @@ def analyze(fixedpoints, as_json, report, horizon, which) -> None:
     from fastfp import analysis
 
     whole = fastfp.FixedPoints.load(fixedpoints)
-    found = _settled(whole)
+    fast = _too_fast(whole)
+    found = _settled(whole) & ~fast
     # A point that did not settle is no fixed point: its eigenvalues describe nothing in particular.
     fp = whole[found] if which == "found" else whole
     top = np.abs(fp._need("eigvals"))[:, 0] if len(fp) else np.zeros(0)
     finite = np.isfinite(top)
-    pr = analysis.manifold_dimension(fp) if len(fp) >= 2 else None
+    # One point (however many copies of it) spans no manifold: a PR there is the PR of rounding.
+    pr = analysis.manifold_dimension(fp) if _distinct_count(fp) >= 2 else None
     stats = (lambda a: {"min": float(a.min()), "median": float(np.median(a)), "max": float(a.max())} if a.size else None)
     summary = {
         "file": str(fixedpoints),
@@ -1106,6 +1161,7 @@ def analyze(fixedpoints, as_json, report, horizon, which) -> None:
         "n_analysed": len(fp),
         "state_size": int(whole.x.shape[1]) if whole.x.ndim == 2 else None,
         "status": _status_counts(whole),
+        "too_fast": int(fast.sum()),
         "stable": int(fp.is_stable.sum()),
         "unstable_counts": {int(k): int(v) for k, v in zip(*np.unique(fp.n_unstable, return_counts=True))},
         "top_abs_eigenvalue": stats(top[finite]),
@@ -1134,13 +1190,18 @@ def analyze(fixedpoints, as_json, report, horizon, which) -> None:
     cap = summary["counts_capped_at"]
     counts = "{" + ", ".join(f"{'>=' if k == cap else ''}{k}: {v}" for k, v in summary["unstable_counts"].items()) + "}"
     left_out = summary["n_points"] - summary["n_analysed"]
+    n_fast = summary["too_fast"] if which == "found" else 0
+    why = " and ".join(t for t in (f"{left_out - n_fast} that did not settle" if left_out - n_fast else "",
+                                   f"{n_fast} slow points faster than the search's slow_speed "
+                                   f"{whole.metadata.get('slow_speed', 0):g}" if n_fast else "") if t)
     lines = [
         f"file             {fixedpoints}",
         f"points           {summary['n_points']} (N={summary['state_size']}), status {summary['status']}"
-        + (f"; the {left_out} that did not settle are left out (--points all keeps them)" if left_out else ""),
+        + (f"; the {why} are left out (--points all keeps them)" if left_out else ""),
         f"stable           {summary['stable']}; unstable-eigenvalue counts {counts}",
         "top |lambda|     " + (f"min {t['min']:.4f}, median {t['median']:.4f}, max {t['max']:.4f}" if t else "-"),
-        "points PR        " + (f"{pr.participation_ratio:.2f} (n95 {pr.n_components_95})" if pr else "-"),
+        "points PR        " + (f"{pr.participation_ratio:.2f} (n95 {pr.n_components_95})" if pr else
+                                 "- (fewer than 2 distinct points)" if len(fp) else "-"),
     ]
     if im is not None:
         lines.append(f"integration      median modes {im['median']} at horizon {horizon:g}")

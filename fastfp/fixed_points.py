@@ -158,10 +158,11 @@ class FixedPoints:
 
     @property
     def time_constants(self) -> np.ndarray:
-        """(B, N) tau = -1 / ln|lambda| in steps (inf for |lambda| = 1; needs decompose())."""
-        lam = np.abs(self._need("eigvals"))
-        with np.errstate(divide="ignore"):
-            return -1.0 / np.log(lam)
+        """(B, N) tau = -1 / ln|lambda| in steps (+inf for |lambda| = 1 to rounding, negative for
+        growing modes; needs decompose())."""
+        from ._tau import time_constants
+
+        return time_constants(self._need("eigvals"))
 
     @property
     def is_stable(self) -> np.ndarray:

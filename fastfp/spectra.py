@@ -52,9 +52,11 @@ class TopEigs:
 
     @property
     def time_constants(self) -> np.ndarray:
-        """(B, k) tau = -1 / ln|lambda| in steps."""
-        with np.errstate(divide="ignore"):
-            return -1.0 / np.log(np.abs(self.eigvals))
+        """(B, k) tau = -1 / ln|lambda| in steps (+inf for |lambda| = 1 to rounding, negative for
+        growing modes)."""
+        from ._tau import time_constants
+
+        return time_constants(self.eigvals)
 
 
 def top_eigs(params, h, x=None, *, k: int = 8, ncv: int | None = None, tol: float = 1e-12,

@@ -209,6 +209,42 @@ def test_integration_modes_rotation_limit_on_a_rotating_plane(theta):
         integration_modes(fp, horizon=50, max_rotation=-1)
 
 
+def test_modes_at_one_to_rounding_integrate_and_have_infinite_time_constants():
+    # J = Q diag(1, 1, 1, 0.5..0.1) Q^T planted as the Jacobian at h = 0 of a linear vanilla layer
+    # (tanh'(0) = 1, no input or bias): LAPACK returns the three 1's as 1 +- a few ulp, one of them
+    # above 1, where -1/ln|lambda| is about -1.5e15.
+    N = 20
+    Q = np.linalg.qr(np.random.default_rng(3).standard_normal((N, N)))[0]
+    params = fastfp.RNNParams("vanilla", np.zeros((N, 1)), Q @ np.diag(np.r_[1.0, 1.0, 1.0, np.linspace(0.5, 0.1, N - 3)]) @ Q.T)
+    fp = fastfp.find_fixed_points(params, np.zeros((1, N)), maxiter=0).decompose(params)
+    off = np.abs(fp.eigvals[0, :3]) - 1.0
+    assert 0 < np.abs(off).max() < 1e-14  # the case in point: not bit-exact ones
+    for tau in (fp.time_constants[0, :3], integration_modes(fp, horizon=50).time_constants[0, :3],
+                fastfp.top_eigs(params, fp.x, k=4).time_constants[0, :3]):
+        np.testing.assert_array_equal(tau, np.inf)
+    assert integration_modes(fp, horizon=50).n_modes[0] == 3
+    assert integration_modes(fp, horizon=np.inf).n_modes[0] == 3
+    # exactly 1 and -1 (bit-exact): +inf, not -1/ln 1 = -inf
+    np.testing.assert_array_equal(integration_modes(np.array([[1.0, -1.0, 1j]]), horizon=5).time_constants, np.inf)
+    flat = fastfp.RNNParams("vanilla", np.zeros((3, 1)), np.diag([1.0, -1.0, 0.5]))
+    fp = fastfp.find_fixed_points(flat, np.zeros((1, 3)), maxiter=0).decompose(flat)
+    np.testing.assert_allclose(fp.time_constants[0], [np.inf, np.inf, 1 / np.log(2)])
+
+
+@pytest.mark.parametrize("horizon", [10.0, 20.0, 50.0, 100.0])
+def test_integration_modes_interval_is_closed_at_its_ends(horizon):
+    lam = np.array([[np.exp(-1 / horizon), np.exp(1 / horizon), np.nextafter(np.exp(-1 / horizon), 0), 0.1]])
+    assert integration_modes(lam, horizon=horizon).n_modes[0] == 1
+    assert integration_modes(lam, horizon=horizon, two_sided=True).n_modes[0] == 2
+
+
+def test_a_cloud_without_variance_has_no_components():
+    X = np.ones((10, 4))
+    res = fastfp.analysis.pca(X)
+    assert res.participation_ratio == 0.0 and res.n_components_90 == res.n_components_95 == 0
+    assert fastfp.analysis.manifold_dimension(X).n_components == 0
+
+
 def test_integration_modes_errors():
     params = _line_attractor(1.0)
     fp = fastfp.find_fixed_points(params, np.full((2, 6), 0.5), maxiter=0)
@@ -400,6 +436,32 @@ def test_order_invariance_of_an_order_free_model():
     res = order_invariance(last, data, seed=5)
     tok = data.tokens[np.arange(60), data.lengths - 1]
     np.testing.assert_array_equal(res.predicted, np.where(tok < 3, tok, 0))
+    assert res.fraction < 1.0
+
+
+def test_order_invariance_of_multilabel_and_single_output_readouts():
+    # An exact integrator of each label's score (kinda_i +1, bad_i -1): unit i holds t + s_i(t)
+    # (relu of a non-negative sum: linear), unit 3 counts the steps, and readout row i is
+    # e_i - e_3, so logit i is the score s_i. Its prediction is the set of labels with a positive
+    # score, in any order; an argmax over the independent outputs would predict no labels at all.
+    data = fastfp.tasks.multilabel(80, n_labels=3, length=12, seed=4)
+    w_ih = np.zeros((4, data.vocab_size))
+    w_ih[:3] = np.asarray(data.evidence, float).T
+    params = fastfp.RNNParams("vanilla", w_ih, np.eye(4), b_ih=np.ones(4), nonlinearity="relu")
+    readout = np.hstack([np.eye(3), -np.ones((3, 1))])
+    model = fastfp.Model(params, np.eye(data.vocab_size), readout_weight=readout)
+    res = order_invariance(model, data, seed=1)
+    scores = data.counts() @ np.asarray(data.evidence, float)
+    assert res.predicted.shape == res.predicted_shuffled.shape == (80, 3)
+    np.testing.assert_array_equal(res.predicted, (scores > 0).astype(int))
+    assert 0 < res.predicted.mean() < 1 and res.fraction == 1.0
+    # one logit: positive or not
+    one = order_invariance(fastfp.Model(params, np.eye(data.vocab_size), readout_weight=readout[:1]), data, seed=1)
+    np.testing.assert_array_equal(one.predicted[:, 0], scores[:, 0] > 0)
+    assert one.fraction == 1.0
+    # a model that keeps only the last token's label evidence does depend on the order
+    last = fastfp.RNNParams("vanilla", w_ih, np.zeros((4, 4)), nonlinearity="relu")
+    res = order_invariance(fastfp.Model(last, np.eye(data.vocab_size), readout_weight=np.eye(4)[:3]), data, seed=1)
     assert res.fraction < 1.0
 
 

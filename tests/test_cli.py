@@ -132,6 +132,31 @@ def test_run_with_weights_task_and_corpus(tmp_path):
     assert json.loads(r.stdout)["data"]["docs"] == 30
 
 
+@pytest.mark.parametrize("task, kwargs, key", [("ordered", dict(n_classes=3, length=20, bank="3word"), "n_classes"),
+                                               ("multilabel", dict(n_labels=2, length=30), "n_labels"),
+                                               ("categorical", dict(n_classes=4, length=20), "n_classes")])
+def test_run_drives_a_model_with_the_task_fastfp_train_recorded(tmp_path, task, kwargs, key):
+    # The metadata as fastfp.train.train_classifier writes it: {'task': {'name', 'params', ...}}.
+    data = getattr(fastfp.tasks, task)(8, seed=0, **kwargs)
+    V, H = data.vocab_size, 6
+    params = fastfp.RNNParams.random("gru", hidden_size=H, input_size=V, seed=1)
+    C = data.n_classes
+    model = fastfp.Model(params, readout_weight=np.random.default_rng(0).normal(size=(C, H)), vocab=data.vocab,
+                         metadata={"task": {"name": task, "params": dict(data.params), "vocab_size": V, "outputs": C,
+                                            "multilabel": task == "multilabel", "source": "TaskData"}})
+    fastfp.save_params(tmp_path / "m.npz", model)
+    r = _invoke("-q", "run", tmp_path / "m.npz", "--states", "16", "--docs", "8", "--no-report", "--json")
+    assert r.exit_code == 0, r.output + r.stderr
+    got = json.loads(r.stdout)["data"]
+    assert got["name"] == task and got["length"] == kwargs["length"] and got["classes"] == kwargs[key]
+    assert got["multilabel"] == (task == "multilabel")
+    # an explicit task other than the recorded one takes none of its settings
+    if task != "categorical":
+        r = _invoke("-q", "run", tmp_path / "m.npz", "--task", "categorical", "--classes", str(V - 1), "--states", "16",
+                    "--docs", "8", "--no-report", "--json")
+        assert r.exit_code == 0 and json.loads(r.stdout)["data"]["length"] == 50, r.output + r.stderr
+
+
 def test_run_corpus_and_task_conflict(tmp_path):
     corpus = tmp_path / "c.csv"
     corpus.write_text("text,label\nw0 the,0\nw1,1\n")
@@ -824,6 +849,39 @@ def test_find_points_creeping_at_the_cap_point_to_the_slow_manifold_mode(tmp_pat
     assert r.exit_code == 0 and "slow manifold rather than roots" not in r.stderr
     r = _invoke("-q", "find", DATA / "gru64_cat3.npz", "-o", tmp_path / "r.npz", "--states", "24", "--docs", "8")
     assert r.exit_code == 0 and "slow manifold rather than roots" not in r.stderr
+
+
+def _ghost(tmp_path):
+    # h' = tanh(2 h + 0.6): one root (0.989) and, past the saddle-node where the other two met, a
+    # ghost near h = -0.74: a local minimum of q with |F(h) - h| = 0.034, where the slow-manifold
+    # search stops as q-stationary slow points, faster than a slow speed of 1e-2.
+    path = tmp_path / "ghost.npz"
+    fastfp.save_params(path, fastfp.RNNParams("vanilla", np.zeros((1, 4)), np.array([[2.0]]), b_ih=np.array([0.6])))
+    return path
+
+
+def test_find_and_analyze_leave_out_slow_points_faster_than_the_slow_speed(tmp_path):
+    out = tmp_path / "fp.npz"
+    r = _invoke("-q", "find", _ghost(tmp_path), "-o", out, "--states", "64", "--docs", "8", "--noise", "1.5",
+                "--slow-ratio", "0.05", "--slow-speed", "1e-2", "--keep", "all")
+    assert r.exit_code == 0, r.output + r.stderr
+    fp = fastfp.FixedPoints.load(out)
+    params = fastfp.load_params(tmp_path / "ghost.npz").params
+    speed = np.abs(fastfp.step(params, fp.x, fp.inputs, backend="numpy") - fp.x).max(axis=1)
+    fast = (fp.status == fastfp.Status.SLOW_POINT) & (speed > 1e-2)
+    assert fast.sum() >= 5 and (fp.status == fastfp.Status.CONVERGED).sum() >= 5
+    assert f"{int(fast.sum())} of the {len(fp)} saved points are slow points that move faster than --slow-speed 0.01" in r.stderr
+    summary = json.loads(_invoke("analyze", out, "--json").stdout)
+    assert summary["too_fast"] == int(fast.sum()) and summary["n_analysed"] == len(fp) - int(fast.sum())
+    text = _invoke("analyze", out).stdout
+    assert f"the {int(fast.sum())} slow points faster than the search's slow_speed 0.01 are left out" in text
+    # what is left is one root, however many copies: no manifold to give a PR of
+    assert "points PR        - (fewer than 2 distinct points)" in text and summary["participation_ratio"] is None
+    every = json.loads(_invoke("analyze", out, "--json", "--points", "all").stdout)
+    assert every["n_analysed"] == len(fp) and every["participation_ratio"] is not None
+    r = _invoke("-q", "run", tmp_path / "ghost.npz", "--states", "64", "--docs", "8", "--noise", "1.5", "--no-report")
+    assert r.exit_code == 0, r.output + r.stderr
+    assert "manifold         (too few points: 1 distinct)" in r.stdout and "stalled faster, dropped" in r.stdout
 
 
 def test_run_says_when_few_searches_settled_and_why():
