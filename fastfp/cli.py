@@ -142,15 +142,37 @@ class _WeightsPath(click.Path):
         return super().convert(value, param, ctx)
 
 
-def _check_output(output, source) -> None:
-    """Refuse, before any work, an output path that cannot be written or that names the input."""
+def _output_problem(output, inputs):
+    """Why an output path cannot be written before any work is done, or None: a folder that is
+    missing or not writable, a folder or device at the path, or one of the command's input files."""
+    from fastfp._atomic import check_writable
+
+    from .errors import InvalidOptionError
+
     out = Path(output)
+    if str(output) == "-":
+        return "got '-': results go to a file, not to standard output; give a file path"
     if not out.parent.is_dir():
-        raise click.BadParameter(f"got {str(output)!r}: the folder {str(out.parent)!r} does not exist",
-                                 param_hint="'-o' / '--output'")
-    if out.exists() and out.resolve() == Path(source).resolve():
-        raise click.BadParameter(f"got {str(output)!r}, the input file itself; writing there would replace it",
-                                 param_hint="'-o' / '--output'")
+        return f"got {str(output)!r}: the folder {str(out.parent)!r} does not exist"
+    try:
+        check_writable(out, probe=True)
+    except InvalidOptionError as exc:
+        return str(exc).replace("argument 'path': ", "")
+    if out.exists():
+        for src in inputs:
+            if src is not None and not str(src).startswith("fastfp:") and Path(src).exists() \
+                    and out.resolve() == Path(src).resolve():
+                return f"got {str(output)!r}, an input file of this command ({src}); writing there would replace it"
+    return None
+
+
+def _check_output(output, *inputs) -> None:
+    """Refuse, before any work, an output path that cannot be written or that names an input."""
+    problem = _output_problem(output, inputs)
+    if problem:
+        raise click.BadParameter(problem, param_hint="'-o' / '--output'")
+    if Path(output).exists():
+        _log(f"note: {output} exists; it will be replaced")
 
 
 _CLI_NAMES = {"source": "WEIGHTS", "path": "WEIGHTS", "cell": "option '--cell'", "layer": "option '--layer'",
@@ -322,10 +344,20 @@ def _read_corpus_for(model, corpus, n_docs, length):
         click.echo(f"fastfp: note: {corpus}: {n_unk} of {corpus_data.n_tokens_train} tokens "
                    f"({100 * corpus_data.unknown_fraction:.1f}%) are not in the model's vocabulary and read as <unk>",
                    err=True)
-        if corpus_data.unknown_fraction > 0.5:
+        trained = model.metadata.get("task") if isinstance(model.metadata.get("task"), dict) else {}
+        record = (trained.get("params") or {}) if trained.get("name") == "corpus" else {}
+        # A model trained on a corpus read with a small vocabulary saw its <unk> share in training:
+        # the text is its own then. Without that record, a vocabulary built with max_vocab or
+        # min_count > 1 made <unk> of the rest, as much as it may be.
+        seen = record.get("unknown_fraction")
+        capped = record.get("vocab") == "built" and (record.get("max_vocab") is not None
+                                                     or (record.get("min_count") or 1) > 1)
+        limit = 0.5 if seen is None and not capped else (max(0.5, float(seen) + 0.25) if seen is not None else 1.0)
+        if corpus_data.unknown_fraction > limit:
             raise InvalidOptionError(
                 f"--corpus: {100 * corpus_data.unknown_fraction:.0f}% of the tokens of {corpus} are unknown to the "
-                "model: this is not text of the model's vocabulary (another tokenizer, language or corpus?)"
+                "model" + (f" ({100 * seen:.0f}% in the corpus it was trained on)" if seen is not None else "")
+                + ": this is not text of the model's vocabulary (another tokenizer, language or corpus?)"
             )
     data = corpus_data.train
     if n_docs is not None and n_docs < data.n_docs:
@@ -596,8 +628,9 @@ class _Bar:
         return False
 
 
-def _report_target(report, no_report):
-    """(path, explicit) of the report to write, or (None, False); checks matplotlib up front.
+def _report_target(report, no_report, *inputs):
+    """(path, explicit) of the report to write, or (None, False); checks the path (not one of the
+    command's ``inputs``) and matplotlib up front.
 
     An explicit --report without matplotlib is an error; the implicit default report is skipped
     with a note on stderr (printed even with --quiet: a missing report must not go unnoticed).
@@ -616,6 +649,11 @@ def _report_target(report, no_report):
         from .errors import InvalidOptionError
 
         raise InvalidOptionError(f"option '--report': got {path}, but the folder {folder} does not exist")
+    problem = _output_problem(path, inputs)
+    if problem:
+        from .errors import InvalidOptionError
+
+        raise InvalidOptionError(f"option '--report': {problem}")
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -667,7 +705,7 @@ def run(weights, task, classes, corpus, n_docs, length, states, noise, seed, bat
     to a self-contained HTML report (--report PATH; --no-report to skip).
     """
     t0 = time.perf_counter()
-    report_path, _ = _report_target(report, no_report)
+    report_path, _ = _report_target(report, no_report, weights, corpus, input_spec)
     import numpy as np
 
     import fastfp
@@ -1032,7 +1070,7 @@ def find(weights, output, input_spec, states, noise, seed, batch_size, method, b
     documents; the points are saved eigen-decomposed (see `fastfp analyze`).
     """
     t0 = time.perf_counter()
-    _check_output(output, weights)
+    _check_output(output, weights, corpus, input_spec if input_spec.endswith(".npy") else None)
     import numpy as np
 
     import fastfp
@@ -1138,7 +1176,7 @@ def find(weights, output, input_spec, states, noise, seed, batch_size, method, b
 def analyze(fixedpoints, as_json, report, horizon, which) -> None:
     """Eigen-analysis summary of a saved (decomposed) FixedPoints file; figures with --report."""
     if report is not None:
-        _report_target(report, False)  # fails now, before any work, when matplotlib is missing
+        _report_target(report, False, fixedpoints)  # fails now, before any work, when matplotlib is missing
     import numpy as np
 
     import fastfp
@@ -1332,7 +1370,7 @@ def convert(weights, output, cell, layer, direction, key_prefix, nonlinearity, e
     """
     import fastfp
 
-    _check_output(output, weights)
+    _check_output(output, weights, vocab_file, labels_file)
     keys = {name: (False if value == "none" else value)
             for name, value in (("embedding_key", embedding_key), ("readout_key", readout_key))}
     model = _load(weights, has_load_options=True, cell=cell, layer=layer, direction=direction, key_prefix=key_prefix,

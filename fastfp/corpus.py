@@ -957,7 +957,9 @@ def read_corpus(
             vocab=vocab,
             evidence=evidence,
             name="corpus",
-            params=dict(params_common, split=split),
+            # the share of <unk>: a model trained on this split has seen that much of it
+            params=dict(params_common, split=split,
+                        unknown_fraction=float(n_unk / lengths.sum()) if lengths.sum() else 0.0),
         )
         return td, n_unk
 

@@ -774,6 +774,23 @@ def test_corpus_of_mostly_unknown_words_is_refused(tmp_path):
     assert r.exit_code == 1 and "80% of the tokens" in r.stderr and "unknown to the model" in r.stderr
 
 
+def test_corpus_with_as_many_unknown_words_as_in_training_is_read(tmp_path):
+    # A model trained on a corpus read with a capped vocabulary (max_vocab) saw the same share of
+    # <unk>: its own text is not refused. read_corpus records that share per split.
+    text = "text,label\nxyzzy foo good,pos\nbar qux bad,neg\nfoo bar good,pos\n"
+    (tmp_path / "train.csv").write_text(text)
+    read = fastfp.read_corpus(tmp_path / "train.csv", max_vocab=2, test_fraction=0)
+    share = read.train.params["unknown_fraction"]
+    assert share == pytest.approx(read.report.n_unk_train / read.train.lengths.sum()) and share > 0.5
+    for record, refused in ((dict(unknown_fraction=share), False), (dict(vocab="built", max_vocab=2), False), ({}, True)):
+        m = _corpus_model(tmp_path)
+        model = fastfp.load(m)
+        model.metadata["task"]["params"].update(record)
+        fastfp.save_params(m, model)
+        r = _invoke("-q", "find", m, "-o", tmp_path / "fp.npz", "--corpus", tmp_path / "train.csv", "--states", "4")
+        assert (r.exit_code == 1 and "unknown to the model" in r.stderr) if refused else r.exit_code == 0, r.stderr
+
+
 def test_corpus_of_a_one_hot_model_with_a_vocabulary_uses_it(tmp_path):
     words = ("film", "the", "bad", "good", "<unk>", "<pad>")  # not the order read_corpus would build
     params = fastfp.RNNParams.random("gru", 6, len(words), seed=0)

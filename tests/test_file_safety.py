@@ -306,7 +306,63 @@ def test_cli_refuses_an_output_that_is_the_input_or_has_no_folder(tmp_path):
     runner = CliRunner()
     for command in ("find", "convert"):
         res = runner.invoke(main, [command, str(weights), "-o", str(weights)])
-        assert res.exit_code == 2 and "the input file itself" in res.output, res.output
+        assert res.exit_code == 2 and "an input file of this command" in res.output, res.output
         res = runner.invoke(main, [command, str(weights), "-o", str(tmp_path / "no" / "x.npz")])
         assert res.exit_code == 2 and "does not exist" in res.output, res.output
     assert weights.read_bytes() == before
+
+
+def test_cli_refuses_outputs_that_are_other_inputs_devices_or_folders(tmp_path):
+    """Every input of a command is protected from its outputs (-o and --report), and a device, FIFO
+    or folder at an output path is refused before any work (a rename would replace a device)."""
+    import os
+
+    weights = tmp_path / "w.npz"
+    weights.write_bytes((DATA / "gru64_cat3.npz").read_bytes())
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(fastfp.load(weights).vocab) + "\n")
+    corpus = tmp_path / "c.csv"
+    corpus.write_text("text,label\nw0 w0 the,w0\nw1 the,w1\nw2 w2,w2\n")
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros(4))
+    fp = tmp_path / "fp.npz"
+    runner = CliRunner()
+    assert runner.invoke(main, ["-q", "find", str(weights), "-o", str(fp), "--states", "4", "--docs", "4"]).exit_code == 0
+    files = {p: p.read_bytes() for p in (weights, vocab, corpus, x, fp)}
+    cases = [
+        (["find", str(weights), "--corpus", str(corpus), "-o", str(corpus)], "an input file of this command"),
+        (["find", str(weights), "--input", str(x), "-o", str(x)], "an input file of this command"),
+        (["convert", str(weights), "--vocab", str(vocab), "-o", str(vocab)], "an input file of this command"),
+        (["run", str(weights), "--report", str(weights)], "an input file of this command"),
+        (["run", str(weights), "--corpus", str(corpus), "--report", str(corpus)], "an input file of this command"),
+        (["analyze", str(fp), "--report", str(fp)], "an input file of this command"),
+        (["convert", str(weights), "-o", str(tmp_path)], "is a directory"),  # click's own check
+        (["convert", str(weights), "-o", "-"], "not to standard output"),
+    ]
+    fifo = tmp_path / "fifo.npz"
+    os.mkfifo(fifo)
+    cases.append((["convert", str(weights), "-o", str(fifo)], "not a regular file"))
+    for args, message in cases:
+        res = runner.invoke(main, args)
+        assert res.exit_code in (1, 2) and message in res.output + res.stderr, (args, res.output + res.stderr)
+    assert all(p.read_bytes() == b for p, b in files.items())
+    assert fifo.is_fifo() and not (tmp_path / "-").exists()
+
+
+def test_saves_refuse_devices_fifos_and_folders_naming_the_path(tmp_path):
+    import os
+
+    params = fastfp.RNNParams.random("gru", 4, 3, seed=0)
+    fifo = tmp_path / "f.npz"
+    os.mkfifo(fifo)
+    with pytest.raises(fastfp.InvalidOptionError, match="not a regular file"):
+        fastfp.save_params(fifo, params)
+    assert fifo.is_fifo()
+    with pytest.raises(fastfp.InvalidOptionError, match="is a folder"):
+        fastfp.save_params(tmp_path, params)
+    with pytest.raises(fastfp.InvalidOptionError, match=r"the folder .*nodir.* does not exist"):
+        fastfp.save_params(tmp_path / "nodir" / "p.npz", params)
+    # a name near the file system's limit still saves (the temporary name is shortened)
+    long = tmp_path / ("b" * 246 + ".npz")
+    fastfp.save_params(long, params)
+    assert fastfp.load_params(long).params.hidden_size == 4
