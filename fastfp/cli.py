@@ -20,6 +20,30 @@ DEFAULT_REPORT = "fastfp-report.html"
 TASKS = ("categorical", "ordered", "multilabel", "correlated")
 
 
+# Python arguments that stand for no option of the same name, as the command line knows them.
+_ARGUMENT_AS_OPTION = {"h0": "the initial states (--states, --noise)", "x": "option '--input'",
+                       "slow_ratio": "option '--slow-ratio'"}
+
+
+def _cli_names(message: str, command) -> str:
+    """An error message of the Python API with its argument names spelt as the command's options
+    ("argument 'slow_speed'" -> "option '--slow-speed'")."""
+    import re
+
+    if command is None:
+        return message
+    options = {}
+    for param in command.params:
+        if isinstance(param, click.Option) and param.name:
+            flag = max(param.opts, key=len)
+            options[param.name] = f"option '{flag}'"
+    def spell(match):
+        name = match.group(1)
+        return options.get(name) or _ARGUMENT_AS_OPTION.get(name) or match.group(0)
+
+    return re.sub(r"argument '([A-Za-z_][A-Za-z0-9_]*)'", spell, message)
+
+
 class _Group(click.Group):
     """Turns fastfp errors (and unreadable files) into a one-line message and exit status 1."""
 
@@ -31,14 +55,19 @@ class _Group(click.Group):
         except Exception as exc:
             from .errors import FastFPError
 
-            if not isinstance(exc, (FastFPError, OSError)):
+            if not isinstance(exc, (FastFPError, OSError, MemoryError)):
                 raise
             if (ctx.obj or {}).get("debug"):
                 import traceback
 
                 traceback.print_exc(file=sys.stderr)
+            message = str(exc)
+            if isinstance(exc, MemoryError) and not isinstance(exc, FastFPError):
+                message = (f"out of memory ({message or 'MemoryError'}); fewer or smaller of --states, --docs, "
+                           "--length, --classes or --batch-size would fit")
+            message = _cli_names(message, self.commands.get(ctx.invoked_subcommand))
             # A list of bad records keeps its lines; other messages are one line.
-            lines = [ln.rstrip() for ln in str(exc).strip().splitlines() if ln.strip()]
+            lines = [ln.rstrip() for ln in message.strip().splitlines() if ln.strip()]
             text = "\n".join([" ".join(lines[0].split())] + lines[1:]) if lines else type(exc).__name__
             click.echo(f"fastfp: error: {text}", err=True)
             ctx.exit(1)
@@ -1033,7 +1062,7 @@ def _write_run_report(path, summary, *, model, data, traj, roots, kept, kept_all
               help="Where the Dask shards go (default: OUTPUT's name + '.shards'); a rerun resumes there.")
 @click.option("--atol", type=click.FloatRange(min=0), default=None,
               help="Convergence tolerance (default 1e-10 / 1e-5 in float32).")
-@click.option("--maxiter", type=click.IntRange(min=0), default=None, help="Iteration cap (default per method).")
+@click.option("--maxiter", type=click.IntRange(min=0, max=2**31 - 1), default=None, help="Iteration cap (default per method).")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True)
 @click.option("--slow-ratio", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Slow-manifold mode (lm/hybrid), e.g. 0.05.")

@@ -21,7 +21,8 @@ import os
 
 import numpy as np
 
-from .errors import ArgumentTypeError, FileFormatError
+from ._npz import memory_limit_bytes
+from .errors import ArgumentTypeError, FileFormatError, MemoryLimitError
 
 __all__ = ["read_safetensors", "SAFETENSORS_DTYPES"]
 
@@ -68,6 +69,15 @@ def _read(path) -> tuple[dict, dict]:
         raise ArgumentTypeError(f"argument 'path': got {type(path).__name__}, expected a str or os.PathLike")
     where = f"argument 'path': {os.fsdecode(path) if not isinstance(path, str) else path}"
     with open(path, "rb") as fh:  # OSError (missing file, ...) propagates unchanged
+        # The file is read whole and each tensor copied out of it: twice its size at the peak,
+        # held to the limit the npz reader uses (half this process's memory).
+        declared = os.fstat(fh.fileno()).st_size
+        limit = memory_limit_bytes()
+        if 2 * declared > limit:
+            raise MemoryLimitError(
+                f"{where}: {declared / 2**30:.2f} GiB of safetensors take about twice that to read, more than "
+                f"the {limit / 2**30:.2f} GiB fastfp lets one file use (half this process's memory)"
+            )
         data = fh.read()
     size = len(data)
     if size < 8:

@@ -448,8 +448,10 @@ def find_fixed_points(
         )
     if maxiter is None:
         maxiter = _DEFAULT_MAXITER[method]
-    if not isinstance(maxiter, (int, np.integer)) or isinstance(maxiter, bool) or maxiter < 0:
-        raise InvalidOptionError(f"argument 'maxiter': got {maxiter!r}, expected an integer >= 0")
+    # nit is counted in int64 arrays and the cap compared with them: beyond 2^31 - 1 steps no
+    # solve ends anyway.
+    if not isinstance(maxiter, (int, np.integer)) or isinstance(maxiter, bool) or not 0 <= maxiter <= 2**31 - 1:
+        raise InvalidOptionError(f"argument 'maxiter': got {maxiter!r}, expected an integer 0..{2**31 - 1}")
     opts["maxiter"] = int(maxiter)
 
     if jacobian not in JACOBIANS:

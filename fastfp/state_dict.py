@@ -295,8 +295,17 @@ def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: b
     elif chosen == "lstm":
         notes.append("LSTM state is [h, c]")
     missing_bias = [keys[n] for n, b in (("bias_ih", b_ih), ("bias_hh", b_hh)) if b is None]
+    if len(missing_bias) == 1:
+        # PyTorch drops both biases (bias=False) or neither: one alone is a damaged or partial
+        # state dict, and a zero in its place changes the dynamics (a GRU's b_hn is inside r * (.)).
+        present = keys["bias_hh"] if missing_bias[0] == keys["bias_ih"] else keys["bias_ih"]
+        msg = (f"{where}: has {present!r} but not {missing_bias[0]!r}; expected both biases or neither "
+               "(bias=False)")
+        if torch_convention:
+            raise FileFormatError(msg)
+        warn_user(msg + ": the missing one is taken as zeros")
     if missing_bias:
-        notes.append(f"{', '.join(missing_bias)} absent (bias=False): zeros")
+        notes.append(f"{', '.join(missing_bias)} absent" + (" (bias=False)" if len(missing_bias) == 2 else "") + ": zeros")
     if chosen == "vanilla":
         if nonlinearity is None:
             nonlinearity = "tanh"

@@ -122,5 +122,23 @@ def test_find_with_a_shipped_model_and_a_shards_path_that_is_a_file(tmp_path):
     (tmp_path / "fp.npz.shards").write_text("not a folder")  # the default shards folder of -o fp.npz
     r = _invoke("-q", "find", "fastfp:data/gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--states", "8",
                 "--docs", "8", "--workers", "1")
-    assert r.exit_code == 1 and "'results_dir'" in r.output and "is not a directory" in r.output, r.output
+    assert r.exit_code == 1 and "option '--results-dir'" in r.output and "is not a directory" in r.output, r.output
     assert (tmp_path / "fp.npz.shards").read_text() == "not a folder"
+
+
+def test_api_errors_name_the_command_line_options(tmp_path):
+    common = ["find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--states", "4", "--docs", "4"]
+    r = _invoke(*common, "--slow-ratio", "inf")
+    assert r.exit_code == 1 and "option '--slow-ratio': got inf" in r.stderr and "argument" not in r.stderr
+    r = _invoke(*common, "--noise", "1e308")
+    assert r.exit_code == 1 and "the initial states (--states, --noise): holds NaN or Inf" in r.stderr
+    r = _invoke(*common, "--seed", "-5")
+    assert r.exit_code == 1 and "option '--seed': got -5" in r.stderr
+
+
+def test_running_out_of_memory_is_a_one_line_error(tmp_path):
+    r = _invoke("find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--states", "1000000000000", "--docs", "4")
+    assert r.exit_code == 1 and "Traceback" not in r.stderr
+    assert "fastfp: error: out of memory (" in r.stderr and "--states" in r.stderr
+    r = _invoke("find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--maxiter", "99999999999999999999")
+    assert r.exit_code == 2 and "--maxiter" in r.output

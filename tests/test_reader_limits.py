@@ -81,3 +81,20 @@ def test_safetensors_entries_may_not_share_bytes(tmp_path):
     path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * 8)
     with pytest.raises(FileFormatError, match="without gaps or overlap"):
         fastfp.read_safetensors(path)
+
+
+def test_a_safetensors_file_larger_than_memory_allows_is_refused_before_reading(tmp_path, monkeypatch):
+    # A 4 kB sparse file whose header declares one 8 GiB tensor: refused by its size, not read.
+    from fastfp import io_safetensors
+
+    header = {"w": {"dtype": "F32", "shape": [2 ** 31], "data_offsets": [0, 2 ** 33]}}
+    raw = json.dumps(header).encode()
+    path = tmp_path / "huge.safetensors"
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(raw)) + raw)
+        fh.truncate(8 + len(raw) + 2 ** 33)
+    monkeypatch.setattr(io_safetensors, "memory_limit_bytes", lambda: 4 << 30)
+    with pytest.raises(fastfp.MemoryLimitError, match=r"huge.safetensors: 8.00 GiB of safetensors .* 4.00 GiB"):
+        fastfp.read_safetensors(path)
+    with pytest.raises(fastfp.MemoryLimitError):
+        fastfp.load(path)

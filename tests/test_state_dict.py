@@ -158,6 +158,19 @@ def test_misspelt_bias_is_an_error_not_zeros():
     assert "absent (bias=False)" in m.params.source
 
 
+def test_one_bias_of_two_is_refused_in_torch_files_and_warned_elsewhere(tmp_path):
+    torch = pytest.importorskip("torch")
+    sd = torch.nn.GRU(3, 4).state_dict()
+    del sd["bias_hh_l0"]
+    torch.save(sd, tmp_path / "g.pt")
+    with pytest.raises(FileFormatError, match=r"has 'bias_ih_l0' but not 'bias_hh_l0'; expected both biases or neither"):
+        fastfp.load(tmp_path / "g.pt")
+    arrays = {k: v.numpy() for k, v in sd.items()}
+    with pytest.warns(UserWarning, match=r"has 'bias_ih_l0' but not 'bias_hh_l0'.*taken as zeros"):
+        m = fastfp.load(arrays, cell="gru")
+    assert_array_equal(m.params.b_hh, np.zeros(12))
+
+
 # ---------------------------------------------------------------------------- layers and heads
 def _stacked_sd(n_layers, bidirectional, rng):
     sd = {}
