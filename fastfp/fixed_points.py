@@ -13,7 +13,7 @@ import numpy as np
 from ._atomic import atomic_path
 from ._npz import json_object_entry, read_npz
 from ._validate import real_number
-from .errors import DTypeError, FastFPError, FileFormatError, InvalidOptionError, MemoryLimitError, ShapeError
+from .errors import ArgumentTypeError, DTypeError, FastFPError, FileFormatError, InvalidOptionError, MemoryLimitError, ShapeError
 from .status import CONVERGED, Q_TOLERANCE, SLOW_POINT, Status
 
 __all__ = ["FixedPoints", "concatenate", "FORMAT_VERSION"]
@@ -238,6 +238,9 @@ class FixedPoints:
 
         x = np.asarray(self.x, dtype=np.float64)
         inputs = np.asarray(self.inputs, dtype=np.float64)
+        if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer))
+                              or not 1 <= k < max(2, x.shape[1])):
+            raise InvalidOptionError(f"argument 'k': got {k!r}, expected None or an integer 1 <= k < N = {x.shape[1]}")
         if len(self) == 0:
             N, M = x.shape[1], inputs.shape[1]
             if k is not None:
@@ -403,6 +406,9 @@ def concatenate(parts) -> FixedPoints:
     parts = list(parts)
     if not parts:
         raise InvalidOptionError("argument 'parts': got an empty sequence, expected at least one FixedPoints")
+    for i, p in enumerate(parts):
+        if not isinstance(p, FixedPoints):
+            raise ArgumentTypeError(f"argument 'parts': item {i} is a {type(p).__name__}, expected a FixedPoints")
     kwargs = {}
     for f in fields(FixedPoints):
         if f.name == "metadata":

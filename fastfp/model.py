@@ -207,6 +207,44 @@ class Model:
         return "Model(" + ", ".join(parts) + ")"
 
 
+def _metadata_json(metadata) -> str:
+    """The metadata as JSON (NumPy scalars and arrays as numbers and lists), or an error naming the
+    first entry JSON cannot hold."""
+    def plain(obj):
+        if isinstance(obj, (np.generic, np.ndarray)):
+            return obj.tolist()
+        raise TypeError(type(obj).__name__)
+
+    try:
+        return json.dumps(metadata, default=plain)
+    except (TypeError, ValueError):
+        pass
+
+    def first_bad(obj, where):
+        if isinstance(obj, dict):
+            for key, value in obj.items():
+                if not isinstance(key, (str, int, float, bool)) and key is not None:
+                    return f"{where} has the key {key!r} ({type(key).__name__})"
+                bad = first_bad(value, f"{where}[{key!r}]")
+                if bad:
+                    return bad
+            return None
+        if isinstance(obj, (list, tuple)):
+            for i, value in enumerate(obj):
+                bad = first_bad(value, f"{where}[{i}]")
+                if bad:
+                    return bad
+            return None
+        try:
+            json.dumps(obj, default=plain)
+        except (TypeError, ValueError):
+            return f"{where} is a {type(obj).__name__}"
+        return None
+
+    raise ArgumentTypeError(f"argument 'model': {first_bad(metadata, 'metadata') or 'metadata'}, which the file's "
+                            "JSON metadata cannot hold; expected str, numbers, bools, None, lists and dicts")
+
+
 def save_params(path, model) -> None:
     """Write a ``Model`` (or bare ``RNNParams``) in fastfp's ``.npz`` layout (see module docs).
 
@@ -219,14 +257,17 @@ def save_params(path, model) -> None:
         model = Model(model)
     if not isinstance(model, Model):
         raise ArgumentTypeError(f"argument 'model': got {type(model).__name__}, expected a fastfp Model or RNNParams")
+    if not isinstance(path, (str, os.PathLike)):
+        raise ArgumentTypeError(f"argument 'path': got {type(path).__name__}, expected a str or os.PathLike")
     p = model.params
+    metadata_json = _metadata_json(model.metadata)
     arrays = {
         _KEY: np.array(PARAMS_FORMAT_VERSION),
         "cell": np.array(p.cell),
         "nonlinearity": np.array(p.nonlinearity),
         "w_ih": p.w_ih, "w_hh": p.w_hh, "b_ih": p.b_ih, "b_hh": p.b_hh,
         "source": np.array(p.source),
-        "metadata": np.array(json.dumps(model.metadata)),
+        "metadata": np.array(metadata_json),
     }
     for name in ("embedding", "readout_weight", "readout_bias"):
         value = getattr(model, name)

@@ -270,7 +270,10 @@ def find_fixed_points(
         :func:`part_speed_scale`). Default: 1 for every coordinate. The convergence test
         (``atol``), ``residual`` and ``q`` stay unscaled.
     max_norm : float
-        Points with ||h||_inf above this are stopped as ``DIVERGED``.
+        Points with ||h||_inf above this are stopped as ``DIVERGED``, whatever their residual.
+        (``adam``, whose steps are not held to the box that holds every root, also reports a
+        point outside it with a zero residual as ``DIVERGED``: a gate saturated to exactly 1.0
+        in floating point, no root.)
     max_step : float
         Trust radius: ``hybrid`` takes a Newton step only if ||delta||_inf <= max_step *
         max(1, ||h||_inf) and LM rejects (and damps more) steps longer than max_step; long
@@ -1120,11 +1123,11 @@ def _classify_residual(h, r, q, opts):
     rnorm = np.abs(r).max(axis=1)
     rules = [
         (~finite, st.NONFINITE),
+        (hnorm > opts["max_norm"], st.DIVERGED),  # whatever its residual: no root lies that far out
         (rnorm <= opts["atol"] + opts["rtol"] * hnorm, st.CONVERGED),
     ]
     if opts["tol_q"] is not None:
         rules.append((q <= opts["tol_q"], st.Q_TOLERANCE))
-    rules.append((hnorm > opts["max_norm"], st.DIVERGED))
     for mask, code in reversed(rules):
         out[mask] = code
     return out
@@ -1522,7 +1525,16 @@ def _adam(kernels, params, H0, X, method, opts, progress, metadata):
     if stopped_early:
         s[running] = st.BATCH_STOPPED  # overridden below where a point met a tolerance itself
     s[running & ~np.isfinite(result.q)] = st.NONFINITE
-    s[running & (hnorm > opts["max_norm"])] = st.DIVERGED
     s[running & (result.q <= opts["tol_q"])] = st.Q_TOLERANCE
-    s[running & (result.residual <= opts["atol"] + opts["rtol"] * hnorm)] = st.CONVERGED
+    converged = running & (result.residual <= opts["atol"] + opts["rtol"] * hnorm)
+    s[converged] = st.CONVERGED
+    # Adam steps are not held to the box that holds every root: out there a gate saturated to
+    # exactly 1.0 in floating point makes F(h) == h without a root (|h| ~ 5e6 was seen at a huge
+    # learning rate), so a "root" outside the box is none; beyond max_norm a point has diverged
+    # whatever its residual.
+    lower, upper = state_bounds(params)
+    slack = 1e-9 * np.maximum(1.0, np.abs(result.x))
+    outside = ((result.x < lower - slack) | (result.x > upper + slack)).any(axis=1)
+    s[converged & outside] = st.DIVERGED
+    s[running & np.isfinite(result.q) & (hnorm > opts["max_norm"])] = st.DIVERGED
     return result

@@ -351,3 +351,42 @@ def test_rollout_mask_wrong_shape_or_dtype(p, mask):
     # Current behaviour: a wrong dtype is reported as ShapeError ("expected bool of shape ...").
     with pytest.raises(ShapeError, match=r"'mask'.*bool.*\(2, 5\)"):
         fastfp.rollout(p, None, np.zeros((2, T, 3)), mask=mask)
+
+
+def test_adam_points_outside_the_root_box_are_diverged_not_converged():
+    # At a huge learning rate Adam throws the points to |h| ~ 5e6, where every gate is exactly 1.0
+    # in floating point and F(h) == h: a residual of 0 without a root (a GRU's roots have |h| < 1).
+    p = fastfp.RNNParams.random("gru", 16, 6, seed=0)
+    h0 = np.random.default_rng(0).normal(size=(4, 16))
+    fp = fastfp.find_fixed_points(p, h0, np.zeros(6), method="adam", adam_lr=1e6)
+    assert (np.abs(fp.x).max(axis=1) > 1e6).all()
+    F = fastfp.step(p, fp.x, np.zeros(6), backend="numpy")
+    assert (np.abs(F - fp.x).max(axis=1) <= 1e-10).mean() >= 0.5  # they do look like roots
+    assert (fp.status == fastfp.Status.DIVERGED).all(), fp.status
+
+
+@pytest.mark.parametrize("k", [-1, 0, 1.5, True, 4])
+def test_decompose_k_is_checked(k):
+    p = fastfp.RNNParams.random("gru", 4, 3, seed=0)
+    fp = fastfp.find_fixed_points(p, np.zeros((2, 4)), np.zeros(3))
+    with pytest.raises(fastfp.InvalidOptionError, match=r"argument 'k': got .*, expected None or an integer 1 <= k < N = 4"):
+        fp.decompose(p, k=k)
+
+
+def test_concatenate_names_a_part_that_is_no_fixed_points():
+    p = fastfp.RNNParams.random("gru", 4, 3, seed=0)
+    fp = fastfp.find_fixed_points(p, np.zeros((2, 4)), np.zeros(3))
+    with pytest.raises(fastfp.ArgumentTypeError, match="argument 'parts': item 1 is a int"):
+        fastfp.concatenate([fp, 3])
+
+
+def test_save_params_names_metadata_json_cannot_hold(tmp_path):
+    p = fastfp.RNNParams.random("gru", 4, 3, seed=0)
+    with pytest.raises(fastfp.ArgumentTypeError, match=r"metadata\['a'\]\['b'\]\[1\] is a set"):
+        fastfp.save_params(tmp_path / "m.npz", fastfp.Model(p, metadata={"a": {"b": [1, {1, 2}]}}))
+    assert not (tmp_path / "m.npz").exists()
+    with pytest.raises(fastfp.ArgumentTypeError, match="argument 'path': got int"):
+        fastfp.save_params(123, p)
+    # NumPy numbers and arrays are stored as JSON numbers and lists
+    fastfp.save_params(tmp_path / "m.npz", fastfp.Model(p, metadata={"k": np.array([1, 2]), "t": np.float32(0.5)}))
+    assert fastfp.load(tmp_path / "m.npz").metadata == {"k": [1, 2], "t": 0.5}
