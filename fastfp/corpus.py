@@ -70,7 +70,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from .errors import ArgumentTypeError, FileFormatError, InvalidOptionError
+from .errors import ArgumentTypeError, FileFormatError, InvalidOptionError, warn_user
 from .tasks import TaskData
 
 __all__ = [
@@ -673,8 +673,10 @@ def _sort_names(names) -> tuple:
 
 
 # --------------------------------------------------------------------------- split
-def _split(n: int, labels: np.ndarray, fraction: float, rng, stratify: bool) -> np.ndarray:
-    """Boolean (n,) mask of the test documents."""
+def _split(n: int, labels: np.ndarray, fraction: float, rng, stratify: bool, names=None) -> np.ndarray:
+    """Boolean (n,) mask of the test documents. Stratified, every class keeps at least one
+    document in training (a class the model never sees in training cannot be learnt), said in a
+    warning where that leaves a class out of the test split or shrinks it."""
     test = np.zeros(n, dtype=bool)
     if fraction == 0:
         return test
@@ -686,14 +688,17 @@ def _split(n: int, labels: np.ndarray, fraction: float, rng, stratify: bool) -> 
         return test
     classes = np.unique(labels)
     members = [np.flatnonzero(labels == k) for k in classes]
+    room = np.array([len(m) - 1 for m in members])  # one document of each class stays in training
+    wanted = n_test
+    n_test = min(n_test, int(room.sum()))
     quota = np.array([fraction * len(m) for m in members])
-    take = np.floor(quota).astype(np.int64)
-    frac = quota - take
+    take = np.minimum(np.floor(quota).astype(np.int64), room)
+    frac = quota - np.floor(quota)
     order = sorted(range(len(classes)), key=lambda i: (-frac[i], i))
     j = 0
     while take.sum() < n_test:
         i = order[j % len(order)]
-        if take[i] < len(members[i]):
+        if take[i] < room[i]:
             take[i] += 1
         j += 1
     while take.sum() > n_test:
@@ -701,6 +706,15 @@ def _split(n: int, labels: np.ndarray, fraction: float, rng, stratify: bool) -> 
         take[i] -= 1
     for m, t in zip(members, take):
         test[rng.permutation(m)[:t]] = True
+    label = (lambda k: repr(names[k])) if names is not None else (lambda k: f"class {k}")
+    alone = [label(int(k)) for k, m in zip(classes, members) if len(m) == 1]
+    if alone:
+        warn_user(f"argument 'test_fraction': {', '.join(alone)} {'has' if len(alone) == 1 else 'have'} one document, "
+                  "kept in training: the test split holds none of "
+                  + ("it" if len(alone) == 1 else "them"))
+    if n_test < wanted:
+        warn_user(f"argument 'test_fraction': {fraction} asks for {wanted} test documents; {n_test} leave every "
+                  "class a document in training")
     return test
 
 
@@ -895,7 +909,10 @@ def read_corpus(
                 docs[b] = toks[:max_length]
 
     # split
-    is_test = _split(n, y, float(test_fraction), rng, stratify=not multilabel)
+    if not multilabel and K < 2:
+        warn_user(f"{path_str}: every document has the label {label_names[0]!r}: one class, no classifier to train "
+                  "(reading it to analyse a model trained elsewhere is fine)" if K == 1 else f"{path_str}: no labels")
+    is_test = _split(n, y, float(test_fraction), rng, stratify=not multilabel, names=label_names)
     train_idx, test_idx = np.flatnonzero(~is_test), np.flatnonzero(is_test)
 
     if given_vocab is None:

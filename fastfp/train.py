@@ -714,6 +714,14 @@ def train_classifier(
             "callable rng -> TaskData"
         )
     V, C, multilabel = _task_info("task_data", first)
+    if not multilabel and np.unique(first.labels).size < 2:
+        names = first.params.get("label_names") if isinstance(first.params, dict) else None
+        only = int(first.labels[0])
+        raise InvalidOptionError(
+            f"argument 'task_data': every document has class {only}"
+            + (f" ({names[only]!r})" if names is not None and only < len(names) else "")
+            + ": a classifier needs documents of at least 2 classes"
+        )
     if eval_data is not None:
         Ve, Ce, mle = _task_info("eval_data", eval_data)
         if tuple(eval_data.vocab) != tuple(first.vocab):

@@ -176,6 +176,31 @@ def test_split_deterministic_disjoint_stratified():
         read_corpus(REVIEWS_CSV, test_fraction=1.0)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_split_keeps_every_class_in_training(tmp_path, seed):
+    path = tmp_path / "c.csv"
+    path.write_text("text,label\n" + "".join(f"good film {i},pos\nbad film {i},neg\n" for i in range(5))
+                    + "odd film,rare\n")
+    with pytest.warns(UserWarning, match="'rare' has one document, kept in training: the test split holds none of it"):
+        c = read_corpus(path, test_fraction=0.45, seed=seed)
+    assert set(c.train.labels.tolist()) == {0, 1, 2} and 2 not in c.test.labels.tolist()
+    assert c.test.n_docs == 5  # round(0.45 * 11)
+    # a fraction that would leave a class out of training is cut back, and said so
+    few = tmp_path / "few.csv"
+    few.write_text("text,label\ngood,pos\nbad,neg\ngreat,pos\nawful,neg\n")
+    with pytest.warns(UserWarning, match="asks for 3 test documents; 2 leave every class a document in training"):
+        c = read_corpus(few, test_fraction=0.99, seed=seed)
+    assert sorted(c.train.labels.tolist()) == [0, 1] and sorted(c.test.labels.tolist()) == [0, 1]
+
+
+def test_a_corpus_of_one_label_is_read_with_a_warning(tmp_path):
+    path = tmp_path / "one.csv"
+    path.write_text("text,label\ngood film,pos\ngreat film,pos\n")
+    with pytest.warns(UserWarning, match="every document has the label 'pos': one class, no classifier to train"):
+        c = read_corpus(path)
+    assert c.label_names == ("pos",) and c.train.n_docs == 2
+
+
 def test_taskdata_methods_and_wordcount_prediction():
     c = read_corpus(REVIEWS_CSV, test_fraction=0.2, seed=0)
     tr = c.train

@@ -473,3 +473,13 @@ def test_import_does_not_import_torch():
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
     assert issubclass(MissingDependencyError, ImportError)
+
+
+def test_a_classifier_needs_two_classes(tmp_path):
+    pytest.importorskip("torch")
+    path = tmp_path / "one.csv"
+    path.write_text("text,label\ngood film,pos\ngreat film,pos\nnice film,pos\n")
+    with pytest.warns(UserWarning, match="one class"):
+        c = fastfp.read_corpus(path)
+    with pytest.raises(InvalidOptionError, match=r"every document has class 0 \('pos'\): a classifier needs documents of at least 2"):
+        fastfp.train.train_classifier(c.train, hidden_size=4, steps=2)
