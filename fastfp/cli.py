@@ -41,6 +41,13 @@ def _cli_names(message: str, command) -> str:
         name = match.group(1)
         return options.get(name) or _ARGUMENT_AS_OPTION.get(name) or match.group(0)
 
+    def spell_two(match):
+        a, b = (options.get(n) for n in match.group(1, 2))
+        if a and b:
+            return f"options {a.split(' ', 1)[1]} and {b.split(' ', 1)[1]}"
+        return match.group(0)
+
+    message = re.sub(r"arguments '([A-Za-z_]\w*)' and '([A-Za-z_]\w*)'", spell_two, message)
     return re.sub(r"argument '([A-Za-z_][A-Za-z0-9_]*)'", spell, message)
 
 
@@ -348,7 +355,10 @@ def _read_corpus_for(model, corpus, n_docs, length):
         # read_corpus names its Python arguments; name the options instead.
         text = (str(exc).replace("pass on_error='skip' to drop them (they are then listed in Corpus.report)",
                                  "pass --skip-bad-rows to drop them")
-                .replace("pass text_column=... / label_column=...", "pass --text-column / --label-column"))
+                .replace("pass text_column=... / label_column=...", "pass --text-column / --label-column")
+                .replace("pass encoding='utf-16'", "pass --encoding utf-16")
+                .replace("give the file's encoding with encoding=...", "give the file's encoding with --encoding")
+                .replace("(pass encoding=... if the file is in another one)", "(pass --encoding if the file is in another one)"))
         raise FileFormatError(text) from None
     except InvalidOptionError as exc:
         if "the vocabulary has no '<unk>'" in str(exc):

@@ -383,6 +383,13 @@ def _ascii_compatible(encoding: str) -> bool:
 def _decode_lines(data: bytes, encoding: str, path: str) -> tuple[list[str], set[int]]:
     """Decoded physical lines (with their endings) and the set of 1-based lines that failed."""
     bad: set[int] = set()
+    if _ascii_compatible(encoding) and data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        # A UTF-16 byte-order mark: read byte by byte as an ASCII-compatible encoding, every line
+        # would be "undecodable", and the message would not say why.
+        raise FileFormatError(
+            f"{path}: starts with a UTF-16 byte-order mark ({data[:2].hex(' ')}), but is read as {encoding!r}; "
+            "pass encoding='utf-16'"
+        )
     if _ascii_compatible(encoding):
         raw = data.splitlines(keepends=True)
         lines = []
@@ -432,7 +439,7 @@ def _undecodable(encoding) -> str:
     return f"bytes that do not decode as {encoding!r} (pass encoding=... if the file is in another one)"
 
 
-def _iter_jsonl(lines, bad_lines, text_column, label_column, problems, encoding="utf-8"):
+def _iter_jsonl(lines, bad_lines, text_column, label_column, problems, encoding="utf-8", keys_seen=None):
     for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -457,6 +464,8 @@ def _iter_jsonl(lines, bad_lines, text_column, label_column, problems, encoding=
             hint = " (JSON Lines holds one object per line; a JSON array of objects is not read)" if isinstance(obj, list) else ""
             problems.append(Problem(i, "not_an_object", f"expected a JSON object, got {type(obj).__name__}{hint}"))
             continue
+        if keys_seen is not None:
+            keys_seen.update(obj)
         yield _Record(i, obj.get(text_column), obj.get(label_column), label_column in obj)
 
 
@@ -828,7 +837,22 @@ def read_corpus(
     suspects: list[Problem] = []
     counter = [0]
     if fmt == "jsonl":
-        gen = _iter_jsonl(lines, bad_lines, text_column, label_column, problems, encoding)
+        first = next((s for s in lines if s.strip()), "")
+        if first.strip() in ("[", "[{") or (first.lstrip().startswith("[") and not first.rstrip().endswith("]")):
+            raise FileFormatError(
+                f"{path_str}: line 1 opens a JSON array spread over lines; JSON Lines holds one object per line "
+                "(write each record as one line: {\"text\": ..., \"label\": ...})"
+            )
+        keys_seen: set = set()
+        gen = list(_iter_jsonl(lines, bad_lines, text_column, label_column, problems, encoding, keys_seen))
+        # A key that no record has is the wrong key, not a file of bad records.
+        absent = [k for k in (text_column, label_column) if gen and k not in keys_seen]
+        if absent:
+            shown = ", ".join(map(repr, sorted(keys_seen)[:12])) + (", ..." if len(keys_seen) > 12 else "")
+            raise FileFormatError(
+                f"{path_str}: no record has the key {' or '.join(map(repr, absent))} (keys: {shown}); "
+                "pass text_column=... / label_column=..."
+            )
     else:
         # The csv module refuses fields over 131072 characters by default (a process-wide limit);
         # a long document is valid CSV, so the limit is lifted to the file's size while reading.

@@ -749,3 +749,25 @@ def test_encode_texts_of_a_multilabel_task_model_gives_labels_per_output():
     assert e.labels.shape == (1, 3) and predict(m, e).shape == (1, 3) == predict(m, d)[:1].shape
     with pytest.raises(ArgumentTypeError, match="returned a str on text 0"):
         encode_texts(["a b"], model=m, tokenizer=lambda s: s)
+
+
+def test_jsonl_with_other_keys_names_the_keys_it_has(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps({"review": f"good {i}", "sentiment": "pos"}) + "\n" for i in range(30)))
+    with pytest.raises(FileFormatError, match=r"no record has the key 'text' or 'label' \(keys: 'review', 'sentiment'\); "
+                                              r"pass text_column=\.\.\. / label_column=\.\.\.$"):
+        read_corpus(path)
+    c = read_corpus(path, text_column="review", label_column="sentiment")
+    assert c.train.n_docs == 30
+
+
+def test_a_pretty_printed_json_array_and_utf16_say_what_to_do(tmp_path):
+    arr = tmp_path / "a.json"
+    arr.write_text(json.dumps([{"text": "good", "label": "pos"}, {"text": "bad", "label": "neg"}], indent=2))
+    with pytest.raises(FileFormatError, match="opens a JSON array spread over lines; JSON Lines holds one object per line"):
+        read_corpus(arr, format="jsonl")
+    u16 = tmp_path / "u.csv"
+    u16.write_bytes("text,label\nCafé good,pos\nbad,neg\n".encode("utf-16"))
+    with pytest.raises(FileFormatError, match=r"starts with a UTF-16 byte-order mark \(ff fe\).*pass encoding='utf-16'"):
+        read_corpus(u16)
+    assert read_corpus(u16, encoding="utf-16").train.n_docs == 2
