@@ -605,8 +605,11 @@ def readout_geometry(readout_weight) -> ReadoutGeometry:
             f"argument 'readout_weight': row {int(np.flatnonzero(norms == 0)[0])} is zero; an angle needs non-zero vectors"
         )
     U = W / norms[:, None]
-    cos = np.clip(U @ U.T, -1.0, 1.0)
-    angles = np.degrees(np.arccos(cos))
+    # atan2(|u - v|, |u + v|) = theta / 2 for unit u, v: accurate at every angle, where arccos of
+    # the cosine loses angles below ~1e-8 rad (and deviations from 180 deg) to rounding.
+    diff = np.linalg.norm(U[:, None, :] - U[None, :, :], axis=2)
+    plus = np.linalg.norm(U[:, None, :] + U[None, :, :], axis=2)
+    angles = np.degrees(2.0 * np.arctan2(diff, plus))
     np.fill_diagonal(angles, 0.0)
     C = W.shape[0]
     iu = np.triu_indices(C, k=1)

@@ -13,7 +13,8 @@ import numpy as np
 from ._atomic import atomic_path
 from ._npz import json_object_entry, read_npz
 from ._validate import real_number
-from .errors import ArgumentTypeError, DTypeError, FastFPError, FileFormatError, InvalidOptionError, MemoryLimitError, ShapeError
+from .errors import (ArgumentTypeError, DTypeError, FastFPError, FileFormatError, InvalidOptionError, MemoryLimitError,
+                     ShapeError, warn_user)
 from .status import CONVERGED, Q_TOLERANCE, SLOW_POINT, Status
 
 __all__ = ["FixedPoints", "concatenate", "FORMAT_VERSION"]
@@ -171,11 +172,13 @@ class FixedPoints:
 
     @property
     def n_unstable(self) -> np.ndarray:
-        """(B,) number of eigenvalues with |lambda| > 1 (0: stable, >= 1: saddle or source).
+        """(B,) number of eigenvalues with |lambda| > 1 (0: stable, >= 1: saddle or source; -1 where
+        the eigenvalues are not finite, a point that is neither).
 
         Counted among the eigenvalues kept: after ``decompose(k=...)`` a count of k means k or more.
         """
-        return (np.abs(self._need("eigvals")) > 1.0).sum(axis=1)
+        lam = np.abs(self._need("eigvals"))
+        return np.where(np.isfinite(lam).all(axis=1), (lam > 1.0).sum(axis=1), -1)
 
     def _need(self, name):
         value = getattr(self, name)
@@ -233,6 +236,8 @@ class FixedPoints:
             A copy with ``jacobian`` (B, N, N), ``eigvals`` (B, N) sorted by |lambda|
             descending, ``eigvecs_right`` R and ``eigvecs_left`` L (B, N, N; eigenvectors in
             columns, L^T R = I so that J = R diag(lambda) L^T) and ``input_jacobian`` (B, N, M).
+            Where J is defective or nearly so (R numerically singular) no left vectors exist that
+            satisfy both; a warning names such points.
         """
         from .dynamics import input_jacobian, jacobian
 
@@ -278,11 +283,21 @@ class FixedPoints:
         R = np.take_along_axis(R, order[:, None, :], axis=2)
         # Left eigenvectors as the rows of R^-1 (pinv where R is numerically singular), so that
         # L^T R = I holds exactly up to rounding.
+        singular = np.zeros(len(self), dtype=bool)
         try:
             Rinv = np.linalg.inv(R)
         except np.linalg.LinAlgError:
             Rinv = np.linalg.pinv(R)
+            singular = np.linalg.cond(R) > 1.0 / np.finfo(np.float64).eps  # the points pinv stood in for
         L = np.swapaxes(Rinv, 1, 2)
+        # R has unit columns, so an entry of R^-1 beyond 1/sqrt(eps) means cond(R) beyond it: J is
+        # defective or nearly so (a Jordan block), and no left vectors can be trusted there.
+        big = np.abs(L).max(axis=(1, 2), initial=0.0)
+        shaky = np.flatnonzero((big > 1.0 / np.sqrt(np.finfo(np.float64).eps)) | singular)
+        if shaky.size:
+            warn_user(f"decompose: at {shaky.size} of {len(self)} points the eigenvectors are nearly dependent (point "
+                      f"{int(shaky[0])}: max |L| {big[shaky[0]]:.2g}): J is defective or nearly so, and its left "
+                      "eigenvectors (and R diag(lambda) L^T) are not reliable there; its eigenvalues are")
         return replace(self, jacobian=J, eigvals=lam, eigvecs_right=R, eigvecs_left=L, input_jacobian=Jx)
 
     def _decompose_top(self, params, x, inputs, finite, k, tol, backend, memory_limit=None):

@@ -15,7 +15,7 @@ import numpy as np
 from ._linearize import linearize
 from ._validate import as_float_array, check_finite, check_params, prepare_inputs, state_size_text
 from .backends import get_kernels
-from .errors import InvalidOptionError, MemoryLimitError, ShapeError
+from .errors import InvalidOptionError, MemoryLimitError, ShapeError, warn_user
 
 __all__ = ["TopEigs", "top_eigs"]
 
@@ -34,11 +34,15 @@ class TopEigs:
         Left eigenvectors in columns (l^T J = lambda l^T), scaled so that l_i^T r_i = 1
         (``left=True`` only); NaN columns where no left pair matched (then ``converged`` is False).
     residual : ndarray, shape (B, k)
-        ||J r - lambda r||_2 of each right pair (Krylov-Schur's estimate).
+        ||J r - lambda r||_2 of each right pair as Krylov-Schur estimates it (from the Krylov
+        relation; near rounding it can read 0 where the true norm is ~1e-15).
     converged : ndarray of bool, shape (B,)
         Every wanted pair met ``tol`` (and, with ``left=True``, every left pair was found); False: the
         values are the best found within maxiter. A Krylov method cannot prove that no larger
-        eigenvalue was missed; the default Krylov dimension makes that unlikely.
+        eigenvalue was missed; the default Krylov dimension makes that unlikely, except for further
+        copies of an *exactly* repeated eigenvalue (units whose Jacobian rows are val * e_i, e.g.
+        gates saturated to 1.0 in floating point), of which one start vector finds only some:
+        a warning says so where an eigenvalue comes out repeated.
     nit : ndarray of int, shape (B,)
         J v products spent per point (twice that with ``left=True``).
     """
@@ -67,14 +71,15 @@ def top_eigs(params, h, x=None, *, k: int = 8, ncv: int | None = None, tol: floa
     Parameters
     ----------
     params : RNNParams
-    h : array_like, shape (B, N)
-        States (e.g. ``FixedPoints.x``); computed in float64.
+    h : array_like, shape (B, N) or (N,)
+        States (e.g. ``FixedPoints.x``); computed in float64. One state (N,) gives a result of
+        one row (B = 1).
     x : array_like, shape (M,) or (B, M), optional
         Inputs (``None``: zero).
     k : int
         Number of eigenvalues, 1 <= k < N.
     ncv : int, optional
-        Krylov dimension, k < ncv <= N (default max(2k + 1, k + 56), at most N: 64 for k = 8, which
+        Krylov dimension, min(N, 2k + 1) <= ncv <= N (default max(2k + 1, k + 56), at most N: 64 for k = 8, which
         took 1.3-2.1x less time than 40 with left vectors on random rank-2 GRU/LSTM roots at N =
         1024-2048, bench/RESULTS-krylov.md); memory B x ncv x N.
         A larger space converges faster where the eigenvalues near |lambda_k| are clustered.
@@ -170,8 +175,32 @@ def _top_eigs_chunk(params, H, X, k, m, tol, maxiter, left, backend, seed):
         vec_l, paired = _pair_left(right.eigvals, lres.eigvals, _host(lres.vectors), vec_r, tol)
         converged = converged & lres.converged & paired
         nit = nit + lres.nit
+    if m < N:  # a full-dimension Krylov space holds every copy
+        _warn_repeated(right.eigvals)
     return TopEigs(eigvals=right.eigvals, right=vec_r, left=vec_l, residual=right.residual,
                    converged=converged, nit=nit)
+
+
+def _warn_repeated(lam) -> None:
+    """Warn where an eigenvalue came out more than once: one Krylov start vector spans a single
+    direction of an exactly repeated eigenvalue's eigenspace, so further copies (units whose J
+    rows are val * e_i, as gates saturated to exactly 1.0 make them) can be missing."""
+    lam = np.asarray(lam)
+    if lam.shape[1] < 2:
+        return
+    gap = np.abs(lam[:, :, None] - lam[:, None, :])
+    near = gap <= 1e-10 * np.maximum(1.0, np.abs(lam))[:, :, None]
+    near &= ~np.eye(lam.shape[1], dtype=bool)[None]
+    hit = np.flatnonzero(near.any(axis=(1, 2)) & np.isfinite(lam).all(axis=1))
+    if hit.size:
+        b = int(hit[0])
+        value = lam[b][near[b].any(axis=1)][0]
+        value = value.real if value.imag == 0 else value
+        copies = int(near[b][near[b].any(axis=1)][0].sum()) + 1
+        warn_user(f"top_eigs: at {hit.size} of {lam.shape[0]} states an eigenvalue comes out repeated (state {b}: "
+                  f"{value:.6g} x{copies}); a Krylov run from one start vector finds only some copies of an exactly "
+                  "repeated eigenvalue, so counts of such modes may be short; the dense decomposition (decompose() "
+                  "without k) or ncv=N finds every copy")
 
 
 def _pair_left(lam_r, lam_l, vec_l, vec_r, tol):

@@ -613,3 +613,29 @@ def test_numbers_are_numbers(bad):
     with pytest.raises(fastfp.InvalidOptionError, match="argument 'variance': got"):
         fastfp.analysis.manifold_dimension(np.random.default_rng(0).normal(size=(10, 3)), variance=bad)
     assert integration_modes(lam, horizon=np.array(20.0)).n_modes[0] == 1  # a 0-d array holds a number
+
+
+@pytest.mark.parametrize("J", [[[0.8, 1.0, 0.0], [0.0, 0.8, 0.0], [0.0, 0.0, 0.3]],   # a Jordan block
+                               [[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]])  # nilpotent
+def test_decompose_warns_where_j_is_defective(J):
+    params = fastfp.RNNParams("vanilla", np.zeros((3, 1)), np.array(J))  # J(0) = W: tanh'(0) = 1
+    fp = fastfp.find_fixed_points(params, np.zeros((1, 3)), maxiter=0)
+    with pytest.warns(UserWarning, match="eigenvectors are nearly dependent.*left eigenvectors .* are not reliable"):
+        d = fp.decompose(params)
+    np.testing.assert_allclose(np.sort(np.abs(d.eigvals[0])), np.sort(np.abs(np.linalg.eigvals(np.array(J)))), atol=1e-7)
+
+
+@pytest.mark.parametrize("theta", [1e-9, 1e-6, 0.3, np.pi - 1e-8])
+def test_readout_angles_are_accurate_at_every_angle(theta):
+    W = np.array([[1.0, 0.0, 0.0], [np.cos(theta), np.sin(theta), 0.0]]) * [[2.0], [0.5]]
+    g = readout_geometry(W)
+    np.testing.assert_allclose(g.pairwise, [np.degrees(theta)], rtol=1e-7)
+    np.testing.assert_allclose(g.max_deviation, abs(np.degrees(theta) - 180.0), rtol=1e-6)
+
+
+def test_a_point_without_finite_eigenvalues_is_neither_stable_nor_counted_stable():
+    params = fastfp.RNNParams("vanilla", np.zeros((3, 1)), np.diag([0.5, 1.5, 0.2]))
+    fp = fastfp.find_fixed_points(params, np.zeros((2, 3)), maxiter=0).decompose(params)
+    fp.eigvals[1] = np.nan
+    np.testing.assert_array_equal(fp.n_unstable, [1, -1])
+    np.testing.assert_array_equal(fp.is_stable, [False, False])

@@ -385,3 +385,22 @@ def test_operator_takes_each_subset_even_of_equal_size():
         expected = np.einsum("bij,bj->bi", J[idx], Vi) - Vi
         np.testing.assert_allclose(op(idx, Vi), expected, atol=1e-13)
         np.testing.assert_allclose(op(idx, Vi), expected, atol=1e-13)  # the same index array again
+
+
+def test_top_eigs_warns_where_an_exactly_repeated_eigenvalue_may_be_short():
+    # J = diag(1 x10, 0.8 .. 0.1) planted at h = 0 (tanh'(0) = 1, no input): one start vector
+    # spans one direction of the ten-fold eigenvalue 1, and Krylov-Schur finds only some copies.
+    N = 100
+    W = np.diag(np.r_[[1.0] * 10, np.linspace(0.8, 0.1, N - 10)])
+    p = fastfp.RNNParams("vanilla", np.zeros((N, 1)), W)
+    with pytest.warns(UserWarning, match=r"an eigenvalue comes out repeated \(state 0: 1 x\d+\).*ncv=N finds every copy"):
+        te = top_eigs(p, np.zeros((1, N)), k=12)
+    assert 1 < np.isclose(np.abs(te.eigvals[0]), 1.0).sum() < 10  # the shortfall the warning is about
+    full = top_eigs(p, np.zeros((1, N)), k=12, ncv=N)  # no warning: the whole space
+    assert np.isclose(np.abs(full.eigvals[0]), 1.0).sum() == 10
+    # distinct eigenvalues: no warning
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        top_eigs(fastfp.RNNParams("vanilla", np.zeros((N, 1)), np.diag(np.linspace(0.99, 0.1, N))), np.zeros((1, N)), k=8)
