@@ -178,6 +178,12 @@ class _WeightsPath(click.Path):
         return super().convert(value, param, ctx)
 
 
+def _percent(fraction: float) -> str:
+    """'67.7%', and two significant digits below 0.1% ('0.049%', never a 0.0% of something)."""
+    p = 100.0 * fraction
+    return f"{p:.1f}%" if p >= 0.1 or p == 0 else f"{p:.2g}%"
+
+
 def _output_problem(output, inputs):
     """Why an output path cannot be written before any work is done, or None: a folder that is
     missing or not writable, a folder or device at the path, or one of the command's input files."""
@@ -381,7 +387,7 @@ def _read_corpus_for(model, corpus, n_docs, length):
         # Shown even with -q: words the model never saw all read as one <unk> row.
         n_unk = rep.n_unk_train + rep.n_unk_test
         click.echo(f"fastfp: note: {corpus}: {n_unk} of {corpus_data.n_tokens_train} tokens "
-                   f"({100 * corpus_data.unknown_fraction:.1f}%) are not in the model's vocabulary and read as <unk>",
+                   f"({_percent(corpus_data.unknown_fraction)}) are not in the model's vocabulary and read as <unk>",
                    err=True)
         trained = model.metadata.get("task") if isinstance(model.metadata.get("task"), dict) else {}
         record = (trained.get("params") or {}) if trained.get("name") == "corpus" else {}

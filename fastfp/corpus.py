@@ -674,6 +674,19 @@ def _warn_numeric_aliases(path: str, names) -> None:
         )
 
 
+def _warn_case_aliases(path: str, names) -> None:
+    """Warn when label strings differ only in letter case ('Neg', 'neg'): different classes, which
+    is rarely what the file meant."""
+    by_key: dict = {}
+    for name in names:
+        by_key.setdefault(name.casefold(), []).append(name)
+    aliases = [group for group in by_key.values() if len(group) > 1]
+    if aliases:
+        shown = "; ".join(" / ".join(map(repr, g)) for g in aliases[:3])
+        warn_user(f"{path}: labels {shown} differ only in case but are read as different classes; write them one "
+                  "way, or pass labels=[...] to list the classes")
+
+
 def _sort_names(names) -> tuple:
     names = list(names)
     if names and all(_INT_RE.fullmatch(s) for s in names):
@@ -913,6 +926,7 @@ def read_corpus(
     # labels
     if label_names is None:
         label_names = _sort_names({s for names in doc_labels for s in names})
+        _warn_case_aliases(path_str, label_names)  # (labels given by the caller are as meant)
     _warn_numeric_aliases(path_str, label_names)
     index = {s: i for i, s in enumerate(label_names)}
     n, K = len(docs), len(label_names)

@@ -546,6 +546,14 @@ class TrainResult:
     accuracy: float | None = None
     module: Any = field(default=None, repr=False)
 
+    def __repr__(self) -> str:
+        # The history holds a number per step (150k characters for 6000 steps): summarised.
+        p = self.model.params
+        acc = "None" if self.accuracy is None else f"{self.accuracy:.4f}"
+        lengths = ", ".join(f"{k}: {len(v)}" for k, v in self.history.items())
+        return (f"TrainResult(model=<{p.cell}-{p.hidden_size}, {p.input_size} inputs>, steps={self.steps}, "
+                f"seconds={self.seconds:.1f}, accuracy={acc}, history=<{lengths}>)")
+
 
 def _batches_from_data(data: TaskData, batch_size: int, rng: np.random.Generator):
     """Endless batches of index arrays: a fresh permutation per epoch, consecutive slices of it."""

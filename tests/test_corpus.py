@@ -771,3 +771,11 @@ def test_a_pretty_printed_json_array_and_utf16_say_what_to_do(tmp_path):
     with pytest.raises(FileFormatError, match=r"starts with a UTF-16 byte-order mark \(ff fe\).*pass encoding='utf-16'"):
         read_corpus(u16)
     assert read_corpus(u16, encoding="utf-16").train.n_docs == 2
+
+
+def test_labels_differing_only_in_case_are_warned(tmp_path):
+    path = tmp_path / "case.csv"
+    path.write_text("text,label\ngood,pos\nbad,Neg\nfine,POS\nawful,neg\n")
+    with pytest.warns(UserWarning, match=r"labels 'Neg' / 'neg'; 'POS' / 'pos' differ only in case"):
+        c = read_corpus(path)
+    assert len(c.label_names) == 4

@@ -483,3 +483,11 @@ def test_a_classifier_needs_two_classes(tmp_path):
         c = fastfp.read_corpus(path)
     with pytest.raises(InvalidOptionError, match=r"every document has class 0 \('pos'\): a classifier needs documents of at least 2"):
         fastfp.train.train_classifier(c.train, hidden_size=4, steps=2)
+
+
+def test_a_train_result_prints_in_one_short_line():
+    pytest.importorskip("torch")
+    d = tasks.categorical(64, n_classes=2, length=10, seed=0)
+    r = fastfp.train.train_classifier(d, hidden_size=4, steps=30, seed=0, eval_data=d, eval_every=10)
+    text = repr(r)
+    assert len(text) < 250 and "\n" not in text and f"steps={r.steps}" in text and "loss: 30" in text
