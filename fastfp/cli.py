@@ -383,12 +383,22 @@ def _read_corpus_for(model, corpus, n_docs, length):
     if rep.n_skipped:
         click.echo(f"fastfp: note: {corpus}: {rep.n_skipped} bad record(s) skipped (--skip-bad-rows); first: "
                    f"{rep.problems[0]}", err=True)
-    if "model" in kwargs and corpus_data.unknown_fraction > 0:
+    data = corpus_data.train
+    if n_docs is not None and n_docs < data.n_docs:
+        # The first --docs documents, padded to their own longest (not the file's).
+        width = int(data.lengths[:n_docs].max())
+        data = type(data)(tokens=data.tokens[:n_docs, :width], lengths=data.lengths[:n_docs],
+                          labels=data.labels[:n_docs], vocab=data.vocab, evidence=data.evidence, name=data.name,
+                          params=dict(data.params, first_docs=int(n_docs)))
+    unk = data.vocab.index("<unk>") if "<unk>" in data.vocab else None
+    kept = np.asarray(data.tokens)[data.mask()]
+    n_unk = int((kept == unk).sum()) if unk is not None else 0
+    share = n_unk / kept.size if kept.size else 0.0
+    if "model" in kwargs and share > 0:
         # Shown even with -q: words the model never saw all read as one <unk> row.
-        n_unk = rep.n_unk_train + rep.n_unk_test
-        click.echo(f"fastfp: note: {corpus}: {n_unk} of {corpus_data.n_tokens_train} tokens "
-                   f"({_percent(corpus_data.unknown_fraction)}) are not in the model's vocabulary and read as <unk>",
-                   err=True)
+        used = f" (the first {n_docs} documents)" if "first_docs" in data.params else ""
+        click.echo(f"fastfp: note: {corpus}{used}: {n_unk} of {kept.size} tokens ({_percent(share)}) are not in the "
+                   "model's vocabulary and read as <unk>", err=True)
         trained = model.metadata.get("task") if isinstance(model.metadata.get("task"), dict) else {}
         record = (trained.get("params") or {}) if trained.get("name") == "corpus" else {}
         # A model trained on a corpus read with a small vocabulary saw its <unk> share in training:
@@ -398,17 +408,20 @@ def _read_corpus_for(model, corpus, n_docs, length):
         capped = record.get("vocab") == "built" and (record.get("max_vocab") is not None
                                                      or (record.get("min_count") or 1) > 1)
         limit = 0.5 if seen is None and not capped else (max(0.5, float(seen) + 0.25) if seen is not None else 1.0)
-        if corpus_data.unknown_fraction > limit:
+        if share > limit:
             raise InvalidOptionError(
-                f"--corpus: {100 * corpus_data.unknown_fraction:.0f}% of the tokens of {corpus} are unknown to the "
+                f"--corpus: {100 * share:.0f}% of the tokens of {corpus}{used} are unknown to the "
                 "model" + (f" ({100 * seen:.0f}% in the corpus it was trained on)" if seen is not None else "")
                 + ": this is not text of the model's vocabulary (another tokenizer, language or corpus?)"
             )
-    data = corpus_data.train
-    if n_docs is not None and n_docs < data.n_docs:
-        idx = np.arange(n_docs)
-        data = type(data)(tokens=data.tokens[idx], lengths=data.lengths[idx], labels=data.labels[idx], vocab=data.vocab,
-                          evidence=data.evidence, name=data.name, params=dict(data.params, first_docs=int(n_docs)))
+    longest, median = int(data.lengths.max()), float(np.median(data.lengths))
+    if longest > 8 * max(median, 1.0) and longest > 200:
+        # Every document is padded to the longest: memory and time follow it, not the typical one.
+        click.echo(f"fastfp: note: {corpus}: the longest document has {longest} tokens, the median {median:g}; "
+                   "every document is padded to the longest (--length N truncates them)", err=True)
+    if rep.n_truncated:
+        click.echo(f"fastfp: note: {corpus}: {rep.n_truncated} document(s) truncated at --length {length} "
+                   f"({rep.n_tokens_truncated} tokens dropped)", err=True)
     return data
 
 
@@ -598,7 +611,8 @@ def _data_options(f):
     f = click.option("--length", type=click.IntRange(min=1), default=None,
                      help="Document length (default: the model's task, else 50); with --corpus, truncate documents to it.")(f)
     f = click.option("--docs", "n_docs", type=click.IntRange(min=1), default=None,
-                     help="Documents to roll out (default 256; with --corpus, all of them, or the first --docs).")(f)
+                     help="Documents to roll out (default 256; with --corpus, all of them, or the first --docs: "
+                          "the whole file is still read and checked).")(f)
     f = click.option("--corpus", type=click.Path(exists=True, dir_okay=False),
                      help="A CSV / JSON Lines corpus (fastfp.read_corpus) as the input data, read with the model's "
                           "vocabulary and, for a model trained on a corpus, its recorded label names and casing.")(f)
@@ -1364,8 +1378,15 @@ def _word_list(path, option) -> list:
             ids = sorted(items.values()) if all(isinstance(v, int) and not isinstance(v, bool)
                                                 for v in items.values()) else None
             if ids != list(range(len(items))):
+                detail = ""
+                if ids is not None:
+                    missing = sorted(set(range(len(items))) - set(ids))
+                    extra = sorted({i for i in ids if not 0 <= i < len(items)} | {i for i in ids if ids.count(i) > 1})
+                    detail = "; " + "; ".join(t for t in (f"missing id(s) {missing[:5]}" if missing else "",
+                                                          f"id(s) {extra[:5]} out of range or repeated" if extra else "")
+                                              if t)
                 raise FileFormatError(f"{option} {path}: a JSON object must map each token to its id, "
-                                      f"0..{len(items) - 1} once each")
+                                      f"0..{len(items) - 1} once each{detail}")
             return sorted(items, key=items.get)
         if not isinstance(items, list) or not all(isinstance(t, str) for t in items):
             raise FileFormatError(f"{option} {path}: expected a JSON list of strings or an object {{token: id}}")
@@ -1395,8 +1416,8 @@ def _word_list(path, option) -> list:
 @click.option("--embedding-key", type=str, default=None, metavar="KEY",
               help="State-dict key of the embedding (V, M) when fastfp's guess misses; 'none' for no embedding.")
 @click.option("--vocab", "vocab_file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="The tokenizer's vocabulary: one token per line (or a .json list), line i naming embedding row i; "
-                   "needed to read text (--corpus) with the model.")
+              help="The tokenizer's vocabulary: one token per line (or a .json list, or a .json object {token: id}), "
+                   "line i naming embedding row i; needed to read text (--corpus) with the model.")
 @click.option("--labels", "labels_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="The readout's outputs in order, one label string per line (or a .json list), as they appear in "
                    "a corpus' label column (with --vocab).")
@@ -1428,11 +1449,18 @@ def convert(weights, output, cell, layer, direction, key_prefix, nonlinearity, e
     if vocab_file is not None:
         from .errors import FastFPError
 
+        import warnings
+
         try:
-            model = model.with_vocab(_word_list(vocab_file, "--vocab"),
-                                     labels=None if labels_file is None else _word_list(labels_file, "--labels"),
-                                     lowercase=False if cased else None, multilabel=True if multilabel else None,
-                                     unk=unk)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                model = model.with_vocab(_word_list(vocab_file, "--vocab"),
+                                         labels=None if labels_file is None else _word_list(labels_file, "--labels"),
+                                         lowercase=False if cased else None, multilabel=True if multilabel else None,
+                                         unk=unk)
+            for w in caught:
+                click.echo("fastfp: warning: " + str(w.message).replace("argument 'vocab'", f"--vocab {vocab_file}")
+                           .replace("pass lowercase=False", "pass --cased"), err=True)
         except FastFPError as exc:
             text = (str(exc).replace("argument 'vocab'", f"--vocab {vocab_file}")
                     .replace("argument 'labels'", f"--labels {labels_file}").replace("argument 'unk'", "--unk"))

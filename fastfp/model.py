@@ -32,7 +32,7 @@ import numpy as np
 from ._atomic import atomic_path
 from ._npz import json_object_entry, read_npz, text_entry
 from ._validate import as_float_array, check_finite
-from .errors import ArgumentTypeError, DTypeError, FastFPError, FileFormatError, InvalidOptionError, ShapeError
+from .errors import ArgumentTypeError, DTypeError, FastFPError, FileFormatError, InvalidOptionError, ShapeError, warn_user
 from .params import RNNParams
 
 __all__ = ["Model", "save_params", "load_params", "PARAMS_FORMAT_VERSION"]
@@ -162,6 +162,14 @@ class Model:
                 record[name] = bool(value)
             record.setdefault(name, default)
         record["vocab"] = "attached (Model.with_vocab)"
+        if record["lowercase"]:
+            # Lowercased text never matches an upper-case token: a cased tokenizer's vocabulary
+            # attached as lowercased leaves those rows unreachable.
+            cased = [t for t in vocab if t != t.lower() and not (t[:1] in "<[" and t[-1:] in ">]")]
+            if cased:
+                warn_user(f"argument 'vocab': {len(cased)} of {len(vocab)} tokens hold upper-case letters (e.g. "
+                          f"{', '.join(map(repr, cased[:3]))}), which lowercased text never matches; pass "
+                          "lowercase=False if the tokenizer kept case")
         # A corpus record: this model reads text (a synthetic task's words would all be <unk>).
         metadata = {**self.metadata, "task": {**old, "name": "corpus", "params": record}}
         return replace(self, vocab=tuple(vocab), metadata=metadata)

@@ -230,6 +230,23 @@ def test_find_notes_task_ids_read_as_embedding_rows_without_a_vocabulary(tmp_pat
     assert "--vocab vocab.txt [--labels labels.txt]" in r.stderr and not (tmp_path / "fp3.npz").exists()
 
 
+def test_convert_warns_of_cased_tokens_and_names_gaps_in_an_id_map(tmp_path):
+    words = ["<pad>", "[UNK]", "Good", "bad", "movie", "the", "plot", "Great", "awful", "fine"]
+    (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n")
+    args = ["convert", DATA / "torch_gru_classifier.pt", "-o", tmp_path / "m.npz", "--vocab", tmp_path / "vocab.txt",
+            "--unk", "[UNK]"]
+    r = _invoke(*args)
+    assert r.exit_code == 0, r.stderr
+    assert "2 of 10 tokens hold upper-case letters (e.g. 'Good', 'Great')" in r.stderr and "pass --cased" in r.stderr
+    r = _invoke(*args, "--cased")
+    assert r.exit_code == 0 and "upper-case" not in r.stderr
+    ids = {w: i for i, w in enumerate(w.lower() for w in words)}
+    ids["fine"] = 12  # id 9 missing, 12 out of range
+    (tmp_path / "vocab.json").write_text(json.dumps(ids))
+    r = _invoke("convert", DATA / "torch_gru_classifier.pt", "-o", tmp_path / "m.npz", "--vocab", tmp_path / "vocab.json")
+    assert r.exit_code == 1 and "0..9 once each; missing id(s) [9]; id(s) [12] out of range or repeated" in r.stderr
+
+
 def test_convert_attaches_a_vocabulary_and_labels_that_corpora_are_read_with(tmp_path):
     # The torch fixture's embedding has 10 rows; name them, and its 3 outputs.
     words = ["<pad>", "<unk>", "good", "bad", "movie", "the", "plot", "great", "awful", "fine"]
@@ -789,6 +806,25 @@ def test_corpus_with_as_many_unknown_words_as_in_training_is_read(tmp_path):
         fastfp.save_params(m, model)
         r = _invoke("-q", "find", m, "-o", tmp_path / "fp.npz", "--corpus", tmp_path / "train.csv", "--states", "4")
         assert (r.exit_code == 1 and "unknown to the model" in r.stderr) if refused else r.exit_code == 0, r.stderr
+
+
+def test_corpus_notes_describe_the_documents_used(tmp_path):
+    m = _corpus_model(tmp_path)
+    corpus = tmp_path / "c.csv"
+    # the first two documents hold 1 unknown word of 5; the file's long last one many more
+    corpus.write_text("text,label\ngood film,pos\nbad the xyzzy,neg\n" + "foo " * 300 + "good,pos\n")
+    r = _invoke("-q", "find", m, "-o", tmp_path / "fp.npz", "--corpus", corpus, "--states", "4", "--docs", "2")
+    assert r.exit_code == 0, r.stderr
+    assert "c.csv (the first 2 documents): 1 of 5 tokens (20.0%) are not in the model's vocabulary" in r.stderr
+    assert "longest document" not in r.stderr
+    r = _invoke("-q", "find", m, "-o", tmp_path / "fp.npz", "--corpus", corpus, "--states", "4")
+    assert r.exit_code == 1 and "unknown to the model" in r.stderr  # 301 of 306 over the whole file
+    many = tmp_path / "m.csv"
+    many.write_text("text,label\n" + "good film the,pos\n" * 20 + ("good " * 400) + ",neg\n")
+    r = _invoke("-q", "find", m, "-o", tmp_path / "fp.npz", "--corpus", many, "--states", "4")
+    assert r.exit_code == 0 and "the longest document has 400 tokens, the median 3; every document is padded" in r.stderr
+    r = _invoke("-q", "find", m, "-o", tmp_path / "fp.npz", "--corpus", many, "--states", "4", "--length", "10")
+    assert r.exit_code == 0 and "1 document(s) truncated at --length 10 (390 tokens dropped)" in r.stderr
 
 
 def test_corpus_of_a_one_hot_model_with_a_vocabulary_uses_it(tmp_path):
