@@ -310,10 +310,10 @@ def find_fixed_points(
         slow-manifold mode (``slow_ratio``) it runs the same Levenberg-Marquardt iteration with
         the damped normal equations solved by batched conjugate gradients on J v and J^T w
         products (memory O(N) per point); on the CPU backends, with one shared input, at least
-        128 points and N <= 1024, a pilot LM solve of 16 of the starts first finds slow points
-        and CG is preconditioned by the inverse of the damped normal matrix at the one nearest
-        each point (``metadata['preconditioner_points']``; on the trained GRU-256 at 'the',
-        J v products per point 253 -> 72, the pilot's included). ``'auto'`` picks matrix-free for N >= 128 (where both
+        128 points and N <= 1024, a short pilot LM run of 16 of the starts first finds points
+        near where they go and CG is preconditioned by the inverse of the damped normal matrix
+        at the one nearest each point (``metadata['preconditioner_points']``; on the trained
+        GRU-256 at 'the', J v products 3.6x fewer, the pilot's included, and 1.5x less time). ``'auto'`` picks matrix-free for N >= 128 (where both
         measure faster, see bench/RESULTS-krylov.md) or when not even one dense point fits in
         ``memory_limit``, dense otherwise; with N <= 1024 the points matrix-free leaves
         unconverged (max iterations, diverged, singular, no decrease) are solved again with the
@@ -1360,6 +1360,7 @@ def _matrix_free_lm(kernels, params, H0, X, opts, progress, metadata):
 # Each root costs a dense N x N Jacobian and inverse and its O(N^3) inversion: up to
 # PRECONDITION_MAX_ROOTS of them (fewer where memory is short), and only up to PRECONDITION_MAX_N.
 PILOT_POINTS = 32
+LM_PILOT_MAXITER = 10
 LM_PILOT_POINTS = 16  # trained GRU-256, 256 starts: a 32-point pilot cost 47 of 104 products per point; structured GRU-512: an 8-point pilot found 4 points, 103k products against 47k
 PRECONDITION_RADIUS = np.inf
 PRECONDITION_MAX_N = 1024
@@ -1413,14 +1414,15 @@ def _root_preconditioner(kernels, params, H0, X, opts, step, w, lin_fn, forward)
 
 def _lm_preconditioner(kernels, params, H0, X, opts, step, w, lin_fn):
     """(RootPreconditioner or None, J v products of the pilot) for the matrix-free LM: a pilot LM
-    solve of LM_PILOT_POINTS of the starts, and at up to PRECONDITION_MAX_ROOTS of its distinct end
-    points (slow points or roots) the float32 inverse of the damped normal matrix
+    run of LM_PILOT_POINTS of the starts for at most LM_PILOT_MAXITER iterations, and at up to
+    PRECONDITION_MAX_ROOTS of its distinct finite end points the float32 inverse of the damped normal matrix
     A^T A + mu0 I (A = J - I; mu0 the damping floor slow_ratio^2, else 1e-3 max diag A^T A, the
     dense LM's first damping). For one shared input, at least 4 x PILOT_POINTS points and
     N <= PRECONDITION_MAX_N, as the root preconditioner; None when none applies.
 
-    Measured on the trained GRU-256 at 'the' (128 starts, slow_ratio 0.05): CG iterations per LM
-    step 25 -> 5 and J v products per point 207 -> 50, the same slow points found."""
+    Measured on the trained GRU-256 at 'the' (256 starts, slow_ratio 0.05): CG iterations per LM
+    step 25 -> 5 on average, J v products 64.7k -> 18.2k with the pilot's, the same plane of slow
+    points found (bench/RESULTS-krylov.md)."""
     from ._lm_krylov import lm_krylov
     from ._newton_krylov import RootPreconditioner
 
@@ -1431,11 +1433,14 @@ def _lm_preconditioner(kernels, params, H0, X, opts, step, w, lin_fn):
     # a tenth of the memory the solver may use by default.
     max_points = min(PRECONDITION_MAX_ROOTS, int(0.1 * _default_memory_limit(None) // (28 * N * N)))
     pick = np.linspace(0, B - 1, LM_PILOT_POINTS).astype(int)
+    # The centres need only lie near where the points go, not on it: a few LM iterations take the
+    # pilot there (its hard starts otherwise cost more small-batch products than the main solve).
+    pilot_opts = dict(opts, maxiter=min(opts["maxiter"], LM_PILOT_MAXITER))
     h, status, _, n_matvec = lm_krylov(step, w, params.cell_code, params.nonlinearity_code, H0[pick], X,
-                                       state_bounds(params), opts, linearize_fn=lin_fn)
+                                       state_bounds(params), pilot_opts, linearize_fn=lin_fn)
     spent = int(n_matvec.sum())
     distinct = []
-    for point in h[np.isin(status, (st.SLOW_POINT, st.CONVERGED))]:
+    for point in h[np.isin(status, (st.SLOW_POINT, st.CONVERGED, st.MAX_ITER)) & np.isfinite(h).all(axis=1)]:
         if len(distinct) < max_points and all(np.abs(point - o).max() > 1e-6 for o in distinct):
             distinct.append(point)
     if not distinct:
