@@ -1485,14 +1485,15 @@ def convert(weights, output, cell, layer, direction, key_prefix, nonlinearity, e
 
 
 @main.command()
-@click.option("--quick", "size", flag_value="quick", help="Smallest grid (one cell, one size; about a second).")
-@click.option("--full", "size", flag_value="full", help="Larger grid (four cells, H up to 512; 10-20 s on 2 cores).")
-@click.option("--repeats", type=click.IntRange(min=1), default=None, help="Timed repeats per case (default 3 / 5 / 7).")
+@click.option("--quick", is_flag=True, help="Smallest grid (one cell, one size; about a second).")
+@click.option("--full", is_flag=True, help="Larger grid (four cells, H up to 512; 10-20 s on 2 cores).")
+@click.option("--repeats", type=click.IntRange(min=1, max=1000), default=None,
+              help="Timed repeats per case (default 3 / 5 / 7).")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True)
 @click.option("--reference", is_flag=True, help="Also time the NumPy reference backend (step, Jacobian).")
 @click.option("--json", "as_json", is_flag=True, help="Print the machine and the rows as JSON.")
 @_progress_option
-def bench(size, repeats, dtype, reference, as_json, force_progress) -> None:
+def bench(quick, full, repeats, dtype, reference, as_json, force_progress) -> None:
     """A quick timing table of step, Jacobian and solve on this machine.
 
     Random layers (PyTorch's initialisation), B states with N = H (2H for the LSTM); every case is
@@ -1503,7 +1504,9 @@ def bench(size, repeats, dtype, reference, as_json, force_progress) -> None:
 
     from . import _bench
 
-    size = size or "default"
+    if quick and full:
+        raise click.UsageError("options '--quick' and '--full' exclude each other")
+    size = "quick" if quick else "full" if full else "default"
     backends = ("cpu", "numpy") if reference else ("cpu",)
     gpu = _bench.gpu_status()
     if gpu == "available":

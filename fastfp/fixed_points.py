@@ -241,6 +241,7 @@ class FixedPoints:
         """
         from .dynamics import input_jacobian, jacobian
 
+        _check_same_network(self.metadata.get("params_signature"), params)
         x = np.asarray(self.x, dtype=np.float64)
         inputs = np.asarray(self.inputs, dtype=np.float64)
         if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer))
@@ -414,6 +415,19 @@ class FixedPoints:
             return cls(**kwargs)
         except FastFPError as exc:
             raise FileFormatError(f"{where}: {exc}") from None
+
+
+def _check_same_network(recorded, params) -> None:
+    """Warn when ``params`` are not the network the points were found with (their eigenvalues
+    would describe another network); float32 and float64 copies of one network agree."""
+    if not isinstance(recorded, list) or len(recorded) != 13 or not hasattr(params, "signature"):
+        return
+    now = params.signature()
+    same = recorded[0] == now[0] and np.allclose(np.asarray(recorded[1:], float), np.asarray(now[1:], float),
+                                                 rtol=1e-5, atol=1e-6)
+    if not same:
+        warn_user("decompose: argument 'params' is not the network these points were found with (its weights "
+                  "differ); the eigenvalues describe the params given")
 
 
 def concatenate(parts) -> FixedPoints:

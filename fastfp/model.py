@@ -104,6 +104,12 @@ class Model:
                 raise InvalidOptionError(f"argument 'vocab': lists the token {dup!r} twice, expected distinct tokens")
             if any("\x00" in t for t in vocab):  # NumPy's str arrays would drop it on saving
                 raise InvalidOptionError("argument 'vocab': a token holds the character NUL ('\\x00')")
+            if any(t == "" for t in vocab):
+                raise InvalidOptionError("argument 'vocab': holds an empty token, expected non-empty token strings")
+            if self.embedding is None and len(vocab) != p.input_size:
+                # one-hot inputs: token i is input column i
+                raise ShapeError(f"argument 'vocab': got {len(vocab)} tokens, expected {p.input_size} (the input size: "
+                                 "one-hot inputs without an embedding)")
             object.__setattr__(self, "vocab", vocab)
         if not isinstance(self.metadata, dict):
             raise InvalidOptionError(f"argument 'metadata': got {type(self.metadata).__name__}, expected a dict")

@@ -209,6 +209,16 @@ class RNNParams:
     def nonlinearity_code(self) -> int:
         return NONLINEARITY_CODES[self.nonlinearity]
 
+    def signature(self) -> list:
+        """A few numbers that tell networks apart but not their float32 and float64 copies: per
+        weight array its sum, sum of squares and a fixed pseudo-random projection (12 floats)."""
+        out = []
+        for a in (self.w_ih, self.w_hh, self.b_ih, self.b_hh):
+            v = np.asarray(a, dtype=np.float64).ravel()
+            probe = np.sin(np.arange(1, v.size + 1) * 0.7071067811865476)
+            out += [float(v.sum()), float(v @ v), float(v @ probe)]
+        return [self.cell] + out
+
     def arrays(self, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(w_ih, w_hh, b_ih, b_hh) as C-contiguous arrays of ``dtype``, cached per dtype."""
         dtype = np.dtype(dtype)

@@ -480,6 +480,7 @@ def find_fixed_points(
         "speed_scale": None if opts["speed_scale"] is None else [float(v) for v in opts["speed_scale"]],
         "dtype": dtype.name,
         "cell": params.cell,
+        "params_signature": params.signature(),  # decompose() checks it is handed the same network
         "backend": backend,
         "fastfp_version": __version__,
     }

@@ -142,3 +142,18 @@ def test_running_out_of_memory_is_a_one_line_error(tmp_path):
     assert "fastfp: error: out of memory (" in r.stderr and "--states" in r.stderr
     r = _invoke("find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--maxiter", "99999999999999999999")
     assert r.exit_code == 2 and "--maxiter" in r.output
+
+
+def test_bench_quick_and_full_exclude_each_other():
+    r = _invoke("bench", "--quick", "--full")
+    assert r.exit_code == 2 and "'--quick' and '--full' exclude each other" in r.output
+    r = _invoke("bench", "--repeats", "100000000000000000000")
+    assert r.exit_code == 2 and "--repeats" in r.output
+
+
+def test_a_vocabulary_of_a_one_hot_model_names_its_inputs():
+    p = fastfp.RNNParams.random("gru", 4, 3, seed=0)
+    with pytest.raises(fastfp.ShapeError, match=r"got 2 tokens, expected 3 \(the input size"):
+        fastfp.Model(p, vocab=("a", "b"))
+    with pytest.raises(fastfp.InvalidOptionError, match="empty token"):
+        fastfp.Model(p, vocab=("a", "", "c"))

@@ -231,3 +231,19 @@ def test_decompose_memory_limits_are_kept_with_and_without_k():
         fp.decompose(params, memory_limit=1e3)
     with pytest.raises(fastfp.MemoryLimitError, match="top_eigs needs about"):  # k= passes the limit on
         fp.decompose(params, k=4, memory_limit=1e3)
+
+
+def test_decompose_warns_when_handed_another_network(tmp_path):
+    import warnings
+
+    p = fastfp.RNNParams.random("gru", 8, 3, seed=0)
+    other = fastfp.RNNParams.random("gru", 8, 3, seed=1)  # same shapes, other weights
+    fp = fastfp.find_fixed_points(p, np.zeros((2, 8)), np.zeros(3))
+    fp.save(tmp_path / "fp.npz")
+    fp = fastfp.FixedPoints.load(tmp_path / "fp.npz")  # the record survives a save
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fp.decompose(p)
+        fp.decompose(p.astype(np.float32))  # one network in another precision
+    with pytest.warns(UserWarning, match="argument 'params' is not the network these points were found with"):
+        fp.decompose(other)
