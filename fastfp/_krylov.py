@@ -73,8 +73,8 @@ def batched_cg(matvec, b, *, rtol=1e-6, maxiter=200, precond=None) -> CGResult:
     maxiter : int
     precond : callable (idx, R) -> (len(idx), N), optional
         M_b^-1 applied to residual rows (preconditioned CG; each M_b symmetric positive definite).
-        The stopping test stays on the true residual ||r||_2, so a preconditioner changes the
-        number of iterations, not the accuracy asked for.
+        The stopping test stays on the unpreconditioned residual ||r||_2 (the recurrence's), so a
+        preconditioner changes the number of iterations, not the accuracy asked for.
 
     Returns
     -------
@@ -123,7 +123,8 @@ def batched_cg(matvec, b, *, rtol=1e-6, maxiter=200, precond=None) -> CGResult:
             z = precond(idx, r[idx])
             rz_new = xp.einsum("bn,bn->b", r[idx], z)
             ok = ok & (rz_new > 0)  # M^-1 not positive definite there (rounding): stop that point
-        beta = xp.where(ok, rz_new / xp.maximum(rz[idx], tiny), 0.0)
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # masked by ok
+            beta = xp.where(ok, rz_new / xp.maximum(rz[idx], tiny), 0.0)
         p[idx] = xp.where(ok[:, None], z + beta[:, None] * p[idx], p[idx])
         if precond is None:
             rr[idx] = xp.where(ok, rr_new, rr[idx])

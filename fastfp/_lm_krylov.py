@@ -117,12 +117,12 @@ def lm_krylov(step, params_arrays, cell, act, H0, X, bounds, opts, *, progress=F
         if preconditioner is not None:
             group = preconditioner.assign(ha)
 
-            def precond(idx, R, m=m, free=free, group=group):
-                # P M^-1 P on the free coordinates, and the system's own diagonal 1 / (m + 1) on the
-                # pinned ones: symmetric positive definite, as CG needs.
+            def precond(idx, R, free=free, group=group):
+                # P M^-1 P, P the free coordinates: CG's residuals are zero on the pinned ones
+                # (the rhs -g * free is, and the system keeps vectors that are), so P M^-1 P is
+                # positive definite on the subspace CG works in, as CG needs.
                 f = free[idx]
-                z = preconditioner.apply_rows(group[idx], (f * R).astype(xp.float32)).astype(dtype)
-                return f * z + (1.0 - f) * R / (m[idx, None] + 1.0)
+                return f * preconditioner.apply_rows(group[idx], (f * R).astype(xp.float32)).astype(dtype)
 
         sol = batched_cg(normal, -g * free, rtol=_CG_RTOL, maxiter=_CG_MAXITER, precond=precond)
         n_matvec[active] += 2 * sol.nit

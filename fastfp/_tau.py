@@ -10,6 +10,12 @@ import numpy as np
 _ULPS_OF_ONE = 16
 
 
+def unit_tolerance(eigvals) -> float:
+    """How far from 1 a |lambda| of this dtype may lie and still be 1 (16 ulps)."""
+    dtype = np.asarray(eigvals).dtype
+    return _ULPS_OF_ONE * float(np.finfo(dtype if dtype.kind in "fc" else np.float64).eps)
+
+
 def time_constants(eigvals, *, two_sided: bool = False) -> np.ndarray:
     """tau = -1 / ln|lambda| (two_sided: 1 / |ln|lambda||), +inf where |lambda| is 1 to rounding.
 
@@ -23,9 +29,8 @@ def time_constants(eigvals, *, two_sided: bool = False) -> np.ndarray:
     ndarray of float64, the shape of ``eigvals``; NaN where lambda is not finite.
     """
     lam = np.asarray(eigvals)
-    eps = np.finfo(lam.dtype).eps if lam.dtype.kind in "fc" else np.finfo(np.float64).eps
     mag = np.abs(lam).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         log = np.log(mag)
         tau = 1.0 / np.abs(log) if two_sided else -1.0 / log
-    return np.where(np.abs(mag - 1.0) <= _ULPS_OF_ONE * eps, np.inf, tau)
+    return np.where(np.abs(mag - 1.0) <= unit_tolerance(lam), np.inf, tau)

@@ -529,14 +529,14 @@ def integration_modes(fixed_points, *, horizon: float, two_sided: bool = False,
             )
     if lam.ndim != 2:
         raise ShapeError(f"argument 'fixed_points': eigenvalues of shape {lam.shape}, expected (P, N)")
-    from ._tau import _ULPS_OF_ONE, time_constants
+    from ._tau import time_constants, unit_tolerance
 
     mag = np.abs(lam).astype(np.float64)
     valid = np.isfinite(mag).all(axis=1)
     tau = time_constants(lam, two_sided=two_sided)  # |lambda| = 1 to rounding -> inf, both conventions
     # The documented closed interval, tested on |lambda| itself (tau >= horizon through a log
     # rounds either way at the boundary), with |lambda| = 1 to rounding inside it.
-    one = _ULPS_OF_ONE * (np.finfo(lam.dtype).eps if lam.dtype.kind in "fc" else np.finfo(np.float64).eps)
+    one = unit_tolerance(lam)
     low = min(float(np.exp(-1.0 / horizon)), 1.0 - one)
     high = max(float(np.exp(1.0 / horizon)), 1.0 + one) if two_sided else 1.0 + one
     with np.errstate(invalid="ignore"):

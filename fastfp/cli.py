@@ -20,9 +20,16 @@ DEFAULT_REPORT = "fastfp-report.html"
 TASKS = ("categorical", "ordered", "multilabel", "correlated")
 
 
-# Python arguments that stand for no option of the same name, as the command line knows them.
-_ARGUMENT_AS_OPTION = {"h0": "the initial states (--states, --noise)", "x": "option '--input'",
-                       "slow_ratio": "option '--slow-ratio'"}
+# API arguments that mean what the command's option of the same name means (an argument 'states'
+# of part_speed_scale is a batch of states, the option --states a count: not renamed).
+_SAME_AS_OPTION = {"slow_ratio", "slow_speed", "seed", "noise", "atol", "maxiter", "tol_q", "restart_steps",
+                   "adam_lr", "adam_stop", "adam_schedule", "batch_size", "dtype", "method", "backend", "jacobian",
+                   "encoding", "text_column", "label_column", "results_dir", "shard_size", "connect_timeout",
+                   "horizon", "nonlinearity", "layer", "direction", "key_prefix", "embedding_key", "readout_key",
+                   "cell", "workers", "scheduler", "length", "classes", "task", "unk", "eig_k"}
+# Python arguments that stand for an option of another name: (the options it needs, its name).
+_ARGUMENT_AS_OPTION = {"h0": (("states", "noise"), "the initial states (--states, --noise)"),
+                       "x": (("input_spec",), "option '--input'")}
 
 
 def _cli_names(message: str, command) -> str:
@@ -32,18 +39,22 @@ def _cli_names(message: str, command) -> str:
 
     if command is None:
         return message
-    options = {}
+    options, names = {}, set()
     for param in command.params:
         if isinstance(param, click.Option) and param.name:
-            flag = max(param.opts, key=len)
-            options[param.name] = f"option '{flag}'"
+            names.add(param.name)
+            if param.name in _SAME_AS_OPTION:
+                options[param.name] = f"option '{max(param.opts, key=len)}'"
+    for name, (needs, text) in _ARGUMENT_AS_OPTION.items():
+        if set(needs) <= names:
+            options[name] = text
+
     def spell(match):
-        name = match.group(1)
-        return options.get(name) or _ARGUMENT_AS_OPTION.get(name) or match.group(0)
+        return options.get(match.group(1)) or match.group(0)
 
     def spell_two(match):
         a, b = (options.get(n) for n in match.group(1, 2))
-        if a and b:
+        if a and b and a.startswith("option ") and b.startswith("option "):
             return f"options {a.split(' ', 1)[1]} and {b.split(' ', 1)[1]}"
         return match.group(0)
 
@@ -420,7 +431,8 @@ def _read_corpus_for(model, corpus, n_docs, length):
         click.echo(f"fastfp: note: {corpus}: the longest document has {longest} tokens, the median {median:g}; "
                    "every document is padded to the longest (--length N truncates them)", err=True)
     if rep.n_truncated:
-        click.echo(f"fastfp: note: {corpus}: {rep.n_truncated} document(s) truncated at --length {length} "
+        whole = " of the whole file" if "first_docs" in data.params else ""  # which ones, read_corpus does not say
+        click.echo(f"fastfp: note: {corpus}: {rep.n_truncated} document(s){whole} truncated at --length {length} "
                    f"({rep.n_tokens_truncated} tokens dropped)", err=True)
     return data
 
@@ -712,7 +724,8 @@ def _report_target(report, no_report, *inputs):
     if problem:
         from .errors import InvalidOptionError
 
-        raise InvalidOptionError(f"option '--report': {problem}")
+        raise InvalidOptionError(f"option '--report': {problem}" + ("" if explicit else
+                                 f" (the default report {DEFAULT_REPORT}; pass --report PATH or --no-report)"))
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -1285,7 +1298,8 @@ def analyze(fixedpoints, as_json, report, horizon, which) -> None:
     t = summary["top_abs_eigenvalue"]
     im = summary["integration_modes"]
     cap = summary["counts_capped_at"]
-    counts = "{" + ", ".join(f"{'>=' if k == cap else ''}{k}: {v}" for k, v in summary["unstable_counts"].items()) + "}"
+    counts = "{" + ", ".join(f"{'>=' if k == cap else ''}{k if k >= 0 else 'not finite'}: {v}"
+                             for k, v in summary["unstable_counts"].items()) + "}"
     left_out = summary["n_points"] - summary["n_analysed"]
     n_fast = summary["too_fast"] if which == "found" else 0
     why = " and ".join(t for t in (f"{left_out - n_fast} that did not settle" if left_out - n_fast else "",
@@ -1333,7 +1347,8 @@ def _write_analyze_report(path, summary, fp, horizon):
         ("method", fp.metadata.get("method")),
         ("model", fp.metadata.get("model")),
         ("stable points", summary["stable"]),
-        ("unstable-eigenvalue counts", ", ".join(f"{'>=' if k == summary.get('counts_capped_at') else ''}{k}: {v}"
+        ("unstable-eigenvalue counts", ", ".join(f"{'>=' if k == summary.get('counts_capped_at') else ''}"
+                                                 f"{k if k >= 0 else 'not finite'}: {v}"
                                                  for k, v in summary["unstable_counts"].items())
          + (f" (top {summary['counts_capped_at']} eigenvalues per point)" if summary.get("counts_capped_at") else "")),
         ("top |λ| (min / median / max)", f"{t['min']:.4f} / {t['median']:.4f} / {t['max']:.4f}" if t else None),

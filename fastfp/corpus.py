@@ -735,8 +735,8 @@ def _split(n: int, labels: np.ndarray, fraction: float, rng, stratify: bool, nam
                   "kept in training: the test split holds none of "
                   + ("it" if len(alone) == 1 else "them"))
     if n_test < wanted:
-        warn_user(f"argument 'test_fraction': {fraction} asks for {wanted} test documents; {n_test} leave every "
-                  "class a document in training")
+        warn_user(f"argument 'test_fraction': {fraction} asks for {wanted} test documents; {n_test} "
+                  f"{'leaves' if n_test == 1 else 'leave'} every class a document in training")
     return test
 
 

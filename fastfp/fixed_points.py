@@ -167,18 +167,26 @@ class FixedPoints:
 
     @property
     def is_stable(self) -> np.ndarray:
-        """(B,) bool: every |lambda| < 1 (a stable fixed point of the discrete-time map)."""
-        return np.abs(self._need("eigvals"))[:, 0] < 1.0
+        """(B,) bool: every |lambda| < 1 beyond rounding (a stable fixed point of the discrete-time
+        map; |lambda| = 1 to a few ulps, an exact integrator, is marginal, not stable)."""
+        from ._tau import unit_tolerance
+
+        lam = self._need("eigvals")
+        return np.abs(lam)[:, 0] < 1.0 - unit_tolerance(lam)
 
     @property
     def n_unstable(self) -> np.ndarray:
-        """(B,) number of eigenvalues with |lambda| > 1 (0: stable, >= 1: saddle or source; -1 where
-        the eigenvalues are not finite, a point that is neither).
+        """(B,) number of eigenvalues with |lambda| > 1 beyond rounding (0: stable or marginal, >= 1:
+        saddle or source; -1 where the eigenvalues are not finite, a point that is neither).
 
         Counted among the eigenvalues kept: after ``decompose(k=...)`` a count of k means k or more.
         """
-        lam = np.abs(self._need("eigvals"))
-        return np.where(np.isfinite(lam).all(axis=1), (lam > 1.0).sum(axis=1), -1)
+        from ._tau import unit_tolerance
+
+        eig = self._need("eigvals")
+        lam = np.abs(eig)
+        # |lambda| above 1 by rounding only is an exact integrator (tau = inf), not a growing mode
+        return np.where(np.isfinite(lam).all(axis=1), (lam > 1.0 + unit_tolerance(eig)).sum(axis=1), -1)
 
     def _need(self, name):
         value = getattr(self, name)
@@ -244,8 +252,7 @@ class FixedPoints:
         _check_same_network(self.metadata.get("params_signature"), params)
         x = np.asarray(self.x, dtype=np.float64)
         inputs = np.asarray(self.inputs, dtype=np.float64)
-        if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer))
-                              or not 1 <= k < max(2, x.shape[1])):
+        if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k < x.shape[1]):
             raise InvalidOptionError(f"argument 'k': got {k!r}, expected None or an integer 1 <= k < N = {x.shape[1]}")
         if len(self) == 0:
             N, M = x.shape[1], inputs.shape[1]
@@ -420,11 +427,11 @@ class FixedPoints:
 def _check_same_network(recorded, params) -> None:
     """Warn when ``params`` are not the network the points were found with (their eigenvalues
     would describe another network); float32 and float64 copies of one network agree."""
-    if not isinstance(recorded, list) or len(recorded) != 13 or not hasattr(params, "signature"):
+    if not isinstance(recorded, list) or len(recorded) != 14 or not hasattr(params, "signature"):
         return
     now = params.signature()
-    same = recorded[0] == now[0] and np.allclose(np.asarray(recorded[1:], float), np.asarray(now[1:], float),
-                                                 rtol=1e-5, atol=1e-6)
+    same = recorded[:2] == now[:2] and np.allclose(np.asarray(recorded[2:], float), np.asarray(now[2:], float),
+                                                   rtol=1e-5, atol=1e-6)
     if not same:
         warn_user("decompose: argument 'params' is not the network these points were found with (its weights "
                   "differ); the eigenvalues describe the params given")

@@ -210,14 +210,19 @@ class RNNParams:
         return NONLINEARITY_CODES[self.nonlinearity]
 
     def signature(self) -> list:
-        """A few numbers that tell networks apart but not their float32 and float64 copies: per
-        weight array its sum, sum of squares and a fixed pseudo-random projection (12 floats)."""
+        """A few numbers that tell networks apart but not their float32 and float64 copies: the
+        cell, the nonlinearity, and per weight array its sum, sum of squares and a fixed pattern's
+        projection (12 floats). Where the two biases only ever add (every cell but the GRUs, whose
+        b_hn sits inside r * (.)), their sum counts, so a bias folded into b_ih is the same network."""
+        b_ih, b_hh = np.asarray(self.b_ih, np.float64), np.asarray(self.b_hh, np.float64)
+        if self.cell not in ("gru", "gru_reset_before"):
+            b_ih, b_hh = b_ih + b_hh, np.zeros_like(b_hh)
         out = []
-        for a in (self.w_ih, self.w_hh, self.b_ih, self.b_hh):
+        for a in (self.w_ih, self.w_hh, b_ih, b_hh):
             v = np.asarray(a, dtype=np.float64).ravel()
-            probe = np.sin(np.arange(1, v.size + 1) * 0.7071067811865476)
+            probe = (np.arange(v.size) % 7) - 3.0  # cheap, and no weight pattern is likely to match it
             out += [float(v.sum()), float(v @ v), float(v @ probe)]
-        return [self.cell] + out
+        return [self.cell, self.nonlinearity] + out
 
     def arrays(self, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(w_ih, w_hh, b_ih, b_hh) as C-contiguous arrays of ``dtype``, cached per dtype."""

@@ -370,13 +370,14 @@ def time_constants_figure(eigvals, *, horizon=None, n_ranks: int = 20, max_point
         raise InvalidOptionError(f"argument 'n_ranks': got {n_ranks!r}, expected an integer >= 1")
     if isinstance(max_points, bool) or not isinstance(max_points, (int, np.integer)) or max_points < 1:
         raise InvalidOptionError(f"argument 'max_points': got {max_points!r}, expected an integer >= 1")
+    from ._tau import time_constants, unit_tolerance
+
     mag = np.abs(lam)
-    with np.errstate(divide="ignore"):
-        tau = 1.0 / np.abs(np.log(mag))
+    tau = time_constants(lam, two_sided=True)  # +inf at |lambda| = 1 to rounding
     # |lambda| == 1 has tau = inf; draw it at the top of the axis rather than dropping it.
     order = np.argsort(-tau, axis=1, kind="stable")
     tau = np.take_along_axis(tau, order, axis=1)[:, :n_ranks]
-    grows = np.take_along_axis(mag, order, axis=1)[:, :n_ranks] > 1.0
+    grows = np.take_along_axis(mag, order, axis=1)[:, :n_ranks] > 1.0 + unit_tolerance(lam)
     finite_max = tau[np.isfinite(tau)].max() if np.isfinite(tau).any() else 1.0
     top = max(finite_max, horizon or 0.0) * 3.0
     tau = np.minimum(tau, top)

@@ -270,10 +270,10 @@ def find_fixed_points(
         :func:`part_speed_scale`). Default: 1 for every coordinate. The convergence test
         (``atol``), ``residual`` and ``q`` stay unscaled.
     max_norm : float
-        Points with ||h||_inf above this are stopped as ``DIVERGED``, whatever their residual.
-        (``adam``, whose steps are not held to the box that holds every root, also reports a
-        point outside it with a zero residual as ``DIVERGED``: a gate saturated to exactly 1.0
-        in floating point, no root.)
+        Points with ||h||_inf above this are stopped as ``DIVERGED``. (``adam``, whose steps are
+        not held to the box that holds every root, reports a point outside it, beyond the
+        convergence tolerance, as ``DIVERGED`` whatever its residual: a gate saturated to
+        exactly 1.0 in floating point, no root.)
     max_step : float
         Trust radius: ``hybrid`` takes a Newton step only if ||delta||_inf <= max_step *
         max(1, ||h||_inf) and LM rejects (and damps more) steps longer than max_step; long
@@ -1124,11 +1124,11 @@ def _classify_residual(h, r, q, opts):
     rnorm = np.abs(r).max(axis=1)
     rules = [
         (~finite, st.NONFINITE),
-        (hnorm > opts["max_norm"], st.DIVERGED),  # whatever its residual: no root lies that far out
         (rnorm <= opts["atol"] + opts["rtol"] * hnorm, st.CONVERGED),
     ]
     if opts["tol_q"] is not None:
         rules.append((q <= opts["tol_q"], st.Q_TOLERANCE))
+    rules.append((hnorm > opts["max_norm"], st.DIVERGED))
     for mask, code in reversed(rules):
         out[mask] = code
     return out
@@ -1428,7 +1428,7 @@ def _lm_preconditioner(kernels, params, H0, X, opts, step, w, lin_fn):
     from ._newton_krylov import RootPreconditioner
 
     B, N = H0.shape
-    if X.shape[0] != 1 or B < 4 * PILOT_POINTS or N > PRECONDITION_MAX_N:
+    if X.shape[0] != 1 or B < 4 * PILOT_POINTS or N > PRECONDITION_MAX_N or opts["maxiter"] == 0:
         return None, 0
     # Each point costs a float64 Jacobian, normal matrix and inverse and a float32 copy: at most
     # a tenth of the memory the solver may use by default.
@@ -1536,11 +1536,14 @@ def _adam(kernels, params, H0, X, method, opts, progress, metadata):
     s[converged] = st.CONVERGED
     # Adam steps are not held to the box that holds every root: out there a gate saturated to
     # exactly 1.0 in floating point makes F(h) == h without a root (|h| ~ 5e6 was seen at a huge
-    # learning rate), so a "root" outside the box is none; beyond max_norm a point has diverged
-    # whatever its residual.
+    # learning rate), so a "root" outside the box is none. A converged point may lie outside by
+    # its tolerance (a root at a saturated unit's h = 1, reached from above) and rounding.
     lower, upper = state_bounds(params)
-    slack = 1e-9 * np.maximum(1.0, np.abs(result.x))
+    eps = np.finfo(result.x.dtype).eps
+    slack = opts["atol"] + (opts["rtol"] + 16 * eps) * np.maximum(1.0, np.abs(result.x))
     outside = ((result.x < lower - slack) | (result.x > upper + slack)).any(axis=1)
     s[converged & outside] = st.DIVERGED
-    s[running & np.isfinite(result.q) & (hnorm > opts["max_norm"])] = st.DIVERGED
+    # The study's q tolerance is a weaker acceptance than a residual: beyond max_norm it does not
+    # outrank divergence.
+    s[running & (s == st.Q_TOLERANCE) & (hnorm > opts["max_norm"])] = st.DIVERGED
     return result

@@ -722,7 +722,8 @@ def train_classifier(
             "callable rng -> TaskData"
         )
     V, C, multilabel = _task_info("task_data", first)
-    if not multilabel and np.unique(first.labels).size < 2:
+    if source_fn is None and not multilabel and np.unique(first.labels).size < 2:
+        # (a callable's draw may be a small batch of one class by chance: not checked)
         names = first.params.get("label_names") if isinstance(first.params, dict) else None
         only = int(first.labels[0])
         raise InvalidOptionError(

@@ -639,3 +639,13 @@ def test_a_point_without_finite_eigenvalues_is_neither_stable_nor_counted_stable
     fp.eigvals[1] = np.nan
     np.testing.assert_array_equal(fp.n_unstable, [1, -1])
     np.testing.assert_array_equal(fp.is_stable, [False, False])
+
+
+def test_an_exact_integrator_above_one_by_rounding_is_marginal_not_unstable():
+    N = 20
+    Q = np.linalg.qr(np.random.default_rng(3).standard_normal((N, N)))[0]
+    params = fastfp.RNNParams("vanilla", np.zeros((N, 1)), Q @ np.diag(np.r_[1.0, np.linspace(0.5, 0.1, N - 1)]) @ Q.T)
+    fp = fastfp.find_fixed_points(params, np.zeros((1, N)), maxiter=0).decompose(params)
+    assert np.abs(fp.eigvals[0, 0]) != 1.0 and abs(np.abs(fp.eigvals[0, 0]) - 1.0) < 1e-14
+    assert fp.n_unstable[0] == 0 and not fp.is_stable[0]  # marginal: neither
+    assert fp.time_constants[0, 0] == np.inf and integration_modes(fp, horizon=50).n_modes[0] == 1

@@ -825,6 +825,9 @@ def test_corpus_notes_describe_the_documents_used(tmp_path):
     assert r.exit_code == 0 and "the longest document has 400 tokens, the median 3; every document is padded" in r.stderr
     r = _invoke("-q", "find", m, "-o", tmp_path / "fp.npz", "--corpus", many, "--states", "4", "--length", "10")
     assert r.exit_code == 0 and "1 document(s) truncated at --length 10 (390 tokens dropped)" in r.stderr
+    r = _invoke("-q", "find", m, "-o", tmp_path / "fp.npz", "--corpus", many, "--states", "4", "--length", "10",
+                "--docs", "3")  # read_corpus counts the file's truncations, not which: said so
+    assert r.exit_code == 0 and "1 document(s) of the whole file truncated at --length 10" in r.stderr
 
 
 def test_corpus_of_a_one_hot_model_with_a_vocabulary_uses_it(tmp_path):

@@ -157,3 +157,24 @@ def test_a_vocabulary_of_a_one_hot_model_names_its_inputs():
         fastfp.Model(p, vocab=("a", "b"))
     with pytest.raises(fastfp.InvalidOptionError, match="empty token"):
         fastfp.Model(p, vocab=("a", "", "c"))
+
+
+def test_option_names_are_used_only_where_they_mean_the_same():
+    from fastfp.cli import _cli_names, main
+
+    run, find = main.commands["run"], main.commands["find"]
+    # part_speed_scale's 'states' are visited states; run's --states is a count of starts
+    msg = "argument 'states': the hidden part h is the same in every state"
+    assert _cli_names(msg, run) == msg
+    assert _cli_names("argument 'slow_ratio': got inf", run) == "argument 'slow_ratio': got inf"  # run has none
+    assert _cli_names("argument 'slow_ratio': got inf", find) == "option '--slow-ratio': got inf"
+    assert _cli_names("argument 'x': holds NaN", find) == "option '--input': holds NaN"
+
+
+def test_an_unusable_default_report_points_to_no_report(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    os.mkfifo("fastfp-report.html")
+    r = _invoke("-q", "run", "--states", "8", "--docs", "4")
+    assert r.exit_code == 1 and "the default report fastfp-report.html; pass --report PATH or --no-report" in r.stderr

@@ -365,6 +365,29 @@ def test_adam_points_outside_the_root_box_are_diverged_not_converged():
     assert (fp.status == fastfp.Status.DIVERGED).all(), fp.status
 
 
+def test_adam_roots_within_their_tolerance_of_the_box_stay_converged():
+    # A root at a saturated tanh unit (h* = 1 to rounding) reached from above lies outside the
+    # box [-1, 1] by less than the float32 tolerance: converged, not diverged.
+    p = fastfp.RNNParams("vanilla", np.zeros((2, 1)), np.zeros((2, 2)), np.array([20.0, 0.3]), np.zeros(2))
+    rng = np.random.default_rng(0)
+    h0 = rng.uniform(-1, 1, (200, 2))
+    h0[:, 0] = rng.uniform(0.9, 1.0, 200)
+    fp = fastfp.find_fixed_points(p, h0, method="adam", dtype="float32", maxiter=2000)
+    assert (np.abs(fp.x[:, 0]) > 1.0).any()  # the case in point: just outside the box
+    assert (fp.status == fastfp.Status.CONVERGED).all(), np.bincount(fp.status)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_a_relu_root_beyond_max_norm_is_converged_on_every_backend(backend):
+    # relu(0.9999 h + 1) has its root at h = 1e4, beyond max_norm = 1e3: a root all the same.
+    p = fastfp.RNNParams("vanilla", np.zeros((2, 1)), np.diag([0.9999, 0.5]), np.array([1.0, 1.0]), np.zeros(2),
+                         nonlinearity="relu")
+    fp = fastfp.find_fixed_points(p, np.array([[1.0, 2.0], [500.0, 1.0]]), method="newton", backend=backend,
+                                  restart_steps=0)
+    np.testing.assert_allclose(fp.x, [[1e4, 2.0], [1e4, 2.0]], rtol=1e-9)
+    assert (fp.status == fastfp.Status.CONVERGED).all()
+
+
 @pytest.mark.parametrize("k", [-1, 0, 1.5, True, 4])
 def test_decompose_k_is_checked(k):
     p = fastfp.RNNParams.random("gru", 4, 3, seed=0)

@@ -247,3 +247,18 @@ def test_decompose_warns_when_handed_another_network(tmp_path):
         fp.decompose(p.astype(np.float32))  # one network in another precision
     with pytest.warns(UserWarning, match="argument 'params' is not the network these points were found with"):
         fp.decompose(other)
+
+
+def test_the_network_check_sees_folded_biases_as_one_network_and_nonlinearities_as_two():
+    import warnings
+
+    rng = np.random.default_rng(0)
+    W, U, b1, b2 = rng.normal(size=(4, 2)), 0.5 * rng.normal(size=(4, 4)), rng.normal(size=4), rng.normal(size=4)
+    split = fastfp.RNNParams("vanilla", W, U, b1, b2)
+    folded = fastfp.RNNParams("vanilla", W, U, b1 + b2, np.zeros(4))  # Keras/Flax store one bias
+    fp = fastfp.find_fixed_points(split, np.zeros((2, 4)), np.zeros(2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fp.decompose(folded)
+    with pytest.warns(UserWarning, match="not the network"):
+        fp.decompose(fastfp.RNNParams("vanilla", W, U, b1, b2, nonlinearity="relu"))

@@ -491,3 +491,20 @@ def test_a_train_result_prints_in_one_short_line():
     r = fastfp.train.train_classifier(d, hidden_size=4, steps=30, seed=0, eval_data=d, eval_every=10)
     text = repr(r)
     assert len(text) < 250 and "\n" not in text and f"steps={r.steps}" in text and "loss: 30" in text
+
+
+def test_a_callable_source_whose_first_draw_is_one_class_trains():
+    pytest.importorskip("torch")
+    first = [True]
+
+    def draw(rng):  # the first batch of one class by chance, then both
+        d = tasks.categorical(8, n_classes=2, length=6, seed=int(rng.integers(1 << 30)))
+        if first[0]:
+            first[0] = False
+            keep = np.flatnonzero(d.labels == d.labels[0])
+            d = type(d)(tokens=d.tokens[keep], lengths=d.lengths[keep], labels=d.labels[keep], vocab=d.vocab,
+                        evidence=d.evidence, name=d.name, params=d.params)
+        return d
+
+    r = fastfp.train.train_classifier(draw, hidden_size=4, steps=3, seed=0, batch_size=8)
+    assert r.steps == 3
