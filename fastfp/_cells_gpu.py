@@ -103,6 +103,35 @@ class HostOps:
         out[...] = acc
 
 
+def kernel_source() -> str:
+    """kernels/cells.cu with cells.cuh pasted in place of its #include: CuPy's kernel cache is keyed
+    on the source text and options, not on included files (an edited header would load a stale
+    cubin), and ROCm's hiprtc drops #include lines."""
+    src_dir = kernel_source_dir()
+    with open(os.path.join(src_dir, "cells.cu")) as fh:
+        source = fh.read()
+    with open(os.path.join(src_dir, "cells.cuh")) as fh:
+        header = fh.read()
+    include = '#include "cells.cuh"'
+    if source.count(include) != 1:
+        raise RuntimeError(f"kernels/cells.cu: expected one {include!r} line")
+    return source.replace(include, header)
+
+
+def _check_operands(name, out, args) -> None:
+    """Every array operand of a kernel launch: out's dtype, C-contiguous; integer operands np.int32."""
+    for k, a in enumerate(args):
+        if isinstance(a, (int, float, bool)):
+            raise TypeError(f"{name}: argument {k} is a Python {type(a).__name__}; the kernel takes np.int32")
+        if hasattr(a, "dtype") and getattr(a, "ndim", 0) > 0:
+            if a.dtype != out.dtype:
+                raise TypeError(f"{name}: argument {k} has dtype {a.dtype}, the kernel's is {out.dtype}")
+            if not a.flags.c_contiguous:
+                raise ValueError(f"{name}: argument {k} is not C-contiguous")
+        elif not isinstance(a, np.int32):
+            raise TypeError(f"{name}: argument {k} is a {type(a).__name__}, expected an array or np.int32")
+
+
 class CudaOps:
     """The kernels of ``kernels/cells.cu`` launched through CuPy (one thread per element)."""
 
@@ -110,16 +139,16 @@ class CudaOps:
         import cupy
 
         self._cp = cupy
-        src_dir = kernel_source_dir()
-        with open(os.path.join(src_dir, "cells.cu")) as fh:
-            source = fh.read()
-        self._module = cupy.RawModule(code=source, options=("-std=c++14", f"-I{src_dir}"))
+        self._module = cupy.RawModule(code=kernel_source(), options=("-std=c++14",))
 
     def _launch(self, name, ref, n, args):
         if n == 0:  # a launch of zero blocks is an error in CUDA
             return
         if ref.dtype not in (np.float32, np.float64):
             raise TypeError(f"fastfp CUDA kernels take float32 or float64, got {ref.dtype}")
+        # A raw kernel reads pointers: an operand of another dtype or layout would be read as
+        # garbage, without an error. Host-side checks of what the kernels assume (no device sync).
+        _check_operands(name, ref, args)
         suffix = "f64" if ref.dtype == np.float64 else "f32"
         kernel = self._module.get_function(f"{name}_{suffix}")
         kernel(((n + _THREADS - 1) // _THREADS,), (_THREADS,), args)
@@ -171,7 +200,7 @@ class _FusedLinearization(Linearization):
             return Linearization.jvp(self, v)
         xp = _xp(v)
         u = xp.ascontiguousarray(v @ self.w_hh.T)
-        out = xp.empty_like(v)
+        out = xp.empty(v.shape, dtype=v.dtype)  # C order, as the kernel writes it
         self._ops.gated_jvp(self.coef["C"], self.coef["D"], u, xp.ascontiguousarray(v), 3 if self.cell == GRU else 2, out)
         return out
 
@@ -195,19 +224,19 @@ class DeviceCells:
         H = w_hh.shape[1]
         if cell == VANILLA:
             hh = xp.ascontiguousarray(h @ w_hh.T + b_hh)
-            out, slope = xp.empty_like(h), xp.empty_like(h)
+            out, slope = xp.empty(h.shape, dtype=h.dtype), xp.empty(h.shape, dtype=h.dtype)
             ops.vanilla_forward(ax, hh, int(act == RELU), out, slope)
             return out, Linearization(cell, w_hh, {"slope": slope})
         if cell in (GRU, UGRNN):
             G = 3 if cell == GRU else 2
             hh = xp.ascontiguousarray(h @ w_hh.T + b_hh)
-            out, D = xp.empty_like(h), xp.empty_like(h)
+            out, D = xp.empty(h.shape, dtype=h.dtype), xp.empty(h.shape, dtype=h.dtype)
             C = xp.empty((B, G * H), dtype=h.dtype)
             (ops.gru_forward if cell == GRU else ops.ugrnn_forward)(ax, hh, h, out, C, D)
             return out, _FusedLinearization(Linearization(cell, w_hh, {"C": C, "D": D}), ops)
         if cell == LSTM:
             hh = xp.ascontiguousarray(h[:, :H] @ w_hh.T + b_hh)
-            out = xp.empty_like(h)
+            out = xp.empty(h.shape, dtype=h.dtype)
             coef = xp.empty((6, B, H), dtype=h.dtype)
             ops.lstm_forward(ax, hh, h, out, coef)
             names = ("ci", "cf", "cg", "f", "co", "e")

@@ -663,7 +663,9 @@ def _default_memory_limit(memory_limit, backend="cpu"):
     if memory_limit is None and backend == "gpu":
         import cupy
 
-        return 0.8 * cupy.cuda.Device().mem_info[0]  # free device memory
+        # Free device memory, with the blocks CuPy's pool holds from earlier work (freed by us,
+        # not returned to the driver, so mem_info does not count them).
+        return 0.8 * (cupy.cuda.Device().mem_info[0] + cupy.get_default_memory_pool().free_bytes())
     if memory_limit is None:
         try:
             memory_limit = 0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")

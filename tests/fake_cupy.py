@@ -18,9 +18,10 @@ device-to-host copy, which CuPy refuses), NumPy-only functions, a device array l
   ``__array_function__`` does, except those CuPy lacks (``DENIED``).
 
 ``install(monkeypatch)`` puts the fake in ``sys.modules['cupy']``, reports one device, and makes
-``fastfp._cells_gpu.device_cells()`` the device composition over this namespace with the NumPy
-twins of the CUDA kernels (``HostOps``): the CUDA kernels themselves are tested elsewhere
-(compiled with nvcc, their per-element math on the host).
+``fastfp._cells_gpu.device_cells()`` the device composition over this namespace with the real
+launch layer (``CudaOps``) over a fake ``cupy.RawModule`` that checks every launch against the
+kernel's C signature and runs the kernel's NumPy twin (``HostOps``): the CUDA kernels themselves
+are tested elsewhere (compiled with nvcc, their per-element math on the host).
 """
 
 from __future__ import annotations
@@ -245,9 +246,77 @@ class _Namespace(types.ModuleType):
         return _function(name, attr)
 
 
+_KERNEL = None  # compiled lazily: re
+
+
+class _RawModule:
+    """cupy.RawModule over kernels/cells.cu: each kernel launch checks its arguments against the
+    kernel's C signature (count; np.int32 at ``int``; a C-contiguous device array of the suffix's
+    dtype at each pointer; ``ax_rows`` and ``B``/``H`` against the shapes; enough threads), then
+    runs the kernel's NumPy twin (HostOps) on the arrays, writing its outputs in place, as the
+    kernel would. The real launch layer (CudaOps) runs in the CPU tests this way."""
+
+    def __init__(self, code, options=()):
+        import re
+
+        if '#include "' in code:  # CuPy's cache key ignores included files; hiprtc drops the lines
+            raise ValueError("fake cupy.RawModule: the source includes a local file")
+        self.options = tuple(options)
+        self._sigs = {}
+        for name, params in re.findall(r'extern "C" __global__ void (\w+)_##SUFFIX\(([^)]*)\)', code):
+            plist = [" ".join(p.replace("\\", " ").split()) for p in params.split(",")]
+            self._sigs[name] = [(p.rsplit(" ", 1)[0], p.rsplit(" ", 1)[1]) for p in plist]
+        c_types = {"float": np.dtype(np.float32), "double": np.dtype(np.float64)}  # (np.dtype("float") is double)
+        self._dtypes = {suffix: c_types[ctype] for ctype, suffix in
+                        re.findall(r"^FFP_KERNELS\((float|double), (f32|f64)\)", code, re.M)}
+        if not self._sigs or set(self._dtypes) != {"f32", "f64"}:
+            raise ValueError("fake cupy.RawModule: no kernels found in the source")
+
+    def get_function(self, name):
+        from fastfp._cells_gpu import HostOps
+
+        base, suffix = name.rsplit("_", 1)
+        if base not in self._sigs or suffix not in self._dtypes:
+            raise KeyError(f"fake cupy.RawModule: no kernel {name!r}")
+        sig, dtype = self._sigs[base], self._dtypes[suffix]
+        twin = getattr(HostOps(), base)
+
+        def launch(grid, block, args):
+            if len(args) != len(sig):
+                raise TypeError(f"{name}: {len(args)} arguments, the kernel takes {len(sig)}")
+            named = {}
+            for (ctype, pname), a in zip(sig, args):
+                if ctype == "int":
+                    if type(a) is not np.int32:
+                        raise TypeError(f"{name}: {pname} is a {type(a).__name__}, the kernel takes int (np.int32)")
+                    named[pname] = int(a)
+                else:
+                    if not isinstance(a, DeviceArray):
+                        raise TypeError(f"{name}: {pname} is a {type(a).__name__}, expected a device array")
+                    if a.dtype != dtype or not a._a.flags.c_contiguous:
+                        raise TypeError(f"{name}: {pname} is {a.dtype} (C-contiguous {a._a.flags.c_contiguous}), "
+                                        f"the kernel reads {dtype} in C order")
+                    named[pname] = a._a
+            B, H = named["B"], named["H"]
+            if grid[0] * block[0] < B * H:
+                raise ValueError(f"{name}: {grid[0]} x {block[0]} threads for {B * H} elements")
+            if "ax_rows" in named and named["ax"].shape[0] != named["ax_rows"]:
+                raise ValueError(f"{name}: ax_rows {named['ax_rows']}, but ax has {named['ax'].shape[0]} rows")
+            out = named["out"]
+            if out.shape[0] != B or out.shape[-1] not in (H, 2 * H):  # (B, H), the LSTM's (B, 2H)
+                raise ValueError(f"{name}: B = {B}, H = {H}, but out has shape {out.shape}")
+            import inspect
+
+            takes = inspect.signature(twin).parameters
+            twin(**{k: v for k, v in named.items() if k in takes})
+
+        return launch
+
+
 def _make_module():
     cp = _Namespace("cupy", np)
     cp.ndarray = DeviceArray
+    cp.RawModule = _RawModule
 
     def asarray(a, dtype=None, order=None):
         if isinstance(a, DeviceArray):
@@ -276,6 +345,7 @@ def _make_module():
     cuda.Device = _Device
     cuda.runtime = types.SimpleNamespace(getDeviceCount=lambda: 1)
     cp.cuda = cuda
+    cp.get_default_memory_pool = lambda: types.SimpleNamespace(free_bytes=lambda: 0, used_bytes=lambda: 0)
     cp.__version__ = "0+fake"
     return cp
 
@@ -288,7 +358,8 @@ def install(monkeypatch):
     cp = _make_module()
     monkeypatch.setitem(sys.modules, "cupy", cp)
     monkeypatch.setitem(sys.modules, "cupy.cuda", cp.cuda)
-    composition = cells_gpu.DeviceCells(cp, cells_gpu.HostOps())
+    # the real launch layer, over the fake RawModule (which runs the kernels' NumPy twins)
+    composition = cells_gpu.DeviceCells(cp, cells_gpu.CudaOps())
     monkeypatch.setattr(cells_gpu, "device_cells", lambda: composition)
     monkeypatch.setattr(backends, "_cache", {})
     return cp

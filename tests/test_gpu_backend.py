@@ -148,10 +148,11 @@ def test_cuda_element_math_on_host_matches_reference(harness, cell, prec):
 
 
 def test_cuda_relu_element_math_on_host(harness):
-    pre = np.array([-2.0, -0.0, 0.0, 1e-300, 3.5])
+    pre = np.array([-2.0, -0.0, 0.0, 1e-300, 3.5, np.nan, -np.inf, np.inf])
     got = _run(harness, "vanilla", "f64", 1, [pre])
-    np.testing.assert_array_equal(got[0], np.maximum(pre, 0.0))
-    np.testing.assert_array_equal(got[1], (pre > 0).astype(float))
+    np.testing.assert_array_equal(got[0], np.maximum(pre, 0.0))  # NaN stays NaN, as NumPy keeps it
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(got[1], (pre > 0).astype(float))
 
 
 # ------------------------------------------------------------------ the whole kernels on the host
@@ -212,13 +213,20 @@ def test_cuda_kernels_executed_on_the_host_match_their_numpy_twins(kernel_harnes
 
 
 # ------------------------------------------------------------------ the CUDA sources compile
-def test_cuda_sources_compile_with_nvcc(tmp_path):
+@pytest.mark.parametrize("arch", ["sm_75", "sm_90"])
+def test_cuda_sources_compile_with_nvcc(tmp_path, arch):
+    # What CuPy compiles: the source with the header pasted in (kernel_source(), no -I), and the
+    # -ftz=true CuPy always adds; an older and a current architecture.
+    from fastfp._cells_gpu import kernel_source
+
     nvcc = shutil.which("nvcc")
     if nvcc is None:
         pytest.skip("nvcc is not installed")
-    src = os.path.join(kernel_source_dir(), "cells.cu")
+    src = tmp_path / "cells_inlined.cu"
+    src.write_text(kernel_source())
+    assert '#include "' not in src.read_text()
     out = tmp_path / "cells.cubin"
-    proc = subprocess.run([nvcc, "-cubin", "-arch=sm_90", "-std=c++14", f"-I{kernel_source_dir()}", src, "-o", str(out)],
+    proc = subprocess.run([nvcc, "-cubin", f"-arch={arch}", "-std=c++14", "-ftz=true", str(src), "-o", str(out)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     blob = out.read_bytes()

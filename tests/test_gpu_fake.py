@@ -2,8 +2,9 @@
 
 Every call goes through the public layer with ``backend='gpu'``, as on a GPU: the arrays live as
 ``fake_cupy.DeviceArray`` (which refuses host arrays in device arithmetic and implicit copies to
-the host), the cells are the device composition over that namespace with the NumPy twins of the
-CUDA kernels. Each result is compared with the NumPy backend's; the CUDA kernels themselves and
+the host), the cells are the device composition over that namespace with the real kernel-launch
+layer (``CudaOps``) over a fake ``RawModule`` that checks every launch against the kernel's C
+signature and runs the kernel's NumPy twin. Each result is compared with the NumPy backend's; the CUDA kernels themselves and
 their per-element math are tested in test_gpu_backend.py, and on real hardware by its GPU tests.
 """
 
@@ -184,3 +185,35 @@ def test_cli_find_on_the_device_matches_numpy(cp, tmp_path):
     assert out["gpu"][0]["status"] == out["numpy"][0]["status"]
     np.testing.assert_allclose(out["gpu"][1].x, out["numpy"][1].x, atol=1e-9)
     np.testing.assert_allclose(out["gpu"][1].eigvals, out["numpy"][1].eigvals, atol=1e-9)
+
+
+def test_the_device_memory_budget_counts_the_pools_free_blocks(cp, monkeypatch):
+    import types
+
+    from fastfp.solvers import _default_memory_limit
+
+    before = _default_memory_limit(None, "gpu")
+    monkeypatch.setattr(cp, "get_default_memory_pool", lambda: types.SimpleNamespace(free_bytes=lambda: 2 << 30))
+    assert _default_memory_limit(None, "gpu") == pytest.approx(before + 0.8 * (2 << 30))
+
+
+def test_every_kernel_launch_is_checked_against_its_c_signature(cp):
+    from fastfp._cells_gpu import CudaOps
+
+    ops = CudaOps()
+    B, H = 3, 4
+    ax, hh = cp.asarray(np.ones((1, H))), cp.asarray(np.ones((B, H)))
+    out, slope = cp.asarray(np.empty((B, H))), cp.asarray(np.empty((B, H)))
+    ops.vanilla_forward(ax, hh, 0, out, slope)
+    np.testing.assert_allclose(out.get(), np.tanh(2.0))
+    with pytest.raises(TypeError, match="argument 2 has dtype float32"):
+        ops.vanilla_forward(ax, cp.asarray(np.ones((B, H), np.float32)), 0, out, slope)
+    with pytest.raises(ValueError, match="not C-contiguous"):
+        ops.vanilla_forward(ax, cp.asarray(np.ones((H, B))).T, 0, out, slope)
+    kernel = ops._module.get_function("vanilla_forward_f64")
+    with pytest.raises(TypeError, match="relu is a int, the kernel takes int"):
+        kernel((1,), (256,), (ax, np.int32(1), hh, 0, np.int32(B), np.int32(H), out, slope))
+    with pytest.raises(ValueError, match="ax_rows 3, but ax has 1 rows"):
+        kernel((1,), (256,), (ax, np.int32(3), hh, np.int32(0), np.int32(B), np.int32(H), out, slope))
+    with pytest.raises(ValueError, match="threads for"):
+        kernel((0,), (256,), (ax, np.int32(1), hh, np.int32(0), np.int32(B), np.int32(H), out, slope))
