@@ -82,3 +82,16 @@ __all__ = [
     "top_eigs",
     "TopEigs",
 ]
+
+
+# Modules with heavier imports (the study runner, the figures, Dask), loaded on first use so that
+# ``import fastfp`` stays light: ``fastfp.study`` works after a plain ``import fastfp``.
+_LAZY_MODULES = ("study", "report", "distributed", "cli")
+
+
+def __getattr__(name):
+    if name in _LAZY_MODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -452,10 +452,12 @@ def _task_data(model, task, classes, length, corpus, n_docs, seed):
     trained_on = model.metadata.get("task") if isinstance(model.metadata.get("task"), dict) else {}
     if trained_on.get("name") == "corpus" and task is None and classes is None:
         src = (trained_on.get("params") or {}).get("source")
+        attached = str((trained_on.get("params") or {}).get("vocab", "")).startswith("attached")
+        what = ("the model reads text (a vocabulary was attached to it)" if attached
+                else f"the model was trained on a text corpus{f' ({src})' if src else ''}")
         raise InvalidOptionError(
-            f"the model was trained on a text corpus{f' ({src})' if src else ''}, whose words synthetic task "
-            "documents do not hold (they would all read as <unk>); pass --corpus FILE, or --task/--classes to "
-            "drive it with synthetic documents anyway"
+            f"{what}, whose words synthetic task documents do not hold (they would all read as <unk>); pass "
+            "--corpus FILE, or --task/--classes to drive it with synthetic documents anyway"
         )
     n_docs = 256 if n_docs is None else n_docs
     # The task the model was trained on: fastfp.train records {'name', 'params'}; the shipped
@@ -726,6 +728,8 @@ def _report_target(report, no_report, *inputs):
 
         raise InvalidOptionError(f"option '--report': {problem}" + ("" if explicit else
                                  f" (the default report {DEFAULT_REPORT}; pass --report PATH or --no-report)"))
+    if os.path.exists(path):
+        _log(f"note: {path} exists; it will be replaced")
     try:
         import matplotlib  # noqa: F401
     except ImportError:

@@ -1421,4 +1421,5 @@ if __name__ == "__main__":  # pragma: no cover - `python -m fastfp.study paper -
     argv = sys.argv[1:]
     if argv and not argv[0].startswith("-"):
         argv = ["--battery", argv[0]] + argv[1:]
-    _main(["study", *argv])
+    # the usage line of `fastfp study`, not "python -m fastfp.study study"
+    _main(["study", *argv], prog_name="fastfp")

@@ -230,6 +230,18 @@ def test_find_notes_task_ids_read_as_embedding_rows_without_a_vocabulary(tmp_pat
     assert "--vocab vocab.txt [--labels labels.txt]" in r.stderr and not (tmp_path / "fp3.npz").exists()
 
 
+def test_a_converted_model_with_a_vocabulary_is_told_to_read_text(tmp_path):
+    words = ["<pad>", "<unk>", "good", "bad", "movie", "the", "plot", "great", "awful", "fine"]
+    (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n")
+    assert _invoke("convert", DATA / "torch_gru_classifier.pt", "-o", tmp_path / "m.npz", "--vocab",
+                   tmp_path / "vocab.txt").exit_code == 0
+    r = _invoke("-q", "run", tmp_path / "m.npz", "--no-report")
+    assert r.exit_code == 1 and "the model reads text (a vocabulary was attached to it)" in r.stderr
+    (tmp_path / "r.html").write_text("old")
+    r = _invoke("run", "--states", "8", "--docs", "4", "--report", tmp_path / "r.html")
+    assert r.exit_code == 0 and f"note: {tmp_path / 'r.html'} exists; it will be replaced" in r.stderr
+
+
 def test_convert_warns_of_cased_tokens_and_names_gaps_in_an_id_map(tmp_path):
     words = ["<pad>", "[UNK]", "Good", "bad", "movie", "the", "plot", "Great", "awful", "fine"]
     (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n")

@@ -160,6 +160,17 @@ def test_import_fastfp_stays_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stdout
+    # the study runner, the figures and the Dask layer load on first use, still without those
+    code = (
+        "import sys, fastfp\n"
+        "fastfp.study.battery('quick'); fastfp.report; fastfp.distributed\n"
+        "heavy = ('torch', 'jax', 'cupy', 'dask', 'matplotlib')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stdout
+    with pytest.raises(AttributeError, match="has no attribute 'nonesuch'"):
+        fastfp.nonesuch
 
 
 # ------------------------------------------------------------------ Model helpers: bad input
