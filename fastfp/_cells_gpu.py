@@ -295,7 +295,36 @@ def step_gpu(cell, act, h, x, w_ih, w_hh, b_ih, b_hh):
     return _call("step", (cell, act, h, x, w_ih, w_hh, b_ih, b_hh), 6)
 
 
+# The dense Jacobians build a few (B, N, N) temporaries on the device (jacobian_ref's gate products
+# and sums): this many, with the result, per row.
+_DENSE_TEMPORARIES = 6
+
+
+def _in_device_chunks(op, cell, act, h, x, w, width, out=None):
+    """DeviceCells.op (a dense (B, N, width) result) over row chunks that fit the device's free
+    memory; host arrays in and out. A row that does not fit is a MemoryLimitError, not CuPy's."""
+    from .errors import MemoryLimitError
+    from .solvers import _default_memory_limit
+
+    B, N = h.shape
+    per_row = _DENSE_TEMPORARIES * N * width * h.dtype.itemsize
+    limit = _default_memory_limit(None, "gpu")
+    rows = int(limit // max(per_row, 1))
+    if B and rows < 1:
+        raise MemoryLimitError(f"the dense {op} of one state needs about {per_row / 2**20:.0f} MiB of device memory, "
+                               f"more than the {limit / 2**20:.0f} MiB free; use the matrix-free path (decompose(k=...))")
+    if out is None:
+        out = np.empty((B, N, width), dtype=h.dtype)
+    for lo in range(0, B, max(rows, 1)):
+        hi = min(B, lo + rows)
+        xs = x if x.shape[0] == 1 else x[lo:hi]
+        out[lo:hi] = _call(op, (cell, act, h[lo:hi], xs, *w), 6)
+    return out
+
+
 def jacobian_gpu(cell, act, h, x, w_ih, w_hh, b_ih, b_hh, out=None):
+    if isinstance(h, np.ndarray):
+        return _in_device_chunks("jacobian", cell, act, h, x, (w_ih, w_hh, b_ih, b_hh), h.shape[1], out)
     J = _call("jacobian", (cell, act, h, x, w_ih, w_hh, b_ih, b_hh), 6)
     if out is None:
         return J
@@ -304,6 +333,8 @@ def jacobian_gpu(cell, act, h, x, w_ih, w_hh, b_ih, b_hh, out=None):
 
 
 def input_jacobian_gpu(cell, act, h, x, w_ih, w_hh, b_ih, b_hh):
+    if isinstance(h, np.ndarray):
+        return _in_device_chunks("input_jacobian", cell, act, h, x, (w_ih, w_hh, b_ih, b_hh), w_ih.shape[1])
     return _call("input_jacobian", (cell, act, h, x, w_ih, w_hh, b_ih, b_hh), 6)
 
 

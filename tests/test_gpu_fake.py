@@ -217,3 +217,29 @@ def test_every_kernel_launch_is_checked_against_its_c_signature(cp):
         kernel((1,), (256,), (ax, np.int32(3), hh, np.int32(0), np.int32(B), np.int32(H), out, slope))
     with pytest.raises(ValueError, match="threads for"):
         kernel((0,), (256,), (ax, np.int32(1), hh, np.int32(0), np.int32(B), np.int32(H), out, slope))
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_dense_jacobians_on_the_device_fit_its_free_memory(cp, monkeypatch, cell):
+    from fastfp._cells_gpu import _DENSE_TEMPORARIES
+
+    params, h0, _ = _layer(cell, "tanh", seed=5)
+    N, M = params.state_size, params.input_size
+    x = np.random.default_rng(1).normal(size=(len(h0), M))
+    # room for 3 rows of the dense Jacobian's temporaries: chunks of 3, the same answers
+    free = 3 * _DENSE_TEMPORARIES * N * N * 8 / 0.8 + 1
+    monkeypatch.setattr(cp.cuda.Device, "mem_info", property(lambda self: (free, 16 << 30)))
+    calls = []
+    import fastfp._cells_gpu as cells_gpu
+
+    real = cells_gpu._call
+    monkeypatch.setattr(cells_gpu, "_call", lambda op, args, n: (calls.append((op, len(args[2]))), real(op, args, n))[1])
+    J = fastfp.jacobian(params, h0, x, backend="gpu")
+    np.testing.assert_allclose(J, fastfp.jacobian(params, h0, x, backend="numpy"), atol=1e-13)
+    assert max(n for op, n in calls if op == "jacobian") == 3 and len(calls) == -(-len(h0) // 3)
+    Jx = fastfp.input_jacobian(params, h0, x, backend="gpu")
+    np.testing.assert_allclose(Jx, fastfp.input_jacobian(params, h0, x, backend="numpy"), atol=1e-13)
+    # not even one row: fastfp's error, not the device's
+    monkeypatch.setattr(cp.cuda.Device, "mem_info", property(lambda self: (1000, 16 << 30)))
+    with pytest.raises(fastfp.MemoryLimitError, match="dense jacobian of one state needs"):
+        fastfp.jacobian(params, h0, x, backend="gpu")
