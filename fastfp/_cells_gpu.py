@@ -311,8 +311,10 @@ def _in_device_chunks(op, cell, act, h, x, w, width, out=None):
     limit = _default_memory_limit(None, "gpu")
     rows = int(limit // max(per_row, 1))
     if B and rows < 1:
+        hint = ("; use the matrix-free path (decompose(k=...), jvp/vjp)" if op == "jacobian"
+                else "; take fewer inputs (columns) at a time, or run it on the CPU backend")
         raise MemoryLimitError(f"the dense {op} of one state needs about {per_row / 2**20:.0f} MiB of device memory, "
-                               f"more than the {limit / 2**20:.0f} MiB free; use the matrix-free path (decompose(k=...))")
+                               f"more than the {limit / 2**20:.0f} MiB free{hint}")
     if out is None:
         out = np.empty((B, N, width), dtype=h.dtype)
     for lo in range(0, B, max(rows, 1)):

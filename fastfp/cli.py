@@ -728,8 +728,7 @@ def _report_target(report, no_report, *inputs):
 
         raise InvalidOptionError(f"option '--report': {problem}" + ("" if explicit else
                                  f" (the default report {DEFAULT_REPORT}; pass --report PATH or --no-report)"))
-    if os.path.exists(path):
-        _log(f"note: {path} exists; it will be replaced")
+    replaces = os.path.exists(path)
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -738,6 +737,8 @@ def _report_target(report, no_report, *inputs):
             raise MissingDependencyError(f"option '--report': {msg}") from None
         click.echo(f"fastfp: note: no report written: {msg} (or pass --no-report)", err=True)
         return None, False
+    if replaces:
+        _log(f"note: {path} exists; it will be replaced")
     return path, explicit
 
 

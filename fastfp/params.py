@@ -220,7 +220,9 @@ class RNNParams:
         out = []
         for a in (self.w_ih, self.w_hh, b_ih, b_hh):
             v = np.asarray(a, dtype=np.float64).ravel()
-            probe = (np.arange(v.size) % 7) - 3.0  # cheap, and no weight pattern is likely to match it
+            # A cheap pseudo-random pattern (Knuth's multiplicative hash of the index): no period, so a
+            # transposed or permuted matrix gets another projection.
+            probe = ((np.arange(v.size, dtype=np.uint64) * np.uint64(2654435761)) % np.uint64(1 << 32)) / 2.0**32 - 0.5
             out += [float(v.sum()), float(v @ v), float(v @ probe)]
         return [self.cell, self.nonlinearity] + out
 

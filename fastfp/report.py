@@ -312,7 +312,9 @@ def eigenvalue_figure(eigvals, *, zoom: float = 0.25, max_points: int = 200, tit
     axes = fig.subplots(1, 2)
     t = np.linspace(0, 2 * np.pi, 721)
     flat = lam.ravel()
-    outside = np.abs(flat) > 1.0
+    from ._tau import unit_tolerance
+
+    outside = np.abs(flat) > 1.0 + unit_tolerance(flat)  # 1 to rounding is marginal, as the counts say
     for ax, close in zip(axes, (False, True)):
         ax.plot(np.cos(t), np.sin(t), "-", color="k", lw=1.0, label="unit circle", zorder=1)
         ax.scatter(flat.real[~outside], flat.imag[~outside], s=10, alpha=0.35, color="#1f77b4",

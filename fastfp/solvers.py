@@ -1533,6 +1533,7 @@ def _adam(kernels, params, H0, X, method, opts, progress, metadata):
     if stopped_early:
         s[running] = st.BATCH_STOPPED  # overridden below where a point met a tolerance itself
     s[running & ~np.isfinite(result.q)] = st.NONFINITE
+    s[running & (hnorm > opts["max_norm"])] = st.DIVERGED
     s[running & (result.q <= opts["tol_q"])] = st.Q_TOLERANCE
     converged = running & (result.residual <= opts["atol"] + opts["rtol"] * hnorm)
     s[converged] = st.CONVERGED
@@ -1545,7 +1546,4 @@ def _adam(kernels, params, H0, X, method, opts, progress, metadata):
     slack = opts["atol"] + (opts["rtol"] + 16 * eps) * np.maximum(1.0, np.abs(result.x))
     outside = ((result.x < lower - slack) | (result.x > upper + slack)).any(axis=1)
     s[converged & outside] = st.DIVERGED
-    # The study's q tolerance is a weaker acceptance than a residual: beyond max_norm it does not
-    # outrank divergence.
-    s[running & (s == st.Q_TOLERANCE) & (hnorm > opts["max_norm"])] = st.DIVERGED
     return result

@@ -218,7 +218,7 @@ def test_modes_at_one_to_rounding_integrate_and_have_infinite_time_constants():
     params = fastfp.RNNParams("vanilla", np.zeros((N, 1)), Q @ np.diag(np.r_[1.0, 1.0, 1.0, np.linspace(0.5, 0.1, N - 3)]) @ Q.T)
     fp = fastfp.find_fixed_points(params, np.zeros((1, N)), maxiter=0).decompose(params)
     off = np.abs(fp.eigvals[0, :3]) - 1.0
-    assert 0 < np.abs(off).max() < 1e-14  # the case in point: not bit-exact ones
+    assert np.abs(off).max() < 1e-14  # (this machine's LAPACK: 1 +- a few ulp, one above 1)
     for tau in (fp.time_constants[0, :3], integration_modes(fp, horizon=50).time_constants[0, :3],
                 fastfp.top_eigs(params, fp.x, k=4).time_constants[0, :3]):
         np.testing.assert_array_equal(tau, np.inf)
@@ -646,6 +646,11 @@ def test_an_exact_integrator_above_one_by_rounding_is_marginal_not_unstable():
     Q = np.linalg.qr(np.random.default_rng(3).standard_normal((N, N)))[0]
     params = fastfp.RNNParams("vanilla", np.zeros((N, 1)), Q @ np.diag(np.r_[1.0, np.linspace(0.5, 0.1, N - 1)]) @ Q.T)
     fp = fastfp.find_fixed_points(params, np.zeros((1, N)), maxiter=0).decompose(params)
-    assert np.abs(fp.eigvals[0, 0]) != 1.0 and abs(np.abs(fp.eigvals[0, 0]) - 1.0) < 1e-14
+    assert abs(np.abs(fp.eigvals[0, 0]) - 1.0) < 1e-14  # (this machine's LAPACK: 1 + 9e-16)
+    for lam in (1.0 + 4e-16, 1.0, 1.0 - 4e-16):  # whatever another LAPACK returns: marginal
+        marginal = fastfp.FixedPoints(x=fp.x, x0=fp.x0, inputs=fp.inputs, fx=fp.fx, residual=fp.residual, q=fp.q,
+                                      grad_norm=fp.grad_norm, status=fp.status, nit=fp.nit,
+                                      eigvals=np.array([[lam, 0.5]], complex))
+        assert marginal.n_unstable[0] == 0 and not marginal.is_stable[0] and marginal.time_constants[0, 0] == np.inf
     assert fp.n_unstable[0] == 0 and not fp.is_stable[0]  # marginal: neither
     assert fp.time_constants[0, 0] == np.inf and integration_modes(fp, horizon=50).n_modes[0] == 1

@@ -362,6 +362,18 @@ def test_adam_points_outside_the_root_box_are_diverged_not_converged():
     assert (np.abs(fp.x).max(axis=1) > 1e6).all()
     F = fastfp.step(p, fp.x, np.zeros(6), backend="numpy")
     assert (np.abs(F - fp.x).max(axis=1) <= 1e-10).mean() >= 0.5  # they do look like roots
+    # none of them is called a root: exact zeros out there are DIVERGED, the others beyond
+    # max_norm too, or at the q tolerance (the study's acceptance, as for every method)
+    assert not (fp.status == fastfp.Status.CONVERGED).any(), fp.status
+    looks_like_root = np.abs(F - fp.x).max(axis=1) <= 1e-10
+    assert (fp.status[looks_like_root] != fastfp.Status.CONVERGED).all()
+    assert np.isin(fp.status, (fastfp.Status.DIVERGED, fastfp.Status.Q_TOLERANCE)).all(), fp.status
+
+
+def test_adam_points_beyond_max_norm_are_diverged():
+    p = fastfp.RNNParams("vanilla", np.zeros((2, 1)), 1.5 * np.eye(2))  # tanh(1.5 h): roots inside |h| < 1
+    fp = fastfp.find_fixed_points(p, np.full((3, 2), 5.0), method="adam", max_norm=2.0, maxiter=5, adam_lr=1e-6)
+    assert (np.abs(fp.x).max(axis=1) > 2.0).all()
     assert (fp.status == fastfp.Status.DIVERGED).all(), fp.status
 
 
