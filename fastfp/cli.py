@@ -213,8 +213,7 @@ def _output_problem(output, inputs):
         return str(exc).replace("argument 'path': ", "")
     if out.exists():
         for src in inputs:
-            if src is not None and not str(src).startswith("fastfp:") and Path(src).exists() \
-                    and out.resolve() == Path(src).resolve():
+            if src is not None and Path(src).exists() and out.resolve() == Path(src).resolve():
                 return f"got {str(output)!r}, an input file of this command ({src}); writing there would replace it"
     return None
 
@@ -410,7 +409,7 @@ def _read_corpus_for(model, corpus, n_docs, length):
         used = f" (the first {n_docs} documents)" if "first_docs" in data.params else ""
         click.echo(f"fastfp: note: {corpus}{used}: {n_unk} of {kept.size} tokens ({_percent(share)}) are not in the "
                    "model's vocabulary and read as <unk>", err=True)
-        trained = model.metadata.get("task") if isinstance(model.metadata.get("task"), dict) else {}
+        trained = model.task_record
         record = (trained.get("params") or {}) if trained.get("name") == "corpus" else {}
         # A model trained on a corpus read with a small vocabulary saw its <unk> share in training:
         # the text is its own then. Without that record, a vocabulary built with max_vocab or
@@ -449,7 +448,7 @@ def _task_data(model, task, classes, length, corpus, n_docs, seed):
         return _read_corpus_for(model, corpus, n_docs, length)
     if given:
         raise InvalidOptionError(f"{', '.join(given)}: say how to read a corpus; give --corpus FILE too")
-    trained_on = model.metadata.get("task") if isinstance(model.metadata.get("task"), dict) else {}
+    trained_on = model.task_record
     if trained_on.get("name") == "corpus" and task is None and classes is None:
         src = (trained_on.get("params") or {}).get("source")
         attached = str((trained_on.get("params") or {}).get("vocab", "")).startswith("attached")

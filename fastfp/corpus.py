@@ -296,7 +296,7 @@ def _model_settings(model, vocab, labels, lowercase, multilabel, tokenizer):
             "argument 'model': the model has no vocabulary (Model.vocab), so its embedding rows cannot be "
             "matched to words; attach one (Model.vocab, saved by fastfp.save_params) or pass vocab="
         )
-    task = model.metadata.get("task") if isinstance(model.metadata.get("task"), dict) else {}
+    task = model.task_record
     rec = task.get("params", {}) if task.get("name") == "corpus" and isinstance(task.get("params"), dict) else {}
 
     def pick(name, given, default):
@@ -1132,7 +1132,7 @@ def encode_texts(texts, *, model=None, vocab=None, lowercase: bool | None = None
     n_out = None
     if model is not None and model.readout_weight is not None:
         n_out = int(np.shape(model.readout_weight)[0])
-        task = model.metadata.get("task") if isinstance(model.metadata.get("task"), dict) else {}
+        task = model.task_record
         # A model trained on fastfp.tasks.multilabel (not a corpus) records the flag on its task.
         multilabel = bool(multilabel or task.get("multilabel", False))
     labels = np.full((len(docs), n_out) if multilabel and n_out else (len(docs),), -1, dtype=np.int64)

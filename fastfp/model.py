@@ -114,6 +114,13 @@ class Model:
         if not isinstance(self.metadata, dict):
             raise InvalidOptionError(f"argument 'metadata': got {type(self.metadata).__name__}, expected a dict")
 
+    @property
+    def task_record(self) -> dict:
+        """``metadata['task']`` where it is the record fastfp.train or with_vocab writes (a dict:
+        'name', 'params', ...), else {} (no record, or the shipped model's older form)."""
+        task = self.metadata.get("task")
+        return task if isinstance(task, dict) else {}
+
     def with_vocab(self, vocab, *, labels=None, lowercase: bool | None = None, multilabel: bool | None = None,
                    unk: str | None = None) -> "Model":
         """A copy with ``vocab`` (one token per embedding row, or per one-hot input) and a record
@@ -155,7 +162,7 @@ class Model:
         if len(vocab) != n_in:
             raise ShapeError(f"argument 'vocab': got {len(vocab)} tokens, expected {n_in} ("
                              + ("rows of the embedding)" if self.embedding is not None else "one-hot inputs of the cell)"))
-        old = self.metadata.get("task") if isinstance(self.metadata.get("task"), dict) else {}
+        old = self.task_record
         record = dict(old.get("params") or {}) if old.get("name") == "corpus" else {}
         if labels is not None:
             names = list(_label_list(labels))
@@ -399,7 +406,7 @@ def _check_task_data_matches(model, data, name: str = "task_data") -> None:
             "other words' embedding rows; read a corpus with fastfp.read_corpus(path, model=model), or remap "
             "the data with data.with_vocab(model.vocab)"
         )
-    task = model.metadata.get("task") if isinstance(model.metadata.get("task"), dict) else {}
+    task = model.task_record
     rec = task.get("params", {}).get("label_names") if task.get("name") == "corpus" and isinstance(
         task.get("params"), dict) else None
     got = data.params.get("label_names") if isinstance(data.params, dict) else None

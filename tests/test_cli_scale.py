@@ -54,22 +54,23 @@ def test_find_gpu_without_cupy_is_a_one_line_error(tmp_path, monkeypatch):
     assert "fastfp-rnn[gpu]" in r.stderr and "Traceback" not in r.stderr
 
 
+def _sharded_command(tmp_path, command):
+    """A small `find` or `study` command line, before its Dask options."""
+    if command == "find":
+        return ["find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--states", "8", "--docs", "8"]
+    return ["study", "--out", tmp_path / "s"]
+
+
 @pytest.mark.parametrize("command", ["find", "study"])
 def test_scheduler_and_workers_together_is_a_usage_error(tmp_path, command):
-    if command == "find":
-        args = ["find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--states", "8", "--docs", "8"]
-    else:
-        args = ["study", "--out", tmp_path / "s"]
+    args = _sharded_command(tmp_path, command)
     r = _invoke(*args, "--scheduler", "tcp://127.0.0.1:1", "--workers", "2")
     assert r.exit_code == 2 and "not both" in r.output
 
 
 @pytest.mark.parametrize("command", ["find", "study"])
 def test_connect_timeout_needs_a_scheduler(tmp_path, command):
-    if command == "find":
-        args = ["find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--states", "8", "--docs", "8"]
-    else:
-        args = ["study", "--out", tmp_path / "s"]
+    args = _sharded_command(tmp_path, command)
     r = _invoke(*args, "--workers", "2", "--connect-timeout", "5")
     assert r.exit_code == 2 and "--connect-timeout: an option of --scheduler" in r.output
 
@@ -83,10 +84,7 @@ def test_unreachable_scheduler_gives_up_after_connect_timeout(tmp_path, command)
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    if command == "find":
-        args = ["find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--states", "8", "--docs", "8"]
-    else:
-        args = ["study", "--battery", "quick", "--out", tmp_path / "s"]
+    args = _sharded_command(tmp_path, command)  # study's default battery: quick
     t0 = time.perf_counter()
     r = _invoke(*args, "--scheduler", f"tcp://127.0.0.1:{port}", "--connect-timeout", "1")
     waited = time.perf_counter() - t0
