@@ -179,15 +179,60 @@ def rollout(params, h0, xs, *, lengths=None, mask=None, backend: str = "cpu") ->
                 f"argument 'h0': got shape {h.shape}, expected {expected} to match xs of shape {np.shape(xs)}"
             )
     valid = _valid_steps(lengths, mask, B, T, single)
-    w = params.arrays(X.dtype)
-    out = np.empty((B, T, N), dtype=X.dtype)
-    for t in range(T):
-        new = kernels.step(params.cell_code, params.nonlinearity_code, h, np.ascontiguousarray(X[:, t]), *w)
-        if valid is not None and not valid[:, t].all():
-            new = np.where(valid[:, t, None], new, h)
-        h = new
-        out[:, t] = h
+    out = _run_steps(kernels, params, h, X, valid)
     return out[0] if single else out
+
+
+# Device memory one chunk of a GPU rollout may take (its inputs, mask and states), at most.
+_DEVICE_CHUNK_BYTES = 256 * 2**20
+
+
+def _run_steps(kernels, params, h, X, valid) -> np.ndarray:
+    """The rollout loop, written once for the host and the device.
+
+    On the GPU the weights and the state stay on the device for the whole run, and the inputs go
+    up and the visited states come down in chunks of steps (one copy each way per chunk, not per
+    step); on the CPU the states are written straight into the result.
+    """
+    B, T, M = X.shape
+    N = params.state_size
+    dtype = X.dtype
+    out = np.empty((B, T, N), dtype=dtype)
+    # Which steps leave some state unchanged, known on the host (no device sync per step).
+    partial = None if valid is None else ~valid.all(axis=0)
+    w = params.arrays(dtype)
+    if kernels.name == "gpu":
+        import cupy as xp
+
+        from .solvers import _default_memory_limit
+
+        to_device, to_host = xp.asarray, xp.asnumpy
+        per_step = B * ((N + M) * dtype.itemsize + 1)
+        budget = min(_DEVICE_CHUNK_BYTES, 0.25 * _default_memory_limit(None, "gpu"))
+        chunk = int(max(1, min(T, budget // max(per_step, 1))))
+    else:
+        xp, chunk = np, max(T, 1)
+        to_device = to_host = None
+    if to_device is not None:
+        h, w = to_device(h), [to_device(a) for a in w]
+    for t0 in range(0, T, chunk):
+        t1 = min(T, t0 + chunk)
+        if to_device is None:
+            Xc, vc, buf = X[:, t0:t1], valid, out[:, t0:t1]
+        else:
+            Xc = to_device(np.ascontiguousarray(X[:, t0:t1]))
+            vc = None if valid is None else to_device(np.ascontiguousarray(valid[:, t0:t1]))
+            buf = xp.empty((B, t1 - t0, N), dtype=dtype)
+        for t in range(t1 - t0):
+            new = kernels.step(params.cell_code, params.nonlinearity_code, h, xp.ascontiguousarray(Xc[:, t]), *w)
+            if partial is not None and partial[t0 + t]:
+                col = t0 + t if to_device is None else t
+                new = xp.where(vc[:, col, None], new, h)
+            h = new
+            buf[:, t] = h
+        if to_device is not None:
+            out[:, t0:t1] = to_host(buf)
+    return out
 
 
 def _valid_steps(lengths, mask, B, T, single):

@@ -96,6 +96,33 @@ def test_device_arrays_are_read_and_results_are_host_arrays(cp):
 
 
 @pytest.mark.parametrize("cell,act", CELLS)
+def test_a_device_rollout_copies_per_chunk_not_per_step(cp, monkeypatch, cell, act):
+    # 40 steps: the weights and state go up once and the inputs and states move in chunks; a
+    # rollout that copied every step would make 40+ copies each way.
+    import fastfp.dynamics as dynamics
+
+    params, h, _ = _layer(cell, act)
+    xs = np.random.default_rng(3).normal(0.0, 0.5, (5, 40, 3))
+    lengths = np.array([40, 3, 25, 0, 39])
+    copies = {"up": 0, "down": 0}
+    up, down = cp.asarray, cp.asnumpy
+    monkeypatch.setattr(cp, "asarray", lambda *a, **k: (copies.__setitem__("up", copies["up"] + 1), up(*a, **k))[1])
+    monkeypatch.setattr(cp, "asnumpy", lambda *a, **k: (copies.__setitem__("down", copies["down"] + 1), down(*a, **k))[1])
+    want = fastfp.rollout(params, h[:5], xs, lengths=lengths, backend="numpy")
+    got = fastfp.rollout(params, h[:5], xs, lengths=lengths, backend="gpu")
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+    assert type(got) is np.ndarray
+    assert copies["up"] <= 8 and copies["down"] == 1, copies
+    # A device budget of a few steps: more chunks, the same states.
+    per_step = 5 * ((params.state_size + 3) * 8 + 1)
+    monkeypatch.setattr(dynamics, "_DEVICE_CHUNK_BYTES", 7 * per_step)
+    copies.update(up=0, down=0)
+    np.testing.assert_allclose(fastfp.rollout(params, h[:5], xs, lengths=lengths, backend="gpu"), want,
+                               rtol=1e-12, atol=1e-14)
+    assert copies["down"] == 6 and copies["up"] <= 5 + 2 * 6, copies
+
+
+@pytest.mark.parametrize("cell,act", CELLS)
 @pytest.mark.parametrize("method,slow", [("newton", None), ("hybrid", None), ("lm", None), ("hybrid", 0.05)])
 def test_matrix_free_solvers_on_the_device_match_numpy(counted, cell, act, method, slow):
     params, h0, _ = _layer(cell, act, seed=3)
