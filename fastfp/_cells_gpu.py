@@ -20,8 +20,8 @@ from functools import lru_cache
 import numpy as np
 
 from ._cells_ref import _xp
-from ._cells_ref import input_jacobian_ref, jacobian_ref, step_ref
-from ._linearize import Linearization, linearize
+from ._cells_ref import input_jacobian_ref, jacobian_ref
+from ._linearize import Linearization, forward_linearize
 from .params import GRU, GRU_RESET_BEFORE, LSTM, RELU, UGRNN, VANILLA
 
 __all__ = [
@@ -216,8 +216,8 @@ class DeviceCells:
         xp, ops = self.xp, self.ops
         if cell == GRU_RESET_BEFORE:
             # The reset gate acts before the recurrent matmul of the candidate, so the pass needs a
-            # GEMM between two element-wise stages; it runs as namespace operations.
-            return step_ref(cell, act, h, x, w_ih, w_hh, b_ih, b_hh), linearize(cell, act, h, x, w_ih, w_hh, b_ih, b_hh)
+            # GEMM between two element-wise stages; it runs as namespace operations, once.
+            return forward_linearize(cell, act, h, x, w_ih, w_hh, b_ih, b_hh)
         h = xp.ascontiguousarray(h)
         ax = xp.ascontiguousarray(x @ w_ih.T + b_ih)
         B = h.shape[0]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from ._cells_ref import _blocks, _forward, _vanilla_slope, _xp
 from .params import GRU, GRU_RESET_BEFORE, LSTM, UGRNN, VANILLA
 
-__all__ = ["Linearization", "linearize", "linearize_cpu", "forward_linearize_cpu"]
+__all__ = ["Linearization", "linearize", "forward_linearize", "linearize_cpu", "forward_linearize_cpu"]
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,11 @@ class Linearization:
 
 def linearize(cell, act, h, x, w_ih, w_hh, b_ih, b_hh) -> Linearization:
     """Run the forward pass once at ``h`` (B, N) and keep what J v and w^T J need."""
+    return forward_linearize(cell, act, h, x, w_ih, w_hh, b_ih, b_hh)[1]
+
+
+def forward_linearize(cell, act, h, x, w_ih, w_hh, b_ih, b_hh):
+    """F(h, x) (B, N) and :func:`linearize`'s Linearization, from one forward pass."""
     xp = _xp(h)
     fw = _forward(cell, act, h, x, w_ih, w_hh, b_ih, b_hh)
     if cell == VANILLA:
@@ -154,7 +159,7 @@ def linearize(cell, act, h, x, w_ih, w_hh, b_ih, b_hh) -> Linearization:
         }
     else:
         raise ValueError(f"unknown cell code {cell}")
-    return Linearization(cell, w_hh, coef)
+    return fw["out"], Linearization(cell, w_hh, coef)
 
 
 def linearize_cpu(cell, act, h, x, w_ih, w_hh, b_ih, b_hh) -> Linearization:

@@ -95,6 +95,27 @@ def test_device_arrays_are_read_and_results_are_host_arrays(cp):
                                                     backend="numpy"), rtol=1e-12, atol=1e-14)
 
 
+def test_the_reset_before_gru_runs_one_forward_pass_per_device_step(cp, monkeypatch):
+    # Its device pass is namespace code (a GEMM between two element-wise stages); the step and the
+    # linearisation come from one pass, not two.
+    import fastfp._cells_ref as ref
+    import fastfp._linearize as lin
+
+    params, h, x = _layer("gru_reset_before", "tanh")
+    want = fastfp.step(params, h, x, backend="numpy")
+    calls = {"n": 0}
+    forward = ref._forward
+
+    def counting(*args):
+        calls["n"] += 1
+        return forward(*args)
+
+    for module in (ref, lin):  # the reference's step and the linearisation
+        monkeypatch.setattr(module, "_forward", counting)
+    np.testing.assert_allclose(fastfp.step(params, h, x, backend="gpu"), want, rtol=1e-12, atol=1e-14)
+    assert calls["n"] == 1
+
+
 @pytest.mark.parametrize("cell,act", CELLS)
 def test_a_device_rollout_copies_per_chunk_not_per_step(cp, monkeypatch, cell, act):
     # 40 steps: the weights and state go up once and the inputs and states move in chunks; a
