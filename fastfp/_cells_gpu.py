@@ -189,8 +189,8 @@ class _FusedLinearization(Linearization):
         object.__setattr__(self, "coef", base.coef)
         object.__setattr__(self, "_ops", ops)
 
-    def take(self, idx):
-        return _FusedLinearization(Linearization.take(self, idx), self._ops)
+    def with_coef(self, coef):
+        return _FusedLinearization(Linearization.with_coef(self, coef), self._ops)
 
     def astype(self, dtype):
         return _FusedLinearization(Linearization.astype(self, dtype), self._ops)

@@ -41,7 +41,11 @@ class Linearization:
 
     def take(self, idx) -> "Linearization":
         """The linearisation at a subset of the states (rows ``idx``)."""
-        return Linearization(self.cell, self.w_hh, {k: v[idx] for k, v in self.coef.items()})
+        return self.with_coef({k: v[idx] for k, v in self.coef.items()})
+
+    def with_coef(self, coef) -> "Linearization":
+        """The same kind of linearisation (the same weights and products) with other coefficients."""
+        return Linearization(self.cell, self.w_hh, coef)
 
     def operator(self, *, transpose: bool = False, shift: float = 0.0):
         """``matvec(idx, V)``: (J - shift I) V, or (J^T - shift I) V, for the rows ``idx``, as the

@@ -21,7 +21,7 @@ import numpy as np
 from . import status as st
 from ._cells_ref import _xp
 from ._krylov import _to_host, batched_gmres
-from ._linearize import Linearization, linearize
+from ._linearize import linearize
 from .solvers import _stall_status
 
 __all__ = ["newton_krylov"]
@@ -62,14 +62,14 @@ def newton_krylov(step, params_arrays, cell, act, H0, X, bounds, opts, *, restar
     rn_prev = xp.full(B, np.nan, dtype=dtype)
     eta_prev = xp.full(B, _ETA_MAX, dtype=dtype)
     active = xp.arange(B)
-    store, store_w = None, None  # with forward_fn: the linearisation at every point's current state
+    store, store_lin = None, None  # with forward_fn: the linearisation at every point's current state
     for it in range(opts["maxiter"] + 1):
         active, ha, ra = _stop_finished(xp, h, r, active, status, opts)
         if active.size == 0:
             break
         Xa = rows(active)
         if store is not None:
-            lin = Linearization(cell, store_w, {k: v[active] for k, v in store.items()})
+            lin = store_lin.with_coef({k: v[active] for k, v in store.items()})
         else:
             lin = linearize_fn(cell, act, ha, Xa, *params_arrays)
         grad = lin.vjp(ra) - ra  # grad q = (J - I)^T r
@@ -124,7 +124,7 @@ def newton_krylov(step, params_arrays, cell, act, H0, X, bounds, opts, *, restar
         if forward_fn is not None:
             if store is None:
                 store = {k: xp.empty((B,) + v.shape[1:], dtype=v.dtype) for k, v in lin.coef.items()}
-                store_w = lin.w_hh
+                store_lin = lin  # its kind (the device's fused products) and weights
             acc = xp.flatnonzero(ok)
             for k, v in store.items():
                 v[active] = lin.coef[k]  # where the state stays, its linearisation stays

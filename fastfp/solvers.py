@@ -1278,7 +1278,7 @@ def _matrix_free(kernels, params, H0, X, method, opts, progress, metadata):
         h, status, nit, n_matvec = newton_krylov(
             lambda h, Xr: dev.step(cell, act, h, Xr, *wd), wd, cell, act, cupy.asarray(H0), cupy.asarray(X),
             state_bounds(params), opts, restart=opts["gmres_restart"], progress=progress, method=method,
-            linearize_fn=dev.linearize,
+            linearize_fn=dev.linearize, forward_fn=lambda h, Xr: dev.forward(cell, act, h, Xr, *wd),
         )
         h, status, nit, n_matvec = (cupy.asnumpy(a) for a in (h, status, nit, n_matvec))
     else:

@@ -162,6 +162,29 @@ def test_matrix_free_solvers_on_the_device_match_numpy(counted, cell, act, metho
         assert type(getattr(gpu, name)) is np.ndarray, name
 
 
+@pytest.mark.parametrize("cell,act", [("gru", "tanh"), ("lstm", "tanh"), ("gru_reset_before", "tanh")])
+def test_the_device_newton_krylov_linearises_where_its_line_search_ran(cp, monkeypatch, cell, act):
+    # The line search's forward passes keep their linearisations: the solve linearises anew only
+    # at its start, not at every iteration (a second forward pass per iteration before).
+    from fastfp._cells_gpu import DeviceCells
+
+    calls = {"linearize": 0}
+    linearize = DeviceCells.linearize
+
+    def counting(self, *args):
+        calls["linearize"] += 1
+        return linearize(self, *args)
+
+    monkeypatch.setattr(DeviceCells, "linearize", counting)
+    params, h0, _ = _layer(cell, act, seed=3)
+    opts = dict(method="hybrid", jacobian="matrix_free")
+    gpu = fastfp.find_fixed_points(params, h0, backend="gpu", **opts)
+    host = fastfp.find_fixed_points(params, h0, backend="numpy", **opts)
+    assert gpu.nit.max() >= 3 and calls["linearize"] == 1, (gpu.nit.max(), calls)
+    np.testing.assert_array_equal(gpu.status, host.status)
+    np.testing.assert_allclose(gpu.x, host.x, atol=1e-9)
+
+
 def test_float32_solve_on_the_device_matches_numpy(cp):
     params, h0, _ = _layer("gru", "tanh", seed=4)
     opts = dict(method="hybrid", jacobian="matrix_free", dtype=np.float32, slow_ratio=0.05, slow_speed=1e-2)
