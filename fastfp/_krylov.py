@@ -24,6 +24,10 @@ __all__ = ["GMRESResult", "batched_gmres", "CGResult", "batched_cg", "EigsResult
 # GMRES finishes the points that have stopped, and drops them from the block, once no more than
 # this fraction of the block is still iterating.
 _COMPACT_BELOW = 0.5
+# GMRES's Givens rotations as one accumulated matrix (True) or applied one by one (False); None:
+# the matrix on a device, where each small element-wise operation is a kernel launch, the loop on
+# the host, where it is cheaper at the batch sizes used. The tests run both on the host.
+_DENSE_ROTATIONS = None
 
 
 def _to_host(a):
@@ -174,6 +178,7 @@ def batched_gmres(matvec, b, *, x0=None, rtol=1e-8, atol=0.0, restart=40, maxite
     nit = xp.zeros(B, dtype=xp.int64)
     rnorm = _norms(xp, r)
     m = max(1, min(int(restart), N))
+    dense_rotations = (xp is not np) if _DENSE_ROTATIONS is None else _DENSE_ROTATIONS
     eps = np.finfo(dtype).eps
     # On a GPU every "any point still going?" test is a device-to-host synchronisation; check every
     # few iterations there (finished points are masked, so extra iterations change nothing).
@@ -190,8 +195,16 @@ def batched_gmres(matvec, b, *, x0=None, rtol=1e-8, atol=0.0, restart=40, maxite
         V = xp.empty((Ba, cap + 1, N), dtype=dtype)
         V[:, 0] = r[active] / beta[:, None]
         R = xp.zeros((Ba, m, m), dtype=dtype)  # the rotated Hessenberg matrix: upper triangular
-        cs = xp.zeros((Ba, m), dtype=dtype)
-        sn = xp.zeros((Ba, m), dtype=dtype)
+        if dense_rotations:
+            # The product of the Givens rotations so far, Q^T (Ba, m+1, m+1): a new column is
+            # rotated by one batched product instead of a loop over the j earlier rotations, whose
+            # 6 j tiny element-wise kernels per column would dominate a GPU cycle.
+            Qt = xp.zeros((Ba, m + 1, m + 1), dtype=dtype)
+            Qt[:, xp.arange(m + 1), xp.arange(m + 1)] = 1.0
+            cs = sn = None
+        else:
+            cs = xp.zeros((Ba, m), dtype=dtype)
+            sn = xp.zeros((Ba, m), dtype=dtype)
         g = xp.zeros((Ba, m + 1), dtype=dtype)
         g[:, 0] = beta
         used = xp.full(Ba, m, dtype=xp.int64)  # Krylov columns that count, per point
@@ -210,16 +223,29 @@ def batched_gmres(matvec, b, *, x0=None, rtol=1e-8, atol=0.0, restart=40, maxite
                 grown[:, : j + 1] = V[:, : j + 1]
                 V = grown
             V[:, j + 1] = w / safe[:, None]
-            for i in range(j):  # previous rotations, vectorised over the batch
-                a, c_ = hcol[:, i], hcol[:, i + 1]
-                hcol[:, i], hcol[:, i + 1] = cs[:, i] * a + sn[:, i] * c_, -sn[:, i] * a + cs[:, i] * c_
+            if dense_rotations:
+                if j:
+                    hcol = xp.matmul(Qt[:, : j + 1, : j + 1], hcol[:, :, None])[:, :, 0]
+            else:
+                for i in range(j):  # previous rotations, vectorised over the batch
+                    a, c_ = hcol[:, i], hcol[:, i + 1]
+                    hcol[:, i], hcol[:, i + 1] = cs[:, i] * a + sn[:, i] * c_, -sn[:, i] * a + cs[:, i] * c_
             a = hcol[:, j]
             den = xp.sqrt(a * a + hnext * hnext)
             den = xp.where(den > 0, den, 1.0)
-            cs[:, j], sn[:, j] = a / den, hnext / den
-            hcol[:, j] = cs[:, j] * a + sn[:, j] * hnext
-            g[:, j + 1] = -sn[:, j] * g[:, j]
-            g[:, j] = cs[:, j] * g[:, j]
+            c_j, s_j = a / den, hnext / den
+            if dense_rotations:
+                # Rows j and j + 1 of Q^T (row j + 1 is still e_{j+1}) take the new rotation.
+                q_j = Qt[:, j, : j + 2].copy()
+                Qt[:, j, : j + 2] = c_j[:, None] * q_j
+                Qt[:, j, j + 1] = s_j
+                Qt[:, j + 1, : j + 2] = -s_j[:, None] * q_j
+                Qt[:, j + 1, j + 1] = c_j
+            else:
+                cs[:, j], sn[:, j] = c_j, s_j
+            hcol[:, j] = c_j * a + s_j * hnext
+            g[:, j + 1] = -s_j * g[:, j]
+            g[:, j] = c_j * g[:, j]
             R[:, : j + 1, j] = hcol[:, : j + 1]
             j_end = j + 1
             stop = live & ((xp.abs(g[:, j + 1]) <= tgt) | (hnext <= eps * beta) | (budget <= j + 1))
@@ -237,7 +263,11 @@ def batched_gmres(matvec, b, *, x0=None, rtol=1e-8, atol=0.0, restart=40, maxite
                                   g[done, : j_end + 1], V[done, :j_end], used[done], j_end, eps)
                     keep = xp.flatnonzero(live)
                     V = V[keep]
-                    active, R, cs, sn, g = active[keep], R[keep], cs[keep], sn[keep], g[keep]
+                    active, R, g = active[keep], R[keep], g[keep]
+                    if dense_rotations:
+                        Qt = Qt[keep]
+                    else:
+                        cs, sn = cs[keep], sn[keep]
                     used, live, budget, beta, tgt = used[keep], live[keep], budget[keep], beta[keep], tgt[keep]
                     Ba = n_live
         _gmres_update(xp, matvec, b, x, r, rnorm, nit, active, R, g, V, xp.minimum(used, j_end), j_end, eps)
@@ -328,6 +358,7 @@ def batched_eigs(matvec, B, N, k, *, dtype=np.float64, xp=np, ncv=None, tol=1e-1
         idx = xp.asarray(active)
         Va = V[idx]
         Ha = Hq[active]
+        Hd = xp.asarray(Ha)
         pa = p[active]
         # Expand every point from its own p to m; a point whose column j is a kept Schur vector
         # (j < p) takes no part at that column.
@@ -350,9 +381,11 @@ def batched_eigs(matvec, B, N, k, *, dtype=np.float64, xp=np, ncv=None, tol=1e-1
             safe = xp.where(hn > 0, hn, 1.0)
             grow_x = xp.asarray(grow)
             Va[:, j + 1] = xp.where(grow_x[:, None], xp.where(dead[:, None], w, w / safe[:, None]), Va[:, j + 1])
-            hcol_h, hn_h = _to_host(hcol), _to_host(hn)
-            Ha[grow, : j + 1, j] = hcol_h[grow]
-            Ha[grow, j + 1, j] = hn_h[grow]
+            # The Rayleigh quotient's columns stay on the device until the expansion ends (one
+            # copy to the host per cycle, not two per column; the dead test is the one sync).
+            Hd[:, : j + 1, j] = xp.where(grow_x[:, None], hcol, Hd[:, : j + 1, j])
+            Hd[:, j + 1, j] = xp.where(grow_x, hn, Hd[:, j + 1, j])
+        Ha = _to_host(Hd)
         nit[active] += m - pa
         keep_rows = []
         newV = []

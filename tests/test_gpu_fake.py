@@ -195,6 +195,27 @@ def test_float32_solve_on_the_device_matches_numpy(cp):
     assert gpu.x.dtype == np.float32
 
 
+def test_device_arnoldi_copies_its_rayleigh_quotient_once_per_cycle(cp, monkeypatch):
+    # One copy to the host per restart cycle (plus the Ritz vectors'), not two per Krylov column.
+    params, h0, _ = _layer("gru", "tanh", H=40, seed=5)
+    fp = fastfp.find_fixed_points(params, h0[:6])
+    fp = fp[fp.success]
+    copies = {"n": 0}
+    get = DeviceArray.get
+
+    def counting(self):
+        copies["n"] += 1
+        return get(self)
+
+    monkeypatch.setattr(DeviceArray, "get", counting)
+    eigs = fastfp.top_eigs(params, fp.x, fp.inputs, k=3, backend="gpu")
+    monkeypatch.undo()
+    want = fastfp.top_eigs(params, fp.x, fp.inputs, k=3, backend="numpy")
+    np.testing.assert_allclose(eigs.eigvals, want.eigvals, atol=1e-9)
+    columns = int(eigs.nit.max())  # Krylov columns the block went through
+    assert columns > 30 and copies["n"] < columns / 4, (copies, columns)
+
+
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_decompositions_on_the_device_match_numpy(counted, cell):
     params, h0, _ = _layer(cell, "tanh", seed=5)

@@ -66,7 +66,37 @@ def test_linearization_relu(make):
 
 
 # ----------------------------------------------------------------------------- GMRES
-def test_gmres_solves_batched_systems_with_restarts():
+@pytest.fixture(params=[False, True], ids=["rotation-loop", "rotation-matrix"])
+def rotations(request, monkeypatch):
+    """GMRES's Givens rotations one by one (the host's way) or as one matrix (the device's)."""
+    import fastfp._krylov as krylov
+
+    monkeypatch.setattr(krylov, "_DENSE_ROTATIONS", request.param)
+    return request.param
+
+
+def test_gmres_rotation_forms_take_the_same_steps(monkeypatch):
+    # 40 systems of mixed difficulty: points stop at different columns, the block is compacted
+    # mid-cycle and restarted; both forms of the rotations give the same iterates to rounding.
+    import fastfp._krylov as krylov
+
+    rng = np.random.default_rng(5)
+    B, N = 40, 50
+    spread = np.linspace(0.2, 3.0, B)[:, None, None]
+    A = 2 * np.eye(N) + spread * rng.standard_normal((B, N, N)) / np.sqrt(N)
+    b = rng.standard_normal((B, N))
+    out = {}
+    for dense in (False, True):
+        monkeypatch.setattr(krylov, "_DENSE_ROTATIONS", dense)
+        out[dense] = batched_gmres(_matvec(A), b, rtol=1e-10, restart=12, maxiter=600)
+    np.testing.assert_array_equal(out[True].nit, out[False].nit)
+    assert len(np.unique(out[False].nit)) > 5  # the points did stop at different columns
+    np.testing.assert_allclose(out[True].x, out[False].x, rtol=1e-9, atol=1e-11)
+    truth = np.linalg.solve(A, b[..., None])[..., 0]
+    np.testing.assert_allclose(out[True].x[out[True].converged], truth[out[True].converged], atol=1e-8)
+
+
+def test_gmres_solves_batched_systems_with_restarts(rotations):
     rng = np.random.default_rng(0)
     B, N = 7, 60
     A = 2 * np.eye(N) + rng.standard_normal((B, N, N)) / np.sqrt(N)
@@ -80,7 +110,7 @@ def test_gmres_solves_batched_systems_with_restarts():
     assert (res.nit > 8).all()  # restarted at least once
 
 
-def test_gmres_per_point_stopping_and_x0():
+def test_gmres_per_point_stopping_and_x0(rotations):
     rng = np.random.default_rng(1)
     N = 30
     easy = np.eye(N) * 3.0  # one iteration: the Krylov space is invariant (happy breakdown)
@@ -96,7 +126,7 @@ def test_gmres_per_point_stopping_and_x0():
     assert (again.nit == 0).all()
 
 
-def test_gmres_reports_non_convergence_at_maxiter():
+def test_gmres_reports_non_convergence_at_maxiter(rotations):
     rng = np.random.default_rng(2)
     N = 80
     A = (np.eye(N) + 3 * rng.standard_normal((N, N)) / np.sqrt(N))[None]
