@@ -14,7 +14,7 @@ from ._atomic import atomic_path
 from ._npz import json_object_entry, read_npz
 from ._validate import real_number
 from .errors import (ArgumentTypeError, DTypeError, FastFPError, FileFormatError, InvalidOptionError, MemoryLimitError,
-                     ShapeError, warn_user)
+                     NonFiniteError, ShapeError, warn_user)
 from .status import CONVERGED, Q_TOLERANCE, SLOW_POINT, Status
 
 __all__ = ["FixedPoints", "concatenate", "FORMAT_VERSION"]
@@ -111,6 +111,17 @@ class FixedPoints:
                 f"FixedPoints field 'status': holds codes {unknown[:5]} that are not fastfp.Status values "
                 f"({', '.join(f'{int(s)}={s.name}' for s in Status)})"
             )
+        found = np.isin(np.asarray(self.status), (CONVERGED, SLOW_POINT, Q_TOLERANCE))
+        if x.dtype.kind in "fc" and found.any():
+            bad = np.flatnonzero(found & ~np.isfinite(x).all(axis=1))
+            if bad.size:
+                # A solver marks a point with NaN or Inf NONFINITE; such a row under a found
+                # status is a damaged or hand-edited record, and would pass into every analysis.
+                raise NonFiniteError(
+                    f"FixedPoints field 'x': {bad.size} point(s) with status CONVERGED, SLOW_POINT or "
+                    f"Q_TOLERANCE hold NaN or Inf (rows {bad[:5].tolist()}{' ...' if bad.size > 5 else ''}); "
+                    "expected finite states there (status NONFINITE marks a non-finite point)"
+                )
         if not isinstance(self.metadata, dict):
             raise InvalidOptionError(f"FixedPoints field 'metadata': got {type(self.metadata).__name__}, expected a dict")
 

@@ -199,6 +199,24 @@ def test_load_refuses_newer_version_and_foreign_files(tmp_path, fps):
         FixedPoints.load(tmp_path / "junk.npz")
 
 
+def test_load_refuses_a_non_finite_state_under_a_found_status(tmp_path, fps):
+    path = tmp_path / "fp.npz"
+    fps.save(path)
+    with np.load(path) as data:
+        entries = dict(data)
+    x = entries["x"].copy()
+    x[2, 0] = np.nan
+    status = entries["status"].copy()
+    status[2] = fastfp.Status.CONVERGED
+    np.savez(tmp_path / "nan.npz", **dict(entries, x=x, status=status))
+    with pytest.raises(fastfp.FileFormatError, match=r"field 'x': 1 point\(s\) with status CONVERGED.*rows \[2\]"):
+        FixedPoints.load(tmp_path / "nan.npz")
+    # The same row marked NONFINITE, as a solver marks it, loads.
+    status[2] = fastfp.Status.NONFINITE
+    np.savez(tmp_path / "marked.npz", **dict(entries, x=x, status=status))
+    assert not FixedPoints.load(tmp_path / "marked.npz").success[2]
+
+
 def test_load_never_unpickles(tmp_path, fps):
     marker = tmp_path / "pwned"
     path = tmp_path / "fp.npz"
