@@ -561,11 +561,15 @@ def run_tasks(
     run = {"started": _now(), "n_tasks": len(specs), "reused": len(reused), "to_run": len(pending),
            "computed": [], "failed": {}, "finished": None}
     manifest.data["runs"].append(run)
-    manifest.save()
+    if not pending:
+        manifest.save()
 
     computed, failures, first_exc = [], {}, None
     if pending:
+        # The manifest is written once a cluster is there: a scheduler that cannot be reached
+        # leaves the results folder as it was.
         with _client(distributed, client, scheduler, n_workers, connect_timeout) as cl:
+            manifest.save()
             where = _describe_client(cl)
             _check_visible(cl, results_dir, worker_files)
             log(f"{len(specs)} tasks: {len(reused)} done before, {len(pending)} to run on {where}")

@@ -452,6 +452,8 @@ def test_unreachable_scheduler(tmp_path):
     with pytest.raises(BackendUnavailableError, match=f"cannot connect to tcp://127.0.0.1:{port}"):
         fd.run_tasks([CountSpec("a", 1)], counted, tmp_path, scheduler=f"tcp://127.0.0.1:{port}",
                      connect_timeout=1, progress=False)
+    # No run took place: the results folder holds no manifest of one.
+    assert not (tmp_path / fd.MANIFEST_NAME).exists()
 
 
 def test_option_errors(client, tmp_path):
