@@ -33,4 +33,5 @@ def time_constants(eigvals, *, two_sided: bool = False) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         log = np.log(mag)
         tau = 1.0 / np.abs(log) if two_sided else -1.0 / log
-    return np.where(np.abs(mag - 1.0) <= unit_tolerance(lam), np.inf, tau)
+    tau = np.where(np.abs(mag - 1.0) <= unit_tolerance(lam), np.inf, tau)
+    return np.where(np.isfinite(mag), tau, np.nan)  # -1 / ln(inf) would read -0

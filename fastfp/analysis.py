@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._validate import as_float_array, check_finite, real_number
-from .errors import ArgumentTypeError, InvalidOptionError, ShapeError
+from .errors import ArgumentTypeError, InvalidOptionError, ShapeError, warn_user
 
 __all__ = [
     "PCAResult",
@@ -542,8 +542,16 @@ def integration_modes(fixed_points, *, horizon: float, two_sided: bool = False,
     with np.errstate(invalid="ignore"):
         counted = (mag >= low) & (mag <= high) & np.isfinite(mag)
         if max_rotation is not None:
-            counted &= np.abs(np.angle(lam)) * horizon <= max_rotation
+            angle = np.abs(np.angle(lam))
+            # A real mode does not turn at all, whatever the horizon (0 * inf is NaN).
+            counted &= (angle == 0) | (angle * horizon <= max_rotation)
     n_modes = np.where(valid, counted.sum(axis=1), 0).astype(np.int64)
+    if isinstance(fixed_points, FixedPoints) and lam.shape[1] < np.shape(fixed_points.x)[1]:
+        full = np.flatnonzero(valid & (n_modes == lam.shape[1]))
+        if full.size:
+            warn_user(f"integration_modes: at {full.size} of {int(valid.sum())} points all {lam.shape[1]} eigenvalues "
+                      f"that decompose(k={lam.shape[1]}) kept are counted, so the count there is at least "
+                      f"{lam.shape[1]}, perhaps more; decompose with a larger k (or without k) for the full count")
     median = float(np.median(n_modes[valid])) if valid.any() else float("nan")
     return IntegrationModes(n_modes, median, tau, valid, horizon, bool(two_sided), max_rotation)
 

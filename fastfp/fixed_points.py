@@ -334,6 +334,13 @@ class FixedPoints:
             lam[finite], R[finite], L[finite] = te.eigvals, te.right, te.left
             Jx[finite] = input_jacobian(params, x[finite], inputs[finite], backend=backend)
             meta = dict(self.metadata, eig_k=int(k), eig_converged=int(te.converged.sum()))
+            short = int((~te.converged).sum())
+            if short:
+                no_left = int(np.isnan(te.left).any(axis=1).any(axis=1).sum())
+                warn_user(f"decompose(k={k}): at {short} of {int(finite.sum())} points the top-{k} eigenpairs did not "
+                          f"all converge or pair with left vectors ({no_left} with NaN left columns); their eigenvalues "
+                          "may be inaccurate (eigenvalues of equal modulus, e.g. an orthogonal recurrent matrix, or a "
+                          "strongly non-normal J); decompose() without k is exact")
         else:
             meta = dict(self.metadata, eig_k=int(k), eig_converged=0)
         return replace(self, jacobian=None, eigvals=lam, eigvecs_right=R, eigvecs_left=L, input_jacobian=Jx,

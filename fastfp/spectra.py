@@ -27,7 +27,9 @@ class TopEigs:
     Attributes
     ----------
     eigvals : ndarray, complex, shape (B, k)
-        Sorted by |lambda| descending.
+        Sorted by |lambda| descending. The two members of a complex-conjugate pair tie in
+        |lambda|: where they fall at columns k and k + 1, only the first is kept (ask for one
+        more to keep the pair whole).
     right : ndarray, complex, shape (B, N, k)
         Unit right eigenvectors in columns: J r = lambda r.
     left : ndarray, complex, shape (B, N, k) or None
@@ -226,7 +228,31 @@ def _pair_left(lam_r, lam_l, vec_l, vec_r, tol):
                 paired[b] = False
                 continue
             out[b, :, i] = l / s
+        _biorthogonalize_clusters(lam_r[b], vec_r[b], out[b], max(1e-6, 1e3 * tol) * scale, paired, b)
     return out, paired
+
+
+def _biorthogonalize_clusters(lam, R, L, gap, paired, b):
+    """Make L^T R = I within each group of (near-)equal eigenvalues, in place: a left and a right
+    Krylov run each return *some* basis of a repeated eigenvalue's eigenspace, so l_i^T r_j != 0
+    for i != j there (up to 4 found with 3 saturated units), which l_i^T r_i = 1 alone does not
+    fix. L_c (R_c^T L_c)^-1 is the left basis dual to R_c. A group whose R_c^T L_c is singular
+    (the runs found different subspaces) gets NaN columns and paired False."""
+    k = lam.shape[0]
+    seen = np.zeros(k, dtype=bool)
+    for i in range(k):
+        if seen[i] or not np.isfinite(lam[i]):
+            continue
+        group = np.flatnonzero((np.abs(lam - lam[i]) <= gap) & ~seen)
+        seen[group] = True
+        if group.size < 2 or not np.isfinite(L[:, group]).all():
+            continue
+        G = R[:, group].T @ L[:, group]  # (c, c); diagonal 1 after the scaling
+        if np.linalg.cond(G) > 1e8:
+            L[:, group] = np.nan
+            paired[b] = False
+            continue
+        L[:, group] = L[:, group] @ np.linalg.inv(G)
 
 
 def _host(a):

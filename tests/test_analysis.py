@@ -231,6 +231,42 @@ def test_modes_at_one_to_rounding_integrate_and_have_infinite_time_constants():
     np.testing.assert_allclose(fp.time_constants[0], [np.inf, np.inf, 1 / np.log(2)])
 
 
+def test_edge_eigenvalues_an_infinite_horizon_and_an_infinite_lambda():
+    # A real mode does not turn: counted with a rotation limit at any horizon, inf included
+    # (0 * inf is NaN); a slowly turning pair is not counted at an infinite horizon.
+    lam = np.array([[1.0, 1.0 + 1e-3j, 0.5]])
+    assert integration_modes(lam, horizon=np.inf, max_rotation=1.0).n_modes[0] == 1
+    assert integration_modes(lam, horizon=1e300, max_rotation=1.0).n_modes[0] == 1
+    # -1 / ln|inf| is -0: an infinite eigenvalue has no time constant (NaN), as NaN has none.
+    from fastfp._tau import time_constants
+
+    for two_sided in (False, True):
+        tau = time_constants(np.array([np.inf, complex(np.inf, 1.0), np.nan, 0.5]), two_sided=two_sided)
+        assert np.isnan(tau[:3]).all() and np.isclose(tau[3], 1 / np.log(2))
+
+
+def test_counts_that_reach_a_top_k_decomposition_s_k_are_flagged():
+    # J = 0.999 Q (orthogonal) at h = 0 of a linear vanilla layer: all N modes integrate over 50
+    # steps; decompose(k=4) keeps 4 of them, so a count of 4 is a lower bound, and says so.
+    N = 40
+    Q = np.linalg.qr(np.random.default_rng(0).standard_normal((N, N)))[0]
+    params = fastfp.RNNParams("vanilla", np.zeros((N, 1)), 0.999 * Q)
+    fp = fastfp.find_fixed_points(params, np.zeros((1, N)), maxiter=0)
+    with pytest.warns(UserWarning, match=r"decompose\(k=4\): at 1 of 1 points the top-4 eigenpairs did not all "
+                                         r"converge or pair with left vectors \(1 with NaN left columns\)"):
+        top = fp.decompose(params, k=4)  # equal moduli: the left run settles on other members
+    assert top.metadata["eig_converged"] == 0
+    with pytest.warns(UserWarning, match=r"integration_modes: at 1 of 1 points all 4 eigenvalues that decompose\(k=4\)"
+                                         r" kept are counted, so the count there is at least 4"):
+        assert integration_modes(top, horizon=50).n_modes[0] == 4
+    assert integration_modes(fp.decompose(params), horizon=50).n_modes[0] == N
+    import warnings
+
+    with warnings.catch_warnings():  # a count below k is complete: no warning
+        warnings.simplefilter("error")
+        assert integration_modes(top, horizon=1e6).n_modes[0] == 0
+
+
 @pytest.mark.parametrize("horizon", [10.0, 20.0, 50.0, 100.0])
 def test_integration_modes_interval_is_closed_at_its_ends(horizon):
     lam = np.array([[np.exp(-1 / horizon), np.exp(1 / horizon), np.nextafter(np.exp(-1 / horizon), 0), 0.1]])

@@ -434,3 +434,23 @@ def test_top_eigs_warns_where_an_exactly_repeated_eigenvalue_may_be_short():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         top_eigs(fastfp.RNNParams("vanilla", np.zeros((N, 1)), np.diag(np.linspace(0.99, 0.1, N))), np.zeros((1, N)), k=8)
+
+
+def test_top_eigs_left_vectors_are_dual_to_the_right_ones_in_a_repeated_eigenspace():
+    # A GRU with three update gates saturated to exactly 1 (J rows e_i there: the eigenvalue 1 x3).
+    # Each Krylov run returns some basis of that eigenspace; L^T R = I needs the left basis made
+    # dual to the right one (l_i^T r_i = 1 alone left |L^T R - I| ~ 1-4 off the diagonal).
+    H, M = 120, 2
+    w_ih, w_hh, b_ih, b_hh = (np.array(a) for a in
+                              fastfp.RNNParams.random("gru", H, M, scale=2.0 / np.sqrt(H), seed=4).arrays(np.float64))
+    b_hh[H:H + 3] = 60.0
+    p = fastfp.RNNParams("gru", w_ih, w_hh, b_ih, b_hh)
+    h = np.random.default_rng(0).standard_normal((2, H)) * 0.3
+    with pytest.warns(UserWarning, match="comes out repeated"):
+        te = top_eigs(p, h, k=6, left=True)
+    J = fastfp.jacobian(p, h)
+    for b in range(2):
+        assert np.isclose(te.eigvals[b], 1.0, atol=1e-12).sum() == 3
+        L, R, lam = te.left[b], te.right[b], te.eigvals[b]
+        np.testing.assert_allclose(L.T @ R, np.eye(6), atol=1e-10)
+        np.testing.assert_allclose(L.T @ J[b], lam[:, None] * L.T, atol=1e-10)  # still left eigenvectors
