@@ -112,19 +112,22 @@ def read_npz(path, *, where: str, kind: str = "NumPy .npz", marker: str | None =
     """
     try:
         zf = zipfile.ZipFile(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{where}: no such file") from None
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as exc:
-        raise FileFormatError(f"{where} is not a readable .npz (zip) file ({exc})") from None
+        raise FileFormatError(f"{where} is not a readable .npz (zip) file ({exc}){_what_it_is(path)}") from None
     with zf:
         infos = zf.infolist()
         not_npy = [i.filename for i in infos if not i.filename.endswith(".npy")]
         if not_npy:
-            raise FileFormatError(f"{where}: entries {not_npy[:5]} are not .npy arrays; expected a NumPy .npz")
+            raise FileFormatError(f"{where}: entries {not_npy[:5]} are not .npy arrays; expected a NumPy .npz"
+                                  f"{_what_it_is(path, [i.filename for i in infos])}")
         names = [i.filename[: -len(".npy")] for i in infos]
         repeated = sorted(n for n, count in Counter(i.filename for i in infos).items() if count > 1)
         if repeated:  # zipfile reads the last of same-named entries: the others would be lost unseen
             raise FileFormatError(f"{where} holds several zip entries named {', '.join(map(repr, repeated[:5]))}")
         if marker is not None and marker not in names:
-            raise FileFormatError(f"{where} is not a {kind} (no {marker!r} entry)")
+            raise FileFormatError(f"{where} is not a {kind} (no {marker!r} entry){_what_it_is(path, names)}")
         if marker is not None and newest is not None:
             info = infos[names.index(marker)]
             if info.file_size > 4096:  # a 0-d integer is about 130 bytes
@@ -162,6 +165,37 @@ def read_npz(path, *, where: str, kind: str = "NumPy .npz", marker: str | None =
             except Exception as exc:  # CRC errors, truncated deflate streams, bad headers
                 raise FileFormatError(f"{where}: entry {name!r} is unreadable ({type(exc).__name__}: {exc})") from None
         return out
+
+
+# What a file that is not the format asked for most likely is, for the error (the marker entries
+# of fastfp's two formats; a file of the one read where the other is expected is a common slip).
+_FASTFP_FORMATS = {
+    "__fastfp_params__": "a fastfp params / model file, written by save_params or fastfp convert: fastfp.load "
+                         "and fastfp.load_params read it, and fastfp find takes it as WEIGHTS",
+    "__fastfp_fixed_points_format__": "a fastfp FixedPoints file, written by FixedPoints.save or fastfp find -o: "
+                                      "FixedPoints.load and fastfp analyze read it",
+}
+
+
+def _what_it_is(path, names=()) -> str:
+    """'; it is ...' for a file of a known format, else ''."""
+    for marker, text in _FASTFP_FORMATS.items():
+        if marker in names:
+            return f"; it is {text}"
+    if any(n.endswith("data.pkl") for n in names):
+        return "; it is a PyTorch torch.save file of weights, which fastfp.load reads"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return ""
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000:
+        return "; it looks like a safetensors file of weights, which fastfp.load reads"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "; it looks like a pickle, which fastfp never unpickles"
+    if head and (0x80 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF)):  # a msgpack map
+        return "; it looks like a Flax msgpack file of weights, which fastfp.load reads"
+    return ""
 
 
 def format_version(entries: dict, marker: str, *, where: str, kind: str, newest: int) -> int:

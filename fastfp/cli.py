@@ -540,6 +540,13 @@ def _input_sequences(model, data):
             )
         return model.inputs(ids).astype(np.float64) * mask[..., None]
     if model.params.input_size == data.vocab_size:
+        untaken = model.metadata.get("embedding_not_taken") or []
+        if untaken:
+            # Shown even with -q: the model may look its words up in that table, not take one-hot vectors.
+            click.echo(f"fastfp: note: the weights file holds {', '.join(map(repr, untaken[:3]))}, which could be an "
+                       f"embedding but was not taken as one; the {data.name} data's words enter as one-hot vectors of "
+                       f"{data.vocab_size}; if the model embeds its words: fastfp convert WEIGHTS -o model.npz "
+                       f"--embedding-key {untaken[0]}, then pass model.npz", err=True)
         return data.one_hot(np.float64)
     raise InvalidOptionError(
         f"the model has no embedding and input size {model.params.input_size}, but the task data has "
@@ -561,7 +568,7 @@ def _resolve_input(spec, model, data, xs, *, choices="zero, mean, word:<w> or a 
     """The constant input of ``find``: zero, mean, word:<w> or a .npy file."""
     import numpy as np
 
-    from .errors import DTypeError, FileFormatError, InvalidOptionError, ShapeError
+    from .errors import DTypeError, FileFormatError, InvalidOptionError, NonFiniteError, ShapeError
 
     M = model.params.input_size
     if spec == "zero":
@@ -571,7 +578,9 @@ def _resolve_input(spec, model, data, xs, *, choices="zero, mean, word:<w> or a 
         return xs[mask].mean(axis=0)
     if spec.startswith("word:"):
         w = spec[5:]
-        vocab = model.vocab if model.vocab is not None else (data.vocab if model.embedding is None else None)
+        # Without a vocabulary of its own the data's word ids stand for the model's inputs (one-hot
+        # columns or embedding rows, as the rollouts take them; _token_ids notes the latter).
+        vocab = model.vocab if model.vocab is not None else data.vocab
         if vocab is None or w not in vocab:
             raise InvalidOptionError(
                 f"option '--input': word {w!r} is not in the model's vocabulary"
@@ -600,6 +609,9 @@ def _resolve_input(spec, model, data, xs, *, choices="zero, mean, word:<w> or a 
             x = x.astype(np.float64)  # a one-hot vector saved as ints: exact in float64
         if x.dtype.kind != "f":
             raise DTypeError(f"option '--input': {spec} holds dtype {x.dtype}, expected float (or int / bool) values")
+        if not np.isfinite(x).all():
+            first = tuple(int(i) for i in np.argwhere(~np.isfinite(x))[0])
+            raise NonFiniteError(f"option '--input': {spec} holds NaN or Inf (first at index {first}), expected finite values")
         return x
     raise InvalidOptionError(f"option '--input': got {spec!r}, expected {choices}")
 
@@ -1159,6 +1171,10 @@ def find(weights, output, input_spec, states, noise, seed, batch_size, method, b
     data = _task_data(model, task, classes, length, corpus, n_docs, seed)
     xs = _input_sequences(model, data)
     x = _resolve_input(input_spec, model, data, xs)
+    if x.ndim == 2 and x.shape[0] not in (1, states):  # before the rollouts and the solve
+        raise click.BadParameter(f"{input_spec} holds {x.shape[0]} input vectors; expected one, shape "
+                                 f"({x.shape[1]},), or one per state, ({states}, {x.shape[1]}) with --states {states}",
+                                 param_hint="'--input'")
     h0 = _initial_states(params, xs, data, states, noise, seed)
     if scheduler is not None and workers is not None:
         raise click.UsageError("give --scheduler (an existing Dask cluster) or --workers (a local one), not both")
@@ -1258,7 +1274,12 @@ def analyze(fixedpoints, as_json, report, horizon, which) -> None:
     import fastfp
     from fastfp import analysis
 
-    whole = fastfp.FixedPoints.load(fixedpoints)
+    try:
+        whole = fastfp.FixedPoints.load(fixedpoints)
+    except fastfp.FastFPError as exc:
+        if vars(exc) or "argument 'path'" not in str(exc):
+            raise
+        raise type(exc)(str(exc).replace("argument 'path'", "FIXEDPOINTS")) from None
     fast = _too_fast(whole)
     found = _settled(whole) & ~fast
     # A point that did not settle is no fixed point: its eigenvalues describe nothing in particular.

@@ -522,7 +522,8 @@ def load_torch_rnn(path, *, layer: int | None = None, direction: int | None = No
         nothing executed).
     layer, direction : int, optional
         Which layer of a stacked RNN, and 0 (forward) or 1 (``_reverse``, for bidirectional RNNs; the
-        returned cell then runs over the reversed sequence). The input of layer k > 0 is the output
+        returned cell is the backward pass's: ``fastfp.rollout`` steps through ``xs`` as given, so
+        ``rollout(params, None, xs[:, ::-1])[:, ::-1]`` gives torch's backward states). The input of layer k > 0 is the output
         of layer k - 1 (both directions concatenated for a bidirectional RNN). None (default): 0,
         with a warning when the RNN has several layers (directions) to choose from.
     key_prefix : str, optional

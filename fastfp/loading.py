@@ -215,8 +215,11 @@ def _load_file(path, **opts) -> Model:
             "directory) is not read: restore it with orbax and pass the tree to fastfp.load, or save the "
             "params with flax.serialization.to_bytes"
         )
-    with open(path, "rb") as fh:  # OSError (missing file, permissions, ...) propagates unchanged
-        head = fh.read(16)
+    try:
+        with open(path, "rb") as fh:  # other OSErrors (permissions, ...) propagate unchanged
+            head = fh.read(16)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{where}: no such file") from None
     if not head:
         raise FileFormatError(f"{where} is empty (0 bytes); {_supported()}")
     if head.startswith(_LEGACY_MAGIC):

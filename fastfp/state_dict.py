@@ -78,7 +78,10 @@ def _pick(sd, explicit, name, where, candidates, ncols):
         return None
     if explicit is not None:
         if not isinstance(explicit, str) or explicit not in sd:
-            raise FileFormatError(f"argument {name!r}: got {explicit!r}, which is not a key of the file ({where})")
+            hint = ""
+            if isinstance(explicit, str) and explicit + ".weight" in sd:
+                hint = f"; did you mean {explicit + '.weight'!r} (the key of the weight, not the module)?"
+            raise FileFormatError(f"argument {name!r}: got {explicit!r}, which is not a key of the file ({where}){hint}")
         arr = sd[explicit]
         if arr.ndim != 2 or arr.shape[1] != ncols:
             raise FileFormatError(f"argument {name!r}: key {explicit!r} has shape {arr.shape}, expected (*, {ncols})")
@@ -369,6 +372,15 @@ def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: b
         embedding = sd[emb_key]
         how = " (the one bias-free (V, M) weight before the RNN; embedding_key= picks another, False none)"
         notes.append(f"embedding {emb_key!r}" + (how if by_position else ""))
+    elif embedding_key is None and fits and len(emb_candidates) <= 1:
+        # A weight that could feed the RNN but was not taken: say so, or inputs would silently
+        # be one-hot where the model looks its words up in that table.
+        why = ("a file sorted by name cannot say which weight comes before the RNN" if not keys_in_module_order
+               else "it is not a bias-free (V, M) weight registered before the RNN")
+        listed = ", ".join(f"{k!r} {sd[k].shape}" for k in fits[:3])
+        metadata["embedding_not_taken"] = list(fits)
+        notes.append(f"no embedding: {listed} take{'s' if len(fits) == 1 else ''} {M}-vectors but {why} "
+                     f"(pass embedding_key={fits[0]!r} if it is the embedding)")
 
     readout_weight = readout_bias = None
     applicable = layer == last_layer and not bidirectional and direction == 0
@@ -420,6 +432,12 @@ def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: b
             readout_bias = sd[bias_key]
             metadata["readout_bias_key"] = bias_key
         notes.append(f"readout {ro_key!r}" + (f" + {bias_key!r}" if readout_bias is not None else " (no bias)"))
+    used = rnn_keys | {k for k in (emb_key, ro_key, metadata["readout_bias_key"]) if k is not None}
+    unused = [k for k in sd if k not in used]
+    if unused:
+        metadata["unused_keys"] = unused
+        listed = ", ".join(f"{k!r} {tuple(sd[k].shape)}" for k in unused[:5])
+        notes.append(f"not used: {listed}" + (f" and {len(unused) - 5} more" if len(unused) > 5 else ""))
     metadata["conventions"] = (
         "fastfp RNNParams use PyTorch's layout (w_ih (G*H, M), w_hh (G*H, H)) and gate orders; "
         "logits = readout_weight @ h + readout_bias on the h part of the state"
@@ -427,8 +445,13 @@ def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: b
     try:
         params = RNNParams(chosen, w_ih, w_hh, b_ih, b_hh, nonlinearity=nonlinearity, source="; ".join(notes))
     except FastFPError as exc:
+        text = str(exc)
+        field = {"w_ih": "weight_ih", "w_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh"}
+        named = [f for f in field if f"argument {f!r}" in text]
+        if len(named) == 1:  # the check of one weight: name the file's key, not RNNParams' field
+            raise type(exc)(f"{where}: " + text.replace(f"argument {named[0]!r}", f"key {keys[field[named[0]]]!r}")) from None
         names = ", ".join(repr(keys[n]) for n in keys)
-        raise type(exc)(f"{where}: keys {names}: {exc}") from None
+        raise type(exc)(f"{where}: keys {names}: {text}") from None
     try:
         model = Model(params, embedding, readout_weight, readout_bias, None, metadata)
     except FastFPError as exc:  # the embedding / readout checks: name the file and the keys

@@ -1006,3 +1006,53 @@ def test_with_vocab_records_how_text_was_read_and_keeps_an_earlier_record():
 def test_find_shard_options_need_a_sharded_run(tmp_path):
     r = _invoke("-q", "find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--shard-size", "100")
     assert r.exit_code == 2 and "--shard-size: options of a sharded run; give --workers N or --scheduler" in r.output
+
+
+def test_an_embedding_left_in_the_file_is_noted_where_words_enter_one_hot(tmp_path):
+    # A safetensors classifier (keys sorted by name): 'emb.weight' (10, 4) is not taken as the
+    # embedding, and the categorical task's 4 words fit the GRU's 4 inputs one-hot; find says so.
+    st = pytest.importorskip("safetensors.numpy")
+    p = fastfp.RNNParams.random("gru", 8, 4, seed=0)
+    rng = np.random.default_rng(0)
+    sd = {"emb.weight": rng.normal(size=(10, 4)), "rnn.weight_ih_l0": p.w_ih, "rnn.weight_hh_l0": p.w_hh,
+          "rnn.bias_ih_l0": p.b_ih, "rnn.bias_hh_l0": p.b_hh, "out.weight": rng.normal(size=(3, 8)),
+          "out.bias": np.zeros(3)}
+    st.save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in sd.items()}, tmp_path / "clf.safetensors")
+    r = _invoke("-q", "convert", tmp_path / "clf.safetensors", "-o", tmp_path / "m.npz", "--cell", "gru")
+    assert r.exit_code == 0, r.output
+    r = _invoke("-q", "find", tmp_path / "m.npz", "-o", tmp_path / "fp.npz", "--input", "word:the", *SMALL)
+    assert r.exit_code == 0, r.output
+    assert ("the weights file holds 'emb.weight', which could be an embedding but was not taken as one; the "
+            "categorical data's words enter as one-hot vectors of 4") in r.stderr
+    assert "--embedding-key emb.weight" in r.stderr
+    r = _invoke("-q", "convert", tmp_path / "clf.safetensors", "-o", tmp_path / "e.npz", "--cell", "gru",
+                "--embedding-key", "emb.weight")
+    r = _invoke("-q", "find", tmp_path / "e.npz", "-o", tmp_path / "fp2.npz", "--input", "word:the", *SMALL)
+    assert r.exit_code == 0 and "could be an embedding" not in r.stderr, r.output
+    # No vocabulary: the task's word ids pick the rows, for the rollouts and for word:the alike.
+    np.testing.assert_allclose(fastfp.FixedPoints.load(tmp_path / "fp2.npz").inputs[0], sd["emb.weight"][3], rtol=1e-6)
+
+
+def test_analyze_says_what_a_file_of_another_kind_is(tmp_path):
+    r = _invoke("analyze", DATA / "torch_gru_classifier.pt")
+    assert r.exit_code == 1 and r.stderr.startswith("fastfp: error: FIXEDPOINTS: ")
+    assert "it is a PyTorch torch.save file of weights, which fastfp.load reads" in r.stderr
+    r = _invoke("analyze", DATA / "gru64_cat3.npz")
+    assert r.exit_code == 1 and "FIXEDPOINTS" in r.stderr and "it is a fastfp params / model file" in r.stderr
+    r = _invoke("analyze", DATA / "torch_gru_classifier.safetensors")
+    assert r.exit_code == 1 and "it looks like a safetensors file of weights" in r.stderr
+    with pytest.raises(fastfp.FileFormatError, match="it is a fastfp FixedPoints file"):
+        p = fastfp.load_params(DATA / "gru64_cat3.npz").params
+        fastfp.find_fixed_points(p, np.zeros((2, p.state_size)), maxiter=0).save(tmp_path / "fp.npz")
+        fastfp.load_params(tmp_path / "fp.npz")
+
+
+def test_an_input_file_of_the_wrong_batch_or_with_nan_is_refused_before_the_work(tmp_path):
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((2, 4)))
+    r = _invoke("find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--input", x, "--states", "8")
+    assert r.exit_code == 2 and "holds 2 input vectors; expected one, shape (4,), or one per state, (8, 4)" in r.output
+    assert "solving" not in r.output
+    np.save(x, np.array([0.0, np.nan, 0.0, 0.0]))
+    r = _invoke("find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--input", x, "--states", "8")
+    assert r.exit_code == 1 and "holds NaN or Inf (first at index (1,))" in r.stderr

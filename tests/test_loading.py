@@ -663,3 +663,11 @@ def test_load_warnings_name_the_callers_line(tmp_path):
         fastfp.load_torch_rnn(GRU_PT, layer=0)  # nothing assumed: no warning
     assert len(caught) == 2 and {w.filename for w in caught} == {__file__}, [(w.filename, str(w.message)) for w in caught]
     assert all("assumed 'tanh'" in str(w.message) for w in caught)
+
+
+def test_a_missing_file_is_named_by_its_argument(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"argument 'source': .*nope.pt: no such file"):
+        load(tmp_path / "nope.pt")
+    for reader in (fastfp.FixedPoints.load, fastfp.load_params):
+        with pytest.raises(FileNotFoundError, match=r"argument 'path': .*nope.npz: no such file"):
+            reader(tmp_path / "nope.npz")

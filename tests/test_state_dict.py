@@ -231,3 +231,40 @@ def test_the_first_layer_of_an_mlp_head_is_not_taken_for_the_readout():
     # A linear readout beside an unrelated weight of another width is still found.
     linear = {**sd, "fc.weight": rng.normal(size=(3, H)), "aux.weight": rng.normal(size=(5, 7))}
     assert_array_equal(fastfp.load(linear, cell="gru").readout_weight, linear["fc.weight"])
+
+
+def test_weights_left_out_are_named_and_an_embedding_not_taken_is_said():
+    # A file sorted by name (safetensors) cannot say which (V, M) weight comes before the RNN:
+    # the embedding is not taken, and the model says so (it had been dropped without a word, and
+    # the CLI then fed one-hot inputs to a model that embeds its words).
+    from fastfp.state_dict import model_from_state_dict
+
+    p, sd = _gru_sd()
+    rng = np.random.default_rng(2)
+    clf = {"emb.weight": rng.normal(size=(10, M)), **sd, "out.weight": rng.normal(size=(5, H)),
+           "out.bias": np.zeros(5), "aux.scale": np.ones(5)}
+    model = model_from_state_dict(clf, "test", fmt="test", torch_convention=True, keys_in_module_order=False)
+    assert model.embedding is None and model.metadata["embedding_not_taken"] == ["emb.weight"]
+    assert ("no embedding: 'emb.weight' (10, 3) takes 3-vectors but a file sorted by name cannot say which weight "
+            "comes before the RNN (pass embedding_key='emb.weight' if it is the embedding)") in model.params.source
+    assert model.metadata["unused_keys"] == ["emb.weight", "aux.scale"]
+    assert "not used: 'emb.weight' (10, 3), 'aux.scale' (5,)" in model.params.source
+    taken = model_from_state_dict(clf, "test", fmt="test", torch_convention=True, keys_in_module_order=False,
+                                  embedding_key="emb.weight")
+    assert_array_equal(taken.embedding, clf["emb.weight"])
+    assert taken.metadata["unused_keys"] == ["aux.scale"] and "embedding_not_taken" not in taken.metadata
+    # In module order the embedding is found by its place; a classifier uses every key.
+    whole = fastfp.load({k: v for k, v in clf.items() if k != "aux.scale"}, cell="gru")
+    assert whole.embedding is not None and "unused_keys" not in whole.metadata and "not used" not in whole.params.source
+
+
+def test_a_bad_weight_is_named_by_its_key_and_a_module_path_gets_a_hint():
+    p, sd = _gru_sd()
+    bad = dict(sd)
+    bad["rnn.weight_hh_l0"] = np.array(p.w_hh)
+    bad["rnn.weight_hh_l0"][1, 2] = np.nan
+    with pytest.raises(NonFiniteError, match=r"key 'rnn.weight_hh_l0': holds NaN or Inf \(first at index \(1, 2\)\)"):
+        fastfp.load(bad, cell="gru")
+    clf = {**sd, "out.weight": np.ones((3, H))}
+    with pytest.raises(FileFormatError, match=r"got 'out', which is not a key .*did you mean 'out.weight'"):
+        fastfp.load(clf, cell="gru", readout_key="out")
