@@ -46,6 +46,7 @@ from ._version import __version__
 from .backends import get_kernels
 from .errors import InvalidOptionError, MemoryLimitError, ShapeError
 from .fixed_points import FixedPoints, concatenate
+from .params import GATE_ORDER
 
 __all__ = ["find_fixed_points", "sample_states", "METHODS"]
 
@@ -314,8 +315,12 @@ def find_fixed_points(
         near where they go and CG is preconditioned by the inverse of the damped normal matrix
         at the one nearest each point (``metadata['preconditioner_points']``; on the trained
         GRU-256 at 'the', J v products 3.6x fewer, the pilot's included, and 1.5x less time). ``'auto'`` picks matrix-free for N >= 128 (where both
-        measure faster, see bench/RESULTS-krylov.md) or when not even one dense point fits in
-        ``memory_limit``, dense otherwise; with N <= 1024 the points matrix-free leaves
+        measure faster on the trained GRUs and LSTMs, see bench/RESULTS-krylov.md) or when not
+        even one dense point fits in ``memory_limit``, dense otherwise; on the CPU, for ``newton``
+        / ``hybrid`` from 64 starts and N <= 1024, a pilot Newton-Krylov run of 16 starts (at most
+        10 iterations) goes back to dense where GMRES takes more J v products per Newton step than
+        a dense step costs (``metadata['auto_pilot']``; chaotic vanilla RNNs: 49 s matrix-free,
+        1 s dense at N = 128); with N <= 1024 the points matrix-free leaves
         unconverged (max iterations, diverged, singular, no decrease) are solved again with the
         dense method (``metadata['dense_retries']``). ``adam`` uses gradients only.
     gmres_restart : int
@@ -465,6 +470,11 @@ def find_fixed_points(
         raise InvalidOptionError(f"argument 'gmres_restart': got {gmres_restart!r}, expected an integer >= 1")
     mode = _plan_jacobian(method, jacobian, N, dtype, opts, memory_limit, backend)
     opts["gmres_restart"] = int(gmres_restart)
+    pilot = None
+    if jacobian == "auto" and mode == "matrix_free":
+        pilot = _auto_pilot(kernels, params, H0, X, method, opts, dtype, memory_limit, backend)
+        if pilot is not None and pilot["chose"] == "dense":
+            mode = "dense"
     # Metadata records what is used: no factors to reuse on the matrix-free path or without Newton
     # steps (slow-manifold mode); nothing to mix in a float32 solve.
     if mode == "matrix_free" or opts["slow_ratio"] is not None:
@@ -484,6 +494,8 @@ def find_fixed_points(
         "backend": backend,
         "fastfp_version": __version__,
     }
+    if pilot is not None:
+        metadata["auto_pilot"] = pilot
     parts = []
     t0 = time.perf_counter()
     # Small systems: the batched solves are split across threads (see _linalg), which spinning
@@ -567,6 +579,8 @@ def _retry_dense(result, kernels, params, H0, X, method, opts, metadata, dtype, 
     failed = np.flatnonzero(np.isin(result.status, (st.MAX_ITER, st.DIVERGED, st.SINGULAR, st.NO_DECREASE)))
     if _dense_bytes_per_point(H0.shape[1], dtype.itemsize) > _default_memory_limit(memory_limit):
         failed = failed[:0]  # auto chose matrix-free because dense does not fit: no retry
+    if opts["maxiter"] == 0:
+        failed = failed[:0]  # no iteration asked for (a probe): a dense one would take none either
     result.metadata["dense_retries"] = int(len(failed))
     if len(failed) == 0:
         return result
@@ -704,6 +718,58 @@ def _plan_jacobian(method, jacobian, N, dtype, opts, memory_limit, backend="cpu"
         return "dense"
     too_big = _dense_bytes_per_point(N, dtype.itemsize) > _default_memory_limit(memory_limit)
     return "matrix_free" if (N >= (MATRIX_FREE_LM_MIN_N if lm else MATRIX_FREE_MIN_N) or too_big) else "dense"
+
+
+# 'auto' on the CPU, where dense still fits (N <= DENSE_RETRY_MAX_N): Newton-Krylov from
+# AUTO_PILOT_POINTS of the starts (at most AUTO_PILOT_MAXITER iterations), and the dense method
+# instead where its GMRES needs more J v products per Newton iteration than a dense iteration is
+# worth, about AUTO_DENSE_PRODUCTS * N^3 / (2 G H^2) (an LU of N^3 flops against a product's
+# GEMM of 2 G H^2). Measured (one thread, products per iteration of the whole solve): vanilla
+# tanh gain 2, N = 128, 256 starts: 224 against a break-even of 22, 1.0 s dense against 49 s
+# matrix-free; N = 512: 102 against 90, 9.4 s against 25.9 s; gain 1.5, N = 512: 37, matrix-free
+# 2.5x faster; random GRU-512 gain 3: 47 against 30, the same time; LSTM-256: 13 against 90,
+# matrix-free 5x faster. Where the root preconditioner will apply (mixed precision, one input,
+# 4 x PILOT_POINTS starts) the pilot runs without it and its count is held to twice the
+# break-even (trained GRU-256: 12 per iteration in the pilot, 4.8 preconditioned).
+AUTO_PILOT_POINTS = 16
+AUTO_PILOT_MAXITER = 10
+AUTO_PILOT_MIN_B = 64
+AUTO_DENSE_PRODUCTS = 0.35
+# An easy Newton step takes a few GMRES products plus two; where the break-even is below this
+# the two paths take about the same time (random GRU-128, 64 starts: 0.04-0.06 s either way).
+AUTO_MIN_BREAK_EVEN = 16.0
+
+
+def _auto_pilot(kernels, params, H0, X, method, opts, dtype, memory_limit, backend):
+    """'auto' chose matrix-free: a short Newton-Krylov pilot says whether dense is the cheaper
+    (a dict for the metadata, or None where no pilot runs)."""
+    from ._linearize import forward_linearize_cpu, linearize, linearize_cpu
+    from ._newton_krylov import newton_krylov
+
+    B, N = H0.shape
+    if (backend == "gpu" or _uses_lm(method, opts) or B < AUTO_PILOT_MIN_B or N > DENSE_RETRY_MAX_N
+            or opts["maxiter"] == 0 or _dense_bytes_per_point(N, dtype.itemsize) > _default_memory_limit(memory_limit)):
+        return None
+    G = len(GATE_ORDER[params.cell])
+    H = params.hidden_size
+    preconditioned = (opts["mixed_precision"] and dtype == np.float64 and X.shape[0] == 1 and B >= 4 * PILOT_POINTS
+                      and N <= PRECONDITION_MAX_N)
+    worth = max(AUTO_DENSE_PRODUCTS * N ** 3 / (2.0 * G * H * H) * (2.0 if preconditioned else 1.0), AUTO_MIN_BREAK_EVEN)
+    cell, act = params.cell_code, params.nonlinearity_code
+    w = params.arrays(dtype)
+    pick = np.linspace(0, B - 1, AUTO_PILOT_POINTS).astype(int)
+    cpu = kernels.name == "cpu"
+    # GMRES capped at a few times the break-even per step: past it the answer is dense anyway,
+    # and a stagnating GMRES would make the pilot as slow as the solve it is to spare.
+    pilot_opts = dict(opts, maxiter=min(opts["maxiter"], AUTO_PILOT_MAXITER), krylov_maxiter=int(8 * worth) + 1)
+    _, _, nit, n_matvec = newton_krylov(
+        lambda h, Xr: kernels.step(cell, act, h, Xr, *w), w, cell, act, H0[pick].astype(dtype, copy=False),
+        _rows(X, pick).astype(dtype, copy=False), state_bounds(params), pilot_opts, restart=opts["gmres_restart"],
+        method=method, linearize_fn=linearize_cpu if cpu else linearize,
+        forward_fn=(lambda h, Xr: forward_linearize_cpu(cell, act, h, Xr, *w)) if cpu else None)
+    per_iteration = float(n_matvec.sum()) / max(int(nit.sum()), 1)
+    return {"points": int(len(pick)), "matvec": int(n_matvec.sum()), "matvec_per_iteration": round(per_iteration, 2),
+            "dense_break_even": round(worth, 2), "chose": "dense" if per_iteration > worth else "matrix_free"}
 
 
 def _uses_lm(method, opts) -> bool:

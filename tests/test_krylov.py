@@ -293,6 +293,32 @@ def test_auto_picks_matrix_free_for_large_n():
     assert fp.metadata["jacobian"] == "matrix_free"
 
 
+def test_auto_takes_dense_where_a_pilot_finds_gmres_too_costly():
+    # A chaotic vanilla RNN (gain 2): restarted GMRES needs more products per Newton step than a
+    # dense step costs (matrix-free took 49 s against dense 1 s at 256 starts); a GRU of the same
+    # width stays matrix-free. The choice counts products, not seconds: it is deterministic.
+    from fastfp.solvers import MATRIX_FREE_MIN_N
+
+    N = MATRIX_FREE_MIN_N
+    rng = np.random.default_rng(0)
+    chaotic = fastfp.RNNParams.random("vanilla", N, 8, scale=2.0 / np.sqrt(N), seed=1)
+    h0 = fastfp.sample_states(fastfp.rollout(chaotic, None, rng.normal(size=(16, 30, 8))), 64, noise=0.5, seed=0)
+    fp = fastfp.find_fixed_points(chaotic, h0, method="newton")
+    pilot = fp.metadata["auto_pilot"]
+    assert fp.metadata["jacobian"] == "dense" and pilot["chose"] == "dense"
+    assert pilot["matvec_per_iteration"] > pilot["dense_break_even"] and pilot["points"] == 16
+    assert fp.success.sum() >= 48  # (the others: no decrease, as matrix-free's own stalls)
+    gru = fastfp.RNNParams.random("gru", N, 8, seed=1)
+    fp = fastfp.find_fixed_points(gru, rng.uniform(-0.5, 0.5, (64, N)), method="newton")
+    assert fp.metadata["jacobian"] == "matrix_free" and fp.metadata["auto_pilot"]["chose"] == "matrix_free"
+    # No pilot below AUTO_PILOT_MIN_B starts, for an explicit choice, or for a probe of no iterations.
+    for kw in (dict(), dict(jacobian="matrix_free")):
+        few = fastfp.find_fixed_points(chaotic, h0[:8] if not kw else h0, method="newton", maxiter=2, **kw)
+        assert "auto_pilot" not in few.metadata and few.metadata["jacobian"] == "matrix_free"
+    probe = fastfp.find_fixed_points(gru, rng.uniform(-0.5, 0.5, (64, N)), maxiter=0)
+    assert "auto_pilot" not in probe.metadata and probe.metadata["dense_retries"] == 0
+
+
 def test_auto_retries_matrix_free_failures_with_dense(monkeypatch):
     import fastfp.solvers as solvers
 
