@@ -29,6 +29,23 @@ def _setup(params, h, x, backend):
     return kernels, single, h2, x2, weights
 
 
+def _check_result_fits(what, shape, dtype, memory_limit, hint) -> None:
+    """A MemoryLimitError naming the size and a batch that fits, before a result too large for
+    the memory is allocated (NumPy's MemoryError, or the kernel's OOM killer, otherwise)."""
+    from .errors import MemoryLimitError
+    from .solvers import _default_memory_limit
+
+    per_row = int(np.prod(shape[1:], dtype=np.float64)) * np.dtype(dtype).itemsize
+    limit = _default_memory_limit(memory_limit)  # results are host arrays, whatever the backend
+    if per_row * shape[0] > limit:
+        fits = int(limit // max(per_row, 1))
+        raise MemoryLimitError(
+            f"{what}: the result of shape {tuple(shape)} ({np.dtype(dtype).name}) needs "
+            f"{per_row * shape[0] / 2**30:.3g} GiB, more than memory_limit ({limit / 2**30:.3g} GiB, by default half "
+            f"the available memory); pass at most {fits} {hint}"
+        )
+
+
 def step(params, h, x=None, *, backend: str = "cpu") -> np.ndarray:
     """One step of the cell, F(h, x), for a batch of states.
 
@@ -51,8 +68,14 @@ def step(params, h, x=None, *, backend: str = "cpu") -> np.ndarray:
     return out[0] if single else out
 
 
-def jacobian(params, h, x=None, *, backend: str = "cpu") -> np.ndarray:
+def jacobian(params, h, x=None, *, backend: str = "cpu", memory_limit: float | None = None) -> np.ndarray:
     """The recurrent Jacobian dF/dh at each state.
+
+    Parameters
+    ----------
+    memory_limit : float, optional
+        Bytes the result may take (default: half the available memory); a larger one is a
+        :class:`fastfp.MemoryLimitError` before anything is allocated.
 
     Returns
     -------
@@ -60,12 +83,20 @@ def jacobian(params, h, x=None, *, backend: str = "cpu") -> np.ndarray:
         ``J[b, i, j] = dF_i / dh_j`` at state ``h[b]``.
     """
     kernels, single, h2, x2, w = _setup(params, h, x, backend)
+    B, N = h2.shape
+    _check_result_fits("jacobian", (B, N, N), h2.dtype, memory_limit,
+                       "states at a time, or use jvp / vjp / top_eigs, which form no N x N matrix")
     out = kernels.jacobian(params.cell_code, params.nonlinearity_code, h2, x2, *w)
     return out[0] if single else out
 
 
-def input_jacobian(params, h, x=None, *, backend: str = "cpu") -> np.ndarray:
+def input_jacobian(params, h, x=None, *, backend: str = "cpu", memory_limit: float | None = None) -> np.ndarray:
     """The input Jacobian dF/dx at each state.
+
+    Parameters
+    ----------
+    memory_limit : float, optional
+        Bytes the result may take (default: half the available memory).
 
     Returns
     -------
@@ -74,6 +105,8 @@ def input_jacobian(params, h, x=None, *, backend: str = "cpu") -> np.ndarray:
         of word ``w``'s one-hot input.
     """
     kernels, single, h2, x2, w = _setup(params, h, x, backend)
+    _check_result_fits("input_jacobian", (h2.shape[0], h2.shape[1], params.input_size), h2.dtype, memory_limit,
+                       "states at a time, or use jvp on the input directions you need")
     out = kernels.input_jacobian(params.cell_code, params.nonlinearity_code, h2, x2, *w)
     return out[0] if single else out
 
@@ -127,7 +160,8 @@ def vjp(params, h, x, w, *, backend: str = "cpu") -> np.ndarray:
     return out[0] if single else out
 
 
-def rollout(params, h0, xs, *, lengths=None, mask=None, backend: str = "cpu") -> np.ndarray:
+def rollout(params, h0, xs, *, lengths=None, mask=None, backend: str = "cpu",
+            memory_limit: float | None = None) -> np.ndarray:
     """Run input sequences through the cell and return every visited state.
 
     Parameters
@@ -145,6 +179,9 @@ def rollout(params, h0, xs, *, lengths=None, mask=None, backend: str = "cpu") ->
     mask : array_like of bool, shape (B, T), optional
         General form of ``lengths``: the state is updated at step t only where ``mask[b, t]``.
     backend : {'cpu', 'numpy', 'gpu'}
+    memory_limit : float, optional
+        Bytes the visited states may take (default: half the available memory); more is a
+        :class:`fastfp.MemoryLimitError` before the run.
 
     Returns
     -------
@@ -179,6 +216,8 @@ def rollout(params, h0, xs, *, lengths=None, mask=None, backend: str = "cpu") ->
                 f"argument 'h0': got shape {h.shape}, expected {expected} to match xs of shape {np.shape(xs)}"
             )
     valid = _valid_steps(lengths, mask, B, T, single)
+    _check_result_fits("rollout", (B, T, N), X.dtype, memory_limit,
+                       f"sequences of {T} steps at a time (or fewer steps; sample_states needs only some states)")
     out = _run_steps(kernels, params, h, X, valid)
     return out[0] if single else out
 

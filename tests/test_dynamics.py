@@ -264,3 +264,23 @@ def test_rollout_from_zeros_runs_in_the_wider_of_the_params_and_inputs_dtypes():
     np.testing.assert_allclose(out[:, -1], h, rtol=0, atol=1e-14)
     assert fastfp.rollout(params.astype(np.float32), None, xs).dtype == np.float32
     assert fastfp.rollout(params.astype(np.float32), None, xs.astype(np.float64)).dtype == np.float64
+
+
+def test_results_too_large_for_the_memory_limit_are_refused_before_allocation():
+    import fastfp
+
+    p = fastfp.RNNParams.random("gru", 16, 3, seed=0)
+    h = np.zeros((10, 16))
+    per_state = 16 * 16 * 8
+    with pytest.raises(fastfp.MemoryLimitError, match=r"jacobian: the result of shape \(10, 16, 16\) \(float64\) "
+                                                      r"needs .* pass at most 4 states at a time"):
+        fastfp.jacobian(p, h, memory_limit=4.5 * per_state)
+    assert fastfp.jacobian(p, h, memory_limit=10 * per_state).shape == (10, 16, 16)
+    with pytest.raises(fastfp.MemoryLimitError, match=r"input_jacobian: .*\(10, 16, 3\)"):
+        fastfp.input_jacobian(p, h, memory_limit=100.0)
+    xs = np.zeros((6, 20, 3))
+    with pytest.raises(fastfp.MemoryLimitError, match=r"rollout: the result of shape \(6, 20, 16\) .* pass at most 2 "
+                                                      r"sequences of 20 steps"):
+        fastfp.rollout(p, None, xs, memory_limit=2.5 * 20 * 16 * 8)
+    with pytest.raises(fastfp.InvalidOptionError, match="'memory_limit'"):
+        fastfp.rollout(p, None, xs, memory_limit=-1)
