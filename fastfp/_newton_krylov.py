@@ -124,7 +124,7 @@ def newton_krylov(step, params_arrays, cell, act, H0, X, bounds, opts, *, restar
         if forward_fn is not None:
             if store is None:
                 store = {k: xp.empty((B,) + v.shape[1:], dtype=v.dtype) for k, v in lin.coef.items()}
-                store_lin = lin  # its kind (the device's fused products) and weights
+                store_lin = lin.with_coef({})  # its kind (the device's fused products) and weights only
             acc = xp.flatnonzero(ok)
             for k, v in store.items():
                 v[active] = lin.coef[k]  # where the state stays, its linearisation stays

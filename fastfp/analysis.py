@@ -543,15 +543,17 @@ def integration_modes(fixed_points, *, horizon: float, two_sided: bool = False,
         counted = (mag >= low) & (mag <= high) & np.isfinite(mag)
         if max_rotation is not None:
             angle = np.abs(np.angle(lam))
-            # A real mode does not turn at all, whatever the horizon (0 * inf is NaN).
+            # A positive real mode does not turn at all, whatever the horizon (0 * inf is NaN).
             counted &= (angle == 0) | (angle * horizon <= max_rotation)
     n_modes = np.where(valid, counted.sum(axis=1), 0).astype(np.int64)
     if isinstance(fixed_points, FixedPoints) and lam.shape[1] < np.shape(fixed_points.x)[1]:
-        full = np.flatnonzero(valid & (n_modes == lam.shape[1]))
+        # The smallest kept |lambda| still inside the band from below: the modes decompose(k) left
+        # out may be in it too (the kept ones above the band, |lambda| > 1, or turning, do not count).
+        full = np.flatnonzero(valid & (np.min(mag, axis=1, initial=np.inf) >= low))
         if full.size:
-            warn_user(f"integration_modes: at {full.size} of {int(valid.sum())} points all {lam.shape[1]} eigenvalues "
-                      f"that decompose(k={lam.shape[1]}) kept are counted, so the count there is at least "
-                      f"{lam.shape[1]}, perhaps more; decompose with a larger k (or without k) for the full count")
+            warn_user(f"integration_modes: at {full.size} of {int(valid.sum())} points the smallest of the "
+                      f"{lam.shape[1]} eigenvalues that decompose(k={lam.shape[1]}) kept is still slow enough, so the "
+                      "count there is a lower bound; decompose with a larger k (or without k) for the full count")
     median = float(np.median(n_modes[valid])) if valid.any() else float("nan")
     return IntegrationModes(n_modes, median, tau, valid, horizon, bool(two_sided), max_rotation)
 

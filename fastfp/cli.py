@@ -582,10 +582,10 @@ def _resolve_input(spec, model, data, xs, *, choices="zero, mean, word:<w> or a 
         # columns or embedding rows, as the rollouts take them; _token_ids notes the latter).
         vocab = model.vocab if model.vocab is not None else data.vocab
         if vocab is None or w not in vocab:
+            whose = "the model's vocabulary" if model.vocab is not None else f"the {data.name} data's words"
             raise InvalidOptionError(
-                f"option '--input': word {w!r} is not in the model's vocabulary"
-                + (f" ({', '.join(vocab[:10])}{', ...' if len(vocab) > 10 else ''})" if vocab else
-                   " (it has none: its embedding's rows have no words; pass the input vector as a FILE.npy)")
+                f"option '--input': word {w!r} is not in {whose}"
+                + (f" ({', '.join(vocab[:10])}{', ...' if len(vocab) > 10 else ''})" if vocab else "")
             )
         i = list(vocab).index(w)
         if model.embedding is not None:

@@ -29,21 +29,39 @@ def _setup(params, h, x, backend):
     return kernels, single, h2, x2, weights
 
 
-def _check_result_fits(what, shape, dtype, memory_limit, hint) -> None:
+def _check_result_fits(what, shape, dtype, memory_limit, hint, alternative) -> None:
     """A MemoryLimitError naming the size and a batch that fits, before a result too large for
     the memory is allocated (NumPy's MemoryError, or the kernel's OOM killer, otherwise)."""
     from .errors import MemoryLimitError
     from .solvers import _default_memory_limit
 
     per_row = int(np.prod(shape[1:], dtype=np.float64)) * np.dtype(dtype).itemsize
-    limit = _default_memory_limit(memory_limit)  # results are host arrays, whatever the backend
+    # Results are host arrays, whatever the backend. By default the check is against the memory
+    # the kernel can still give (MemAvailable, page cache included): only what cannot fit at all
+    # is refused; the solvers' stricter default (half the free memory) is for their working sets.
+    limit = _available_memory() if memory_limit is None else _default_memory_limit(memory_limit)
     if per_row * shape[0] > limit:
         fits = int(limit // max(per_row, 1))
+        what_limit = "the available memory" if memory_limit is None else "memory_limit"
+        advice = f"pass at most {fits} {hint}, or {alternative}" if fits >= 1 else f"not even one fits: {alternative}"
         raise MemoryLimitError(
             f"{what}: the result of shape {tuple(shape)} ({np.dtype(dtype).name}) needs "
-            f"{per_row * shape[0] / 2**30:.3g} GiB, more than memory_limit ({limit / 2**30:.3g} GiB, by default half "
-            f"the available memory); pass at most {fits} {hint}"
+            f"{per_row * shape[0] / 2**30:.3g} GiB, more than {what_limit} ({limit / 2**30:.3g} GiB); {advice}"
         )
+
+
+def _available_memory() -> float:
+    """MemAvailable (Linux), else the solvers' default limit."""
+    from .solvers import _default_memory_limit
+
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return _default_memory_limit(None)
 
 
 def step(params, h, x=None, *, backend: str = "cpu") -> np.ndarray:
@@ -85,7 +103,7 @@ def jacobian(params, h, x=None, *, backend: str = "cpu", memory_limit: float | N
     kernels, single, h2, x2, w = _setup(params, h, x, backend)
     B, N = h2.shape
     _check_result_fits("jacobian", (B, N, N), h2.dtype, memory_limit,
-                       "states at a time, or use jvp / vjp / top_eigs, which form no N x N matrix")
+                       "states at a time", "use jvp / vjp / top_eigs, which form no N x N matrix")
     out = kernels.jacobian(params.cell_code, params.nonlinearity_code, h2, x2, *w)
     return out[0] if single else out
 
@@ -106,7 +124,7 @@ def input_jacobian(params, h, x=None, *, backend: str = "cpu", memory_limit: flo
     """
     kernels, single, h2, x2, w = _setup(params, h, x, backend)
     _check_result_fits("input_jacobian", (h2.shape[0], h2.shape[1], params.input_size), h2.dtype, memory_limit,
-                       "states at a time, or use jvp on the input directions you need")
+                       "states at a time", "use jvp on the input directions you need")
     out = kernels.input_jacobian(params.cell_code, params.nonlinearity_code, h2, x2, *w)
     return out[0] if single else out
 
@@ -217,7 +235,7 @@ def rollout(params, h0, xs, *, lengths=None, mask=None, backend: str = "cpu",
             )
     valid = _valid_steps(lengths, mask, B, T, single)
     _check_result_fits("rollout", (B, T, N), X.dtype, memory_limit,
-                       f"sequences of {T} steps at a time (or fewer steps; sample_states needs only some states)")
+                       f"sequences of {T} steps at a time", "run fewer steps at a time (sample_states needs only some states)")
     out = _run_steps(kernels, params, h, X, valid)
     return out[0] if single else out
 

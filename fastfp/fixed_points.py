@@ -290,8 +290,8 @@ class FixedPoints:
             for name, arr in fill.items():
                 arr[finite] = getattr(part, name)
             return replace(self, **fill)
-        J = jacobian(params, x, inputs, backend=backend)
-        Jx = input_jacobian(params, x, inputs, backend=backend)
+        J = jacobian(params, x, inputs, backend=backend, memory_limit=memory_limit)
+        Jx = input_jacobian(params, x, inputs, backend=backend, memory_limit=memory_limit)
         # eig of the real J returns exact conjugate pairs, side by side as a+bi, a-bi, whose equal
         # moduli keep that order under a stable sort (eig of a complex-cast J gave pairs a few ulps
         # apart, in either order); the top-k path sorts its real Hessenberg eig the same way.
@@ -332,15 +332,15 @@ class FixedPoints:
             te = top_eigs(params, x[finite], inputs[finite], k=k, tol=tol, left=True, backend=backend,
                           memory_limit=memory_limit)
             lam[finite], R[finite], L[finite] = te.eigvals, te.right, te.left
-            Jx[finite] = input_jacobian(params, x[finite], inputs[finite], backend=backend)
+            Jx[finite] = input_jacobian(params, x[finite], inputs[finite], backend=backend, memory_limit=memory_limit)
             meta = dict(self.metadata, eig_k=int(k), eig_converged=int(te.converged.sum()))
             short = int((~te.converged).sum())
             if short:
                 no_left = int(np.isnan(te.left).any(axis=1).any(axis=1).sum())
                 warn_user(f"decompose(k={k}): at {short} of {int(finite.sum())} points the top-{k} eigenpairs did not "
                           f"all converge or pair with left vectors ({no_left} with NaN left columns); their eigenvalues "
-                          "may be inaccurate (eigenvalues of equal modulus, e.g. an orthogonal recurrent matrix, or a "
-                          "strongly non-normal J); decompose() without k is exact")
+                          "or left vectors may be inaccurate (eigenvalues of equal modulus, e.g. an orthogonal "
+                          "recurrent matrix, or a strongly non-normal J); decompose() without k is exact")
         else:
             meta = dict(self.metadata, eig_k=int(k), eig_converged=0)
         return replace(self, jacobian=None, eigvals=lam, eigvecs_right=R, eigvecs_left=L, input_jacobian=Jx,

@@ -317,9 +317,9 @@ def find_fixed_points(
         GRU-256 at 'the', J v products 3.6x fewer, the pilot's included, and 1.5x less time). ``'auto'`` picks matrix-free for N >= 128 (where both
         measure faster on the trained GRUs and LSTMs, see bench/RESULTS-krylov.md) or when not
         even one dense point fits in ``memory_limit``, dense otherwise; on the CPU, for ``newton``
-        / ``hybrid`` from 64 starts and N <= 1024, a pilot Newton-Krylov run of 16 starts (at most
-        10 iterations) goes back to dense where GMRES takes more J v products per Newton step than
-        a dense step costs (``metadata['auto_pilot']``; chaotic vanilla RNNs: 49 s matrix-free,
+        / ``hybrid`` from 64 starts and N <= 1024 where dense fits the batch as asked, a pilot
+        Newton-Krylov run of an eighth of the starts (8 to 16, at most 10 iterations) goes back to
+        dense where GMRES takes more J v products per Newton step than a dense step costs (``metadata['auto_pilot']``; chaotic vanilla RNNs: 49 s matrix-free,
         1 s dense at N = 128); with N <= 1024 the points matrix-free leaves
         unconverged (max iterations, diverged, singular, no decrease) are solved again with the
         dense method (``metadata['dense_retries']``). ``adam`` uses gradients only.
@@ -471,8 +471,9 @@ def find_fixed_points(
     mode = _plan_jacobian(method, jacobian, N, dtype, opts, memory_limit, backend)
     opts["gmres_restart"] = int(gmres_restart)
     pilot = None
+    t0 = time.perf_counter()  # the pilot's time included
     if jacobian == "auto" and mode == "matrix_free":
-        pilot = _auto_pilot(kernels, params, H0, X, method, opts, dtype, memory_limit, backend)
+        pilot = _auto_pilot(kernels, params, H0, X, method, opts, dtype, memory_limit, backend, batch_size)
         if pilot is not None and pilot["chose"] == "dense":
             mode = "dense"
     # Metadata records what is used: no factors to reuse on the matrix-free path or without Newton
@@ -497,7 +498,6 @@ def find_fixed_points(
     if pilot is not None:
         metadata["auto_pilot"] = pilot
     parts = []
-    t0 = time.perf_counter()
     # Small systems: the batched solves are split across threads (see _linalg), which spinning
     # OpenBLAS workers from the GEMMs would slow down, so BLAS runs single-threaded meanwhile.
     threads = blas_threads(1) if method != "adam" and N < SPLIT_BELOW_N else nullcontext()
@@ -740,16 +740,21 @@ AUTO_DENSE_PRODUCTS = 0.35
 AUTO_MIN_BREAK_EVEN = 16.0
 
 
-def _auto_pilot(kernels, params, H0, X, method, opts, dtype, memory_limit, backend):
+def _auto_pilot(kernels, params, H0, X, method, opts, dtype, memory_limit, backend, batch_size):
     """'auto' chose matrix-free: a short Newton-Krylov pilot says whether dense is the cheaper
     (a dict for the metadata, or None where no pilot runs)."""
     from ._linearize import forward_linearize_cpu, linearize, linearize_cpu
     from ._newton_krylov import newton_krylov
 
     B, N = H0.shape
+    # Dense must be able to take the whole solve as asked: every point at once (batch_size None),
+    # the chunks asked for, or at least one point per chunk ('auto').
+    fits = int(_default_memory_limit(memory_limit) // _dense_bytes_per_point(N, dtype.itemsize))
+    needed = 1 if batch_size == "auto" else (B if batch_size is None else min(B, int(batch_size)))
     if (backend == "gpu" or _uses_lm(method, opts) or B < AUTO_PILOT_MIN_B or N > DENSE_RETRY_MAX_N
-            or opts["maxiter"] == 0 or _dense_bytes_per_point(N, dtype.itemsize) > _default_memory_limit(memory_limit)):
+            or opts["maxiter"] == 0 or fits < needed):
         return None
+    t0 = time.perf_counter()
     G = len(GATE_ORDER[params.cell])
     H = params.hidden_size
     preconditioned = (opts["mixed_precision"] and dtype == np.float64 and X.shape[0] == 1 and B >= 4 * PILOT_POINTS
@@ -757,7 +762,8 @@ def _auto_pilot(kernels, params, H0, X, method, opts, dtype, memory_limit, backe
     worth = max(AUTO_DENSE_PRODUCTS * N ** 3 / (2.0 * G * H * H) * (2.0 if preconditioned else 1.0), AUTO_MIN_BREAK_EVEN)
     cell, act = params.cell_code, params.nonlinearity_code
     w = params.arrays(dtype)
-    pick = np.linspace(0, B - 1, AUTO_PILOT_POINTS).astype(int)
+    # An eighth of the starts at most (the pilot's solves are not kept): 8 of 64 .. 16 of 128+.
+    pick = np.linspace(0, B - 1, max(AUTO_PILOT_POINTS // 2, min(AUTO_PILOT_POINTS, B // 8))).astype(int)
     cpu = kernels.name == "cpu"
     # GMRES capped at a few times the break-even per step: past it the answer is dense anyway,
     # and a stagnating GMRES would make the pilot as slow as the solve it is to spare.
@@ -769,7 +775,8 @@ def _auto_pilot(kernels, params, H0, X, method, opts, dtype, memory_limit, backe
         forward_fn=(lambda h, Xr: forward_linearize_cpu(cell, act, h, Xr, *w)) if cpu else None)
     per_iteration = float(n_matvec.sum()) / max(int(nit.sum()), 1)
     return {"points": int(len(pick)), "matvec": int(n_matvec.sum()), "matvec_per_iteration": round(per_iteration, 2),
-            "dense_break_even": round(worth, 2), "chose": "dense" if per_iteration > worth else "matrix_free"}
+            "dense_break_even": round(worth, 2), "chose": "dense" if per_iteration > worth else "matrix_free",
+            "time_s": round(time.perf_counter() - t0, 4)}
 
 
 def _uses_lm(method, opts) -> bool:

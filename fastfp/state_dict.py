@@ -372,16 +372,6 @@ def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: b
         embedding = sd[emb_key]
         how = " (the one bias-free (V, M) weight before the RNN; embedding_key= picks another, False none)"
         notes.append(f"embedding {emb_key!r}" + (how if by_position else ""))
-    elif embedding_key is None and fits and len(emb_candidates) <= 1:
-        # A weight that could feed the RNN but was not taken: say so, or inputs would silently
-        # be one-hot where the model looks its words up in that table.
-        why = ("a file sorted by name cannot say which weight comes before the RNN" if not keys_in_module_order
-               else "it is not a bias-free (V, M) weight registered before the RNN")
-        listed = ", ".join(f"{k!r} {sd[k].shape}" for k in fits[:3])
-        metadata["embedding_not_taken"] = list(fits)
-        notes.append(f"no embedding: {listed} take{'s' if len(fits) == 1 else ''} {M}-vectors but {why} "
-                     f"(pass embedding_key={fits[0]!r} if it is the embedding)")
-
     readout_weight = readout_bias = None
     applicable = layer == last_layer and not bidirectional and direction == 0
     ro_candidates = [
@@ -432,6 +422,18 @@ def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: b
             readout_bias = sd[bias_key]
             metadata["readout_bias_key"] = bias_key
         notes.append(f"readout {ro_key!r}" + (f" + {bias_key!r}" if readout_bias is not None else " (no bias)"))
+    # (After the readout is picked: with M == H the readout takes M-vectors too. A weight with a
+    # bias is a linear layer, not an nn.Embedding.)
+    untaken = [k for k in fits if k != ro_key and k[: -len("weight")] + "bias" not in sd]
+    if emb_key is None and embedding_key is None and untaken and len(emb_candidates) <= 1:
+        # A weight that could feed the RNN but was not taken: say so, or inputs would silently
+        # be one-hot where the model looks its words up in that table.
+        why = ("a file sorted by name cannot say which weight comes before the RNN" if not keys_in_module_order
+               else "it is not a bias-free (V, M) weight registered before the RNN")
+        listed = ", ".join(f"{k!r} {sd[k].shape}" for k in untaken[:3])
+        metadata["embedding_not_taken"] = list(untaken)
+        notes.append(f"no embedding: {listed} take{'s' if len(untaken) == 1 else ''} {M}-vectors but {why} "
+                     f"(pass embedding_key={untaken[0]!r} if it is the embedding)")
     used = rnn_keys | {k for k in (emb_key, ro_key, metadata["readout_bias_key"]) if k is not None}
     unused = [k for k in sd if k not in used]
     if unused:

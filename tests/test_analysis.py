@@ -256,15 +256,23 @@ def test_counts_that_reach_a_top_k_decomposition_s_k_are_flagged():
                                          r"converge or pair with left vectors \(1 with NaN left columns\)"):
         top = fp.decompose(params, k=4)  # equal moduli: the left run settles on other members
     assert top.metadata["eig_converged"] == 0
-    with pytest.warns(UserWarning, match=r"integration_modes: at 1 of 1 points all 4 eigenvalues that decompose\(k=4\)"
-                                         r" kept are counted, so the count there is at least 4"):
+    with pytest.warns(UserWarning, match=r"integration_modes: at 1 of 1 points the smallest of the 4 eigenvalues that "
+                                         r"decompose\(k=4\) kept is still slow enough, so the count there is a lower bound"):
         assert integration_modes(top, horizon=50).n_modes[0] == 4
     assert integration_modes(fp.decompose(params), horizon=50).n_modes[0] == N
     import warnings
 
-    with warnings.catch_warnings():  # a count below k is complete: no warning
+    with warnings.catch_warnings():  # every kept mode faster than the band: the rest are too, no warning
         warnings.simplefilter("error")
         assert integration_modes(top, horizon=1e6).n_modes[0] == 0
+    # A kept mode above the band (|lambda| = 1.2, one-sided) makes the count fall below k while
+    # the modes left out may still count: J = diag(1.2, 0.99, 0.963, ..., 0.5) counts 4 in full.
+    lam = np.r_[1.2, np.geomspace(0.99, 0.5, N - 1)]
+    diag = fastfp.RNNParams("vanilla", np.zeros((N, 1)), np.diag(lam))
+    fp = fastfp.find_fixed_points(diag, np.zeros((1, N)), maxiter=0)
+    full = integration_modes(fp.decompose(diag), horizon=10).n_modes[0]
+    with pytest.warns(UserWarning, match="is a lower bound"):
+        assert integration_modes(fp.decompose(diag, k=3), horizon=10).n_modes[0] == 2 < full
 
 
 @pytest.mark.parametrize("horizon", [10.0, 20.0, 50.0, 100.0])

@@ -284,3 +284,14 @@ def test_results_too_large_for_the_memory_limit_are_refused_before_allocation():
         fastfp.rollout(p, None, xs, memory_limit=2.5 * 20 * 16 * 8)
     with pytest.raises(fastfp.InvalidOptionError, match="'memory_limit'"):
         fastfp.rollout(p, None, xs, memory_limit=-1)
+
+
+def test_the_default_result_check_is_the_available_memory_and_decompose_passes_its_limit(monkeypatch):
+    import fastfp.dynamics as dynamics
+
+    p = fastfp.RNNParams.random("gru", 16, 3, seed=0)
+    fp = fastfp.find_fixed_points(p, np.zeros((4, 16)))
+    monkeypatch.setattr(dynamics, "_available_memory", lambda: 1000.0)
+    with pytest.raises(fastfp.MemoryLimitError, match=r"more than the available memory .*not even one fits: use jvp"):
+        fastfp.jacobian(p, fp.x)
+    assert fp.decompose(p, memory_limit=1e9).jacobian.shape == (4, 16, 16)  # its own limit, passed on

@@ -306,7 +306,7 @@ def test_auto_takes_dense_where_a_pilot_finds_gmres_too_costly():
     fp = fastfp.find_fixed_points(chaotic, h0, method="newton")
     pilot = fp.metadata["auto_pilot"]
     assert fp.metadata["jacobian"] == "dense" and pilot["chose"] == "dense"
-    assert pilot["matvec_per_iteration"] > pilot["dense_break_even"] and pilot["points"] == 16
+    assert pilot["matvec_per_iteration"] > pilot["dense_break_even"] and pilot["points"] == 8  # an eighth of 64
     assert fp.success.sum() >= 48  # (the others: no decrease, as matrix-free's own stalls)
     gru = fastfp.RNNParams.random("gru", N, 8, seed=1)
     fp = fastfp.find_fixed_points(gru, rng.uniform(-0.5, 0.5, (64, N)), method="newton")
@@ -315,6 +315,14 @@ def test_auto_takes_dense_where_a_pilot_finds_gmres_too_costly():
     for kw in (dict(), dict(jacobian="matrix_free")):
         few = fastfp.find_fixed_points(chaotic, h0[:8] if not kw else h0, method="newton", maxiter=2, **kw)
         assert "auto_pilot" not in few.metadata and few.metadata["jacobian"] == "matrix_free"
+    # Dense must take the solve as asked: with room for 10 dense points of 64 and batch_size None
+    # the pilot does not run (matrix-free, as before); batch_size='auto' lets dense go in chunks.
+    ten = 10 * (6 * N * N + 16 * N) * 8
+    whole = fastfp.find_fixed_points(chaotic, h0, method="newton", memory_limit=ten, maxiter=3)
+    assert whole.metadata["jacobian"] == "matrix_free" and "auto_pilot" not in whole.metadata
+    chunked = fastfp.find_fixed_points(chaotic, h0, method="newton", memory_limit=ten, batch_size="auto")
+    assert chunked.metadata["jacobian"] == "dense" and chunked.metadata["auto_pilot"]["chose"] == "dense"
+    assert fp.metadata["wall_time_s"] >= fp.metadata["auto_pilot"]["time_s"] > 0  # the pilot's time counted
     probe = fastfp.find_fixed_points(gru, rng.uniform(-0.5, 0.5, (64, N)), maxiter=0)
     assert "auto_pilot" not in probe.metadata and probe.metadata["dense_retries"] == 0
 

@@ -268,3 +268,19 @@ def test_a_bad_weight_is_named_by_its_key_and_a_module_path_gets_a_hint():
     clf = {**sd, "out.weight": np.ones((3, H))}
     with pytest.raises(FileFormatError, match=r"got 'out', which is not a key .*did you mean 'out.weight'"):
         fastfp.load(clf, cell="gru", readout_key="out")
+
+
+def test_a_readout_taking_m_vectors_is_not_called_an_embedding():
+    # M == H: the readout fc.weight (5, H) takes M-vectors too, and is the readout, not an
+    # embedding left out; a weight with a bias is a linear layer, not an nn.Embedding.
+    from fastfp.state_dict import model_from_state_dict
+
+    p = fastfp.RNNParams.random("gru", 6, 6, seed=0)
+    sd = {"rnn.weight_ih_l0": p.w_ih, "rnn.weight_hh_l0": p.w_hh, "rnn.bias_ih_l0": p.b_ih,
+          "rnn.bias_hh_l0": p.b_hh, "fc.weight": np.ones((5, 6)), "fc.bias": np.zeros(5)}
+    model = model_from_state_dict(sd, "test", fmt="test", torch_convention=True, keys_in_module_order=False)
+    assert model.metadata["readout_key"] == "fc.weight"
+    assert "embedding_not_taken" not in model.metadata and "no embedding" not in model.params.source
+    proj = {"proj.weight": np.ones((4, 6)), "proj.bias": np.zeros(4), **sd}
+    model = model_from_state_dict(proj, "test", fmt="test", torch_convention=True, keys_in_module_order=False)
+    assert "embedding_not_taken" not in model.metadata
