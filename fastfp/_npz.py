@@ -189,11 +189,15 @@ def _what_it_is(path, names=()) -> str:
             head = fh.read(16)
     except OSError:
         return ""
-    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000:
+    from .io_flax import is_msgpack_head  # the loader's own sniffing, imported late: it imports this module
+    from .loading import _is_pickle_head, _looks_like_safetensors
+
+    is_pickle = _is_pickle_head(head)
+    if _looks_like_safetensors(head, is_pickle):
         return "; it looks like a safetensors file of weights, which fastfp.load reads"
-    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+    if is_pickle:
         return "; it looks like a pickle, which fastfp never unpickles"
-    if head and (0x80 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF)):  # a msgpack map
+    if is_msgpack_head(head):
         return "; it looks like a Flax msgpack file of weights, which fastfp.load reads"
     return ""
 

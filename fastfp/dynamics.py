@@ -92,8 +92,8 @@ def jacobian(params, h, x=None, *, backend: str = "cpu", memory_limit: float | N
     Parameters
     ----------
     memory_limit : float, optional
-        Bytes the result may take (default: half the available memory); a larger one is a
-        :class:`fastfp.MemoryLimitError` before anything is allocated.
+        Bytes the result may take (default: the memory available, MemAvailable on Linux); a
+        larger one is a :class:`fastfp.MemoryLimitError` before anything is allocated.
 
     Returns
     -------
@@ -114,7 +114,7 @@ def input_jacobian(params, h, x=None, *, backend: str = "cpu", memory_limit: flo
     Parameters
     ----------
     memory_limit : float, optional
-        Bytes the result may take (default: half the available memory).
+        Bytes the result may take (default: the memory available, as ``jacobian``).
 
     Returns
     -------
@@ -198,8 +198,8 @@ def rollout(params, h0, xs, *, lengths=None, mask=None, backend: str = "cpu",
         General form of ``lengths``: the state is updated at step t only where ``mask[b, t]``.
     backend : {'cpu', 'numpy', 'gpu'}
     memory_limit : float, optional
-        Bytes the visited states may take (default: half the available memory); more is a
-        :class:`fastfp.MemoryLimitError` before the run.
+        Bytes the visited states may take (default: the memory available, as ``jacobian``); more
+        is a :class:`fastfp.MemoryLimitError` before the run.
 
     Returns
     -------

@@ -230,7 +230,7 @@ def _load_file(path, **opts) -> Model:
         )
     if head.startswith(_ZIP_MAGICS):
         return _load_zip(path, where, **opts)
-    is_pickle = head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
+    is_pickle = _is_pickle_head(head)
     if _looks_like_safetensors(head, is_pickle):
         tensors, metadata = _read_safetensors_with_metadata(path)
         return model_from_state_dict(tensors, where, fmt="safetensors state dict", torch_convention=False,
@@ -250,6 +250,11 @@ def _load_file(path, **opts) -> Model:
     raise FileFormatError(
         f"{where} is not in a format fastfp reads (starts with {head[:8]!r}){hint}; {_supported()}"
     )
+
+
+def _is_pickle_head(head: bytes) -> bool:
+    """A pickle of protocol 2-5 (torch.save's legacy format, a whole pickled object)."""
+    return head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")
 
 
 def _looks_like_safetensors(head: bytes, is_pickle: bool) -> bool:

@@ -740,17 +740,33 @@ AUTO_DENSE_PRODUCTS = 0.35
 AUTO_MIN_BREAK_EVEN = 16.0
 
 
+def _host_newton_krylov_fns(kernels, params, w):
+    """(step, linearize_fn, forward_fn) of newton_krylov on a host backend: the Numba forward pass
+    with its linearisation on 'cpu', the reference's on 'numpy' (no fused forward there)."""
+    from ._linearize import forward_linearize_cpu, linearize, linearize_cpu
+
+    cell, act = params.cell_code, params.nonlinearity_code
+
+    def step(h, Xr):
+        return kernels.step(cell, act, h, Xr, *w)
+
+    if kernels.name == "cpu":
+        return step, linearize_cpu, lambda h, Xr: forward_linearize_cpu(cell, act, h, Xr, *w)
+    return step, linearize, None
+
+
 def _auto_pilot(kernels, params, H0, X, method, opts, dtype, memory_limit, backend, batch_size):
     """'auto' chose matrix-free: a short Newton-Krylov pilot says whether dense is the cheaper
     (a dict for the metadata, or None where no pilot runs)."""
-    from ._linearize import forward_linearize_cpu, linearize, linearize_cpu
     from ._newton_krylov import newton_krylov
 
     B, N = H0.shape
     # Dense must be able to take the whole solve as asked: every point at once (batch_size None),
-    # the chunks asked for, or at least one point per chunk ('auto').
+    # the chunks asked for, or at least one point per chunk ('auto'). A batch_size of another
+    # kind is refused later, by _plan_chunks.
     fits = int(_default_memory_limit(memory_limit) // _dense_bytes_per_point(N, dtype.itemsize))
-    needed = 1 if batch_size == "auto" else (B if batch_size is None else min(B, int(batch_size)))
+    sized = isinstance(batch_size, (int, np.integer)) and not isinstance(batch_size, bool) and batch_size >= 1
+    needed = 1 if batch_size == "auto" else (min(B, int(batch_size)) if sized else B)
     if (backend == "gpu" or _uses_lm(method, opts) or B < AUTO_PILOT_MIN_B or N > DENSE_RETRY_MAX_N
             or opts["maxiter"] == 0 or fits < needed):
         return None
@@ -760,19 +776,17 @@ def _auto_pilot(kernels, params, H0, X, method, opts, dtype, memory_limit, backe
     preconditioned = (opts["mixed_precision"] and dtype == np.float64 and X.shape[0] == 1 and B >= 4 * PILOT_POINTS
                       and N <= PRECONDITION_MAX_N)
     worth = max(AUTO_DENSE_PRODUCTS * N ** 3 / (2.0 * G * H * H) * (2.0 if preconditioned else 1.0), AUTO_MIN_BREAK_EVEN)
-    cell, act = params.cell_code, params.nonlinearity_code
     w = params.arrays(dtype)
+    step, lin_fn, forward = _host_newton_krylov_fns(kernels, params, w)
     # An eighth of the starts at most (the pilot's solves are not kept): 8 of 64 .. 16 of 128+.
     pick = np.linspace(0, B - 1, max(AUTO_PILOT_POINTS // 2, min(AUTO_PILOT_POINTS, B // 8))).astype(int)
-    cpu = kernels.name == "cpu"
     # GMRES capped at a few times the break-even per step: past it the answer is dense anyway,
     # and a stagnating GMRES would make the pilot as slow as the solve it is to spare.
     pilot_opts = dict(opts, maxiter=min(opts["maxiter"], AUTO_PILOT_MAXITER), krylov_maxiter=int(8 * worth) + 1)
     _, _, nit, n_matvec = newton_krylov(
-        lambda h, Xr: kernels.step(cell, act, h, Xr, *w), w, cell, act, H0[pick].astype(dtype, copy=False),
+        step, w, params.cell_code, params.nonlinearity_code, H0[pick].astype(dtype, copy=False),
         _rows(X, pick).astype(dtype, copy=False), state_bounds(params), pilot_opts, restart=opts["gmres_restart"],
-        method=method, linearize_fn=linearize_cpu if cpu else linearize,
-        forward_fn=(lambda h, Xr: forward_linearize_cpu(cell, act, h, Xr, *w)) if cpu else None)
+        method=method, linearize_fn=lin_fn, forward_fn=forward)
     per_iteration = float(n_matvec.sum()) / max(int(nit.sum()), 1)
     return {"points": int(len(pick)), "matvec": int(n_matvec.sum()), "matvec_per_iteration": round(per_iteration, 2),
             "dense_break_even": round(worth, 2), "chose": "dense" if per_iteration > worth else "matrix_free",
@@ -1355,13 +1369,7 @@ def _matrix_free(kernels, params, H0, X, method, opts, progress, metadata):
         )
         h, status, nit, n_matvec = (cupy.asnumpy(a) for a in (h, status, nit, n_matvec))
     else:
-        def step(h, Xr):
-            return kernels.step(cell, act, h, Xr, *w)
-
-        from ._linearize import forward_linearize_cpu, linearize, linearize_cpu
-
-        lin_fn = linearize_cpu if kernels.name == "cpu" else linearize
-        forward = (lambda h, Xr: forward_linearize_cpu(cell, act, h, Xr, *w)) if kernels.name == "cpu" else None
+        step, lin_fn, forward = _host_newton_krylov_fns(kernels, params, w)
         pre, pilot_matvec = _root_preconditioner(kernels, params, H0, X, opts, step, w, lin_fn, forward)
 
         def solve(lo, hi):

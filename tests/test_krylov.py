@@ -323,6 +323,8 @@ def test_auto_takes_dense_where_a_pilot_finds_gmres_too_costly():
     chunked = fastfp.find_fixed_points(chaotic, h0, method="newton", memory_limit=ten, batch_size="auto")
     assert chunked.metadata["jacobian"] == "dense" and chunked.metadata["auto_pilot"]["chose"] == "dense"
     assert fp.metadata["wall_time_s"] >= fp.metadata["auto_pilot"]["time_s"] > 0  # the pilot's time counted
+    with pytest.raises(InvalidOptionError, match="'batch_size': got 'big'"):  # not a ValueError from the pilot
+        fastfp.find_fixed_points(chaotic, h0, method="newton", batch_size="big")
     probe = fastfp.find_fixed_points(gru, rng.uniform(-0.5, 0.5, (64, N)), maxiter=0)
     assert "auto_pilot" not in probe.metadata and probe.metadata["dense_retries"] == 0
 
