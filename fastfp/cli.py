@@ -418,11 +418,14 @@ def _read_corpus_for(model, corpus, n_docs, length):
         capped = record.get("vocab") == "built" and (record.get("max_vocab") is not None
                                                      or (record.get("min_count") or 1) > 1)
         limit = 0.5 if seen is None and not capped else (max(0.5, float(seen) + 0.25) if seen is not None else 1.0)
-        if share > limit:
+        given = opts.get("max_unknown")
+        if share > (limit if given is None else given):
             raise InvalidOptionError(
                 f"--corpus: {100 * share:.0f}% of the tokens of {corpus}{used} are unknown to the "
                 "model" + (f" ({100 * seen:.0f}% in the corpus it was trained on)" if seen is not None else "")
-                + ": this is not text of the model's vocabulary (another tokenizer, language or corpus?)"
+                + ": this is not text of the model's vocabulary (another tokenizer, language or corpus?); "
+                + (f"--max-unknown {given:g} given" if given is not None else
+                   f"the limit is {100 * limit:.0f}%, --max-unknown FRACTION sets another")
             )
     longest, median = int(data.lengths.max()), float(np.median(data.lengths))
     if longest > 8 * max(median, 1.0) and longest > 200:
@@ -625,6 +628,10 @@ def _status_counts(fp):
 
 
 def _data_options(f):
+    f = click.option("--max-unknown", type=click.FloatRange(0, 1), default=None, expose_value=False,
+                     callback=_store_corpus_option, metavar="FRACTION",
+                     help="--corpus: refuse the corpus when more of its tokens than this are unknown to the model "
+                          "(default 0.5, or the share in the corpus the model was trained on + 0.25; 1: never).")(f)
     f = click.option("--encoding", default=None, expose_value=False, callback=_store_corpus_option,
                      help="--corpus: the file's text encoding (default utf-8).")(f)
     f = click.option("--skip-bad-rows", is_flag=True, default=False, expose_value=False, callback=_store_corpus_option,
@@ -760,6 +767,12 @@ def _report_options(f):
                           "needs the 'report' extra).")(f)
     return f
 
+
+# find, convert and info print JSON whatever is asked; --json, as run, analyze and bench take it,
+# must not be an unknown option there.
+_json_always_option = click.option("--json", "_json", is_flag=True, expose_value=False,
+                                   help="Accepted for symmetry with run, analyze and bench: this command always "
+                                        "prints JSON on stdout.")
 
 _progress_option = click.option("--progress", "force_progress", is_flag=True,
                                 help="Show progress bars even when stderr is not a terminal.")
@@ -1146,6 +1159,7 @@ def _write_run_report(path, summary, *, model, data, traj, roots, kept, kept_all
 @click.option("--keep", type=click.Choice(["distinct", "all"]), default="distinct", show_default=True,
               help="Save the distinct points (unique 1e-3; every status, each point keeps its own) or every point.")
 @_data_options
+@_json_always_option
 @_progress_option
 def find(weights, output, input_spec, states, noise, seed, batch_size, method, backend, jacobian, eig_k, scheduler,
          connect_timeout, workers,
@@ -1259,14 +1273,17 @@ def find(weights, output, input_spec, states, noise, seed, batch_size, method, b
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--report", type=click.Path(dir_okay=False), default=None,
               help="Also write an HTML report with the figures (needs the 'report' extra).")
+@click.option("--no-report", is_flag=True, help="Write no report (the default; excludes --report).")
 @click.option("--horizon", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Steps a mode must last to integrate (e.g. the document length): counts integration "
                    "modes and draws the line in the time-constant figure.")
 @click.option("--points", "which", type=click.Choice(["found", "all"]), default="found", show_default=True,
               help="Analyse the points the solver found (converged, slow point, q tolerance) or every point of "
                    "the file (also those that did not settle: max iterations, diverged, ...).")
-def analyze(fixedpoints, as_json, report, horizon, which) -> None:
+def analyze(fixedpoints, as_json, report, no_report, horizon, which) -> None:
     """Eigen-analysis summary of a saved (decomposed) FixedPoints file; figures with --report."""
+    if report is not None and no_report:
+        raise click.UsageError("options '--report' and '--no-report' exclude each other")
     if report is not None:
         _report_target(report, False, fixedpoints)  # fails now, before any work, when matplotlib is missing
     import numpy as np
@@ -1467,6 +1484,7 @@ def _word_list(path, option) -> list:
               help="With --vocab: the vocabulary's unknown-word token when it is not '<unk>' (e.g. '[UNK]').")
 @click.option("--readout-key", type=str, default=None, metavar="KEY",
               help="State-dict key of the readout weight (C, H) when fastfp's guess misses; 'none' for no readout.")
+@_json_always_option
 def convert(weights, output, cell, layer, direction, key_prefix, nonlinearity, embedding_key, vocab_file, labels_file,
             cased, multilabel, unk, readout_key) -> None:
     """Convert a weights file to fastfp's params .npz.
@@ -1583,6 +1601,7 @@ def _seconds(t):
 
 
 @main.command()
+@_json_always_option
 def info() -> None:
     """Versions, backends available and threads, as JSON on stdout."""
     import json

@@ -39,7 +39,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ._npz import read_npz
+from ._npz import _what_it_is, read_npz
 from .errors import ArgumentTypeError, FastFPError, FileFormatError, InvalidOptionError, warn_user
 from .io_safetensors import _MAX_HEADER, _read as _read_safetensors_with_metadata
 from .io_flax import _find as _flax_cells, _normalise as _flax_normalise, is_msgpack_head, load_flax
@@ -59,6 +59,7 @@ SUPPORTED_FORMATS = (
 )
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # local file header; empty archive
 _FASTFP_NPZ_ENTRY = "__fastfp_params__.npy"
+_FIXED_POINTS_ENTRY = "__fastfp_fixed_points_format__.npy"
 
 
 def _supported() -> str:
@@ -302,6 +303,10 @@ def _load_zip(path, where, **opts) -> Model:
         return model
     if _FASTFP_NPZ_ENTRY in names:
         return _single_layer(load_params(path), where, **opts)
+    if _FIXED_POINTS_ENTRY in names:
+        # fastfp's other format: its arrays (x, fx, ...) would read as a state dict without a layer
+        entries = [n[:-len(".npy")] for n in names]
+        raise FileFormatError(f"{where} holds fixed points, not a network's weights{_what_it_is(path, entries)}")
     if names and all(n.endswith(".npy") for n in names):
         # read_npz: no pickle, headers checked against their data, a cap on what the file expands to
         sd = read_npz(path, where=where)

@@ -316,7 +316,7 @@ def battery(name: str) -> list[NetworkSpec]:
         Two tiny networks (2-class GRU and 3-class vanilla RNN, 12 units, documents of 12 tokens)
         that train in a few seconds: the default tests and a smoke run.
     ``'paper'``
-        The study's claims (issue 5, "Done means"): categorical N = 2, 3, 4, 5 with GRU, LSTM,
+        The study's claims (docs/reproduction.md, "Which claims hold"): categorical N = 2, 3, 4, 5 with GRU, LSTM,
         UGRNN and vanilla cells; ordered 5-class good/bad/the (GRU, L2 1e-2 as the study); multi-label
         K = 3 (GRU); the ordered task once more with L2 5e-4. 64 units, documents of 50 tokens, the
         study's optimiser, except for the vanilla RNN: Adam epsilon 1e-8, lr 1e-3 decaying as
@@ -460,7 +460,7 @@ def battery(name: str) -> list[NetworkSpec]:
         specs += [NetworkSpec("ordered", ordered5, **renn, **{**paper, "steps": 8000}, l2=l2) for l2 in (3e-3, 2e-3)]
         # 3e-3 passed 5 of 6 checks at seed 0: two more seeds.
         specs += [NetworkSpec("ordered", ordered5, **renn, **{**paper, "steps": 8000}, l2=3e-3, seed=s) for s in (1, 2)]
-        # The 5-word bank at the study's penalty for it (paper-notes: states PR 2.07 at L2 5e-3).
+        # The 5-word bank at the study's penalty for it (the study: states PR 2.07 at L2 5e-3).
         specs += [NetworkSpec("ordered", {"n_classes": 5, "length": 50, "bank": "5word"}, **renn,
                               **{**paper, "steps": 8000}, l2=5e-3, seed=s) for s in (0, 1, 2)]
         # renn's LSTM (normal init, constant forget bias 1) where PyTorch's LSTM misses the PR.
@@ -471,7 +471,7 @@ def battery(name: str) -> list[NetworkSpec]:
 
 
 # =========================================================================== the study's numbers
-# Word-count PR of the categorical task (paper-notes, "Word-count prediction of the dimension").
+# Word-count PR of the categorical task (the study's word-count prediction of the dimension).
 _WC_PR_CATEGORICAL = {2: 1.00, 3: 1.98, 4: 2.99, 5: 3.99}
 # PR of the hidden states measured by the authors (GRU-128), keyed by (task, classes, bank/sampler).
 _STATES_PR = {
@@ -696,7 +696,7 @@ def study_search(params, h0, x=None, *, q_tol: float = 5e-4):
     Adam (lr 0.01, constant) on q(h) = 1/2 ||F(h, x) - h||^2 from ``h0``, the batch stopping once
     its mean q is at most ``q_tol`` (renn's ``optimize``: tested after each step, the stepped
     states returned) or after 10000 steps; the end points with q < ``q_tol`` are kept, whatever
-    their status, and merged within 0.025 (2-norm, the lowest-q member kept; the paper-notes'
+    their status, and merged within 0.025 (2-norm, the lowest-q member kept; the study's
     deduplication). Points stop where the batch does, not each on its own test: a point can be
     kept before it reaches the slow manifold, and 12-44% of the end points were above ``q_tol``
     on the study's networks (docs/reproduction.md).
@@ -1091,7 +1091,7 @@ def checks(row: dict) -> dict:
     tell the two apart); ``readout`` every pairwise readout
     angle within 10 degrees of the simplex angle (categorical, N >= 3); ``order`` shuffling keeps
     >= 95% of the predictions (categorical); ``pr_states`` PR of the hidden states in the same
-    range (ordered and multi-label tasks only: issue 5 states their claims as a "dimension", and
+    range (ordered and multi-label tasks only: the claims state them as a "dimension", and
     the study's only numbers for it, around which the ranges are set, are PCA of the hidden
     states; the categorical claim names the fixed points, so no states check is added there,
     although the study gives a states PR for N = 3 too).

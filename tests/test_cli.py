@@ -801,6 +801,13 @@ def test_corpus_of_mostly_unknown_words_is_refused(tmp_path):
     corpus.write_text("text,label\nxyzzy foo,pos\nbar qux good,neg\n")
     r = _invoke("-q", "find", m, "-o", tmp_path / "fp.npz", "--corpus", corpus, "--states", "4")
     assert r.exit_code == 1 and "80% of the tokens" in r.stderr and "unknown to the model" in r.stderr
+    assert "the limit is 50%, --max-unknown FRACTION sets another" in r.stderr
+    r = _invoke("-q", "find", m, "-o", tmp_path / "fp.npz", "--corpus", corpus, "--states", "4", "--max-unknown", "0.7")
+    assert r.exit_code == 1 and "--max-unknown 0.7 given" in r.stderr and not (tmp_path / "fp.npz").exists()
+    r = _invoke("-q", "find", m, "-o", tmp_path / "fp.npz", "--corpus", corpus, "--states", "4", "--max-unknown", "0.8")
+    assert r.exit_code == 0 and "4 of 5 tokens (80.0%) are not in the model's vocabulary" in r.stderr, r.stderr
+    r = _invoke("-q", "find", m, "-o", tmp_path / "fp.npz", "--corpus", corpus, "--max-unknown", "1.5")
+    assert r.exit_code == 2 and "--max-unknown" in r.output
 
 
 def test_corpus_with_as_many_unknown_words_as_in_training_is_read(tmp_path):
@@ -1047,6 +1054,18 @@ def test_analyze_says_what_a_file_of_another_kind_is(tmp_path):
         fastfp.load_params(tmp_path / "fp.npz")
 
 
+def test_find_and_run_say_a_fixed_points_file_is_no_weights(tmp_path):
+    p = fastfp.load_params(DATA / "gru64_cat3.npz").params
+    fastfp.find_fixed_points(p, np.zeros((2, p.state_size)), maxiter=0).save(tmp_path / "fp.npz")
+    for args in (("find", tmp_path / "fp.npz", "-o", tmp_path / "out.npz"), ("run", tmp_path / "fp.npz", "--no-report")):
+        r = _invoke("-q", *args)
+        assert r.exit_code == 1 and r.stderr.startswith("fastfp: error: WEIGHTS: "), r.output
+        assert "holds fixed points, not a network's weights; it is a fastfp FixedPoints file" in r.stderr
+        assert "fastfp analyze read it" in r.stderr and not (tmp_path / "out.npz").exists()
+    with pytest.raises(fastfp.FileFormatError, match="argument 'source'.*holds fixed points"):
+        fastfp.load(tmp_path / "fp.npz")
+
+
 def test_an_input_file_of_the_wrong_batch_or_with_nan_is_refused_before_the_work(tmp_path):
     x = tmp_path / "x.npy"
     np.save(x, np.zeros((2, 4)))
@@ -1056,3 +1075,17 @@ def test_an_input_file_of_the_wrong_batch_or_with_nan_is_refused_before_the_work
     np.save(x, np.array([0.0, np.nan, 0.0, 0.0]))
     r = _invoke("find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--input", x, "--states", "8")
     assert r.exit_code == 1 and "holds NaN or Inf (first at index (1,))" in r.stderr
+
+
+def test_json_is_accepted_where_json_is_the_only_output_and_analyze_takes_no_report(tmp_path):
+    r = _invoke("info", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["fastfp"] == fastfp.__version__
+    r = _invoke("-q", "convert", DATA / "gru64_cat3.npz", "-o", tmp_path / "m.npz", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["output"] == str(tmp_path / "m.npz")
+    r = _invoke("-q", "find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--json", *SMALL)
+    assert r.exit_code == 0 and json.loads(r.stdout)["points"] == 48
+    r = _invoke("-q", "analyze", tmp_path / "fp.npz", "--no-report")
+    assert r.exit_code == 0 and r.stdout.startswith("file ") and "report" not in r.stdout
+    r = _invoke("analyze", tmp_path / "fp.npz", "--no-report", "--report", tmp_path / "a.html")
+    assert r.exit_code == 2 and "'--report' and '--no-report' exclude each other" in r.output
+    assert not (tmp_path / "a.html").exists()

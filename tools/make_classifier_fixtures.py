@@ -7,8 +7,8 @@ layer): ``fastfp.tasks.categorical(n, n_classes=3, length=50)``. Models: ``nn.GR
 readout with bias on the last hidden state h. Softmax cross-entropy, batch 128, fresh training
 documents every step (drawn from one seeded generator).
 
-Optimiser: the study's settings (see /work/shared/docs/paper-notes.md, "Training used for the
-synthetic networks"): Adam (b1 0.9, b2 0.99, eps 0.1), lr 0.1 * 0.9997^step, gradient clipping at
+Optimiser: the study's settings (Aitken et al., ICLR 2021, the training of its synthetic
+networks): Adam (b1 0.9, b2 0.99, eps 0.1), lr 0.1 * 0.9997^step, gradient clipping at
 global norm 10, L2 penalty 5e-4 * sum of squared weights (all parameters) added to the loss.
 Training stops at the first evaluation (every ``EVAL_EVERY`` steps, on a fixed held-out set) whose
 accuracy reaches ``TARGET``; if none does by ``MAX_STEPS``, the weights of the best evaluation are kept.
