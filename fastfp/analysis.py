@@ -86,6 +86,17 @@ def _embedding(model) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- participation ratio
+def _rounding_floor(scale: float, n_summed: int, shape: tuple) -> float:
+    """Largest singular value that rounding alone can put into a matrix of means or centred data.
+
+    Each entry, a difference involving means over ``n_summed`` values of size at most ``scale``,
+    carries an error of at most about 2 (4 + log2 n_summed) eps scale (NumPy's pairwise sums); the
+    spectral norm of such an error matrix of ``shape`` is below its Frobenius norm, sqrt(m n) times that.
+    """
+    m, n = shape
+    return 2.0 * (4.0 + np.log2(max(n_summed, 2))) * np.finfo(np.float64).eps * scale * np.sqrt(m * n)
+
+
 def participation_ratio(v) -> float:
     """Participation ratio PR = (sum v)^2 / sum v^2 of a non-negative spectrum.
 
@@ -239,6 +250,9 @@ def pca(X, *, center: bool = True, mask=None, n_components: int | None = None) -
     Xc = flat - mean
     # SVD of the data matrix (more accurate than eigh of X^T X for small variances).
     _, s, Vt = np.linalg.svd(Xc, full_matrices=False)
+    # Singular values within the rounding of the centred entries are no variance at all: a cloud of
+    # one repeated point (constant 0.1 leaves a 1e-17 residue) has PR 0, not 1.
+    s = np.where(s > _rounding_floor(float(np.max(np.abs(flat))), S, Xc.shape), s, 0.0)
     var = s ** 2 / (S - 1 if center else S)
     total = var.sum()
     ratio = var / total if total > 0 else np.zeros_like(var)
@@ -537,10 +551,12 @@ def integration_modes(fixed_points, *, horizon: float, two_sided: bool = False,
     # The documented closed interval, tested on |lambda| itself (tau >= horizon through a log
     # rounds either way at the boundary), with |lambda| = 1 to rounding inside it.
     one = unit_tolerance(lam)
-    low = min(float(np.exp(-1.0 / horizon)), 1.0 - one)
-    high = max(float(np.exp(1.0 / horizon)), 1.0 + one) if two_sided else 1.0 + one
+    with np.errstate(over="ignore"):  # horizon < 1/709: the band is (0, inf), exp(1/horizon) = inf
+        low = min(float(np.exp(-1.0 / horizon)), 1.0 - one)
+        high = max(float(np.exp(1.0 / horizon)), 1.0 + one) if two_sided else 1.0 + one
     with np.errstate(invalid="ignore"):
-        counted = (mag >= low) & (mag <= high) & np.isfinite(mag)
+        # mag > 0: lambda = 0 has tau = 0, never >= horizon, even where exp(-1/horizon) underflows to 0.
+        counted = (mag >= low) & (mag > 0) & (mag <= high) & np.isfinite(mag)
         if max_rotation is not None:
             angle = np.abs(np.angle(lam))
             # A positive real mode does not turn at all, whatever the horizon (0 * inf is NaN).
@@ -760,6 +776,12 @@ class OrderInvariance:
         (argmax) of a classifier; for multi-label data (labels (n, K)) and for a single-output
         readout, the labels whose logit is positive (0/1 per label, (n, K)), all of which must
         agree for a document to count as unchanged.
+    n_reordered : int
+        Documents whose token sequence the shuffle changed. The others (length 0 or 1, one word
+        repeated, or a shuffle that drew the same order) are unchanged whatever the network does.
+    fraction_reordered : float
+        Fraction unchanged among those ``n_reordered`` documents (NaN when there are none): the
+        stricter number where many documents are short.
     """
 
     __repr__ = _short_repr
@@ -767,6 +789,8 @@ class OrderInvariance:
     fraction: float
     predicted: np.ndarray
     predicted_shuffled: np.ndarray
+    n_reordered: int = 0
+    fraction_reordered: float = float("nan")
 
 
 def _predict(model, tokens, lengths, E, backend, per_label):
@@ -838,7 +862,11 @@ def order_invariance(model, task_data, *, seed=None, backend: str = "cpu") -> Or
     before = _predict(model, tokens, lengths, E, backend, per_label)
     after = _predict(model, shuffled, lengths, E, backend, per_label)
     same = before == after
-    return OrderInvariance(float((same.all(axis=1) if per_label else same).mean()), before, after)
+    same = same.all(axis=1) if per_label else same
+    reordered = (shuffled != tokens).any(axis=1)
+    n_reordered = int(reordered.sum())
+    return OrderInvariance(float(same.mean()), before, after, n_reordered,
+                           float(same[reordered].mean()) if n_reordered else float("nan"))
 
 
 # --------------------------------------------------------------------------- word-count prediction
@@ -937,6 +965,9 @@ def wordcount_prediction(task_data, *, tol: float = 0.05, multilabel: str = "per
         raise InvalidOptionError("argument 'task_data': no class has any document")
     M = np.stack(rows) - mu
     s = np.linalg.svd(M, compute_uv=False)
+    # Classes with the same word statistics give M = 0 up to the rounding of the means (their
+    # entries are frequencies, at most 1 in size): that residue predicts no dimension.
+    s = np.where(s > _rounding_floor(float(np.max(freq, initial=0.0)), freq.shape[0], M.shape), s, 0.0)
     total = (s ** 2).sum()
     ratio = s ** 2 / total if total > 0 else np.zeros_like(s)
     dim = int((s > tol * s[0]).sum()) if s.size and s[0] > 0 else 0

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidOptionError
+from .errors import InvalidOptionError, ShapeError
 
 __all__ = ["TaskData", "categorical", "ordered", "multilabel", "correlated", "correlated_evidence", "TASK_SAMPLERS", "ORDERED_BANKS"]
 
@@ -88,6 +88,36 @@ class TaskData:
             arr.setflags(write=False)
             object.__setattr__(self, attr, arr)
         object.__setattr__(self, "vocab", tuple(self.vocab))
+        self._validate()
+
+    def _validate(self) -> None:
+        # A TaskData built by hand from a user's own arrays is checked once here, so that counts(),
+        # one_hot() and the analyses never read a padding token or an id outside the vocabulary.
+        tokens, lengths, labels, evidence = self.tokens, self.lengths, self.labels, self.evidence
+        if tokens.ndim != 2 or tokens.dtype.kind not in "iu":
+            raise ShapeError(f"argument 'tokens': got {tokens.dtype} array of shape {tokens.shape}, expected integer ids of shape (n, L)")
+        n, L = tokens.shape
+        if lengths.shape != (n,) or lengths.dtype.kind not in "iu":
+            raise ShapeError(f"argument 'lengths': got {lengths.dtype} array of shape {lengths.shape}, expected integers of shape ({n},)")
+        if n and (lengths.min() < 0 or lengths.max() > L):
+            bad = int(np.flatnonzero((lengths < 0) | (lengths > L))[0])
+            raise InvalidOptionError(
+                f"argument 'lengths': document {bad} has length {int(lengths[bad])}, expected 0 <= length <= L = {L}"
+            )
+        V = len(self.vocab)
+        valid = np.arange(L)[None, :] < lengths[:, None]
+        if valid.any():
+            ids = tokens[valid]
+            if ids.min() < 0 or ids.max() >= V:
+                b, t = np.argwhere(valid & ((tokens < 0) | (tokens >= V)))[0]
+                raise InvalidOptionError(
+                    f"argument 'tokens': document {int(b)} has id {int(tokens[b, t])} at position {int(t)}, "
+                    f"expected ids in [0, {V}) (the vocabulary's size)"
+                )
+        if labels.ndim not in (1, 2) or labels.shape[0] != n or labels.dtype.kind not in "iub":
+            raise ShapeError(f"argument 'labels': got {labels.dtype} array of shape {labels.shape}, expected integers of shape ({n},) or ({n}, K)")
+        if evidence.ndim != 2 or evidence.shape[0] != V or evidence.dtype.kind not in "iuf":
+            raise ShapeError(f"argument 'evidence': got {evidence.dtype} array of shape {evidence.shape}, expected numbers of shape ({V}, C)")
 
     def __len__(self) -> int:
         return self.tokens.shape[0]

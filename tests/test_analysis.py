@@ -282,11 +282,34 @@ def test_integration_modes_interval_is_closed_at_its_ends(horizon):
     assert integration_modes(lam, horizon=horizon, two_sided=True).n_modes[0] == 2
 
 
+def test_a_zero_eigenvalue_never_integrates_even_at_tiny_horizons():
+    # exp(-1 / 1e-3) underflows to 0, but lambda = 0 has tau = 0 < horizon.
+    lam = np.array([[0.0, 0.5, 1e-300]])
+    assert integration_modes(lam, horizon=1e-3).n_modes[0] == 2
+    assert integration_modes(lam, horizon=1e-3, two_sided=True).n_modes[0] == 2
+
+
 def test_a_cloud_without_variance_has_no_components():
     X = np.ones((10, 4))
     res = fastfp.analysis.pca(X)
     assert res.participation_ratio == 0.0 and res.n_components_90 == res.n_components_95 == 0
     assert fastfp.analysis.manifold_dimension(X).n_components == 0
+
+
+@pytest.mark.parametrize("value", [0.1, 0.3, 1e6 / 3, -7.7])
+def test_a_repeated_point_is_no_line_whatever_its_rounding(value):
+    # 0.1 minus its float mean leaves a 1e-17 residue: rounding, not a component.
+    res = pca(np.full((3, 5), value))
+    assert res.participation_ratio == 0.0 and res.n_components_95 == 0
+    np.testing.assert_array_equal(res.explained_variance, 0.0)
+
+
+def test_a_small_real_spread_far_from_the_origin_is_kept(rng):
+    # Variance 1e-12 at an offset of 1e3 is 1e3 ulps of the entries: real, and a line.
+    X = 1e3 + np.outer(rng.normal(size=200), [1.0, 0.0, 0.0]) * 1e-6
+    res = pca(X)
+    assert res.n_components_95 == 1 and abs(res.participation_ratio - 1.0) < 1e-9
+    assert res.explained_variance[0] == pytest.approx(np.var(X[:, 0], ddof=1), rel=1e-6)
 
 
 def test_integration_modes_errors():
@@ -427,6 +450,21 @@ def test_wordcount_prediction_multilabel(K):
     assert sets.n_components_95 == K
 
 
+def test_classes_with_the_same_word_statistics_predict_no_dimension():
+    # Every document is the same sequence, so each class mean equals the overall mean; M is 0 but
+    # for the rounding of the means (which at n = 30, L = 7 leaves a singular value near 2e-16).
+    n, L = 30, 7
+    tokens = np.tile(np.arange(L) % 3, (n, 1))
+    data = fastfp.TaskData(tokens, np.full(n, L), np.arange(n) % 3, ("a", "b", "c"), np.eye(3), "categorical")
+    res = wordcount_prediction(data)
+    assert res.dimension == 0 and res.participation_ratio == 0.0 and res.n_components_95 == 0
+    # One document of class 2 that differs by one word is real evidence: dimension 1.
+    tokens[2, 0] = 1
+    res = wordcount_prediction(fastfp.TaskData(tokens, np.full(n, L), np.arange(n) % 3, ("a", "b", "c"),
+                                               np.eye(3), "categorical"))
+    assert res.dimension == 1
+
+
 def test_wordcount_prediction_errors():
     data = fastfp.tasks.categorical(30, seed=0)
     with pytest.raises(fastfp.InvalidOptionError, match="'tol'"):
@@ -481,6 +519,17 @@ def test_order_invariance_of_an_order_free_model():
     tok = data.tokens[np.arange(60), data.lengths - 1]
     np.testing.assert_array_equal(res.predicted, np.where(tok < 3, tok, 0))
     assert res.fraction < 1.0
+    # Documents of one token cannot be reordered: they inflate `fraction`, not `fraction_reordered`.
+    lengths = data.lengths.copy()
+    lengths[:30] = 1
+    short = fastfp.TaskData(data.tokens, lengths, data.labels, data.vocab, data.evidence, data.name)
+    res = order_invariance(last, short, seed=5)
+    distinct = np.array([len(set(short.tokens[b, :lengths[b]])) for b in range(60)])
+    assert res.n_reordered <= int((distinct > 1).sum()) and res.n_reordered >= 25
+    changed = res.predicted != res.predicted_shuffled
+    assert res.fraction == pytest.approx(1 - changed.mean())
+    assert res.fraction_reordered == pytest.approx(1 - changed.sum() / res.n_reordered)
+    assert res.fraction_reordered < res.fraction
 
 
 def test_order_invariance_of_multilabel_and_single_output_readouts():

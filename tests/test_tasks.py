@@ -358,3 +358,25 @@ def test_correlated_unbalanced_unpaired_class_is_rarer():
     f = [np.bincount(tasks.correlated(6000, n_classes=3, mixing=m, balance=False, seed=4).labels, minlength=3)[2] / 6000
          for m in (0.0, 0.5, 0.9)]
     assert f[0] > f[1] > f[2]
+
+
+def test_task_data_built_by_hand_is_checked():
+    tokens = np.array([[0, 1, 2], [1, 1, 0]])
+    ok = dict(tokens=tokens, lengths=np.array([3, 2]), labels=np.array([0, 1]), vocab=("a", "b", "c"),
+              evidence=np.eye(3)[:, :2], name="custom")
+    assert TaskData(**ok).counts().tolist() == [[1, 1, 1], [0, 2, 0]]
+    # padding past a length may hold any id, even one outside the vocabulary
+    TaskData(**{**ok, "tokens": np.array([[0, 1, 2], [1, 1, -1]])})
+    bad = [
+        ({"lengths": np.array([3, 4])}, "'lengths'.*document 1 has length 4.*L = 3"),
+        ({"lengths": np.array([-1, 2])}, "'lengths'.*document 0 has length -1"),
+        ({"lengths": np.array([3])}, "'lengths'.*shape \\(2,\\)"),
+        ({"tokens": np.array([[0, 3, 2], [1, 1, 0]])}, "'tokens'.*document 0 has id 3 at position 1.*\\[0, 3\\)"),
+        ({"tokens": np.array([[0, 1, 2], [1, -2, 0]])}, "'tokens'.*document 1 has id -2"),
+        ({"tokens": tokens.astype(float)}, "'tokens'.*integer ids"),
+        ({"labels": np.array([0, 1, 2])}, "'labels'.*shape \\(2,\\)"),
+        ({"evidence": np.eye(2)}, "'evidence'.*\\(3, C\\)"),
+    ]
+    for change, message in bad:
+        with pytest.raises((InvalidOptionError, fastfp.ShapeError), match=message):
+            TaskData(**{**ok, **change})
