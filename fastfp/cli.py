@@ -29,7 +29,8 @@ _SAME_AS_OPTION = {"slow_ratio", "slow_speed", "seed", "noise", "atol", "maxiter
                    "cell", "workers", "scheduler", "length", "classes", "task", "unk", "eig_k"}
 # Python arguments that stand for an option of another name: (the options it needs, its name).
 _ARGUMENT_AS_OPTION = {"h0": (("states", "noise"), "the initial states (--states, --noise)"),
-                       "x": (("input_spec",), "option '--input'")}
+                       "x": (("input_spec",), "option '--input'"),
+                       "out_dir": (("out_dir",), "option '--out'")}
 
 
 def _cli_names(message: str, command) -> str:
@@ -123,10 +124,46 @@ def _check_connect_timeout(scheduler) -> None:
         raise click.UsageError("--connect-timeout: an option of --scheduler (a local --workers cluster needs none)")
 
 
+def _json_safe(obj):
+    """``obj`` with non-finite floats as null: strict JSON has no NaN or Infinity."""
+    import math
+
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _json_safe(obj.tolist())
+    if isinstance(obj, (float, np.floating)) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def _echo_json(obj) -> None:
     import json
 
-    click.echo(json.dumps(obj, indent=2, default=_json_default))
+    click.echo(json.dumps(_json_safe(obj), indent=2, default=_json_default, allow_nan=False))
+
+
+class _FiniteFloatRange(click.FloatRange):
+    """click's FloatRange, which lets 'nan' (and 'inf' past an open end) through, made finite."""
+
+    name = "float"
+
+    def __init__(self, *args, allow_inf: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.allow_inf = allow_inf
+
+    def convert(self, value, param, ctx):
+        import math
+
+        rv = super().convert(value, param, ctx)
+        if math.isnan(rv) or (math.isinf(rv) and not self.allow_inf):
+            self.fail(f"{value!r} is not a finite number{'' if not self.allow_inf else ' or inf'}"
+                      f" in the range {self._describe_range()}.", param, ctx)
+        return rv
 
 
 def _json_default(obj):
@@ -198,6 +235,8 @@ def _percent(fraction: float) -> str:
 def _output_problem(output, inputs):
     """Why an output path cannot be written before any work is done, or None: a folder that is
     missing or not writable, a folder or device at the path, or one of the command's input files."""
+    import os
+
     from fastfp._atomic import check_writable
 
     from .errors import InvalidOptionError
@@ -205,6 +244,10 @@ def _output_problem(output, inputs):
     out = Path(output)
     if str(output) == "-":
         return "got '-': results go to a file, not to standard output; give a file path"
+    if not str(output).strip():
+        return f"got {str(output)!r}: expected a file path"
+    if str(output).endswith(("/", os.sep)) or out.is_dir():
+        return f"got {str(output)!r}, which names a folder: expected a file path"
     if not out.parent.is_dir():
         return f"got {str(output)!r}: the folder {str(out.parent)!r} does not exist"
     try:
@@ -224,7 +267,8 @@ def _check_output(output, *inputs) -> None:
     if problem:
         raise click.BadParameter(problem, param_hint="'-o' / '--output'")
     if Path(output).exists():
-        _log(f"note: {output} exists; it will be replaced")
+        # Said even under -q: a file is about to be lost.
+        click.echo(f"fastfp: note: {output} exists; it will be replaced", err=True)
 
 
 _CLI_NAMES = {"source": "WEIGHTS", "path": "WEIGHTS", "cell": "option '--cell'", "layer": "option '--layer'",
@@ -381,6 +425,10 @@ def _read_corpus_for(model, corpus, n_docs, length):
             raise InvalidOptionError(str(exc).replace("argument 'model': ", "--corpus: the model's vocabulary: ")
                                      + "; if it spells its unknown-word token otherwise, name it: fastfp convert "
                                      "WEIGHTS -o model.npz --vocab vocab.txt --unk TOKEN") from None
+        if str(exc).startswith("argument 'path': "):
+            raise InvalidOptionError("--corpus: " + str(exc)[len("argument 'path': "):].replace(
+                "(or pass labels= naming its outputs in order and skip the other rows)",
+                "(or name its outputs in order with fastfp convert ... --labels FILE and pass --skip-bad-rows)")) from None
         if "tokenizer" in str(exc):
             raise InvalidOptionError(
                 f"--corpus: the model was trained on a corpus split by a custom tokenizer, which the CLI cannot "
@@ -388,7 +436,9 @@ def _read_corpus_for(model, corpus, n_docs, length):
             ) from None
         raise
     for w in caught:
-        click.echo(f"fastfp: warning: {str(w.message).replace('; see Corpus.report.suspects', '')}", err=True)
+        click.echo(f"fastfp: warning: {str(w.message).replace('; see Corpus.report.suspects', '')}"
+                   .replace("pass labels= naming the model's outputs in order",
+                            "name the model's outputs in order with fastfp convert ... --labels FILE"), err=True)
     rep = corpus_data.report
     if rep.n_skipped:
         click.echo(f"fastfp: note: {corpus}: {rep.n_skipped} bad record(s) skipped (--skip-bad-rows); first: "
@@ -628,7 +678,7 @@ def _status_counts(fp):
 
 
 def _data_options(f):
-    f = click.option("--max-unknown", type=click.FloatRange(0, 1), default=None, expose_value=False,
+    f = click.option("--max-unknown", type=_FiniteFloatRange(0, 1), default=None, expose_value=False,
                      callback=_store_corpus_option, metavar="FRACTION",
                      help="--corpus: refuse the corpus when more of its tokens than this are unknown to the model "
                           "(default 0.5, or the share in the corpus the model was trained on + 0.25; 1: never).")(f)
@@ -676,8 +726,8 @@ def _search_options(f):
     f = click.option("--batch-size", type=_BatchSize(), default=None,
                      help="Solve the states in chunks of this many ('auto': as many as fit in memory); by "
                           "default all at once, or an error saying what fits.")(f)
-    f = click.option("--seed", type=int, default=0, show_default=True)(f)
-    f = click.option("--noise", type=click.FloatRange(min=0), default=0.5, show_default=True,
+    f = click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)(f)
+    f = click.option("--noise", type=_FiniteFloatRange(min=0), default=0.5, show_default=True,
                      help="Std of the Gaussian noise added to sampled states.")(f)
     f = click.option("--states", type=click.IntRange(min=1), default=1024, show_default=True,
                      help="Initial states sampled from the rollouts.")(f)
@@ -756,7 +806,12 @@ def _report_target(report, no_report, *inputs):
         click.echo(f"fastfp: note: no report written: {msg} (or pass --no-report)", err=True)
         return None, False
     if replaces:
-        _log(f"note: {path} exists; it will be replaced")
+        # A path the user named is said even under -q; the default report is fastfp's own file, which
+        # every run rewrites.
+        if explicit:
+            click.echo(f"fastfp: note: {path} exists; it will be replaced", err=True)
+        else:
+            _log(f"fastfp: note: {path} exists; it will be replaced")
     return path, explicit
 
 
@@ -787,7 +842,7 @@ _progress_option = click.option("--progress", "force_progress", is_flag=True,
 @click.option("--input", "input_spec", default="auto", show_default=True,
               help="Constant input of the search: auto (the neutral word 'the' when the vocabulary has it, "
                    "else zero), zero, mean, word:<w> or FILE.npy.")
-@click.option("--slow-speed", type=click.FloatRange(min=0, min_open=True), default=1e-2, show_default=True,
+@click.option("--slow-speed", type=_FiniteFloatRange(min=0, min_open=True), default=1e-2, show_default=True,
               help="Slow-point mode keeps points with ||F(h) - h||_inf below this (in --speed-units).")
 @click.option("--speed-units", type=click.Choice(["state", "parts"]), default="state", show_default=True,
               help="Units of the slow-speed test: the state's own, or each part of the state (an LSTM's h and c) "
@@ -1124,7 +1179,7 @@ def _write_run_report(path, summary, *, model, data, traj, roots, kept, kept_all
                    "else 8).")
 @click.option("--scheduler", type=str, default=None, metavar="tcp://HOST:PORT",
               help="Solve in shards on this Dask scheduler (needs the 'dask' extra).")
-@click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+@click.option("--connect-timeout", type=_FiniteFloatRange(min=0, min_open=True), default=30.0, show_default=True,
               metavar="SECONDS", help="With --scheduler: how long to wait for it before giving up.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Solve in shards on a local Dask cluster of this many workers (needs the 'dask' extra).")
@@ -1132,23 +1187,23 @@ def _write_run_report(path, summary, *, model, data, traj, roots, kept, kept_all
               help="Initial states per Dask task.")
 @click.option("--results-dir", type=click.Path(file_okay=False), default=None,
               help="Where the Dask shards go (default: OUTPUT's name + '.shards'); a rerun resumes there.")
-@click.option("--atol", type=click.FloatRange(min=0), default=None,
+@click.option("--atol", type=_FiniteFloatRange(min=0), default=None,
               help="Convergence tolerance (default 1e-10 / 1e-5 in float32).")
 @click.option("--maxiter", type=click.IntRange(min=0, max=2**31 - 1), default=None, help="Iteration cap (default per method).")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True)
-@click.option("--slow-ratio", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--slow-ratio", type=_FiniteFloatRange(min=0, min_open=True), default=None,
               help="Slow-manifold mode (lm/hybrid), e.g. 0.05.")
-@click.option("--slow-speed", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
+@click.option("--slow-speed", type=_FiniteFloatRange(min=0, min_open=True), default=1e-3, show_default=True,
               help="With --slow-ratio: a slow point moves by at most this per step (|F(h) - h|_inf; "
                    "`fastfp run` uses 1e-2).")
-@click.option("--tol-q", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--tol-q", type=_FiniteFloatRange(min=0, min_open=True), default=None,
               help="Also stop points with q = ||F(h) - h||^2 / 2 below this (the study's rule; adam's "
                    "default 1e-12).")
 @click.option("--restart-steps", type=click.IntRange(min=0), default=None,
               help="Steps of the map from a point that stalled (diverged, no decrease, singular, or at the default "
                    "iteration cap still moving faster than 1e-2) before one more solve; 0: none (default 100, "
                    "0 for adam).")
-@click.option("--adam-lr", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+@click.option("--adam-lr", type=_FiniteFloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="adam: initial learning rate (the study's code: 0.01).")
 @click.option("--adam-stop", type=click.Choice(["all", "mean"]), default="all", show_default=True,
               help="adam: stop when every point's q is below --tol-q (FixedPointFinder) or their mean "
@@ -1177,19 +1232,7 @@ def find(weights, output, input_spec, states, noise, seed, batch_size, method, b
 
     import fastfp
 
-    model, name = _load_model(weights)
-    params = model.params.astype(np.float64)
-    k = eig_k if eig_k is not None else (None if params.state_size < 1024 else 8)
-    if k is not None and k >= params.state_size:  # before the solve, which can take long
-        raise click.BadParameter(f"got {k}, expected fewer than N = {params.state_size}", param_hint="'--eig-k'")
-    data = _task_data(model, task, classes, length, corpus, n_docs, seed)
-    xs = _input_sequences(model, data)
-    x = _resolve_input(input_spec, model, data, xs)
-    if x.ndim == 2 and x.shape[0] not in (1, states):  # before the rollouts and the solve
-        raise click.BadParameter(f"{input_spec} holds {x.shape[0]} input vectors; expected one, shape "
-                                 f"({x.shape[1]},), or one per state, ({states}, {x.shape[1]}) with --states {states}",
-                                 param_hint="'--input'")
-    h0 = _initial_states(params, xs, data, states, noise, seed)
+    # Options that do not go together are refused before loading, rollouts or a solve.
     if scheduler is not None and workers is not None:
         raise click.UsageError("give --scheduler (an existing Dask cluster) or --workers (a local one), not both")
     _check_connect_timeout(scheduler)
@@ -1214,6 +1257,19 @@ def find(weights, output, input_spec, states, noise, seed, batch_size, method, b
                  if ctx.get_parameter_source(n) != click.core.ParameterSource.DEFAULT]
         if given:
             raise click.UsageError(f"got {', '.join(given)} with --method {method}; these are options of --method adam")
+    model, name = _load_model(weights)
+    params = model.params.astype(np.float64)
+    k = eig_k if eig_k is not None else (None if params.state_size < 1024 else 8)
+    if k is not None and k >= params.state_size:  # before the solve, which can take long
+        raise click.BadParameter(f"got {k}, expected fewer than N = {params.state_size}", param_hint="'--eig-k'")
+    data = _task_data(model, task, classes, length, corpus, n_docs, seed)
+    xs = _input_sequences(model, data)
+    x = _resolve_input(input_spec, model, data, xs)
+    if x.ndim == 2 and x.shape[0] not in (1, states):  # before the rollouts and the solve
+        raise click.BadParameter(f"{input_spec} holds {x.shape[0]} input vectors; expected one, shape "
+                                 f"({x.shape[1]},), or one per state, ({states}, {x.shape[1]}) with --states {states}",
+                                 param_hint="'--input'")
+    h0 = _initial_states(params, xs, data, states, noise, seed)
     if scheduler is not None or workers is not None:
         from fastfp.distributed import find_fixed_points_sharded
 
@@ -1274,7 +1330,7 @@ def find(weights, output, input_spec, states, noise, seed, batch_size, method, b
 @click.option("--report", type=click.Path(dir_okay=False), default=None,
               help="Also write an HTML report with the figures (needs the 'report' extra).")
 @click.option("--no-report", is_flag=True, help="Write no report (the default; excludes --report).")
-@click.option("--horizon", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--horizon", type=_FiniteFloatRange(min=0, min_open=True), default=None,
               help="Steps a mode must last to integrate (e.g. the document length): counts integration "
                    "modes and draws the line in the time-constant figure.")
 @click.option("--points", "which", type=click.Choice(["found", "all"]), default="found", show_default=True,
@@ -1297,6 +1353,13 @@ def analyze(fixedpoints, as_json, report, no_report, horizon, which) -> None:
         if vars(exc) or "argument 'path'" not in str(exc):
             raise
         raise type(exc)(str(exc).replace("argument 'path'", "FIXEDPOINTS")) from None
+    if whole.eigvals is None:
+        from .errors import InvalidOptionError
+
+        raise InvalidOptionError(
+            f"FIXEDPOINTS: {fixedpoints} holds no eigenvalues (saved before decompose); write it with fastfp find "
+            "(which saves them), or in Python call fp.decompose(params) before fp.save(path)"
+        )
     fast = _too_fast(whole)
     found = _settled(whole) & ~fast
     # A point that did not settle is no fixed point: its eigenvalues describe nothing in particular.
@@ -1525,6 +1588,12 @@ def convert(weights, output, cell, layer, direction, key_prefix, nonlinearity, e
             raise type(exc)(text) from None
     fastfp.save_params(output, model)
     p = model.params
+    unused = list(model.metadata.get("unused_keys") or [])
+    if unused:
+        # Not a warning (optimiser state, epochs and step counts are usual), but nothing is dropped unsaid.
+        click.echo(f"fastfp: note: {len(unused)} entr{'y' if len(unused) == 1 else 'ies'} of WEIGHTS not used: "
+                   + ", ".join(map(repr, unused[:8])) + (f" and {len(unused) - 8} more" if len(unused) > 8 else ""),
+                   err=True)
     _echo_json({
         "input": _weights_name(weights),
         "output": str(output),
@@ -1536,6 +1605,7 @@ def convert(weights, output, cell, layer, direction, key_prefix, nonlinearity, e
         "embedding_key": model.metadata.get("embedding_key"),
         "readout": model.readout_weight is not None,
         "readout_key": model.metadata.get("readout_key"),
+        "unused_keys": unused,
         "vocab": model.vocab is not None,
         "labels": ((model.metadata.get("task") or {}).get("params") or {}).get("label_names")
         if isinstance(model.metadata.get("task"), dict) else None,
@@ -1642,12 +1712,12 @@ def info() -> None:
               help="Initial states of the fixed-point search per network.")
 @click.option("--input", "fp_input", type=click.Choice(["neutral", "zero", "mean"]), default="neutral",
               show_default=True, help="Input held fixed in the search (neutral: the word 'the').")
-@click.option("--slow-speed", type=click.FloatRange(min=0, min_open=True), default=1e-2, show_default=True,
+@click.option("--slow-speed", type=_FiniteFloatRange(min=0, min_open=True), default=1e-2, show_default=True,
               help="Largest ||F(h) - h||_inf of a slow point.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of the table.")
 @click.option("--scheduler", type=str, default=None, metavar="tcp://HOST:PORT",
               help="Run the networks as tasks on this Dask scheduler (needs the 'dask' extra).")
-@click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+@click.option("--connect-timeout", type=_FiniteFloatRange(min=0, min_open=True), default=30.0, show_default=True,
               metavar="SECONDS", help="With --scheduler: how long to wait for it before giving up.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Run the networks on a local Dask cluster of this many workers (needs the 'dask' extra).")

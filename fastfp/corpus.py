@@ -741,6 +741,24 @@ def _split(n: int, labels: np.ndarray, fraction: float, rng, stratify: bool, nam
 
 
 # --------------------------------------------------------------------------- main entry
+def _check_labels_fit_readout(path_str, label_names, model, labels_given) -> None:
+    """Label i is the model's output i: more labels than outputs cannot be, fewer may be misplaced."""
+    if model is None or getattr(model, "readout_weight", None) is None:
+        return
+    n_out, K = int(np.shape(model.readout_weight)[0]), len(label_names)
+    if n_out == 1 or K == n_out:  # one output: a binary (sigmoid) readout reads any two labels
+        return
+    shown = ", ".join(map(repr, label_names[:8])) + (", ..." if K > 8 else "")
+    if K > n_out:
+        raise InvalidOptionError(
+            f"argument 'path': {path_str} has {K} labels ({shown}) but the model's readout has {n_out} outputs; "
+            "this is not the model's task (or pass labels= naming its outputs in order and skip the other rows)"
+        )
+    if not labels_given:
+        warn_user(f"{path_str}: {K} labels ({shown}) for the model's {n_out} outputs: label i is taken as output i "
+                  "in this sorted order; pass labels= naming the model's outputs in order if that is not so")
+
+
 def read_corpus(
     path,
     *,
@@ -827,6 +845,7 @@ def read_corpus(
     vocab, labels, lowercase, multilabel = _model_settings(model, vocab, labels, lowercase, multilabel, tokenizer)
     given_vocab = _vocab_list(vocab, min_count, max_vocab)
     label_names = _label_list(labels)
+    labels_given = label_names is not None
     if isinstance(seed, bool):
         raise InvalidOptionError(f"argument 'seed': got {seed!r}, expected None, a non-negative int or a numpy Generator")
     if isinstance(seed, np.random.Generator):
@@ -928,6 +947,7 @@ def read_corpus(
         label_names = _sort_names({s for names in doc_labels for s in names})
         _warn_case_aliases(path_str, label_names)  # (labels given by the caller are as meant)
     _warn_numeric_aliases(path_str, label_names)
+    _check_labels_fit_readout(path_str, label_names, model, labels_given)
     index = {s: i for i, s in enumerate(label_names)}
     n, K = len(docs), len(label_names)
     if multilabel:

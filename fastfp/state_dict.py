@@ -368,6 +368,9 @@ def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: b
     if emb_key is None and len(emb_candidates) > 1 and embedding_key is None:
         metadata["embedding_candidates"] = emb_candidates
         notes.append(f"no embedding: ambiguous between {emb_candidates} (pass embedding_key=)")
+        # Inputs would be one-hot where the model looks its words up in one of these tables.
+        warn_user(f"{where}: no embedding taken: {len(emb_candidates)} weights could be it "
+                  f"({', '.join(map(repr, emb_candidates))}); pass embedding_key= to pick one")
     if emb_key is not None:
         embedding = sd[emb_key]
         how = " (the one bias-free (V, M) weight before the RNN; embedding_key= picks another, False none)"
@@ -407,6 +410,8 @@ def model_from_state_dict(sd: dict, where: str, *, fmt: str, torch_convention: b
     if ro_key is None and len(ro_candidates) > 1 and readout_key is None:
         metadata["readout_candidates"] = ro_candidates
         notes.append(f"no readout: ambiguous between {ro_candidates} (pass readout_key=)")
+        warn_user(f"{where}: no readout taken: {len(ro_candidates)} weights could be it "
+                  f"({', '.join(map(repr, ro_candidates))}); pass readout_key= to pick one")
     metadata["readout_bias_key"] = None
     if ro_key is not None:
         readout_weight = sd[ro_key]

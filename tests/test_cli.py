@@ -422,6 +422,16 @@ def test_convert_embedding_and_readout_keys(tmp_path):
     out = tmp_path / "p.npz"
     r = _invoke("convert", tmp_path / "sd.npz", "-o", out)
     assert r.exit_code == 0 and json.loads(r.stdout)["embedding"] is False, r.output
+    assert ("fastfp: warning: WEIGHTS: " in r.stderr and "no embedding taken: 2 weights could be it ('a.weight', "
+            "'b.weight'); pass --embedding-key to pick one" in r.stderr), r.stderr
+    # a second head: no readout taken, said so; entries left out are listed (stderr and JSON)
+    np.savez(tmp_path / "sd2.npz", **sd, **{"aux.weight": rng.normal(size=(2, H)), "epoch": np.array(3)})
+    r = _invoke("-q", "convert", tmp_path / "sd2.npz", "-o", out, "--embedding-key", "a.weight")
+    s = json.loads(r.stdout)
+    assert r.exit_code == 0 and s["readout"] is False, r.output
+    assert "no readout taken: 2 weights could be it ('head.weight', 'aux.weight'); pass --readout-key" in r.stderr
+    assert s["unused_keys"] == ["b.weight", "head.weight", "aux.weight", "epoch"], s
+    assert "fastfp: note: 4 entries of WEIGHTS not used: 'b.weight', 'head.weight', 'aux.weight', 'epoch'" in r.stderr
     r = _invoke("convert", tmp_path / "sd.npz", "-o", out, "--embedding-key", "b.weight", "--readout-key", "none")
     s = json.loads(r.stdout)
     assert (s["embedding"], s["embedding_key"], s["readout"]) == (True, "b.weight", False), r.output
@@ -808,6 +818,80 @@ def test_corpus_of_mostly_unknown_words_is_refused(tmp_path):
     assert r.exit_code == 0 and "4 of 5 tokens (80.0%) are not in the model's vocabulary" in r.stderr, r.stderr
     r = _invoke("-q", "find", m, "-o", tmp_path / "fp.npz", "--corpus", corpus, "--max-unknown", "1.5")
     assert r.exit_code == 2 and "--max-unknown" in r.output
+    # NaN compares false with every share: it would turn the guard off, so it is no value at all
+    r = _invoke("-q", "find", m, "-o", tmp_path / "fp.npz", "--corpus", corpus, "--max-unknown", "nan")
+    assert r.exit_code == 2 and "'nan' is not a finite number in the range 0<=x<=1" in r.output, r.output
+
+
+@pytest.mark.parametrize("option, value", [("--slow-speed", "nan"), ("--slow-speed", "inf"), ("--noise", "nan"),
+                                           ("--atol", "inf"), ("--slow-ratio", "nan")])
+def test_non_finite_numbers_are_usage_errors_before_any_work(option, value, tmp_path):
+    r = _invoke("find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--states", "4", option, value)
+    assert r.exit_code == 2 and f"Invalid value for '{option}'" in r.output and "solving" not in r.output, r.output
+
+
+def test_corpus_labels_must_fit_the_readout(tmp_path):
+    corpus = tmp_path / "five.csv"
+    corpus.write_text("text,label\n" + "".join(f"w{i % 3} the,{i}\n" for i in range(5)))
+    r = _invoke("-q", "run", DATA / "gru64_cat3.npz", "--corpus", corpus, "--states", "4", "--no-report")
+    assert r.exit_code == 1 and "has 5 labels ('0', '1', '2', '3', '4') but the model's readout has 3 outputs" in r.stderr
+    corpus.write_text("text,label\nw0 the,a\nw1 the,b\n")  # fewer labels than outputs: which is which is a guess
+    r = _invoke("-q", "run", DATA / "gru64_cat3.npz", "--corpus", corpus, "--states", "4", "--no-report")
+    assert r.exit_code == 0, r.output
+    assert ("2 labels ('a', 'b') for the model's 3 outputs: label i is taken as output i in this sorted order; "
+            "name the model's outputs in order with fastfp convert ... --labels FILE") in r.stderr, r.stderr
+    # the same from Python
+    model = fastfp.load_params(DATA / "gru64_cat3.npz")
+    (tmp_path / "two.csv").write_text(corpus.read_text())
+    corpus.write_text("text,label\n" + "".join(f"w{i % 3} the,{i}\n" for i in range(5)))
+    with pytest.raises(fastfp.InvalidOptionError, match="argument 'path': .* has 5 labels"):
+        fastfp.read_corpus(corpus, model=model)
+    with pytest.warns(UserWarning, match="label i is taken as output i"):
+        fastfp.read_corpus(tmp_path / "two.csv", model=model)
+    # labels named by the caller are as meant: no warning
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fastfp.read_corpus(tmp_path / "two.csv", model=model, labels=["a", "b", "c"], test_fraction=0)
+
+
+def test_output_paths_that_name_no_file_are_refused(tmp_path):
+    for out, message in (("", "got '': expected a file path"), (f"{tmp_path}/o.npz/", "which names a folder")):
+        r = _invoke("find", DATA / "gru64_cat3.npz", "-o", out, "--states", "4")
+        assert r.exit_code == 2 and message in r.output, r.output
+    assert not (tmp_path / "o.npz").exists()
+    r = _invoke("find", DATA / "gru64_cat3.npz", "-o", tmp_path / "o.npz", "--seed", "-1")
+    assert r.exit_code == 2 and "'--seed': -1 is not in the range x>=0" in r.output
+    # an explicit output about to be replaced is said even under -q
+    (tmp_path / "o.npz").write_bytes(b"old")
+    r = _invoke("-q", "find", DATA / "gru64_cat3.npz", "-o", tmp_path / "o.npz", "--states", "4")
+    assert r.exit_code == 0 and f"fastfp: note: {tmp_path / 'o.npz'} exists; it will be replaced" in r.stderr
+
+
+def test_json_is_strict_even_with_non_finite_numbers(tmp_path):
+    from fastfp.status import Status
+
+    assert _invoke("-q", "find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--states", "4").exit_code == 0
+    saved = dict(np.load(tmp_path / "fp.npz", allow_pickle=False))
+    saved["x"][0] = saved["residual"][0] = saved["eigvals"][0] = np.nan
+    saved["status"][0] = int(Status.NONFINITE)
+    np.savez(tmp_path / "nan.npz", **saved)
+    r = _invoke("analyze", tmp_path / "nan.npz", "--points", "all", "--json")
+    assert r.exit_code == 0, r.output
+
+    def refuse(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    summary = json.loads(r.stdout, parse_constant=refuse)
+    assert summary["max_residual"] is None, summary
+
+
+def test_analyze_names_a_file_without_eigenvalues(tmp_path):
+    fp = fastfp.find_fixed_points(fastfp.RNNParams.random("gru", 4, 2, seed=0), np.zeros((2, 4)), maxiter=3)
+    fp.save(tmp_path / "noeig.npz")
+    r = _invoke("analyze", tmp_path / "noeig.npz")
+    assert r.exit_code == 1 and f"FIXEDPOINTS: {tmp_path / 'noeig.npz'} holds no eigenvalues" in r.stderr, r.stderr
+    assert "fastfp find" in r.stderr
 
 
 def test_corpus_with_as_many_unknown_words_as_in_training_is_read(tmp_path):
@@ -1089,3 +1173,15 @@ def test_json_is_accepted_where_json_is_the_only_output_and_analyze_takes_no_rep
     r = _invoke("analyze", tmp_path / "fp.npz", "--no-report", "--report", tmp_path / "a.html")
     assert r.exit_code == 2 and "'--report' and '--no-report' exclude each other" in r.output
     assert not (tmp_path / "a.html").exists()
+
+
+def test_find_refuses_options_that_do_not_go_together_before_loading(tmp_path):
+    # The weights file cannot be read: a usage error about the options, not a load error, shows
+    # they are checked first (before loading, rollouts and the solve).
+    missing = tmp_path / "not_loaded.npz"
+    missing.write_text("not weights")
+    for extra, message in ((["--workers", "2", "--scheduler", "tcp://h:1"], "not both"),
+                           (["--shard-size", "8"], "--shard-size: options of a sharded run"),
+                           (["--adam-lr", "0.5"], "--adam-lr 0.5 with --method")):
+        r = _invoke("find", missing, "-o", tmp_path / "fp.npz", *extra)
+        assert r.exit_code == 2 and message in r.output, (extra, r.output)

@@ -282,5 +282,9 @@ def test_a_readout_taking_m_vectors_is_not_called_an_embedding():
     assert model.metadata["readout_key"] == "fc.weight"
     assert "embedding_not_taken" not in model.metadata and "no embedding" not in model.params.source
     proj = {"proj.weight": np.ones((4, 6)), "proj.bias": np.zeros(4), **sd}
-    model = model_from_state_dict(proj, "test", fmt="test", torch_convention=True, keys_in_module_order=False)
+    # two (C, H) weights: no readout is taken, and that is said, not only noted in the metadata
+    with pytest.warns(UserWarning, match=r"test: no readout taken: 2 weights could be it \('proj.weight', 'fc.weight'\); "
+                                         "pass readout_key= to pick one"):
+        model = model_from_state_dict(proj, "test", fmt="test", torch_convention=True, keys_in_module_order=False)
     assert "embedding_not_taken" not in model.metadata
+    assert model.readout_weight is None and model.metadata["readout_candidates"] == ["proj.weight", "fc.weight"]
