@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._validate import as_float_array, check_finite, real_number
+from ._repr import short_repr as _short_repr
 from .errors import ArgumentTypeError, InvalidOptionError, ShapeError, warn_user
 
 __all__ = [
@@ -124,27 +125,6 @@ def participation_ratio(v) -> float:
 
 
 # --------------------------------------------------------------------------- PCA
-def _short_repr(obj) -> str:
-    """``Name(field=value, ...)`` with arrays of more than 6 numbers summarised by shape and dtype,
-    so printing a result does not fill the screen (the full arrays are the attributes)."""
-    from dataclasses import fields
-
-    parts = []
-    for f in fields(obj):
-        v = getattr(obj, f.name)
-        if isinstance(v, np.ndarray) and v.size > 6:
-            parts.append(f"{f.name}=<{v.dtype} array {v.shape}>")
-        elif isinstance(v, np.ndarray):
-            parts.append(f"{f.name}={np.array2string(v, precision=4, separator=', ')}")
-        elif isinstance(v, (float, np.floating)):
-            parts.append(f"{f.name}={float(v):.4g}")
-        elif isinstance(v, (tuple, list)) and len(v) > 6:
-            parts.append(f"{f.name}=<{type(v).__name__} of {len(v)}>")
-        else:
-            parts.append(f"{f.name}={v!r}")
-    return f"{type(obj).__name__}({', '.join(parts)})"
-
-
 @dataclass(frozen=True, eq=False)
 class PCAResult:
     """Principal components of a cloud of states.

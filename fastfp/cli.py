@@ -1193,9 +1193,9 @@ def _write_run_report(path, summary, *, model, data, traj, roots, kept, kept_all
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True)
 @click.option("--slow-ratio", type=_FiniteFloatRange(min=0, min_open=True), default=None,
               help="Slow-manifold mode (lm/hybrid), e.g. 0.05.")
-@click.option("--slow-speed", type=_FiniteFloatRange(min=0, min_open=True), default=1e-3, show_default=True,
+@click.option("--slow-speed", type=_FiniteFloatRange(min=0, min_open=True), default=None,
               help="With --slow-ratio: a slow point moves by at most this per step (|F(h) - h|_inf; "
-                   "`fastfp run` uses 1e-2).")
+                   "default 1e-3; `fastfp run` uses 1e-2).")
 @click.option("--tol-q", type=_FiniteFloatRange(min=0, min_open=True), default=None,
               help="Also stop points with q = ||F(h) - h||^2 / 2 below this (the study's rule; adam's "
                    "default 1e-12).")
@@ -1227,12 +1227,13 @@ def find(weights, output, input_spec, states, noise, seed, batch_size, method, b
     documents; the points are saved eigen-decomposed (see `fastfp analyze`).
     """
     t0 = time.perf_counter()
-    _check_output(output, weights, corpus, input_spec if input_spec.endswith(".npy") else None)
     import numpy as np
 
     import fastfp
 
     # Options that do not go together are refused before loading, rollouts or a solve.
+    if slow_speed is not None and slow_ratio is None:
+        raise click.UsageError("--slow-speed: the speed limit of slow-manifold mode; give --slow-ratio too (e.g. 0.05)")
     if scheduler is not None and workers is not None:
         raise click.UsageError("give --scheduler (an existing Dask cluster) or --workers (a local one), not both")
     _check_connect_timeout(scheduler)
@@ -1257,6 +1258,7 @@ def find(weights, output, input_spec, states, noise, seed, batch_size, method, b
                  if ctx.get_parameter_source(n) != click.core.ParameterSource.DEFAULT]
         if given:
             raise click.UsageError(f"got {', '.join(given)} with --method {method}; these are options of --method adam")
+    _check_output(output, weights, corpus, input_spec if input_spec.endswith(".npy") else None)
     model, name = _load_model(weights)
     params = model.params.astype(np.float64)
     k = eig_k if eig_k is not None else (None if params.state_size < 1024 else 8)

@@ -448,6 +448,12 @@ def _check_same_network(recorded, params) -> None:
     if not isinstance(recorded, list) or len(recorded) != 14 or not hasattr(params, "signature"):
         return
     now = params.signature()
+    if recorded[:2] != now[:2]:
+        # Another cell (or nonlinearity) is another network for certain, not a perturbed copy.
+        raise InvalidOptionError(
+            f"argument 'params': a {now[0]} ({now[1]}) network, but these points were found with a {recorded[0]} "
+            f"({recorded[1]}) one, so they are no fixed points of it; pass the params they were found with"
+        )
     same = recorded[:2] == now[:2] and np.allclose(np.asarray(recorded[2:], float), np.asarray(now[2:], float),
                                                    rtol=1e-5, atol=1e-6)
     if not same:

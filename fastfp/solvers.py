@@ -176,8 +176,10 @@ def part_speed_scale(params, states) -> np.ndarray:
     Parameters
     ----------
     params : RNNParams
-    states : array_like, shape (B, N)
-        States that show the spread, e.g. the candidates (:func:`sample_states`), B >= 2.
+    states : array_like, shape (..., N)
+        States that show the spread, e.g. the candidates (:func:`sample_states`) or the (B, T, N)
+        trajectories of :func:`fastfp.rollout` (leading axes are flattened; with variable-length
+        documents pass ``states[data.mask()]`` to leave the padding steps out); 2 or more states.
 
     Returns
     -------
@@ -185,9 +187,10 @@ def part_speed_scale(params, states) -> np.ndarray:
     """
     check_params(params)
     S = as_float_array("states", states, np.float64)
-    if S.ndim != 2 or S.shape[1] != params.state_size or S.shape[0] < 2:
-        raise ShapeError(f"argument 'states': got shape {np.shape(states)}, expected (B, N) with B >= 2 and "
-                         f"{state_size_text(params)}")
+    if S.ndim < 2 or S.shape[-1] != params.state_size or S.size < 2 * params.state_size:
+        raise ShapeError(f"argument 'states': got shape {np.shape(states)}, expected (..., N) with 2 or more "
+                         f"states and {state_size_text(params)}")
+    S = S.reshape(-1, params.state_size)
     check_finite("states", S)
     H = params.hidden_size
     scale = np.ones(params.state_size)
@@ -218,7 +221,7 @@ def find_fixed_points(
     maxiter: int | None = None,
     tol_q: float | None = None,
     slow_ratio: float | None = None,
-    slow_speed: float = 1e-3,
+    slow_speed: float | None = None,
     speed_scale=None,
     max_norm: float = 1e3,
     max_step: float = 2.0,
@@ -258,7 +261,8 @@ def find_fixed_points(
         Also stop points with q <= tol_q (status ``Q_TOLERANCE``; the study's rule). For
         ``adam`` the default is FixedPointFinder's 1e-12.
     slow_ratio, slow_speed : float
-        Slow-manifold mode (lm/hybrid): stop a point as ``SLOW_POINT`` when
+        Slow-manifold mode (lm/hybrid; ``slow_speed`` 1e-3 unless given, an error without
+        ``slow_ratio``, where it would do nothing): stop a point as ``SLOW_POINT`` when
         ||grad q||_2 <= slow_ratio * ||r||_2 and ||r / speed_scale||_inf <= slow_speed (see
         ``speed_scale``; 1 per coordinate by default), i.e. what remains of
         its speed lies along directions with |1 - lambda| <~ slow_ratio. The LM damping is kept
@@ -394,6 +398,11 @@ def find_fixed_points(
     check_finite("h0", H0)
     B, N = H0.shape
     X = prepare_inputs("x", params, x, B, dtype)
+    if slow_speed is not None and slow_ratio is None:
+        raise InvalidOptionError(
+            f"argument 'slow_speed': got {slow_speed!r} with slow_ratio=None; it is the speed limit of "
+            "slow-manifold mode and does nothing without it (set slow_ratio, e.g. 0.05, or drop slow_speed)"
+        )
     if atol is None:
         atol = 1e-10 if dtype == np.float64 else 1e-5
     opts = {
@@ -402,7 +411,7 @@ def find_fixed_points(
         "gtol": _check_tol("gtol", gtol, allow_zero=True),
         "tol_q": _check_tol("tol_q", tol_q if tol_q is not None or method != "adam" else 1e-12, allow_none=True),
         "slow_ratio": _check_tol("slow_ratio", slow_ratio, allow_none=True),
-        "slow_speed": _check_tol("slow_speed", slow_speed),
+        "slow_speed": _check_tol("slow_speed", 1e-3 if slow_speed is None else slow_speed),
         "max_norm": _check_tol("max_norm", max_norm),
         "max_step": _check_tol("max_step", max_step),
         "adam_lr": _check_tol("adam_lr", adam_lr),
@@ -488,6 +497,7 @@ def find_fixed_points(
         "method": method,
         "jacobian": mode,
         **opts,
+        "slow_speed": opts["slow_speed"] if opts["slow_ratio"] is not None else None,  # unused then
         "speed_scale": None if opts["speed_scale"] is None else [float(v) for v in opts["speed_scale"]],
         "dtype": dtype.name,
         "cell": params.cell,

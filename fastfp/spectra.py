@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._linearize import linearize
+from ._repr import short_repr
 from ._validate import as_float_array, check_finite, check_params, prepare_inputs, state_size_text
 from .backends import get_kernels
 from .errors import InvalidOptionError, MemoryLimitError, ShapeError, warn_user
@@ -48,6 +49,8 @@ class TopEigs:
     nit : ndarray of int, shape (B,)
         J v products spent per point (twice that with ``left=True``).
     """
+
+    __repr__ = short_repr
 
     eigvals: np.ndarray
     right: np.ndarray

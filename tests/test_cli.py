@@ -392,6 +392,13 @@ def test_find_slow_speed_and_its_checks(tmp_path):
                 "--slow-speed", "1e-2", "--keep", "all", "--states", "16", "--docs", "8")
     assert r.exit_code == 0, r.output
     assert fastfp.FixedPoints.load(out).metadata["slow_speed"] == 1e-2
+    # without --slow-ratio a slow speed would do nothing (and be recorded as if it had)
+    r = _invoke("find", DATA / "gru64_cat3.npz", "-o", tmp_path / "other.npz", "--slow-speed", "0.5")
+    assert r.exit_code == 2 and "--slow-speed: the speed limit of slow-manifold mode; give --slow-ratio too" in r.output
+    with pytest.raises(fastfp.InvalidOptionError, match="'slow_speed': got 0.5 with slow_ratio=None"):
+        fastfp.find_fixed_points(fastfp.RNNParams.random("gru", 4, 2, seed=0), np.zeros((2, 4)), slow_speed=0.5)
+    plain = fastfp.find_fixed_points(fastfp.RNNParams.random("gru", 4, 2, seed=0), np.zeros((2, 4)))
+    assert plain.metadata["slow_speed"] is None and plain.metadata["slow_ratio"] is None
     for opt in ("--slow-ratio", "--slow-speed", "--atol"):  # refused by click, before any solving
         r = _invoke("find", DATA / "gru64_cat3.npz", "-o", out, opt, "-1")
         assert r.exit_code == 2 and opt in r.output and "solving" not in r.output, r.output

@@ -280,7 +280,7 @@ def test_model_refuses_bad_parts(params):
 @pytest.mark.parametrize("kwargs, match", [
     ({"atol": "1e-3"}, "'atol': got '1e-3' \\(str\\), expected a number"),
     ({"atol": True}, "'atol': got True \\(bool\\), expected a number"),
-    ({"slow_speed": np.bool_(True)}, "'slow_speed'"),
+    ({"slow_speed": np.bool_(True), "slow_ratio": 0.05}, "'slow_speed': got .*True.* \\(bool\\)"),
     ({"dtype": "bogus"}, "'dtype': got 'bogus', expected float32 or float64"),
 ])
 def test_solver_options_refuse_strings_bools_and_unknown_dtypes(params, kwargs, match):

@@ -278,5 +278,10 @@ def test_the_network_check_sees_folded_biases_as_one_network_and_nonlinearities_
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fp.decompose(folded)
-    with pytest.warns(UserWarning, match="not the network"):
+    # another nonlinearity or cell is another network for certain: an error, not a warning
+    with pytest.raises(fastfp.InvalidOptionError, match=r"a vanilla \(relu\) network, but these points were found "
+                                                        r"with a vanilla \(tanh\) one"):
         fp.decompose(fastfp.RNNParams("vanilla", W, U, b1, b2, nonlinearity="relu"))
+    gru = fastfp.RNNParams.random("gru", 4, 2, seed=0)
+    with pytest.raises(fastfp.InvalidOptionError, match=r"'params': a gru .* found with a vanilla"):
+        fp.decompose(gru)

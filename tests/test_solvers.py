@@ -663,8 +663,12 @@ def test_part_speed_scale_units_each_part_by_its_spread():
     np.testing.assert_array_equal(fastfp.part_speed_scale(params, np.concatenate([h, np.full((500, 4), 0.1)], 1)),
                                   np.ones(8))
     np.testing.assert_array_equal(fastfp.part_speed_scale(gru, np.full((5, 4), 0.1)), np.ones(4))
-    with pytest.raises(fastfp.ShapeError, match="B >= 2"):
+    with pytest.raises(fastfp.ShapeError, match="2 or more states"):
         fastfp.part_speed_scale(params, np.ones((1, 8)))
+    # (B, T, N) trajectories, as rollout returns them, are the same states
+    hc = np.concatenate([h, c], axis=1)
+    np.testing.assert_array_equal(fastfp.part_speed_scale(params, hc.reshape(50, 10, 8)),
+                                  fastfp.part_speed_scale(params, hc))
     with pytest.raises(fastfp.NonFiniteError, match="'states'"):
         fastfp.part_speed_scale(params, np.concatenate([h, c], axis=1) * np.array([np.nan] + [1.0] * 7))
 
