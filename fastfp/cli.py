@@ -786,11 +786,10 @@ def _report_target(report, no_report, *inputs):
     import os
 
     folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        from .errors import InvalidOptionError
-
-        raise InvalidOptionError(f"option '--report': got {path}, but the folder {folder} does not exist")
-    problem = _output_problem(path, inputs)
+    problem = (f"got {path}, but the folder {folder} does not exist" if not os.path.isdir(folder)
+               else _output_problem(path, inputs))
+    if problem and explicit:  # a usage error (exit 2), as the same problem with -o
+        raise click.BadParameter(problem, param_hint="'--report'")
     if problem:
         from .errors import InvalidOptionError
 
@@ -1268,9 +1267,11 @@ def find(weights, output, input_spec, states, noise, seed, batch_size, method, b
     xs = _input_sequences(model, data)
     x = _resolve_input(input_spec, model, data, xs)
     if x.ndim == 2 and x.shape[0] not in (1, states):  # before the rollouts and the solve
-        raise click.BadParameter(f"{input_spec} holds {x.shape[0]} input vectors; expected one, shape "
-                                 f"({x.shape[1]},), or one per state, ({states}, {x.shape[1]}) with --states {states}",
-                                 param_hint="'--input'")
+        from .errors import ShapeError
+
+        # A data error (exit 1), as the file's other shape checks in _resolve_input.
+        raise ShapeError(f"option '--input': {input_spec} holds {x.shape[0]} input vectors; expected one, shape "
+                         f"({x.shape[1]},), or one per state, ({states}, {x.shape[1]}) with --states {states}")
     h0 = _initial_states(params, xs, data, states, noise, seed)
     if scheduler is not None or workers is not None:
         from fastfp.distributed import find_fixed_points_sharded

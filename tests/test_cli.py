@@ -593,7 +593,8 @@ def test_run_report_errors(tmp_path):
     r = _invoke("run", "--report", tmp_path / "r.html", "--no-report")
     assert r.exit_code == 2 and "--no-report" in r.output
     r = _invoke("run", "--report", tmp_path / "missing" / "r.html", *SMALL)
-    assert r.exit_code == 1 and "'--report'" in r.stderr and "does not exist" in r.stderr
+    # a usage error (exit 2), as the same problem with find -o
+    assert r.exit_code == 2 and "'--report'" in r.stderr and "does not exist" in r.stderr
     assert "solving" not in r.stderr  # refused before any work
 
 
@@ -1161,7 +1162,7 @@ def test_an_input_file_of_the_wrong_batch_or_with_nan_is_refused_before_the_work
     x = tmp_path / "x.npy"
     np.save(x, np.zeros((2, 4)))
     r = _invoke("find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--input", x, "--states", "8")
-    assert r.exit_code == 2 and "holds 2 input vectors; expected one, shape (4,), or one per state, (8, 4)" in r.output
+    assert r.exit_code == 1 and "holds 2 input vectors; expected one, shape (4,), or one per state, (8, 4)" in r.stderr
     assert "solving" not in r.output
     np.save(x, np.array([0.0, np.nan, 0.0, 0.0]))
     r = _invoke("find", DATA / "gru64_cat3.npz", "-o", tmp_path / "fp.npz", "--input", x, "--states", "8")
