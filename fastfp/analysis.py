@@ -232,7 +232,8 @@ def pca(X, *, center: bool = True, mask=None, n_components: int | None = None) -
     _, s, Vt = np.linalg.svd(Xc, full_matrices=False)
     # Singular values within the rounding of the centred entries are no variance at all: a cloud of
     # one repeated point (constant 0.1 leaves a 1e-17 residue) has PR 0, not 1.
-    s = np.where(s > _rounding_floor(float(np.max(np.abs(flat))), S, Xc.shape), s, 0.0)
+    if center:  # uncentred data is exact: nothing to round away
+        s = np.where(s > _rounding_floor(float(np.max(np.abs(flat))), S, Xc.shape), s, 0.0)
     var = s ** 2 / (S - 1 if center else S)
     total = var.sum()
     ratio = var / total if total > 0 else np.zeros_like(var)
@@ -776,7 +777,7 @@ class OrderInvariance:
 def _predict(model, tokens, lengths, E, backend, per_label):
     from .dynamics import rollout
 
-    xs = E[tokens]  # (n, L, M)
+    xs = E[np.where(np.arange(tokens.shape[1]) < lengths[:, None], tokens, 0)]  # (n, L, M); padding never read
     states = rollout(model.params, None, xs, lengths=lengths, backend=backend)
     logits = model.logits(states[:, -1])
     # Independent sigmoid outputs (and one logit alone) have no argmax to speak of: their

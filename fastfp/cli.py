@@ -152,17 +152,12 @@ class _FiniteFloatRange(click.FloatRange):
 
     name = "float"
 
-    def __init__(self, *args, allow_inf: bool = False, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.allow_inf = allow_inf
-
     def convert(self, value, param, ctx):
         import math
 
         rv = super().convert(value, param, ctx)
-        if math.isnan(rv) or (math.isinf(rv) and not self.allow_inf):
-            self.fail(f"{value!r} is not a finite number{'' if not self.allow_inf else ' or inf'}"
-                      f" in the range {self._describe_range()}.", param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number in the range {self._describe_range()}.", param, ctx)
         return rv
 
 
@@ -810,7 +805,7 @@ def _report_target(report, no_report, *inputs):
         if explicit:
             click.echo(f"fastfp: note: {path} exists; it will be replaced", err=True)
         else:
-            _log(f"fastfp: note: {path} exists; it will be replaced")
+            _log(f"note: {path} exists; it will be replaced")
     return path, explicit
 
 
@@ -1311,7 +1306,7 @@ def find(weights, output, input_spec, states, noise, seed, batch_size, method, b
     fast = _too_fast(out)
     if fast.any():
         click.echo(f"fastfp: note: {int(fast.sum())} of the {len(out)} saved points are slow points that move faster "
-                   f"than --slow-speed {slow_speed:g} (median {np.median(out.residual[fast]):.2g} per step: local minima "
+                   f"than --slow-speed {out.metadata['slow_speed']:g} (median {np.median(out.residual[fast]):.2g} per step: local minima "
                    "of the speed where the damping ran out, not on the slow manifold); fastfp analyze leaves them out "
                    "unless --points all", err=True)
     _echo_json({

@@ -1065,6 +1065,11 @@ def _comparable(name, value):
         # mode is given (under 'auto' the limit can choose it): a run whose workers ran out of
         # memory resumes with a smaller batch_size.
         neutral = set()
+        if value.get("slow_ratio") is None:
+            # Unused outside slow-manifold mode (runs before 2026-12-03 recorded the CLI's 1e-3 there).
+            neutral.add("slow_speed")
+        elif value.get("slow_speed") is None:
+            value = {**value, "slow_speed": 1e-3}  # what None means there, as earlier runs recorded it
         if value.get("method", "hybrid") != "adam":
             neutral.add("batch_size")
             if value.get("jacobian", "auto") != "auto":

@@ -443,8 +443,9 @@ class FixedPoints:
 
 
 def _check_same_network(recorded, params) -> None:
-    """Warn when ``params`` are not the network the points were found with (their eigenvalues
-    would describe another network); float32 and float64 copies of one network agree."""
+    """Refuse ``params`` of another cell or nonlinearity than the points were found with, and warn
+    when only the weights differ (their eigenvalues would describe another network); float32 and
+    float64 copies of one network agree."""
     if not isinstance(recorded, list) or len(recorded) != 14 or not hasattr(params, "signature"):
         return
     now = params.signature()

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidOptionError, ShapeError
+from .errors import DTypeError, InvalidOptionError, ShapeError
 
 __all__ = ["TaskData", "categorical", "ordered", "multilabel", "correlated", "correlated_evidence", "TASK_SAMPLERS", "ORDERED_BANKS"]
 
@@ -94,11 +94,15 @@ class TaskData:
         # A TaskData built by hand from a user's own arrays is checked once here, so that counts(),
         # one_hot() and the analyses never read a padding token or an id outside the vocabulary.
         tokens, lengths, labels, evidence = self.tokens, self.lengths, self.labels, self.evidence
-        if tokens.ndim != 2 or tokens.dtype.kind not in "iu":
-            raise ShapeError(f"argument 'tokens': got {tokens.dtype} array of shape {tokens.shape}, expected integer ids of shape (n, L)")
+        if tokens.dtype.kind not in "iu":
+            raise DTypeError(f"argument 'tokens': got dtype {tokens.dtype}, expected integer ids")
+        if tokens.ndim != 2:
+            raise ShapeError(f"argument 'tokens': got shape {tokens.shape}, expected (n, L)")
         n, L = tokens.shape
-        if lengths.shape != (n,) or lengths.dtype.kind not in "iu":
-            raise ShapeError(f"argument 'lengths': got {lengths.dtype} array of shape {lengths.shape}, expected integers of shape ({n},)")
+        if lengths.dtype.kind not in "iu":
+            raise DTypeError(f"argument 'lengths': got dtype {lengths.dtype}, expected integers")
+        if lengths.shape != (n,):
+            raise ShapeError(f"argument 'lengths': got shape {lengths.shape}, expected ({n},)")
         if n and (lengths.min() < 0 or lengths.max() > L):
             bad = int(np.flatnonzero((lengths < 0) | (lengths > L))[0])
             raise InvalidOptionError(
@@ -114,10 +118,14 @@ class TaskData:
                     f"argument 'tokens': document {int(b)} has id {int(tokens[b, t])} at position {int(t)}, "
                     f"expected ids in [0, {V}) (the vocabulary's size)"
                 )
-        if labels.ndim not in (1, 2) or labels.shape[0] != n or labels.dtype.kind not in "iub":
-            raise ShapeError(f"argument 'labels': got {labels.dtype} array of shape {labels.shape}, expected integers of shape ({n},) or ({n}, K)")
-        if evidence.ndim != 2 or evidence.shape[0] != V or evidence.dtype.kind not in "iuf":
-            raise ShapeError(f"argument 'evidence': got {evidence.dtype} array of shape {evidence.shape}, expected numbers of shape ({V}, C)")
+        if labels.dtype.kind not in "iub":
+            raise DTypeError(f"argument 'labels': got dtype {labels.dtype}, expected integer classes or 0/1 targets")
+        if labels.ndim not in (1, 2) or labels.shape[0] != n:
+            raise ShapeError(f"argument 'labels': got shape {labels.shape}, expected ({n},) or ({n}, K)")
+        if evidence.dtype.kind not in "iuf":
+            raise DTypeError(f"argument 'evidence': got dtype {evidence.dtype}, expected numbers")
+        if evidence.ndim != 2 or evidence.shape[0] != V:
+            raise ShapeError(f"argument 'evidence': got shape {evidence.shape}, expected ({V}, C)")
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
@@ -209,9 +217,10 @@ class TaskData:
                 f"argument 'vocab': lacks the words {lost[:8]}{' ...' if len(lost) > 8 else ''} of the documents "
                 f"and has no {unknown!r} entry to map them to"
             )
-        n_unknown = int((table[self.tokens] < 0)[valid].sum())
+        ids = np.where(valid, self.tokens, 0)  # padding may hold any id: never looked up
+        n_unknown = int((table[ids] < 0)[valid].sum())
         table = np.where(table < 0, unk if unk is not None else 0, table)
-        tokens = np.where(valid, table[self.tokens], index.get("<pad>", 0)).astype(self.tokens.dtype)
+        tokens = np.where(valid, table[ids], index.get("<pad>", 0)).astype(self.tokens.dtype)
         evidence = np.zeros((len(target), self.evidence.shape[1]), dtype=self.evidence.dtype)
         for j, w in enumerate(self.vocab):
             if w in index:

@@ -530,6 +530,10 @@ def test_order_invariance_of_an_order_free_model():
     assert res.fraction == pytest.approx(1 - changed.mean())
     assert res.fraction_reordered == pytest.approx(1 - changed.sum() / res.n_reordered)
     assert res.fraction_reordered < res.fraction
+    # padding ids outside the inputs are never looked up
+    odd = fastfp.TaskData(np.where(np.arange(12) < lengths[:, None], short.tokens, 99), lengths, data.labels,
+                          data.vocab, data.evidence, data.name)
+    np.testing.assert_array_equal(order_invariance(last, odd, seed=5).predicted, res.predicted)
 
 
 def test_order_invariance_of_multilabel_and_single_output_readouts():

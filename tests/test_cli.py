@@ -842,7 +842,7 @@ def test_corpus_labels_must_fit_the_readout(tmp_path):
     corpus = tmp_path / "five.csv"
     corpus.write_text("text,label\n" + "".join(f"w{i % 3} the,{i}\n" for i in range(5)))
     r = _invoke("-q", "run", DATA / "gru64_cat3.npz", "--corpus", corpus, "--states", "4", "--no-report")
-    assert r.exit_code == 1 and "has 5 labels ('0', '1', '2', '3', '4') but the model's readout has 3 outputs" in r.stderr
+    assert r.exit_code == 1 and "has 5 labels ('0', '1', '2', '3', '4') but the model's readout has 3 output(s)" in r.stderr
     corpus.write_text("text,label\nw0 the,a\nw1 the,b\n")  # fewer labels than outputs: which is which is a guess
     r = _invoke("-q", "run", DATA / "gru64_cat3.npz", "--corpus", corpus, "--states", "4", "--no-report")
     assert r.exit_code == 0, r.output
@@ -856,6 +856,13 @@ def test_corpus_labels_must_fit_the_readout(tmp_path):
         fastfp.read_corpus(corpus, model=model)
     with pytest.warns(UserWarning, match="label i is taken as output i"):
         fastfp.read_corpus(tmp_path / "two.csv", model=model)
+    with pytest.raises(fastfp.InvalidOptionError, match=r"argument 'labels': names 4 labels .* 3 output"):
+        fastfp.read_corpus(tmp_path / "two.csv", model=model, labels=["a", "b", "c", "d"])
+    # a single output reads two labels (a sigmoid readout), not three
+    binary = fastfp.Model(model.params, model.embedding, model.readout_weight[:1], vocab=model.vocab)
+    fastfp.read_corpus(tmp_path / "two.csv", model=binary, test_fraction=0)
+    with pytest.raises(fastfp.InvalidOptionError, match="has 5 labels .* 1 output"):
+        fastfp.read_corpus(corpus, model=binary)
     # labels named by the caller are as meant: no warning
     import warnings
     with warnings.catch_warnings():
@@ -1042,6 +1049,11 @@ def test_find_and_analyze_leave_out_slow_points_faster_than_the_slow_speed(tmp_p
     assert summary["too_fast"] == int(fast.sum()) and summary["n_analysed"] == len(fp) - int(fast.sum())
     text = _invoke("analyze", out).stdout
     assert f"the {int(fast.sum())} slow points faster than the search's slow_speed 0.01 are left out" in text
+    # the default slow speed (1e-3) is the one the note names
+    r = _invoke("-q", "find", tmp_path / "ghost.npz", "-o", out, "--states", "64", "--docs", "8", "--noise", "1.5",
+                "--slow-ratio", "0.05", "--keep", "all")
+    assert r.exit_code == 0 and "move faster than --slow-speed 0.001" in r.stderr, r.output + r.stderr
+    assert fastfp.FixedPoints.load(out).metadata["slow_speed"] == 1e-3
     # what is left is one root, however many copies: no manifold to give a PR of
     assert "points PR        - (fewer than 2 distinct points)" in text and summary["participation_ratio"] is None
     every = json.loads(_invoke("analyze", out, "--json", "--points", "all").stdout)

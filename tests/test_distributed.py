@@ -610,3 +610,19 @@ def test_study_partials_resume_and_missing_shard_files_are_recomputed(client, gr
                                          unique_tol=None, batch_size=4)  # batch_size does not change the answer
     assert again.metadata["sharded"]["computed_shards"] == 1 and again.metadata["sharded"]["reused_shards"] == 2
     np.testing.assert_array_equal(again.x, first.x)
+
+
+def test_a_slow_speed_outside_slow_manifold_mode_is_no_other_problem():
+    # Sharded runs recorded the CLI's slow_speed 1e-3 even without slow_ratio, where it does
+    # nothing; they resume under a CLI that records None there.
+    from fastfp.distributed import _comparable
+
+    old = {"method": "hybrid", "slow_ratio": None, "slow_speed": 0.001}
+    new = {"method": "hybrid", "slow_ratio": None, "slow_speed": None}
+    assert _comparable("solver_options", old) == _comparable("solver_options", new)
+    slow = {"method": "hybrid", "slow_ratio": 0.05}
+    assert _comparable("solver_options", {**slow, "slow_speed": 0.01}) != _comparable(
+        "solver_options", {**slow, "slow_speed": 0.001})
+    # in slow-manifold mode None is 1e-3, as earlier runs recorded it
+    assert _comparable("solver_options", {**slow, "slow_speed": None}) == _comparable(
+        "solver_options", {**slow, "slow_speed": 0.001})

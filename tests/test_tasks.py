@@ -365,18 +365,23 @@ def test_task_data_built_by_hand_is_checked():
     ok = dict(tokens=tokens, lengths=np.array([3, 2]), labels=np.array([0, 1]), vocab=("a", "b", "c"),
               evidence=np.eye(3)[:, :2], name="custom")
     assert TaskData(**ok).counts().tolist() == [[1, 1, 1], [0, 2, 0]]
-    # padding past a length may hold any id, even one outside the vocabulary
-    TaskData(**{**ok, "tokens": np.array([[0, 1, 2], [1, 1, -1]])})
+    # padding past a length may hold any id, even one outside the vocabulary: nothing reads it
+    for pad in (-1, 3, 99):
+        padded = TaskData(**{**ok, "tokens": np.array([[0, 1, 2], [1, 1, pad]])})
+        assert padded.counts().tolist() == [[1, 1, 1], [0, 2, 0]]
+        moved = padded.with_vocab(("c", "b", "a", "<pad>"))
+        assert moved.tokens.tolist() == [[2, 1, 0], [1, 1, 3]] and moved.counts().tolist() == [[1, 1, 1, 0], [0, 2, 0, 0]]
     bad = [
         ({"lengths": np.array([3, 4])}, "'lengths'.*document 1 has length 4.*L = 3"),
         ({"lengths": np.array([-1, 2])}, "'lengths'.*document 0 has length -1"),
-        ({"lengths": np.array([3])}, "'lengths'.*shape \\(2,\\)"),
+        ({"lengths": np.array([3])}, "'lengths': got shape \\(1,\\), expected \\(2,\\)"),
         ({"tokens": np.array([[0, 3, 2], [1, 1, 0]])}, "'tokens'.*document 0 has id 3 at position 1.*\\[0, 3\\)"),
         ({"tokens": np.array([[0, 1, 2], [1, -2, 0]])}, "'tokens'.*document 1 has id -2"),
-        ({"tokens": tokens.astype(float)}, "'tokens'.*integer ids"),
-        ({"labels": np.array([0, 1, 2])}, "'labels'.*shape \\(2,\\)"),
+        ({"tokens": tokens.astype(float)}, "'tokens': got dtype float64, expected integer ids"),
+        ({"labels": np.array([0.0, 1.0])}, "'labels': got dtype float64"),
+        ({"labels": np.array([0, 1, 2])}, "'labels': got shape \\(3,\\), expected \\(2,\\)"),
         ({"evidence": np.eye(2)}, "'evidence'.*\\(3, C\\)"),
     ]
     for change, message in bad:
-        with pytest.raises((InvalidOptionError, fastfp.ShapeError), match=message):
+        with pytest.raises((InvalidOptionError, fastfp.ShapeError, fastfp.DTypeError), match=message):
             TaskData(**{**ok, **change})
