@@ -63,7 +63,19 @@ def as_float_array(name: str, value: Any, dtype=None) -> np.ndarray:
             f"convert it first, e.g. {name}.astype(np.float64)"
         )
     target = np.dtype(dtype) if dtype is not None else (arr.dtype if arr.dtype in _FLOATS else np.dtype(np.float64))
-    return np.asarray(arr, dtype=target, order="C")  # (ascontiguousarray would turn 0-D into 1-D)
+    if target.itemsize >= arr.dtype.itemsize:
+        return np.asarray(arr, dtype=target, order="C")  # (ascontiguousarray would turn 0-D into 1-D)
+    with np.errstate(over="ignore"):
+        out = np.asarray(arr, dtype=target, order="C")
+    overflowed = ~np.isfinite(out) & np.isfinite(arr)
+    if overflowed.any():
+        # Not "holds NaN or Inf" later: the values are finite, the narrower dtype cannot hold them.
+        first = tuple(int(i) for i in np.argwhere(overflowed)[0])
+        raise DTypeError(
+            f"argument {name!r}: holds {float(arr[first]):.3g} (at index {first}), beyond {target}'s largest "
+            f"{float(np.finfo(target).max):.3g}; use float64 or smaller values"
+        )
+    return out
 
 
 def check_finite(name: str, arr: np.ndarray) -> None:

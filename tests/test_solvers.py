@@ -672,3 +672,15 @@ def test_part_speed_scale_units_each_part_by_its_spread():
     with pytest.raises(fastfp.NonFiniteError, match="'states'"):
         fastfp.part_speed_scale(params, np.concatenate([h, c], axis=1) * np.array([np.nan] + [1.0] * 7))
 
+
+
+def test_finite_values_beyond_float32_are_named_not_called_nan():
+    params = fastfp.RNNParams.random("gru", 4, 2, seed=0)
+    h0 = np.zeros((2, 4))
+    h0[1, 2] = 1e39
+    with pytest.raises(fastfp.DTypeError, match=r"'h0': holds 1e\+39 \(at index \(1, 2\)\), beyond float32's largest 3.4e\+38"):
+        fastfp.find_fixed_points(params, h0, dtype=np.float32)
+    # NaN stays what it is
+    h0[1, 2] = np.nan
+    with pytest.raises(fastfp.NonFiniteError, match="'h0': holds NaN or Inf"):
+        fastfp.find_fixed_points(params, h0, dtype=np.float32)
