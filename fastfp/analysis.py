@@ -777,7 +777,7 @@ class OrderInvariance:
 def _predict(model, tokens, lengths, E, backend, per_label):
     from .dynamics import rollout
 
-    xs = E[np.where(np.arange(tokens.shape[1]) < lengths[:, None], tokens, 0)]  # (n, L, M); padding never read
+    xs = E[tokens]  # (n, L, M)
     states = rollout(model.params, None, xs, lengths=lengths, backend=backend)
     logits = model.logits(states[:, -1])
     # Independent sigmoid outputs (and one logit alone) have no argmax to speak of: their
@@ -833,11 +833,12 @@ def order_invariance(model, task_data, *, seed=None, backend: str = "cpu") -> Or
         rng = np.random.default_rng(seed)
     else:
         raise InvalidOptionError(f"argument 'seed': got {seed!r}, expected None, a non-negative int or a numpy Generator")
-    tokens = np.asarray(task_data.tokens)
     lengths = np.asarray(task_data.lengths)
+    padding = ~task_data.mask()
+    tokens = np.where(padding, 0, task_data.tokens)  # padding may hold any id; it is never read
     n, L = tokens.shape
     keys = rng.random((n, L))
-    keys[np.arange(L)[None, :] >= lengths[:, None]] = np.inf  # padding keeps its place at the end
+    keys[padding] = np.inf  # padding keeps its place at the end
     shuffled = np.take_along_axis(tokens, np.argsort(keys, axis=1, kind="stable"), axis=1)
     per_label = np.ndim(task_data.labels) == 2 or model.readout_weight.shape[0] == 1
     before = _predict(model, tokens, lengths, E, backend, per_label)

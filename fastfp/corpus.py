@@ -747,8 +747,6 @@ def _check_labels_fit_readout(path_str, label_names, model, labels_given) -> Non
         return
     n_out, K = int(np.shape(model.readout_weight)[0]), len(label_names)
     capacity = 2 if n_out == 1 else n_out  # one output: a binary (sigmoid) readout of two labels
-    if K == n_out or (n_out == 1 and K <= 2):
-        return
     shown = ", ".join(map(repr, label_names[:8])) + (", ..." if K > 8 else "")
     if K > capacity:
         if labels_given:
@@ -759,9 +757,7 @@ def _check_labels_fit_readout(path_str, label_names, model, labels_given) -> Non
             f"argument 'path': {path_str} has {K} labels ({shown}) but the model's readout has {n_out} output(s); "
             "this is not the model's task (or pass labels= naming its outputs in order and skip the other rows)"
         )
-    if n_out == 1:
-        return
-    if not labels_given:
+    if K < n_out and not labels_given:
         warn_user(f"{path_str}: {K} labels ({shown}) for the model's {n_out} outputs: label i is taken as output i "
                   "in this sorted order; pass labels= naming the model's outputs in order if that is not so")
 

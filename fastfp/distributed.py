@@ -1069,7 +1069,9 @@ def _comparable(name, value):
             # Unused outside slow-manifold mode (runs before 2026-12-03 recorded the CLI's 1e-3 there).
             neutral.add("slow_speed")
         elif value.get("slow_speed") is None:
-            value = {**value, "slow_speed": 1e-3}  # what None means there, as earlier runs recorded it
+            from .solvers import DEFAULT_SLOW_SPEED
+
+            value = {**value, "slow_speed": DEFAULT_SLOW_SPEED}  # what None means there, as earlier runs recorded it
         if value.get("method", "hybrid") != "adam":
             neutral.add("batch_size")
             if value.get("jacobian", "auto") != "auto":

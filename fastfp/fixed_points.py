@@ -455,8 +455,7 @@ def _check_same_network(recorded, params) -> None:
             f"argument 'params': a {now[0]} ({now[1]}) network, but these points were found with a {recorded[0]} "
             f"({recorded[1]}) one, so they are no fixed points of it; pass the params they were found with"
         )
-    same = recorded[:2] == now[:2] and np.allclose(np.asarray(recorded[2:], float), np.asarray(now[2:], float),
-                                                   rtol=1e-5, atol=1e-6)
+    same = np.allclose(np.asarray(recorded[2:], float), np.asarray(now[2:], float), rtol=1e-5, atol=1e-6)
     if not same:
         warn_user("decompose: argument 'params' is not the network these points were found with (its weights "
                   "differ); the eigenvalues describe the params given")

@@ -164,6 +164,10 @@ def _check_speed_scale(speed_scale, N, slow_ratio):
     return scale
 
 
+# find_fixed_points' slow speed in slow-manifold mode when none is given.
+DEFAULT_SLOW_SPEED = 1e-3
+
+
 def part_speed_scale(params, states) -> np.ndarray:
     """Per-coordinate speed units for ``find_fixed_points(speed_scale=...)``: each part of the state
     in units of the first part's spread.
@@ -411,7 +415,7 @@ def find_fixed_points(
         "gtol": _check_tol("gtol", gtol, allow_zero=True),
         "tol_q": _check_tol("tol_q", tol_q if tol_q is not None or method != "adam" else 1e-12, allow_none=True),
         "slow_ratio": _check_tol("slow_ratio", slow_ratio, allow_none=True),
-        "slow_speed": _check_tol("slow_speed", 1e-3 if slow_speed is None else slow_speed),
+        "slow_speed": _check_tol("slow_speed", DEFAULT_SLOW_SPEED if slow_speed is None else slow_speed),
         "max_norm": _check_tol("max_norm", max_norm),
         "max_step": _check_tol("max_step", max_step),
         "adam_lr": _check_tol("adam_lr", adam_lr),
