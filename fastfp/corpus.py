@@ -239,6 +239,22 @@ class Corpus:
         """Token strings of a sequence of ids (e.g. ``train.tokens[b, :train.lengths[b]]``)."""
         return [self.vocab[int(i)] for i in ids]
 
+    def __repr__(self) -> str:
+        # A real vocabulary has tens of thousands of words and the report may list thousands of
+        # problems: the repr names their sizes, the attributes hold them whole.
+        def _names(names):
+            shown = ", ".join(repr(w) for w in names[:6])
+            return f"({shown}{', ...' if len(names) > 6 else ''})"
+
+        test = "None" if self.test is None else repr(self.test)
+        return (
+            f"Corpus(train={self.train!r}, test={test}, vocab=<{len(self.vocab)} words {_names(self.vocab)}>, "
+            f"label_names={_names(self.label_names)}, multilabel={self.multilabel}, "
+            f"n_tokens_train={self.n_tokens_train}, n_tokens_test={self.n_tokens_test}, "
+            f"report=<{self.report.n_records} records, {self.report.n_skipped} skipped, "
+            f"{len(self.report.problems)} problems, {len(self.report.suspects)} suspects>)"
+        )
+
 
 # --------------------------------------------------------------------------- argument checks
 def _check_args(format, on_error, min_count, max_vocab, max_length, test_fraction, tokenizer, encoding,

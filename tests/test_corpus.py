@@ -779,3 +779,20 @@ def test_labels_differing_only_in_case_are_warned(tmp_path):
     with pytest.warns(UserWarning, match=r"labels 'Neg' / 'neg'; 'POS' / 'pos' differ only in case"):
         c = read_corpus(path)
     assert len(c.label_names) == 4
+
+
+def test_repr_summarises_a_large_vocabulary_and_its_problems(tmp_path):
+    # 4000 distinct training words and 300 bad rows: the repr names their counts instead of listing them.
+    path = tmp_path / "big.csv"
+    rows = [f"word{i} other{i},{'ab'[i % 2]}" for i in range(2500)] + [",a"] * 300
+    path.write_text("text,label\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        corpus = read_corpus(path, on_error="skip", test_fraction=0.2, seed=0)
+    text = repr(corpus)
+    # the vocabulary is built from the training split: two new words per training document
+    assert len(corpus.vocab) == 2 + 2 * corpus.train.n_docs and len(corpus.report.problems) == 300
+    assert len(text) < 1500, text
+    assert f"vocab=<{len(corpus.vocab)} words ('<pad>', '<unk>'," in text
+    assert "300 skipped, 300 problems" in text
+    assert "word2499" not in text
